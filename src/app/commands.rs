@@ -1,0 +1,507 @@
+//! Commands: everything that changes state or runs an operation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::engine::Route;
+use super::events::EventKind;
+use super::registry::{StrategyEntry, StrategyRuntime};
+use super::settings::SettingsPatch;
+use super::views::{HealthView, StrategyView};
+use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
+use crate::config::{StrategySpec, check_strategy_name};
+use crate::domain::{
+    CapabilityFlags, HealthState, HealthStatus, OperationType, ProviderOperation, now_millis,
+    rfc3339,
+};
+use crate::providers;
+use crate::store::StrategySource;
+use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
+
+/// executeProviderOperation.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"operation_type": "CREATE_INSTANCES",
+    "parameters": {"template_id": "web-server", "count": 2}, "strategy_override": "sim-primary"}))]
+pub struct ExecuteCommand {
+    /// Any case: `CREATE_INSTANCES` or `create_instances`.
+    #[schema(value_type = String, example = "CREATE_INSTANCES")]
+    pub operation_type: OperationType,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    /// Run on this strategy, skipping selection (its circuit breaker still applies).
+    #[serde(default)]
+    pub strategy_override: Option<String>,
+    /// Laid over the configured criteria for this call only.
+    #[serde(default)]
+    pub selection_criteria: Option<SelectionCriteria>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    /// Per-attempt deadline in seconds (default: the configured operation_timeout).
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// Metadata of an operation result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResultMetadata {
+    pub strategy_used: String,
+    pub response_time_ms: f64,
+    pub attempts: usize,
+    pub fallback_used: bool,
+    /// `strategy_override`, `active_strategy` or `selection policy <NAME>`.
+    pub chosen_by: String,
+    pub attempted: Vec<Attempt>,
+}
+
+/// `{success, data, error_message, error_code, metadata}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"success": true, "data": {"instance_ids": ["i-0a1b2c3d4e5f60718"], "count": 1},
+    "error_message": null, "error_code": null, "metadata": {"strategy_used": "sim-primary",
+    "response_time_ms": 12.5, "attempts": 1, "fallback_used": false, "chosen_by": "strategy_override",
+    "attempted": [{"strategy": "sim-primary", "success": true, "error_code": null, "error_message": null,
+    "error_kind": null, "response_time_ms": 12.1}]}}))]
+pub struct OperationResult {
+    pub success: bool,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub error_message: Option<String>,
+    pub error_code: Option<String>,
+    pub metadata: ResultMetadata,
+}
+
+/// selectProviderStrategy.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"operation_type": "CREATE_INSTANCES", "selection_criteria": {"require_healthy": true}}))]
+pub struct SelectCommand {
+    #[schema(value_type = String, example = "CREATE_INSTANCES")]
+    pub operation_type: OperationType,
+    #[serde(default)]
+    pub selection_criteria: Option<SelectionCriteria>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SelectionView {
+    pub selected_strategy: String,
+    /// The policy that chose, or `null` when `active_strategy` decided.
+    pub selection_policy: Option<String>,
+    pub selection_reason: String,
+    pub alternatives: Vec<String>,
+    /// Every strategy and why it was or was not chosen.
+    pub candidates: Vec<Verdict>,
+}
+
+/// registerProviderStrategy and updateProviderStrategy.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"strategy_name": "sim-eu", "provider_type": "simulated",
+    "strategy_config": {"region": "sim-eu-1", "latency_ms": [5, 20], "failure_rate": 0.0, "capacity": 100},
+    "capabilities": {"instances": true, "spot_instances": false}, "priority": 2, "weight": 50}))]
+pub struct RegisterCommand {
+    /// Required to register; on update it may be left out but must match the path if given.
+    #[serde(default)]
+    pub strategy_name: Option<String>,
+    pub provider_type: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub strategy_config: Map<String, Value>,
+    #[serde(default)]
+    pub capabilities: Option<CapabilityFlags>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// updateProviderHealth.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"health_status": {"is_healthy": false, "status_message": "maintenance window",
+    "error_details": {"ticket": "OPS-1234"}}, "source": "nagios"}))]
+pub struct UpdateHealthCommand {
+    pub health_status: HealthReport,
+    /// Who reports (recorded with the status); default `api`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    pub is_healthy: bool,
+    #[serde(default)]
+    pub status_message: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub error_details: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnregisterView {
+    pub strategy_name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigureView {
+    pub status: String,
+    pub configuration: ConfigurationView,
+}
+
+fn spec_field(path: &str) -> String {
+    match path.split_once('.') {
+        Some(("config", rest)) => format!("strategy_config.{rest}"),
+        _ if path == "config" => "strategy_config".into(),
+        _ if path == "type" => "provider_type".into(),
+        _ if path == "name" => "strategy_name".into(),
+        _ => path.to_string(),
+    }
+}
+
+fn validate_spec(spec: &StrategySpec) -> AppResult<()> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if let Err(m) = check_strategy_name(&spec.name) {
+        errors.push(FieldError::new("strategy_name", m));
+    }
+    errors.extend(
+        providers::validate_spec(spec)
+            .into_iter()
+            .map(|(p, m)| FieldError::new(spec_field(&p), m)),
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+impl RegisterCommand {
+    fn into_spec(self, name: String, previous: Option<&StrategySpec>) -> StrategySpec {
+        StrategySpec {
+            name,
+            provider_type: self.provider_type,
+            enabled: self.enabled.or(previous.map(|p| p.enabled)).unwrap_or(true),
+            priority: self.priority.or(previous.map(|p| p.priority)).unwrap_or(0),
+            weight: self.weight.or(previous.map(|p| p.weight)).unwrap_or(100.0),
+            capabilities: self.capabilities.unwrap_or_default(),
+            config: self.strategy_config,
+        }
+    }
+}
+
+impl Engine {
+    pub async fn execute_operation(
+        self: &Arc<Self>,
+        cmd: ExecuteCommand,
+    ) -> AppResult<OperationResult> {
+        if let Some(t) = cmd.timeout_seconds
+            && !(t.is_finite() && t > 0.0 && t <= 3600.0)
+        {
+            return Err(AppError::field(
+                "timeout_seconds",
+                "must be more than 0 and at most 3600",
+            ));
+        }
+        if let Some(c) = &cmd.selection_criteria {
+            let errors: Vec<FieldError> = c
+                .validate()
+                .into_iter()
+                .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m))
+                .collect();
+            if !errors.is_empty() {
+                return Err(AppError::Validation(errors));
+            }
+        }
+        let mut op = ProviderOperation::new(cmd.operation_type, cmd.parameters);
+        op.context = cmd.context.unwrap_or_default();
+        let route = Route {
+            strategy: cmd.strategy_override,
+            criteria: cmd.selection_criteria,
+            timeout: cmd.timeout_seconds.map(Duration::from_secs_f64),
+        };
+        let outcome = self.execute(op, route).await?;
+        let fallback_used = outcome.fallback_used();
+        let (success, data, error_message, error_code) = match outcome.result {
+            Ok(data) => (true, data, None, None),
+            Err(e) => (false, Value::Null, Some(e.message), Some(e.code)),
+        };
+        Ok(OperationResult {
+            success,
+            data,
+            error_message,
+            error_code,
+            metadata: ResultMetadata {
+                strategy_used: outcome.strategy_used,
+                response_time_ms: outcome.response_time_ms,
+                attempts: outcome.attempts.len(),
+                fallback_used,
+                chosen_by: outcome.how_chosen,
+                attempted: outcome.attempts,
+            },
+        })
+    }
+
+    pub fn select_strategy(&self, cmd: SelectCommand) -> AppResult<SelectionView> {
+        if let Some(c) = &cmd.selection_criteria {
+            let errors: Vec<FieldError> = c
+                .validate()
+                .into_iter()
+                .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m))
+                .collect();
+            if !errors.is_empty() {
+                return Err(AppError::Validation(errors));
+            }
+        }
+        if let Some(active) = self.settings().active_strategy
+            && self.registry.get(&active).is_some()
+        {
+            return Ok(SelectionView {
+                selected_strategy: active,
+                selection_policy: None,
+                selection_reason: "active_strategy is set; operations without an override go to it"
+                    .into(),
+                alternatives: Vec::new(),
+                candidates: Vec::new(),
+            });
+        }
+        let s = self.select(cmd.operation_type, cmd.selection_criteria.as_ref())?;
+        Ok(SelectionView {
+            selected_strategy: s.selected,
+            selection_policy: Some(s.policy.as_str().to_string()),
+            selection_reason: s.reason,
+            alternatives: s.alternatives,
+            candidates: s.verdicts,
+        })
+    }
+
+    async fn install(
+        &self,
+        spec: StrategySpec,
+        source: StrategySource,
+        runtime: Arc<StrategyRuntime>,
+        order: Option<u64>,
+    ) -> AppResult<StrategyView> {
+        let provider = providers::build(&spec, &self.deps)
+            .await
+            .map_err(|m| AppError::field("strategy_config", m))?;
+        let stored = self
+            .store
+            .upsert_strategy(&spec, source, now_millis())
+            .await?;
+        let entry = StrategyEntry {
+            order: order.unwrap_or(1_000_000 + stored.seq as u64),
+            source,
+            registered_at: stored.created_at,
+            updated_at: stored.updated_at,
+            spec,
+            provider,
+            runtime,
+        };
+        let view = StrategyView::of(&entry);
+        self.registry.put(entry);
+        Ok(view)
+    }
+
+    pub async fn register_strategy(&self, cmd: RegisterCommand) -> AppResult<StrategyView> {
+        let name = cmd
+            .strategy_name
+            .clone()
+            .ok_or_else(|| AppError::field("strategy_name", "is required"))?;
+        let spec = cmd.into_spec(name.clone(), None);
+        validate_spec(&spec)?;
+        if self.registry.get(&name).is_some() {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
+            )));
+        }
+        let runtime = Arc::new(StrategyRuntime::new(
+            HealthStatus::unknown(),
+            CircuitBreaker::default(),
+            None,
+        ));
+        let view = self
+            .install(spec, StrategySource::Api, runtime, None)
+            .await?;
+        self.events.emit(
+            EventKind::Registration,
+            Some(&name),
+            json!({"action": "registered", "provider_type": view.provider_type, "priority": view.priority}),
+        );
+        Ok(view)
+    }
+
+    /// Replaces config, capabilities, priority and weight; metrics, health and circuit stay.
+    pub async fn update_strategy(
+        &self,
+        name: &str,
+        cmd: RegisterCommand,
+    ) -> AppResult<StrategyView> {
+        let current = self.entry(name)?;
+        if let Some(body_name) = &cmd.strategy_name
+            && body_name != name
+        {
+            return Err(AppError::field(
+                "strategy_name",
+                format!(
+                    "'{body_name}' does not match the strategy in the path ('{name}'); renaming is not supported"
+                ),
+            ));
+        }
+        let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
+        validate_spec(&spec)?;
+        let view = self
+            .install(
+                spec,
+                current.source,
+                Arc::clone(&current.runtime),
+                Some(current.order),
+            )
+            .await?;
+        self.events.emit(
+            EventKind::Registration,
+            Some(name),
+            json!({"action": "updated"}),
+        );
+        Ok(view)
+    }
+
+    pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
+        self.entry(name)?;
+        let settings = self.settings();
+        if settings.active_strategy.as_deref() == Some(name) {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is the active strategy; set active_strategy to null (PUT /api/v1/providers/configuration) first"
+            )));
+        }
+        if settings.fallback_strategies.iter().any(|f| f == name) {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is in fallback_strategies; remove it there (PUT /api/v1/providers/configuration) first"
+            )));
+        }
+        self.store.delete_strategy(name).await?;
+        self.registry.remove(name);
+        self.events.emit(
+            EventKind::Registration,
+            Some(name),
+            json!({"action": "unregistered"}),
+        );
+        Ok(UnregisterView {
+            strategy_name: name.to_string(),
+            status: "unregistered".into(),
+        })
+    }
+
+    pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
+        let mut errors = Vec::new();
+        if let Some(Some(active)) = &patch.active_strategy
+            && self.registry.get(active).is_none()
+        {
+            errors.push(FieldError::new(
+                "active_strategy",
+                format!("no strategy named '{active}'"),
+            ));
+        }
+        for (i, name) in patch.fallback_strategies.iter().flatten().enumerate() {
+            if self.registry.get(name).is_none() {
+                errors.push(FieldError::new(
+                    format!("fallback_strategies[{i}]"),
+                    format!("no strategy named '{name}'"),
+                ));
+            }
+        }
+        if let Some(i) = patch.health_check_interval
+            && !(i.is_finite() && i >= 1.0)
+        {
+            errors.push(FieldError::new(
+                "health_check_interval",
+                "must be at least 1 second",
+            ));
+        }
+        if let Some(b) = &patch.circuit_breaker_config {
+            if b.failure_threshold == Some(0) {
+                errors.push(FieldError::new(
+                    "circuit_breaker_config.failure_threshold",
+                    "must be at least 1",
+                ));
+            }
+            if b.half_open_max_calls == Some(0) {
+                errors.push(FieldError::new(
+                    "circuit_breaker_config.half_open_max_calls",
+                    "must be at least 1",
+                ));
+            }
+            if let Some(t) = b.recovery_timeout
+                && !(t.is_finite() && t > 0.0)
+            {
+                errors.push(FieldError::new(
+                    "circuit_breaker_config.recovery_timeout",
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        if let Some(c) = &patch.selection_criteria {
+            errors.extend(
+                c.validate()
+                    .into_iter()
+                    .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m)),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let (_, previous, _) = self.settings_view();
+        self.replace_overrides(previous.then(&patch)).await?;
+        self.events.emit(
+            EventKind::Configuration,
+            None,
+            json!({"changed": patch.fields()}),
+        );
+        Ok(ConfigureView {
+            status: "configured".into(),
+            configuration: self.configuration(),
+        })
+    }
+
+    pub fn configuration(&self) -> ConfigurationView {
+        let (effective, overrides, updated_at) = self.settings_view();
+        ConfigurationView::new(&effective, &overrides, updated_at.map(rfc3339))
+    }
+
+    /// An external monitor's or an operator's word on health; effective at once, until the
+    /// next background check says otherwise.
+    pub async fn update_health(
+        &self,
+        name: &str,
+        cmd: UpdateHealthCommand,
+    ) -> AppResult<HealthView> {
+        let entry = self.entry(name)?;
+        let source = match cmd.source.as_deref().map(str::trim) {
+            None | Some("") => "api".to_string(),
+            Some(s) if s.len() <= 64 => s.to_string(),
+            Some(_) => return Err(AppError::field("source", "must be at most 64 characters")),
+        };
+        let status = HealthStatus {
+            state: if cmd.health_status.is_healthy {
+                HealthState::Healthy
+            } else {
+                HealthState::Unhealthy
+            },
+            status_message: cmd.health_status.status_message,
+            error_details: cmd.health_status.error_details,
+            source,
+            checked_at: Some(now_millis()),
+            response_time_ms: None,
+        };
+        self.set_health(&entry, status).await?;
+        Ok(HealthView::of(&entry, &self.breaker_config()))
+    }
+}

@@ -1,0 +1,222 @@
+//! Effective strategy settings: the file's `strategy` section with run-time overrides laid over
+//! it field by field. Overrides persist, so a restart keeps what an operator configured.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::StrategySettings;
+use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
+
+/// `Some(None)` for an explicit `null`, `None` when the key is absent.
+pub fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Partial circuit-breaker settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_max_calls: Option<u32>,
+}
+
+/// Body of `PUT /api/v1/providers/configuration`: every field optional, absent fields keep
+/// their value. `active_strategy: null` hands the choice back to the policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"default_selection_policy": "ROUND_ROBIN", "active_strategy": null,
+    "fallback_strategies": ["sim-secondary"], "health_check_interval": 15,
+    "circuit_breaker_config": {"failure_threshold": 3, "recovery_timeout": 30, "half_open_max_calls": 1}}))]
+pub struct SettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "ROUND_ROBIN")]
+    pub default_selection_policy: Option<SelectionPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_criteria: Option<SelectionCriteria>,
+    #[serde(
+        default,
+        deserialize_with = "explicit_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, nullable = true)]
+    pub active_strategy: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_strategies: Option<Vec<String>>,
+    /// Seconds between background health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_config: Option<BreakerPatch>,
+}
+
+impl SettingsPatch {
+    /// `newer` wins field by field (breaker fields one by one).
+    pub fn then(&self, newer: &SettingsPatch) -> SettingsPatch {
+        let breaker = match (&self.circuit_breaker_config, &newer.circuit_breaker_config) {
+            (Some(old), Some(new)) => Some(BreakerPatch {
+                enabled: new.enabled.or(old.enabled),
+                failure_threshold: new.failure_threshold.or(old.failure_threshold),
+                recovery_timeout: new.recovery_timeout.or(old.recovery_timeout),
+                half_open_max_calls: new.half_open_max_calls.or(old.half_open_max_calls),
+            }),
+            (old, new) => new.clone().or_else(|| old.clone()),
+        };
+        SettingsPatch {
+            default_selection_policy: newer
+                .default_selection_policy
+                .or(self.default_selection_policy),
+            selection_criteria: newer
+                .selection_criteria
+                .clone()
+                .or_else(|| self.selection_criteria.clone()),
+            active_strategy: newer
+                .active_strategy
+                .clone()
+                .or_else(|| self.active_strategy.clone()),
+            fallback_strategies: newer
+                .fallback_strategies
+                .clone()
+                .or_else(|| self.fallback_strategies.clone()),
+            health_check_interval: newer.health_check_interval.or(self.health_check_interval),
+            circuit_breaker_config: breaker,
+        }
+    }
+
+    pub fn apply(&self, base: &StrategySettings) -> StrategySettings {
+        let mut s = base.clone();
+        if let Some(p) = self.default_selection_policy {
+            s.selection_policy = p;
+        }
+        if let Some(c) = &self.selection_criteria {
+            s.selection_criteria = c.clone();
+        }
+        if let Some(a) = &self.active_strategy {
+            s.active_strategy = a.clone();
+        }
+        if let Some(f) = &self.fallback_strategies {
+            s.fallback_strategies = f.clone();
+        }
+        if let Some(i) = self.health_check_interval {
+            s.health_check_interval = i;
+        }
+        if let Some(b) = &self.circuit_breaker_config {
+            let cb: &mut BreakerConfig = &mut s.circuit_breaker;
+            cb.enabled = b.enabled.unwrap_or(cb.enabled);
+            cb.failure_threshold = b.failure_threshold.unwrap_or(cb.failure_threshold);
+            cb.recovery_timeout = b.recovery_timeout.unwrap_or(cb.recovery_timeout);
+            cb.half_open_max_calls = b.half_open_max_calls.unwrap_or(cb.half_open_max_calls);
+        }
+        s
+    }
+
+    /// Names of the fields set.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        let set = [
+            (
+                "default_selection_policy",
+                self.default_selection_policy.is_some(),
+            ),
+            ("selection_criteria", self.selection_criteria.is_some()),
+            ("active_strategy", self.active_strategy.is_some()),
+            ("fallback_strategies", self.fallback_strategies.is_some()),
+            (
+                "health_check_interval",
+                self.health_check_interval.is_some(),
+            ),
+            (
+                "circuit_breaker_config",
+                self.circuit_breaker_config.is_some(),
+            ),
+        ];
+        for (name, on) in set {
+            if on {
+                f.push(name);
+            }
+        }
+        f
+    }
+}
+
+/// The effective configuration as `GET /api/v1/providers/configuration` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigurationView {
+    #[schema(value_type = String, example = "FIRST_AVAILABLE")]
+    pub default_selection_policy: SelectionPolicy,
+    pub selection_criteria: SelectionCriteria,
+    pub active_strategy: Option<String>,
+    pub fallback_strategies: Vec<String>,
+    pub health_check_interval: f64,
+    pub health_check_timeout: f64,
+    pub health_check_retries: u32,
+    pub operation_timeout: f64,
+    pub circuit_breaker_config: BreakerConfig,
+    /// Fields set at run time (they override the configuration file and survive restarts).
+    pub overridden_fields: Vec<&'static str>,
+    pub updated_at: Option<String>,
+}
+
+impl ConfigurationView {
+    pub fn new(
+        s: &StrategySettings,
+        overrides: &SettingsPatch,
+        updated_at: Option<String>,
+    ) -> Self {
+        Self {
+            default_selection_policy: s.selection_policy,
+            selection_criteria: s.selection_criteria.clone(),
+            active_strategy: s.active_strategy.clone(),
+            fallback_strategies: s.fallback_strategies.clone(),
+            health_check_interval: s.health_check_interval,
+            health_check_timeout: s.health_check_timeout,
+            health_check_retries: s.health_check_retries,
+            operation_timeout: s.operation_timeout,
+            circuit_breaker_config: s.circuit_breaker,
+            overridden_fields: overrides.fields(),
+            updated_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_accumulate_and_null_clears_active_strategy() {
+        let first: SettingsPatch = serde_json::from_str(
+            r#"{"active_strategy": "a", "circuit_breaker_config": {"failure_threshold": 2}}"#,
+        )
+        .unwrap();
+        let second: SettingsPatch = serde_json::from_str(
+            r#"{"active_strategy": null, "circuit_breaker_config": {"recovery_timeout": 9}}"#,
+        )
+        .unwrap();
+        let both = first.then(&second);
+        assert_eq!(both.active_strategy, Some(None));
+        let base = StrategySettings {
+            active_strategy: Some("file".into()),
+            ..Default::default()
+        };
+        let eff = both.apply(&base);
+        assert_eq!(eff.active_strategy, None);
+        assert_eq!(eff.circuit_breaker.failure_threshold, 2);
+        assert_eq!(eff.circuit_breaker.recovery_timeout, 9.0);
+        // A stored patch reads back the same, explicit null included.
+        let text = serde_json::to_string(&both).unwrap();
+        assert_eq!(serde_json::from_str::<SettingsPatch>(&text).unwrap(), both);
+        let absent: SettingsPatch = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.active_strategy, None);
+    }
+}

@@ -1,0 +1,175 @@
+//! Shapes the commands and queries answer with (snake_case, as the REST surface speaks).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::StrategyEntry;
+use crate::domain::{Capabilities, HealthState, rfc3339};
+use crate::store::HealthHistoryEntry;
+use crate::strategy::{BreakerConfig, CircuitState, RecentStats};
+
+/// Circuit breaker state of one strategy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CircuitView {
+    pub state: CircuitState,
+    pub consecutive_failures: u32,
+    pub opened_at: Option<String>,
+    pub last_transition_at: Option<String>,
+    /// When an open circuit lets the next probe through.
+    pub next_probe_at: Option<String>,
+    pub last_reason: Option<String>,
+    pub probes_in_flight: u32,
+}
+
+impl CircuitView {
+    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+        let slot = entry.runtime.breaker.lock().expect("breaker lock");
+        let b = &slot.breaker;
+        Self {
+            state: b.state,
+            consecutive_failures: b.consecutive_failures,
+            opened_at: b.opened_at.map(rfc3339),
+            last_transition_at: b.last_transition_at.map(rfc3339),
+            next_probe_at: b.retry_at(cfg).map(rfc3339),
+            last_reason: slot.last_reason.clone(),
+            probes_in_flight: b.probes_in_flight,
+        }
+    }
+}
+
+/// Health of one strategy with its circuit.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthView {
+    pub strategy_name: String,
+    pub provider_type: String,
+    /// `null` until the first check.
+    pub is_healthy: Option<bool>,
+    pub state: HealthState,
+    pub status_message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub error_details: Option<Value>,
+    pub source: String,
+    pub last_check: Option<String>,
+    pub response_time_ms: Option<f64>,
+    pub circuit: CircuitView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HealthHistoryEntry>>,
+}
+
+impl HealthView {
+    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+        let h = entry.runtime.health();
+        Self {
+            strategy_name: entry.spec.name.clone(),
+            provider_type: entry.spec.provider_type.clone(),
+            is_healthy: match h.state {
+                HealthState::Healthy => Some(true),
+                HealthState::Unhealthy => Some(false),
+                HealthState::Unknown => None,
+            },
+            state: h.state,
+            status_message: h.status_message,
+            error_details: h.error_details,
+            source: h.source,
+            last_check: h.checked_at.map(rfc3339),
+            response_time_ms: h.response_time_ms,
+            circuit: CircuitView::of(entry, cfg),
+            history: None,
+        }
+    }
+}
+
+/// Keys whose values never leave the service.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "token",
+        "access_key",
+        "api_key",
+        "session_key",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// A strategy's config with secret-looking values replaced.
+pub fn redacted(config: &Map<String, Value>) -> Map<String, Value> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                _ if is_secret_key(k) => Value::String("***".into()),
+                Value::Object(inner) => Value::Object(redacted(inner)),
+                other => other.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// One registered strategy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StrategyView {
+    pub strategy_name: String,
+    pub provider_type: String,
+    pub enabled: bool,
+    pub priority: i64,
+    pub weight: f64,
+    /// `config` (defined by the configuration file) or `api` (registered at run time).
+    pub source: String,
+    /// Secret-looking values are shown as `***`.
+    #[schema(value_type = Object)]
+    pub strategy_config: Map<String, Value>,
+    pub capabilities: Capabilities,
+    pub health: HealthState,
+    pub circuit_state: CircuitState,
+    pub in_flight: u64,
+    pub recent: RecentStats,
+    pub registered_at: String,
+    pub updated_at: String,
+}
+
+impl StrategyView {
+    pub fn of(entry: &StrategyEntry) -> Self {
+        let c = entry.candidate();
+        Self {
+            strategy_name: entry.spec.name.clone(),
+            provider_type: entry.spec.provider_type.clone(),
+            enabled: entry.spec.enabled,
+            priority: entry.spec.priority,
+            weight: entry.spec.weight,
+            source: entry.source.as_str().to_string(),
+            strategy_config: redacted(&entry.spec.config),
+            capabilities: c.capabilities,
+            health: c.health,
+            circuit_state: c.circuit,
+            in_flight: c.in_flight,
+            recent: c.recent,
+            registered_at: rfc3339(entry.registered_at),
+            updated_at: rfc3339(entry.updated_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let cfg = json!({"region": "x", "secret_access_key": "abc", "auth": {"api_key": "k", "user": "u"},
+                         "key_name": "hf-key"});
+        let out = redacted(cfg.as_object().unwrap());
+        assert_eq!(
+            Value::Object(out),
+            json!({"region": "x", "secret_access_key": "***",
+            "auth": {"api_key": "***", "user": "u"}, "key_name": "hf-key"})
+        );
+    }
+}

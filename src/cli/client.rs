@@ -1,0 +1,256 @@
+use std::io::Read;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::{ClientArgs, ClientCommand};
+
+/// Exit codes: 0 answered, 1 the service rejected the call (problem on stderr), 2 bad usage,
+/// 3 the service could not be reached.
+pub const EXIT_REJECTED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+#[derive(Debug)]
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    query: Vec<(String, String)>,
+}
+
+fn read_data(args: &ClientArgs) -> Result<Option<Value>, String> {
+    let text = match (&args.data, &args.file) {
+        (Some(d), _) => d.clone(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            s
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("--data/--file is not valid JSON: {e}"))
+}
+
+/// The strategy name from --name or the data (taken out of the data for GET commands).
+fn name_of(args: &ClientArgs, data: &mut Option<Value>, remove: bool) -> Option<String> {
+    if let Some(n) = &args.name {
+        return Some(n.clone());
+    }
+    let obj = data.as_mut()?.as_object_mut()?;
+    for key in ["strategy_name", "provider_name", "name"] {
+        if let Some(Value::String(n)) = obj.get(key).cloned() {
+            if remove {
+                obj.remove(key);
+            }
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn query_of(data: Option<Value>) -> Result<Vec<(String, String)>, String> {
+    match data {
+        None => Ok(Vec::new()),
+        Some(Value::Object(map)) => Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect()),
+        Some(_) => Err("for this command --data must be a JSON object of query parameters".into()),
+    }
+}
+
+fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
+    use ClientCommand::*;
+    let (args, method, route): (&ClientArgs, Method, &str) = match cmd {
+        ExecuteProviderOperation(a) => (a, Method::POST, "/api/v1/providers/operations"),
+        SelectProviderStrategy(a) => (a, Method::POST, "/api/v1/providers/selection"),
+        RegisterProviderStrategy(a) => (a, Method::POST, "/api/v1/providers"),
+        UnregisterProviderStrategy(a) => (a, Method::DELETE, "/api/v1/providers/{name}"),
+        UpdateProviderStrategy(a) => (a, Method::PUT, "/api/v1/providers/{name}"),
+        ConfigureProviderStrategy(a) => (a, Method::PUT, "/api/v1/providers/configuration"),
+        GetProviderStrategyConfig(a) => (a, Method::GET, "/api/v1/providers/configuration"),
+        UpdateProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health"),
+        GetProviderHealth(a) => (a, Method::GET, "/api/v1/providers/{name?}/health"),
+        ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
+        GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
+        GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
+    };
+    let mut data = read_data(args)?;
+    let is_get = method == Method::GET || method == Method::DELETE;
+    let path = if route.contains("{name?}") {
+        match name_of(args, &mut data, true) {
+            Some(n) => route.replace("{name?}", &urlencode(&n)),
+            None => route.replace("/{name?}", ""),
+        }
+    } else if route.contains("{name}") {
+        // A body names the strategy itself (updateProviderStrategy keeps strategy_name in it).
+        let n = name_of(args, &mut data, is_get)
+            .ok_or("this command needs the strategy: --name NAME (or strategy_name in --data)")?;
+        route.replace("{name}", &urlencode(&n))
+    } else {
+        route.to_string()
+    };
+    let call = if is_get {
+        Call {
+            method,
+            path,
+            body: None,
+            query: query_of(data)?,
+        }
+    } else {
+        let body = match (data, &method) {
+            (Some(d), _) => Some(d),
+            (None, m) if *m == Method::POST || *m == Method::PUT => {
+                return Err("this command needs a JSON body: --data '{…}' or --file FILE".into());
+            }
+            (None, _) => None,
+        };
+        Call {
+            method,
+            path,
+            body,
+            query: Vec::new(),
+        }
+    };
+    Ok((args.clone(), call))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// Runs one client command; returns the process exit code.
+pub async fn run_client(cmd: ClientCommand) -> i32 {
+    let (args, call) = match plan(&cmd) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ohfp: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let url = format!("{}{}", args.url.trim_end_matches('/'), call.path);
+    let client = reqwest::Client::new();
+    let mut req = client.request(call.method.clone(), &url).query(&call.query);
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = &call.body {
+        req = req.json(body);
+    }
+    let res = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ohfp: cannot reach the service at {}: {e}", args.url);
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    let shown = serde_json::from_str::<Value>(&text)
+        .map(|v| pretty(&v))
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{shown}");
+        0
+    } else {
+        eprintln!("{shown}");
+        EXIT_REJECTED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn planned(argv: &[&str]) -> Result<Call, String> {
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Client(c) => plan(&c).map(|(_, call)| call),
+            _ => Err("not a client command".into()),
+        }
+    }
+
+    #[test]
+    fn commands_map_to_routes() {
+        let c = planned(&["ohfp", "getProviderHealth"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::GET, "/api/v1/providers/health")
+        );
+        let c = planned(&["ohfp", "getProviderHealth", "--name", "sim-primary"]).unwrap();
+        assert_eq!(c.path, "/api/v1/providers/sim-primary/health");
+        let c = planned(&[
+            "ohfp",
+            "getProviderMetrics",
+            "--data",
+            r#"{"provider_name": "a b", "time_range_hours": 1}"#,
+        ])
+        .unwrap();
+        assert_eq!(c.path, "/api/v1/providers/a%20b/metrics");
+        assert_eq!(
+            c.query,
+            vec![("time_range_hours".to_string(), "1".to_string())]
+        );
+        let c = planned(&[
+            "ohfp",
+            "updateProviderStrategy",
+            "--data",
+            r#"{"strategy_name": "x", "provider_type": "simulated"}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::PUT, "/api/v1/providers/x")
+        );
+        assert_eq!(c.body.unwrap()["strategy_name"], "x");
+        let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
+        assert_eq!((c.method, c.body), (Method::DELETE, None));
+    }
+
+    #[test]
+    fn usage_errors_are_clear() {
+        assert!(
+            planned(&["ohfp", "executeProviderOperation"])
+                .unwrap_err()
+                .contains("needs a JSON body")
+        );
+        assert!(
+            planned(&["ohfp", "getProviderCapabilities"])
+                .unwrap_err()
+                .contains("--name")
+        );
+        assert!(
+            planned(&["ohfp", "selectProviderStrategy", "--data", "{oops"])
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Command line: `serve`, `check-config`, `openapi`, and a client command per CQRS name
+//! (`ohfp getProviderHealth`, `ohfp executeProviderOperation --data '{…}'`), each one HTTP call
+//! to a running service.
+
+mod client;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+pub use client::run_client;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ohfp",
+    version,
+    about = "HostFactory provider service with a multi-provider strategy layer"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Validate a configuration file without starting.
+    CheckConfig {
+        /// The file to check (env overrides and ${VAR} expansion apply, as at start-up).
+        file: PathBuf,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file; the embedded config/default.json when absent.
+    #[arg(long, env = "OHFP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding server.bind.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Log format, overriding logging.format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(v: LogFormatArg) -> Self {
+        match v {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// JSON body (for GET commands: query parameters, e.g. '{"time_range_hours": 1}').
+    #[arg(long, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// Read the JSON from this file ('-' for stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Service address.
+    #[arg(long, env = "OHFP_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Bearer token for mutating routes.
+    #[arg(long, env = "OHFP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Strategy name, for commands about one strategy (else taken from the data's
+    /// strategy_name or provider_name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// POST /api/v1/providers/operations
+    #[command(name = "executeProviderOperation")]
+    ExecuteProviderOperation(ClientArgs),
+    /// POST /api/v1/providers/selection
+    #[command(name = "selectProviderStrategy")]
+    SelectProviderStrategy(ClientArgs),
+    /// POST /api/v1/providers
+    #[command(name = "registerProviderStrategy")]
+    RegisterProviderStrategy(ClientArgs),
+    /// DELETE /api/v1/providers/{name}
+    #[command(name = "unregisterProviderStrategy")]
+    UnregisterProviderStrategy(ClientArgs),
+    /// PUT /api/v1/providers/{name}
+    #[command(name = "updateProviderStrategy")]
+    UpdateProviderStrategy(ClientArgs),
+    /// PUT /api/v1/providers/configuration
+    #[command(name = "configureProviderStrategy")]
+    ConfigureProviderStrategy(ClientArgs),
+    /// GET /api/v1/providers/configuration
+    #[command(name = "getProviderStrategyConfig")]
+    GetProviderStrategyConfig(ClientArgs),
+    /// POST /api/v1/providers/{name}/health
+    #[command(name = "updateProviderHealth")]
+    UpdateProviderHealth(ClientArgs),
+    /// GET /api/v1/providers/health, or /api/v1/providers/{name}/health with --name
+    #[command(name = "getProviderHealth")]
+    GetProviderHealth(ClientArgs),
+    /// GET /api/v1/providers (--data '{"healthy_only": true}')
+    #[command(name = "listAvailableProviders")]
+    ListAvailableProviders(ClientArgs),
+    /// GET /api/v1/providers/metrics, or /api/v1/providers/{name}/metrics with --name
+    #[command(name = "getProviderMetrics")]
+    GetProviderMetrics(ClientArgs),
+    /// GET /api/v1/providers/{name}/capabilities
+    #[command(name = "getProviderCapabilities")]
+    GetProviderCapabilities(ClientArgs),
+}

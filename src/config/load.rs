@@ -1,0 +1,287 @@
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::{Config, EMBEDDED_DEFAULT, check_strategy_name, expand, guide};
+
+/// One problem, at a JSON path such as `providers[1].config.failure_rate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found, so an operator can fix them in one go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors {
+    pub source: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({}):", self.source)?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn one(source: &str, path: &str, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors {
+        source: source.to_string(),
+        errors: vec![ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        }],
+    }
+}
+
+/// Loads `file` (the embedded default when `None`), then applies `OHFP_*` overrides from the
+/// process environment, then expands `${VAR}`. A named file stands alone: keys it leaves out
+/// take the built-in defaults, not the embedded file's values.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(file, &vars, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with the environment passed in (tests).
+pub fn load_with_env(
+    file: Option<&Path>,
+    vars: &[(String, String)],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let (text, source) = match file {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| one(&name, "", format!("cannot read {name}: {e}")))?;
+            (text, name)
+        }
+        None => (
+            EMBEDDED_DEFAULT.to_string(),
+            "embedded config/default.json".to_string(),
+        ),
+    };
+    let mut tree =
+        guide::normalize(parse_json(&text, &source)?).map_err(|(p, m)| one(&source, &p, m))?;
+    apply_env_overrides(&mut tree, vars).map_err(|(p, m)| one(&source, &p, m))?;
+    expand::expand_tree(&mut tree, "", lookup).map_err(|(p, m)| one(&source, &p, m))?;
+    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        one(
+            &source,
+            if path == "." { "" } else { &path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    let errors = validate(&config);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors { source, errors })
+    }
+}
+
+fn parse_json(text: &str, source: &str) -> Result<Value, ConfigErrors> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        one(
+            source,
+            "",
+            format!(
+                "not valid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(one(source, "", "the configuration must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Only `OHFP_` variables with a `__` are overrides (`OHFP_SERVER__BIND`); `OHFP_URL`,
+/// `OHFP_TOKEN` and `OHFP_CONFIG` belong to the CLI. A segment indexes an array by position or,
+/// for the providers list, by strategy name (`OHFP_PROVIDERS__SIM_PRIMARY__CONFIG__FAILURE_RATE`,
+/// `_` matching `-`). Values are read as JSON when they parse, else as strings.
+fn apply_env_overrides(
+    tree: &mut Value,
+    vars: &[(String, String)],
+) -> Result<(), (String, String)> {
+    let mut overrides: Vec<&(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with("OHFP_") && k.contains("__"))
+        .collect();
+    overrides.sort();
+    for (key, raw) in overrides {
+        let segments: Vec<String> = key["OHFP_".len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if segments.iter().any(String::is_empty) {
+            return Err((key.clone(), "empty segment in override name".into()));
+        }
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        set_path(tree, &segments, value).map_err(|m| (key.clone(), m))?;
+    }
+    Ok(())
+}
+
+fn set_path(node: &mut Value, segments: &[String], value: Value) -> Result<(), String> {
+    let Some((head, rest)) = segments.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    match node {
+        Value::Array(items) => {
+            let index = match head.parse::<usize>() {
+                Ok(i) => Some(i),
+                Err(_) => items.iter().position(|item| {
+                    item.get("name").and_then(Value::as_str).is_some_and(|n| {
+                        n.to_ascii_lowercase().replace('-', "_") == head.replace('-', "_")
+                    })
+                }),
+            };
+            let item = index
+                .and_then(|i| items.get_mut(i))
+                .ok_or_else(|| format!("no list entry '{head}' to override"))?;
+            set_path(item, rest, value)
+        }
+        Value::Object(map) => {
+            let child = map.entry(head.clone()).or_insert_with(|| {
+                if rest.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(Map::new())
+                }
+            });
+            set_path(child, rest, value)
+        }
+        _ => Err(format!("cannot set '{head}' inside a non-object value")),
+    }
+}
+
+fn validate(config: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+    if let Err(m) = config.server.bind_addr() {
+        err("server.bind".into(), m);
+    }
+    if config.server.request_timeout_seconds.is_nan() || config.server.request_timeout_seconds <= 0.0 {
+        err(
+            "server.request_timeout_seconds".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if config.server.max_body_bytes < 1024 {
+        err(
+            "server.max_body_bytes".into(),
+            "must be at least 1024".into(),
+        );
+    }
+    if config.server.auth.enabled && config.server.auth.token.as_deref().unwrap_or("").is_empty() {
+        err(
+            "server.auth.token".into(),
+            "auth is enabled but no token is set (use \"${OHFP_TOKEN}\")".into(),
+        );
+    }
+    if config.database.path.trim().is_empty() {
+        err("database.path".into(), "must not be empty".into());
+    }
+    if config.database.max_connections == 0 {
+        err(
+            "database.max_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+    let s = &config.strategy;
+    for (field, value) in [
+        ("health_check_interval", s.health_check_interval),
+        ("health_check_timeout", s.health_check_timeout),
+        ("operation_timeout", s.operation_timeout),
+        (
+            "circuit_breaker.recovery_timeout",
+            s.circuit_breaker.recovery_timeout,
+        ),
+    ] {
+        if !(value.is_finite() && value > 0.0) {
+            err(
+                format!("strategy.{field}"),
+                format!("must be a positive number of seconds, got {value}"),
+            );
+        }
+    }
+    if !(s.health_check_initial_delay.is_finite() && s.health_check_initial_delay >= 0.0) {
+        err(
+            "strategy.health_check_initial_delay".into(),
+            "must be 0 or more seconds".into(),
+        );
+    }
+    if s.circuit_breaker.failure_threshold == 0 {
+        err(
+            "strategy.circuit_breaker.failure_threshold".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if s.circuit_breaker.half_open_max_calls == 0 {
+        err(
+            "strategy.circuit_breaker.half_open_max_calls".into(),
+            "must be at least 1".into(),
+        );
+    }
+    for (field, message) in s.selection_criteria.validate() {
+        err(format!("strategy.selection_criteria.{field}"), message);
+    }
+    let mut seen = HashSet::new();
+    for (i, spec) in config.providers.iter().enumerate() {
+        if let Err(m) = check_strategy_name(&spec.name) {
+            err(format!("providers[{i}].name"), m);
+        }
+        if !seen.insert(spec.name.as_str()) {
+            err(
+                format!("providers[{i}].name"),
+                format!("duplicate strategy name '{}'", spec.name),
+            );
+        }
+        for (path, message) in crate::providers::validate_spec(spec) {
+            err(format!("providers[{i}].{path}"), message);
+        }
+    }
+    let known = |name: &str| config.providers.iter().any(|p| p.name == name);
+    if let Some(active) = &s.active_strategy
+        && !known(active)
+    {
+        err(
+            "strategy.active_strategy".into(),
+            format!("names no strategy defined in this file: '{active}'"),
+        );
+    }
+    for (i, name) in s.fallback_strategies.iter().enumerate() {
+        if !known(name) {
+            err(
+                format!("strategy.fallback_strategies[{i}]"),
+                format!("names no strategy defined in this file: '{name}'"),
+            );
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests;

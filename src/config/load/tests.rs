@@ -1,0 +1,191 @@
+use std::io::Write;
+
+use super::*;
+use crate::strategy::SelectionPolicy;
+
+fn env_of(pairs: &[(&str, &str)]) -> (Vec<(String, String)>, impl Fn(&str) -> Option<String>) {
+    let vars: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup_vars = vars.clone();
+    let lookup = move |name: &str| {
+        lookup_vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    (vars, lookup)
+}
+
+fn file_with(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn load_text(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let f = file_with(text);
+    let (vars, lookup) = env_of(pairs);
+    load_with_env(Some(f.path()), &vars, &lookup)
+}
+
+#[test]
+fn embedded_default_has_two_simulated_providers() {
+    let (vars, lookup) = env_of(&[]);
+    let c = load_with_env(None, &vars, &lookup).unwrap();
+    let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["sim-primary", "sim-secondary"]);
+    assert!(c.providers.iter().all(|p| p.provider_type == "simulated"));
+    assert_eq!(c.server.bind, "127.0.0.1:8000");
+    assert_eq!(c.database.path, "data/ohfp.db");
+}
+
+#[test]
+fn shipped_config_files_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    for name in ["default.json", "development.json"] {
+        let path = std::path::Path::new(dir).join(name);
+        let (vars, lookup) = env_of(&[]);
+        let res = load_with_env(Some(&path), &vars, &lookup);
+        assert!(res.is_ok(), "{name}: {}", res.unwrap_err());
+    }
+}
+
+#[test]
+fn env_overrides_nest_with_double_underscore_and_index_providers_by_name() {
+    let (vars, lookup) = env_of(&[
+        ("OHFP_SERVER__BIND", "0.0.0.0:9000"),
+        ("OHFP_STRATEGY__SELECTION_POLICY", "round_robin"),
+        ("OHFP_PROVIDERS__SIM_SECONDARY__CONFIG__FAILURE_RATE", "0.5"),
+        ("OHFP_PROVIDERS__0__PRIORITY", "7"),
+        ("OHFP_URL", "http://elsewhere"),
+    ]);
+    let c = load_with_env(None, &vars, &lookup).unwrap();
+    assert_eq!(c.server.bind, "0.0.0.0:9000");
+    assert_eq!(c.strategy.selection_policy, SelectionPolicy::RoundRobin);
+    assert_eq!(c.providers[1].config["failure_rate"], 0.5);
+    assert_eq!(c.providers[0].priority, 7);
+}
+
+#[test]
+fn unset_variable_is_named_with_its_path() {
+    let err = load_text(r#"{"database": {"path": "${OHFP_TEST_DB_DIR}/x.db"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "database.path");
+    assert!(
+        err.errors[0]
+            .message
+            .contains("OHFP_TEST_DB_DIR is not set")
+    );
+    let ok = load_text(
+        r#"{"database": {"path": "${OHFP_TEST_DB_DIR:-/tmp}/x.db"}, "server": {"bind": "127.0.0.1:${PORT}"}}"#,
+        &[("PORT", "8123")],
+    )
+    .unwrap();
+    assert_eq!(ok.database.path, "/tmp/x.db");
+    assert_eq!(ok.server.bind, "127.0.0.1:8123");
+}
+
+#[test]
+fn wrong_type_unknown_policy_and_duplicates_are_reported_with_paths() {
+    let err = load_text(r#"{"server": {"request_timeout_seconds": "soon"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "server.request_timeout_seconds");
+    let err = load_text(r#"{"strategy": {"selection_policy": "fastest"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "strategy.selection_policy");
+    assert!(
+        err.errors[0]
+            .message
+            .contains("unknown selection policy 'fastest'")
+    );
+    let err = load_text(
+        r#"{"providers": [{"name": "a", "type": "simulated"}, {"name": "a", "type": "simulated"}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("providers[1].name: duplicate strategy name 'a'"),
+        "{err}"
+    );
+    let err = load_text(
+        r#"{"providers": [{"name": "health", "type": "simulated"}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+    let err = load_text(r#"{"servre": {}}"#, &[]).unwrap_err();
+    assert!(err.to_string().contains("unknown field `servre`"), "{err}");
+    let err = load_text("{ not json", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("not valid JSON at line 1"),
+        "{err}"
+    );
+    let err = load_text(
+        r#"{"providers": [{"name": "a", "type": "simulated", "config": {"failure_rate": 3}}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.errors[0].path, "providers[0].config.failure_rate");
+    let err = load_text(
+        r#"{"providers": [{"name": "a", "type": "openstack"}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.errors[0].path, "providers[0].type");
+    let err = load_text(r#"{"strategy": {"active_strategy": "nope"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "strategy.active_strategy");
+}
+
+#[test]
+fn guide_shape_maps_onto_the_model() {
+    let c = load_text(
+        r#"{
+          "version": "2.0",
+          "provider": {
+            "strategy": {
+              "selection_policy": "performance_based",
+              "health_check_interval_seconds": 15,
+              "failover_enabled": true,
+              "metrics_collection_enabled": true,
+              "selection_criteria": {"min_success_rate": 95.0, "max_response_time_ms": 5000, "require_healthy": true}
+            },
+            "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1},
+            "sim-west": {"type": "simulated", "region": "sim-west-1"}
+          }
+        }"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.strategy.selection_policy,
+        SelectionPolicy::PerformanceBased
+    );
+    assert_eq!(c.strategy.health_check_interval, 15.0);
+    assert_eq!(c.strategy.selection_criteria.min_success_rate, Some(95.0));
+    let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["sim-east", "sim-west"]);
+    assert_eq!(c.providers[0].config["region"], "sim-east-1");
+    assert!(!c.providers[0].config.contains_key("type"));
+}
+
+#[test]
+fn reference_schema_shape_maps_onto_the_model() {
+    let c = load_text(
+        r#"{"provider": {
+            "selection_policy": "ROUND_ROBIN",
+            "active_provider": "b",
+            "health_check_interval": 45,
+            "circuit_breaker": {"enabled": true, "failure_threshold": 2, "recovery_timeout": 10, "half_open_max_calls": 1},
+            "providers": [
+              {"name": "a", "type": "simulated", "priority": 1, "weight": 10, "config": {"region": "r1"}},
+              {"name": "b", "type": "simulated", "enabled": false, "config": {}}
+            ]}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.strategy.selection_policy, SelectionPolicy::RoundRobin);
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("b"));
+    assert_eq!(c.strategy.circuit_breaker.failure_threshold, 2);
+    assert_eq!(c.providers[0].weight, 10.0);
+    assert!(!c.providers[1].enabled);
+}

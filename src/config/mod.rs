@@ -1,0 +1,241 @@
+//! Configuration: typed model, layered loading (embedded default → file → `OHFP_*` env →
+//! `${VAR}` expansion), validation with errors that name the bad key.
+
+mod expand;
+mod guide;
+mod load;
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::domain::CapabilityFlags;
+use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
+
+pub use load::{ConfigError, ConfigErrors, load, load_with_env};
+
+/// The embedded default configuration (`config/default.json`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.json");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub strategy: StrategySettings,
+    /// Strategies defined by this file. The file is authoritative for these names.
+    #[serde(default)]
+    pub providers: Vec<StrategySpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Whole-request deadline; a slower request gets a 503 problem answer.
+    pub request_timeout_seconds: f64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub auth: AuthConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8000".into(),
+            request_timeout_seconds: 30.0,
+            max_body_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn bind_addr(&self) -> Result<SocketAddr, String> {
+        self.bind.parse().map_err(|_| {
+            format!(
+                "'{}' is not an address:port such as 127.0.0.1:8000",
+                self.bind
+            )
+        })
+    }
+}
+
+/// Bearer-token protection for mutating routes (POST, PUT, DELETE under /api/v1).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// SQLite file, created on first start.
+    pub path: String,
+    pub busy_timeout_ms: u64,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: "data/ohfp.db".into(),
+            busy_timeout_ms: 5000,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Used when neither HF_LOG_LEVEL nor RUST_LOG is set.
+    pub level: String,
+    pub format: LogFormat,
+    /// Directory of `app.log`; `null` logs to stderr only.
+    pub dir: Option<String>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            dir: Some("logs".into()),
+        }
+    }
+}
+
+/// The strategy layer's settings; `PUT /api/v1/providers/configuration` overrides them at run time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategySettings {
+    pub selection_policy: SelectionPolicy,
+    pub selection_criteria: SelectionCriteria,
+    /// While set, operations without an override go to this strategy.
+    pub active_strategy: Option<String>,
+    /// Tried in order when the chosen strategy fails with an error another strategy may not have.
+    pub fallback_strategies: Vec<String>,
+    /// Seconds between background health checks.
+    pub health_check_interval: f64,
+    /// Seconds after start before the first round of health checks.
+    pub health_check_initial_delay: f64,
+    /// Seconds one health check may take.
+    pub health_check_timeout: f64,
+    /// Extra attempts of a failed health check before it counts.
+    pub health_check_retries: u32,
+    /// Seconds one provider operation may take.
+    pub operation_timeout: f64,
+    pub circuit_breaker: BreakerConfig,
+    /// Seed for the RANDOM policy (tests); random when absent.
+    pub random_seed: Option<u64>,
+}
+
+impl Default for StrategySettings {
+    fn default() -> Self {
+        Self {
+            selection_policy: SelectionPolicy::FirstAvailable,
+            selection_criteria: SelectionCriteria::default(),
+            active_strategy: None,
+            fallback_strategies: Vec::new(),
+            health_check_interval: 30.0,
+            health_check_initial_delay: 0.0,
+            health_check_timeout: 5.0,
+            health_check_retries: 0,
+            operation_timeout: 30.0,
+            circuit_breaker: BreakerConfig::default(),
+            random_seed: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_weight() -> f64 {
+    100.0
+}
+
+/// One strategy: a provider instance (or a composite) with its settings. The same shape serves
+/// the config file (`name`, `type`, `config`) and the store; the API's
+/// `strategy_name`/`provider_type`/`strategy_config` spellings are accepted as aliases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySpec {
+    #[serde(alias = "strategy_name")]
+    pub name: String,
+    #[serde(rename = "type", alias = "provider_type")]
+    pub provider_type: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Lower is preferred.
+    #[serde(default)]
+    pub priority: i64,
+    /// Relative share under WEIGHTED_ROUND_ROBIN.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    #[serde(default)]
+    pub capabilities: CapabilityFlags,
+    #[serde(default, alias = "strategy_config")]
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+}
+
+/// Route segments that a strategy name may not take.
+pub const RESERVED_NAMES: [&str; 5] = [
+    "health",
+    "metrics",
+    "configuration",
+    "operations",
+    "selection",
+];
+
+/// Checks a strategy name; `Err` says what is wrong.
+pub fn check_strategy_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty()
+        || name.len() > 64
+        || !valid_chars
+        || !name.as_bytes()[0].is_ascii_alphanumeric()
+    {
+        return Err(format!(
+            "'{name}' is not a valid strategy name: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "'{name}' is reserved (it collides with a fixed route); reserved names: {}",
+            RESERVED_NAMES.join(", ")
+        ));
+    }
+    Ok(())
+}

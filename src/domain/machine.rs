@@ -1,0 +1,46 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Cloud-side state of one instance, in EC2's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl MachineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Pending => "pending",
+            MachineState::Running => "running",
+            MachineState::ShuttingDown => "shutting-down",
+            MachineState::Terminated => "terminated",
+            MachineState::Stopping => "stopping",
+            MachineState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One instance as every provider reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Machine {
+    pub instance_id: String,
+    pub state: MachineState,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub private_dns: Option<String>,
+    pub instance_type: Option<String>,
+    /// Epoch seconds (UTC).
+    pub launch_time: Option<i64>,
+    pub region: Option<String>,
+    /// `ondemand` or `spot`.
+    pub price_type: Option<String>,
+    /// Set when the cloud is taking the instance back (spot interruption, outside termination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim_notice: Option<String>,
+}

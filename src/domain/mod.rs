@@ -1,0 +1,27 @@
+//! Domain types shared by every layer: operations, results, capabilities, health.
+//! No I/O here.
+
+mod capabilities;
+mod health;
+mod machine;
+mod operation;
+
+pub use capabilities::{Capabilities, CapabilityFlags};
+pub use health::{HealthState, HealthStatus};
+pub use machine::{Machine, MachineState};
+pub use operation::{OperationType, ProviderError, ProviderErrorKind, ProviderOperation};
+
+/// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.
+pub type EpochMillis = i64;
+
+/// Current wall-clock time in epoch milliseconds.
+pub fn now_millis() -> EpochMillis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Formats epoch milliseconds as RFC 3339 (UTC) for API answers.
+pub fn rfc3339(ms: EpochMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,201 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// The operations a provider strategy can be asked to perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationType {
+    CreateInstances,
+    TerminateInstances,
+    GetInstanceStatus,
+    ValidateTemplate,
+    GetAvailableTemplates,
+    HealthCheck,
+}
+
+impl OperationType {
+    pub const ALL: [OperationType; 6] = [
+        OperationType::CreateInstances,
+        OperationType::TerminateInstances,
+        OperationType::GetInstanceStatus,
+        OperationType::ValidateTemplate,
+        OperationType::GetAvailableTemplates,
+        OperationType::HealthCheck,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationType::CreateInstances => "CREATE_INSTANCES",
+            OperationType::TerminateInstances => "TERMINATE_INSTANCES",
+            OperationType::GetInstanceStatus => "GET_INSTANCE_STATUS",
+            OperationType::ValidateTemplate => "VALIDATE_TEMPLATE",
+            OperationType::GetAvailableTemplates => "GET_AVAILABLE_TEMPLATES",
+            OperationType::HealthCheck => "HEALTH_CHECK",
+        }
+    }
+}
+
+impl fmt::Display for OperationType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OperationType {
+    type Err = String;
+
+    /// Accepts any case (`create_instances` as the reference's enum values are written).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        OperationType::ALL
+            .into_iter()
+            .find(|op| op.as_str() == upper)
+            .ok_or_else(|| {
+                format!(
+                    "unknown operation type '{s}', expected one of {}",
+                    OperationType::ALL.map(|o| o.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for OperationType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One operation handed to a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderOperation {
+    pub operation_type: OperationType,
+    pub parameters: Map<String, Value>,
+    pub context: Map<String, Value>,
+}
+
+impl ProviderOperation {
+    pub fn new(operation_type: OperationType, parameters: Map<String, Value>) -> Self {
+        Self {
+            operation_type,
+            parameters,
+            context: Map::new(),
+        }
+    }
+
+    pub fn health_check() -> Self {
+        Self::new(OperationType::HealthCheck, Map::new())
+    }
+}
+
+/// What went wrong, in the terms the strategy layer acts on (retry, fail over, fail fast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderErrorKind {
+    /// The API asked us to slow down; retry with backoff, never "no capacity".
+    Throttling,
+    /// The provider has no capacity for this request; another strategy may.
+    Capacity,
+    /// A passing fault (5xx, connection reset, injected failure); retry or fail over.
+    Transient,
+    /// The call took longer than allowed.
+    Timeout,
+    /// Credentials or permissions; retrying does not help.
+    Auth,
+    /// The request itself is wrong; retrying does not help.
+    Validation,
+    /// The strategy cannot do this operation.
+    Unsupported,
+    /// The circuit breaker refused the call without touching the provider.
+    CircuitOpen,
+    /// Anything else.
+    Internal,
+}
+
+impl ProviderErrorKind {
+    /// Worth trying the same strategy again after a pause.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ProviderErrorKind::Throttling
+                | ProviderErrorKind::Transient
+                | ProviderErrorKind::Timeout
+        )
+    }
+
+    /// Worth trying another strategy.
+    pub fn allows_failover(self) -> bool {
+        !matches!(self, ProviderErrorKind::Validation)
+    }
+
+    /// Counts against the strategy's circuit breaker.
+    pub fn counts_as_failure(self) -> bool {
+        !matches!(
+            self,
+            ProviderErrorKind::Validation
+                | ProviderErrorKind::Unsupported
+                | ProviderErrorKind::CircuitOpen
+        )
+    }
+}
+
+/// A failed provider call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProviderError {
+    pub kind: ProviderErrorKind,
+    /// A stable code such as `INSUFFICIENT_CAPACITY` or the cloud's own error code.
+    pub code: String,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(
+        kind: ProviderErrorKind,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ProviderErrorKind::Validation, "INVALID_PARAMETERS", message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_types_parse_in_any_case() {
+        assert_eq!(
+            "create_instances".parse::<OperationType>().unwrap(),
+            OperationType::CreateInstances
+        );
+        assert_eq!(
+            " Health_Check ".parse::<OperationType>().unwrap(),
+            OperationType::HealthCheck
+        );
+        let err = "CREATE".parse::<OperationType>().unwrap_err();
+        assert!(err.contains("CREATE_INSTANCES"), "{err}");
+    }
+
+    #[test]
+    fn error_kinds_drive_retry_and_failover() {
+        assert!(ProviderErrorKind::Throttling.is_retryable());
+        assert!(!ProviderErrorKind::Capacity.is_retryable());
+        assert!(ProviderErrorKind::Capacity.allows_failover());
+        assert!(!ProviderErrorKind::Auth.is_retryable());
+        assert!(!ProviderErrorKind::Validation.allows_failover());
+        assert!(!ProviderErrorKind::Validation.counts_as_failure());
+    }
+}

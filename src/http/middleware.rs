@@ -1,0 +1,139 @@
+//! Cross-cutting layers: bearer auth on mutating routes, a whole-request deadline, and the
+//! request id written into every problem body.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{PROBLEM_JSON, Problem};
+use crate::state::AppState;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// With `server.auth.enabled`, POST/PUT/PATCH/DELETE under /api/v1 need `Authorization: Bearer`.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let auth = &state.config.server.auth;
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if auth.enabled && mutating && req.uri().path().starts_with("/api/v1/") {
+        let expected = auth.token.as_deref().unwrap_or_default();
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "this route needs 'Authorization: Bearer <token>' with the service's token (OHFP_TOKEN)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Ends a request that runs longer than `server.request_timeout_seconds` with a 503 problem.
+/// Work already handed to providers carries on in its own task.
+pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs_f64(state.config.server.request_timeout_seconds);
+    // The event stream is long-lived by design.
+    if req.uri().path() == "/api/v1/events" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "Request timed out",
+            format!("the request took longer than {}s", limit.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
+
+/// Copies the request id into problem bodies so that an operator can quote it.
+pub async fn problem_request_id(req: Request, next: Next) -> Response {
+    let id = req.headers().get(REQUEST_ID).cloned();
+    let res = next.run(req).await;
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let Some(id) = id.filter(|_| is_problem) else {
+        return res;
+    };
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert(
+                "request_id".into(),
+                serde_json::Value::String(id.to_str().unwrap_or("").to_string()),
+            );
+            serde_json::to_vec(&map).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Unknown route.
+pub async fn not_found(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!(
+            "no route for {} {} (the API is under /api/v1; see /docs)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{} is not allowed on {} (see /docs)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// A handler panicked: a 500 problem, never a dropped connection.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the service failed to handle this request; the log has the details",
+    )
+    .into_response()
+}

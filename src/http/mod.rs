@@ -1,0 +1,103 @@
+//! HTTP: routes, extractors, the error mapping and the OpenAPI document. Thin: handlers turn
+//! requests into commands and queries and their answers into JSON.
+
+pub mod error;
+pub mod extract;
+mod middleware;
+mod providers;
+mod service;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderName;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ohfp",
+        description = "HostFactory provider service with a multi-provider strategy layer \
+            (selection policies, circuit breakers, failover, health checks, metrics). \
+            Errors are application/problem+json (RFC 9457). With server.auth enabled, POST, PUT \
+            and DELETE under /api/v1 need `Authorization: Bearer <token>`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "providers", description = "Provider strategies: selection, execution, registration, health, metrics"),
+        (name = "service", description = "Liveness, readiness, Prometheus metrics"),
+    ),
+    components(schemas(error::Problem))
+)]
+struct ApiDoc;
+
+/// All routes with their OpenAPI document.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(providers::execute_operation))
+        .routes(routes!(providers::select_strategy))
+        .routes(routes!(
+            providers::register_strategy,
+            providers::list_providers
+        ))
+        .routes(routes!(providers::configure, providers::get_configuration))
+        .routes(routes!(providers::health_all))
+        .routes(routes!(providers::metrics_all))
+        .routes(routes!(
+            providers::get_strategy,
+            providers::update_strategy,
+            providers::unregister_strategy
+        ))
+        .routes(routes!(providers::health_one, providers::update_health))
+        .routes(routes!(providers::metrics_one))
+        .routes(routes!(providers::capabilities))
+        .routes(routes!(service::events))
+        .routes(routes!(service::health))
+        .routes(routes!(service::ready))
+        .routes(routes!(service::prometheus))
+        .split_for_parts()
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().1;
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, _) = routes();
+    let doc = openapi();
+    let request_id = HeaderName::from_static(middleware::REQUEST_ID);
+    let body_limit = state.config.server.max_body_bytes;
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::deadline))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(middleware::REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn(middleware::problem_request_id))
+                .layer(CatchPanicLayer::custom(middleware::panic_response)),
+        )
+        .with_state(state)
+}

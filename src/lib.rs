@@ -1,0 +1,19 @@
+//! ohfp: the HostFactory provider service and its multi-provider strategy layer.
+//!
+//! Layers, outermost first: `cli` and `http` (thin), `app` (commands, queries, the strategy
+//! engine), `strategy` (pure selection and breaker logic), `providers` (clouds and the
+//! simulator), `store` (SQLite), `monitor` (background task). `domain` holds the shared types.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod monitor;
+pub mod providers;
+pub mod run;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod strategy;
+pub mod telemetry;

@@ -1,0 +1,25 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use ohfp::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => match ohfp::run::serve(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ohfp: {e:#}");
+                1
+            }
+        },
+        Command::CheckConfig { file } => ohfp::run::check_config(&file),
+        Command::Openapi => {
+            println!("{}", ohfp::run::openapi_json());
+            0
+        }
+        Command::Client(cmd) => ohfp::cli::run_client(cmd).await,
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -1,0 +1,56 @@
+//! The background task: health checks every `health_check_interval` (read afresh each round,
+//! so configureProviderStrategy changes it at run time), breaker open → half-open on time,
+//! metrics flushed to the store, old metrics pruned. Stops when the token is cancelled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Engine;
+
+const TICK: Duration = Duration::from_secs(1);
+const FLUSH_EVERY_TICKS: u32 = 5;
+const PRUNE_EVERY_TICKS: u32 = 3600;
+
+/// One round of health checks over every strategy, concurrently.
+pub async fn check_all(engine: &Engine) {
+    let entries = engine.entries();
+    futures::future::join_all(entries.iter().map(|e| engine.check_health(e))).await;
+}
+
+pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_check =
+        Instant::now() + Duration::from_secs_f64(engine.settings().health_check_initial_delay);
+    let mut ticks: u32 = 0;
+    engine.prune_metrics().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(next_check) => {
+                // A slow round delays the next one rather than piling rounds up.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = check_all(&engine) => {}
+                }
+                let interval = engine.settings().health_check_interval.max(1.0);
+                next_check = Instant::now() + Duration::from_secs_f64(interval);
+            }
+            _ = ticker.tick() => {
+                ticks = ticks.wrapping_add(1);
+                engine.tick_breakers().await;
+                if ticks.is_multiple_of(FLUSH_EVERY_TICKS) {
+                    engine.flush_metrics().await;
+                }
+                if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+                    engine.prune_metrics().await;
+                }
+            }
+        }
+    }
+    engine.flush_metrics().await;
+    tracing::info!("background monitor stopped");
+}

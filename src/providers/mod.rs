@@ -1,0 +1,88 @@
+//! Providers: the trait every cloud (or simulator) implements, and the factory that builds
+//! one from a strategy definition.
+
+pub mod simulated;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::config::StrategySpec;
+use crate::domain::{Capabilities, ProviderError, ProviderOperation};
+use crate::store::Store;
+
+/// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
+/// safe to call concurrently.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// What the provider says of itself; declared capabilities are laid over this.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Performs one operation. `HEALTH_CHECK` is an operation like the others: `Err` means
+    /// unhealthy.
+    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError>;
+}
+
+/// What providers may need from the service when they are built.
+#[derive(Clone)]
+pub struct ProviderDeps {
+    pub store: Store,
+}
+
+/// Provider types this build knows.
+pub const PROVIDER_TYPES: [&str; 1] = ["simulated"];
+
+/// Deserializes a provider's `config` object, naming the bad key on failure.
+pub(crate) fn parse_config<T: DeserializeOwned>(
+    config: &Map<String, Value>,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(Value::Object(config.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "config".to_string()
+        } else {
+            format!("config.{path}")
+        };
+        (path, e.into_inner().to_string())
+    })
+}
+
+/// Problems with a strategy definition, as (path below the definition, message).
+pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    if !(spec.weight.is_finite() && spec.weight > 0.0) {
+        errors.push((
+            "weight".into(),
+            format!("must be a positive number, got {}", spec.weight),
+        ));
+    }
+    match spec.provider_type.as_str() {
+        "simulated" => errors.extend(simulated::SimulatedConfig::from_spec(&spec.config).err()),
+        other => errors.push((
+            "type".into(),
+            format!(
+                "unknown provider type '{other}', expected one of {}",
+                PROVIDER_TYPES.join(", ")
+            ),
+        )),
+    }
+    errors
+}
+
+/// Builds the provider for a (validated) definition.
+pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn Provider>, String> {
+    match spec.provider_type.as_str() {
+        "simulated" => {
+            let cfg = simulated::SimulatedConfig::from_spec(&spec.config)
+                .map_err(|(p, m)| format!("{p}: {m}"))?;
+            Ok(Arc::new(simulated::SimulatedProvider::new(
+                &spec.name,
+                cfg,
+                deps.store.clone(),
+            )))
+        }
+        other => Err(format!("unknown provider type '{other}'")),
+    }
+}

@@ -1,0 +1,110 @@
+//! The running service: `App::build` opens the store, starts the engine and binds the listener
+//! (port 0 works, for tests); `run` serves until the shutdown future resolves, then drains
+//! in-flight requests, stops the background task and closes the database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Engine;
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::{http, monitor};
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let addr = config
+            .server
+            .bind_addr()
+            .map_err(|e| anyhow::anyhow!("server.bind: {e}"))?;
+        let db = &config.database;
+        let store = Store::open(&db.path, db.busy_timeout_ms, db.max_connections).await?;
+        let engine = Engine::start(&config, store).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let state = AppState {
+            engine,
+            config: Arc::new(config),
+            started,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.state.engine)
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App { listener, state } = self;
+        let token = state.shutdown.clone();
+        let engine = Arc::clone(&state.engine);
+        let monitor = tokio::spawn(monitor::run(Arc::clone(&engine), token.clone()));
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            strategies = engine.entries().len(),
+            ready_ms = state.started.elapsed().as_millis() as u64,
+            "ohfp serving"
+        );
+        let signal = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal.cancel();
+        });
+        let router = http::router(state);
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .await;
+        token.cancel();
+        if let Err(e) = monitor.await {
+            tracing::error!(error = %e, "background monitor ended abnormally");
+        }
+        engine.store().close().await;
+        tracing::info!("ohfp stopped");
+        served.map_err(Into::into)
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,17 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Engine;
+use crate::config::Config;
+
+/// The one state every handler gets; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub started: Instant,
+    /// Cancelled on shutdown; long-lived responses (event streams) end with it.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,84 @@
+//! SQLite through sqlx: connection set-up, embedded migrations, and one repository module per
+//! table group. Rows are converted to domain values here and nowhere else.
+
+mod breaker;
+mod health;
+mod metrics;
+mod settings;
+mod sim_instances;
+mod strategies;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use breaker::CircuitRow;
+pub use health::HealthHistoryEntry;
+pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
+pub use sim_instances::SimInstanceRow;
+pub use strategies::{StoredStrategy, StrategySource};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file, in WAL mode, and applies migrations.
+    pub async fn open(
+        path: &str,
+        busy_timeout_ms: u64,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL survives a process crash (kill -9); only power loss can drop
+            // the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_millis(busy_timeout_ms))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database {path}: {e}"))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply migrations to {path}: {e}"))?;
+        Ok(Self { pool })
+    }
+
+    /// Readiness: the database answers and every embedded migration is applied.
+    pub async fn ready(&self) -> Result<(), String> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| format!("database not reachable: {e}"))?;
+        let expected = MIGRATOR.iter().count() as i64;
+        if applied < expected {
+            return Err(format!("{applied} of {expected} migrations applied"));
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

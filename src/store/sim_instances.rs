@@ -1,0 +1,140 @@
+use sqlx::Row;
+
+use super::{Store, StoreResult};
+use crate::domain::EpochMillis;
+
+/// A simulated instance as stored; its state follows from the timestamps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimInstanceRow {
+    pub instance_id: String,
+    pub strategy: String,
+    pub template_id: String,
+    pub instance_type: String,
+    pub request_id: Option<String>,
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    pub private_ip: String,
+    pub launched_at: EpochMillis,
+    pub boot_ms: i64,
+    pub terminating_at: Option<EpochMillis>,
+    pub shutdown_ms: i64,
+    pub reclaimed: bool,
+}
+
+fn from_row(r: sqlx::sqlite::SqliteRow) -> StoreResult<SimInstanceRow> {
+    let tags: String = r.get("tags");
+    Ok(SimInstanceRow {
+        instance_id: r.get("instance_id"),
+        strategy: r.get("strategy"),
+        template_id: r.get("template_id"),
+        instance_type: r.get("instance_type"),
+        request_id: r.get("request_id"),
+        tags: serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        private_ip: r.get("private_ip"),
+        launched_at: r.get("launched_at"),
+        boot_ms: r.get("boot_ms"),
+        terminating_at: r.get("terminating_at"),
+        shutdown_ms: r.get("shutdown_ms"),
+        reclaimed: r.get::<i64, _>("reclaimed") != 0,
+    })
+}
+
+const COLUMNS: &str =
+    "instance_id, strategy, template_id, instance_type, request_id, tags, private_ip,
+    launched_at, boot_ms, terminating_at, shutdown_ms, reclaimed";
+
+impl Store {
+    pub async fn insert_sim_instances(&self, rows: &[SimInstanceRow]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(&format!(
+                "INSERT INTO sim_instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .bind(&row.instance_id)
+            .bind(&row.strategy)
+            .bind(&row.template_id)
+            .bind(&row.instance_type)
+            .bind(&row.request_id)
+            .bind(serde_json::Value::Object(row.tags.clone()).to_string())
+            .bind(&row.private_ip)
+            .bind(row.launched_at)
+            .bind(row.boot_ms)
+            .bind(row.terminating_at)
+            .bind(row.shutdown_ms)
+            .bind(i64::from(row.reclaimed))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The instances of `strategy` among `ids` (unknown ids are simply absent).
+    pub async fn sim_instances_by_ids(
+        &self,
+        strategy: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<SimInstanceRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        // SQLite limits bound parameters; 500 ids a statement stays well inside it.
+        for chunk in ids.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND instance_id IN ({placeholders})"
+            );
+            let mut q = sqlx::query(&sql).bind(strategy);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Instances of `strategy` that are not yet terminated at `now`.
+    pub async fn count_live_sim_instances(
+        &self,
+        strategy: &str,
+        now: EpochMillis,
+    ) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sim_instances WHERE strategy = ?1
+             AND (terminating_at IS NULL OR terminating_at + shutdown_ms > ?2)",
+        )
+        .bind(strategy)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    /// Starts shutting down those of `ids` that are not already; returns the ids touched.
+    pub async fn terminate_sim_instances(
+        &self,
+        strategy: &str,
+        ids: &[String],
+        now: EpochMillis,
+        reclaimed: bool,
+    ) -> StoreResult<Vec<String>> {
+        let mut touched = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            let updated = sqlx::query(
+                "UPDATE sim_instances SET terminating_at = ?3, reclaimed = ?4
+                 WHERE strategy = ?1 AND instance_id = ?2 AND terminating_at IS NULL",
+            )
+            .bind(strategy)
+            .bind(id)
+            .bind(now)
+            .bind(i64::from(reclaimed))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                touched.push(id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(touched)
+    }
+}

@@ -1,0 +1,467 @@
+//! Per-strategy circuit breaker as a pure state machine.
+//!
+//! closed --(failure_threshold consecutive failures)--> open
+//! open --(recovery_timeout elapsed: `tick` or a late `try_acquire`)--> half_open
+//! half_open --(a probe succeeds)--> closed;  --(a probe fails)--> open (timer restarts)
+//! In half_open at most `half_open_max_calls` probes are in flight at once.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::EpochMillis;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "closed" => Some(CircuitState::Closed),
+            "open" => Some(CircuitState::Open),
+            "half_open" => Some(CircuitState::HalfOpen),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: u32,
+    /// Seconds an open circuit waits before letting probes through.
+    pub recovery_timeout: f64,
+    /// Probes allowed in flight at once while half open.
+    pub half_open_max_calls: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: 5,
+            recovery_timeout: 60.0,
+            half_open_max_calls: 1,
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn recovery_ms(&self) -> EpochMillis {
+        (self.recovery_timeout * 1000.0).round() as EpochMillis
+    }
+}
+
+/// A state change, for events and persistence.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Transition {
+    pub from: CircuitState,
+    pub to: CircuitState,
+    pub at: EpochMillis,
+    pub reason: String,
+}
+
+/// Leave to call the provider. `probe` marks a half-open probe, whose outcome decides the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "report the call's outcome with on_success, on_failure or release"]
+pub struct Permit {
+    pub probe: bool,
+    /// Which half-open period admitted the probe; a probe from an earlier period is stale.
+    period: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CircuitBreaker {
+    pub state: CircuitState,
+    pub consecutive_failures: u32,
+    pub opened_at: Option<EpochMillis>,
+    pub last_transition_at: Option<EpochMillis>,
+    pub probes_in_flight: u32,
+    #[serde(skip)]
+    half_open_period: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            opened_at: None,
+            last_transition_at: None,
+            probes_in_flight: 0,
+            half_open_period: 0,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    fn permit(&self, probe: bool) -> Permit {
+        Permit {
+            probe,
+            period: self.half_open_period,
+        }
+    }
+
+    /// When an open circuit may next let a probe through.
+    pub fn retry_at(&self, cfg: &BreakerConfig) -> Option<EpochMillis> {
+        match (self.state, self.opened_at) {
+            (CircuitState::Open, Some(at)) => Some(at + cfg.recovery_ms()),
+            _ => None,
+        }
+    }
+
+    fn move_to(&mut self, to: CircuitState, now: EpochMillis, reason: String) -> Transition {
+        let from = self.state;
+        self.state = to;
+        self.last_transition_at = Some(now);
+        match to {
+            CircuitState::Open => {
+                self.opened_at = Some(now);
+                self.probes_in_flight = 0;
+            }
+            CircuitState::HalfOpen => {
+                self.probes_in_flight = 0;
+                self.half_open_period += 1;
+            }
+            CircuitState::Closed => {
+                self.opened_at = None;
+                self.consecutive_failures = 0;
+                self.probes_in_flight = 0;
+            }
+        }
+        Transition {
+            from,
+            to,
+            at: now,
+            reason,
+        }
+    }
+
+    /// Open → half-open once the recovery timeout has passed. Called by the background task
+    /// and at the start of every call, so a call arriving late sees the transition too.
+    pub fn tick(&mut self, cfg: &BreakerConfig, now: EpochMillis) -> Option<Transition> {
+        if !cfg.enabled {
+            return None;
+        }
+        match self.retry_at(cfg) {
+            Some(at) if now >= at => Some(self.move_to(
+                CircuitState::HalfOpen,
+                now,
+                format!("recovery timeout of {}s elapsed", cfg.recovery_timeout),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Asks to make a call. `Err` means the provider must not be touched.
+    pub fn try_acquire(
+        &mut self,
+        cfg: &BreakerConfig,
+        now: EpochMillis,
+    ) -> (Result<Permit, String>, Option<Transition>) {
+        if !cfg.enabled {
+            return (Ok(self.permit(false)), None);
+        }
+        let transition = self.tick(cfg, now);
+        let decision = match self.state {
+            CircuitState::Closed => Ok(self.permit(false)),
+            CircuitState::Open => Err(format!(
+                "circuit open after {} consecutive failures; next probe in {} ms",
+                self.consecutive_failures,
+                self.retry_at(cfg).map_or(0, |at| (at - now).max(0))
+            )),
+            CircuitState::HalfOpen if self.probes_in_flight < cfg.half_open_max_calls => {
+                self.probes_in_flight += 1;
+                Ok(self.permit(true))
+            }
+            CircuitState::HalfOpen => Err(format!(
+                "circuit half open with {} probe(s) already in flight",
+                self.probes_in_flight
+            )),
+        };
+        (decision, transition)
+    }
+
+    fn end_probe(&mut self, permit: Permit) -> bool {
+        if permit.probe
+            && permit.period == self.half_open_period
+            && self.state == CircuitState::HalfOpen
+        {
+            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn on_success(
+        &mut self,
+        cfg: &BreakerConfig,
+        permit: Permit,
+        now: EpochMillis,
+    ) -> Option<Transition> {
+        if !cfg.enabled {
+            return None;
+        }
+        let state = self.state;
+        match state {
+            CircuitState::Closed => {
+                self.consecutive_failures = 0;
+                None
+            }
+            CircuitState::HalfOpen if self.end_probe(permit) => Some(self.move_to(
+                CircuitState::Closed,
+                now,
+                "half-open probe succeeded".into(),
+            )),
+            // A call admitted before the circuit opened says nothing about recovery.
+            _ => None,
+        }
+    }
+
+    pub fn on_failure(
+        &mut self,
+        cfg: &BreakerConfig,
+        permit: Permit,
+        now: EpochMillis,
+    ) -> Option<Transition> {
+        if !cfg.enabled {
+            return None;
+        }
+        let state = self.state;
+        match state {
+            CircuitState::Closed => {
+                self.consecutive_failures += 1;
+                (self.consecutive_failures >= cfg.failure_threshold).then(|| {
+                    self.move_to(
+                        CircuitState::Open,
+                        now,
+                        format!("{} consecutive failures", self.consecutive_failures),
+                    )
+                })
+            }
+            CircuitState::HalfOpen if self.end_probe(permit) => {
+                self.consecutive_failures += 1;
+                Some(self.move_to(CircuitState::Open, now, "half-open probe failed".into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The call ended without saying anything about the provider's health (e.g. the request
+    /// was invalid): give the probe slot back.
+    pub fn release(&mut self, permit: Permit) {
+        self.end_probe(permit);
+    }
+
+    /// Sets the state by hand (restore from the store).
+    pub fn restored(
+        state: CircuitState,
+        consecutive_failures: u32,
+        opened_at: Option<EpochMillis>,
+        last_transition_at: Option<EpochMillis>,
+    ) -> Self {
+        Self {
+            state,
+            consecutive_failures,
+            opened_at,
+            last_transition_at,
+            probes_in_flight: 0,
+            half_open_period: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cfg(threshold: u32, max_probes: u32) -> BreakerConfig {
+        BreakerConfig {
+            enabled: true,
+            failure_threshold: threshold,
+            recovery_timeout: 10.0,
+            half_open_max_calls: max_probes,
+        }
+    }
+
+    fn fail(b: &mut CircuitBreaker, c: &BreakerConfig, now: i64) -> Option<Transition> {
+        let permit = b.try_acquire(c, now).0.expect("admitted");
+        b.on_failure(c, permit, now)
+    }
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures_only() {
+        let c = cfg(3, 1);
+        let mut b = CircuitBreaker::default();
+        assert!(fail(&mut b, &c, 0).is_none());
+        assert!(fail(&mut b, &c, 1).is_none());
+        let p = b.try_acquire(&c, 2).0.unwrap();
+        b.on_success(&c, p, 2);
+        assert_eq!(b.consecutive_failures, 0, "a success resets the count");
+        fail(&mut b, &c, 3);
+        fail(&mut b, &c, 4);
+        let t = fail(&mut b, &c, 5).expect("third consecutive failure opens");
+        assert_eq!(
+            (t.from, t.to, t.at),
+            (CircuitState::Closed, CircuitState::Open, 5)
+        );
+        assert!(b.try_acquire(&c, 6).0.is_err(), "open rejects");
+    }
+
+    #[test]
+    fn half_opens_after_timeout_and_closes_on_probe_success() {
+        let c = cfg(1, 1);
+        let mut b = CircuitBreaker::default();
+        fail(&mut b, &c, 0);
+        assert!(b.tick(&c, 9_999).is_none());
+        assert!(b.try_acquire(&c, 9_999).0.is_err());
+        let t = b.tick(&c, 10_000).expect("half open on time");
+        assert_eq!(t.to, CircuitState::HalfOpen);
+        let probe = b.try_acquire(&c, 10_001).0.unwrap();
+        assert!(probe.probe);
+        assert!(b.try_acquire(&c, 10_001).0.is_err(), "one probe at a time");
+        let t = b.on_success(&c, probe, 10_002).unwrap();
+        assert_eq!(t.to, CircuitState::Closed);
+        assert_eq!(b.opened_at, None);
+    }
+
+    #[test]
+    fn late_call_sees_half_open_and_failed_probe_restarts_timer() {
+        let c = cfg(1, 2);
+        let mut b = CircuitBreaker::default();
+        fail(&mut b, &c, 0);
+        let (res, t) = b.try_acquire(&c, 15_000);
+        assert_eq!(t.unwrap().to, CircuitState::HalfOpen);
+        let probe = res.unwrap();
+        let t = b.on_failure(&c, probe, 15_001).unwrap();
+        assert_eq!(t.to, CircuitState::Open);
+        assert_eq!(b.retry_at(&c), Some(25_001));
+    }
+
+    #[test]
+    fn released_probe_frees_its_slot() {
+        let c = cfg(1, 1);
+        let mut b = CircuitBreaker::default();
+        fail(&mut b, &c, 0);
+        b.tick(&c, 10_000);
+        let p = b.try_acquire(&c, 10_000).0.unwrap();
+        b.release(p);
+        assert_eq!(b.state, CircuitState::HalfOpen);
+        assert!(b.try_acquire(&c, 10_000).0.is_ok());
+    }
+
+    #[test]
+    fn disabled_breaker_never_rejects() {
+        let c = BreakerConfig {
+            enabled: false,
+            ..cfg(1, 1)
+        };
+        let mut b = CircuitBreaker::default();
+        for t in 0..10 {
+            let p = b.try_acquire(&c, t).0.unwrap();
+            assert!(b.on_failure(&c, p, t).is_none());
+        }
+        assert_eq!(b.state, CircuitState::Closed);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Call { ok: bool },
+        Acquire,
+        FinishOldest { ok: bool },
+        Wait(i64),
+        Tick,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            any::<bool>().prop_map(|ok| Step::Call { ok }),
+            Just(Step::Acquire),
+            any::<bool>().prop_map(|ok| Step::FinishOldest { ok }),
+            (0i64..15_000).prop_map(Step::Wait),
+            Just(Step::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Invariants over any interleaving of calls, concurrent probes, waits and ticks.
+        #[test]
+        fn breaker_invariants(threshold in 1u32..5, max_probes in 1u32..4,
+                              steps in prop::collection::vec(step(), 1..200)) {
+            let c = cfg(threshold, max_probes);
+            let mut b = CircuitBreaker::default();
+            let mut now = 0i64;
+            let mut held: Vec<Permit> = Vec::new();
+            for s in steps {
+                let before = b.state;
+                match s {
+                    Step::Call { ok } => {
+                        let (res, _) = b.try_acquire(&c, now);
+                        match res {
+                            Ok(p) => {
+                                let t = if ok { b.on_success(&c, p, now) } else { b.on_failure(&c, p, now) };
+                                if let Some(t) = t {
+                                    // Only these edges come out of an outcome.
+                                    prop_assert!(matches!((t.from, t.to),
+                                        (CircuitState::Closed, CircuitState::Open)
+                                        | (CircuitState::HalfOpen, CircuitState::Closed)
+                                        | (CircuitState::HalfOpen, CircuitState::Open)));
+                                    if t.to == CircuitState::Closed { prop_assert!(ok); }
+                                    if t.to == CircuitState::Open { prop_assert!(!ok); }
+                                }
+                            }
+                            Err(_) => prop_assert!(b.state != CircuitState::Closed),
+                        }
+                    }
+                    Step::Acquire => {
+                        if let Ok(p) = b.try_acquire(&c, now).0 { held.push(p); }
+                    }
+                    Step::FinishOldest { ok } => {
+                        if !held.is_empty() {
+                            let p = held.remove(0);
+                            if ok { b.on_success(&c, p, now); } else { b.on_failure(&c, p, now); }
+                        }
+                    }
+                    Step::Wait(ms) => now += ms,
+                    Step::Tick => {
+                        if let Some(t) = b.tick(&c, now) {
+                            prop_assert_eq!((before, t.to), (CircuitState::Open, CircuitState::HalfOpen));
+                        }
+                    }
+                }
+                prop_assert!(b.probes_in_flight <= c.half_open_max_calls);
+                if b.state == CircuitState::HalfOpen {
+                    let probes = held.iter().filter(|p| p.probe && p.period == b.half_open_period).count() as u32;
+                    prop_assert!(b.probes_in_flight <= probes);
+                }
+                if b.state == CircuitState::Closed {
+                    prop_assert!(b.consecutive_failures < c.failure_threshold);
+                    prop_assert!(b.opened_at.is_none());
+                }
+                if b.state == CircuitState::Open {
+                    prop_assert!(b.opened_at.is_some());
+                    // An open circuit past its timeout always lets the next caller probe.
+                    let mut copy = b.clone();
+                    let later = b.retry_at(&c).unwrap();
+                    prop_assert!(copy.try_acquire(&c, later).0.is_ok());
+                }
+            }
+        }
+    }
+}

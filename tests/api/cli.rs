@@ -1,0 +1,169 @@
+//! The built binary: client commands against a running app, check-config, openapi, and
+//! `serve` stopped by SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::TestApp;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
+
+async fn ohfp(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("OHFP_URL")
+        .env_remove("OHFP_TOKEN")
+        .output()
+        .await
+        .expect("run ohfp");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn client_commands_print_json_and_fail_clearly() {
+    let app = TestApp::spawn().await;
+    let url = format!("http://{}", app.addr);
+    let (code, out, _) = ohfp(&["getProviderHealth", "--url", &url]).await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["strategies"].as_array().unwrap().len(), 2);
+
+    let (code, out, _) = ohfp(&[
+        "executeProviderOperation",
+        "--url",
+        &url,
+        "--data",
+        r#"{"operation_type": "CREATE_INSTANCES", "parameters": {"template_id": "web-server", "count": 2}, "strategy_override": "sim-primary"}"#,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary");
+
+    let (code, out, err) =
+        ohfp(&["getProviderCapabilities", "--url", &url, "--name", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    let problem: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(problem["status"], 404);
+
+    let (code, out, _) = ohfp(&[
+        "listAvailableProviders",
+        "--url",
+        &url,
+        "--data",
+        r#"{"healthy_only": true}"#,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 2);
+
+    let (code, _, err) = ohfp(&["getProviderMetrics", "--url", "http://127.0.0.1:9"]).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("cannot reach the service"), "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn check_config_and_openapi_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"strategy": {"selection_policy": "sometimes"}, "providers": []}"#,
+    )
+    .unwrap();
+    let (code, _, err) = ohfp(&["check-config", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("strategy.selection_policy"), "{err}");
+    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/config/development.json");
+    let (code, out, err) = ohfp(&["check-config", dev]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok; 3 strategies"), "{out}");
+    let (code, out, _) = ohfp(&["openapi"]).await;
+    assert_eq!(code, 0);
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap();
+    assert!(
+        out == committed,
+        "`ohfp openapi` prints the committed document"
+    );
+}
+
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("cfg.json");
+    let mut text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.json"))
+            .unwrap();
+    text = text
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        .replace(
+            "data/ohfp.db",
+            &dir.path().join("db/ohfp.db").display().to_string(),
+        )
+        .replace(
+            "\"dir\": \"logs\"",
+            &format!("\"dir\": \"{}\"", dir.path().join("logs").display()),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/ready")).send().await
+            && r.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "service became ready");
+    let v: Value = client
+        .get(format!("{base}/api/v1/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["count"], 2);
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/app.log")).unwrap();
+    assert!(
+        log.contains("ohfp serving") && log.contains("ohfp stopped"),
+        "{log}"
+    );
+    assert!(dir.path().join("db/ohfp.db").exists());
+}

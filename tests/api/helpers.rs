@@ -1,0 +1,150 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ohfp::config::{self, Config};
+use ohfp::server::App;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The embedded default with test-friendly settings: port 0, no log files, fast simulators.
+pub fn test_config(db: &Path) -> Config {
+    let mut cfg = config::load_with_env(None, &[], &|_| None).expect("embedded default loads");
+    cfg.server.bind = "127.0.0.1:0".into();
+    cfg.database.path = db.display().to_string();
+    cfg.logging.dir = None;
+    cfg.strategy.health_check_interval = 3600.0;
+    // Health checks run only where a test asks for them.
+    cfg.strategy.health_check_initial_delay = 3600.0;
+    cfg.strategy.random_seed = Some(1);
+    for p in &mut cfg.providers {
+        p.config.insert("latency_ms".into(), json!(0));
+        p.config.insert("boot_seconds".into(), json!(0.2));
+        p.config.insert("shutdown_seconds".into(), json!(0.2));
+    }
+    cfg
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+    pub db: PathBuf,
+}
+
+impl TestApp {
+    /// A fresh app on a fresh database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("ohfp.db");
+        let mut cfg = test_config(&db);
+        tweak(&mut cfg);
+        let mut app = Self::start(cfg).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// An app on the given configuration (its database path is kept).
+    pub async fn start(cfg: Config) -> Self {
+        let db = PathBuf::from(&cfg.database.path);
+        let app = App::build(cfg).await.expect("app builds");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(app.run(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            handle: Some(handle),
+            _dir: None,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        decode(res).await
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .client
+            .request(method, self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        decode(res).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        decode(res).await
+    }
+
+    /// Graceful stop: the server drains, the monitor stops, the database closes.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran cleanly");
+        }
+        self._dir.take()
+    }
+}
+
+pub async fn decode(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Registers a simulated strategy through the API.
+pub async fn register_sim(app: &TestApp, name: &str, config: Value, extra: Value) -> Value {
+    let mut body =
+        json!({"strategy_name": name, "provider_type": "simulated", "strategy_config": config});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (status, v) = app.post("/api/v1/providers", body).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+pub async fn execute(app: &TestApp, body: Value) -> Value {
+    let (status, v) = app.post("/api/v1/providers/operations", body).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary: the real app on port 0 with a temporary database,
+//! driven over HTTP (and, for the CLI, through the built binary).
+
+mod helpers;
+
+mod cli;
+mod openapi;
+mod providers;
+mod resilience;
+mod restart;
+mod service;

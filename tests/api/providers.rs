@@ -1,0 +1,510 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, execute, register_sim};
+
+#[tokio::test]
+async fn lists_both_simulated_providers() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app.get("/api/v1/providers").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["count"], 2);
+    let names: Vec<&str> = v["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["strategy_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sim-primary", "sim-secondary"]);
+    assert_eq!(v["providers"][0]["provider_type"], "simulated");
+    assert_eq!(v["providers"][0]["source"], "config");
+    assert_eq!(
+        v["providers"][0]["capabilities"]["features"]["simulated"],
+        true
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn guide_request_body_runs_on_the_override() {
+    let app = TestApp::spawn().await;
+    let v = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"template_id": "web-server", "count": 2},
+               "strategy_override": "sim-secondary"}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "sim-secondary");
+    assert_eq!(v["metadata"]["chosen_by"], "strategy_override");
+    assert_eq!(v["metadata"]["attempts"], 1);
+    assert_eq!(v["metadata"]["fallback_used"], false);
+    assert_eq!(v["data"]["instance_ids"].as_array().unwrap().len(), 2);
+    assert!(v["error_code"].is_null());
+    // Lower-case operation names work too, and FIRST_AVAILABLE picks the lowest priority.
+    let v = execute(&app, json!({"operation_type": "health_check"})).await;
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary");
+    assert_eq!(
+        v["metadata"]["chosen_by"],
+        "selection policy FIRST_AVAILABLE"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instance_lifecycle_through_operations() {
+    let app = TestApp::spawn().await;
+    let v = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}}),
+    )
+    .await;
+    let ids = v["data"]["instance_ids"].clone();
+    let strategy = v["metadata"]["strategy_used"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = execute(
+        &app,
+        json!({"operation_type": "GET_INSTANCE_STATUS", "parameters": {"instance_ids": ids}, "strategy_override": strategy}),
+    )
+    .await;
+    assert_eq!(status["data"]["machines"][0]["state"], "running");
+    let gone = execute(
+        &app,
+        json!({"operation_type": "TERMINATE_INSTANCES", "parameters": {"instance_ids": ids}, "strategy_override": strategy}),
+    )
+    .await;
+    assert_eq!(gone["data"]["terminating"], ids);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_answers_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/providers/operations"))
+        .header("content-type", "application/json")
+        .body("{\"operation_type\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+    assert!(body["request_id"].is_string(), "{body}");
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "LAUNCH"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "operation_type");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CREATE_INSTANCES")
+    );
+
+    let (status, v) = app
+        .post("/api/v1/providers/operations", json!({"parameters": {}}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "operation_type");
+    assert_eq!(v["errors"][0]["message"], "is required");
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "selection_criteria": {"min_success_rate": "high"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        v["errors"][0]["path"],
+        "selection_criteria.min_success_rate"
+    );
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "selection_criteria": {"min_success_rate": 150}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["path"],
+        "selection_criteria.min_success_rate"
+    );
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "strategy_overide": "x"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `strategy_overide`"),
+        "{v}"
+    );
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(v["detail"].as_str().unwrap().contains("'nope'"));
+
+    // A parameter the provider rejects is a result with an error code, not an HTTP error.
+    let v = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 0}}),
+    )
+    .await;
+    assert_eq!(v["success"], false);
+    assert_eq!(v["error_code"], "INVALID_PARAMETERS");
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("parameters.count")
+    );
+    assert_eq!(
+        v["metadata"]["attempts"], 1,
+        "validation errors do not fail over"
+    );
+
+    let (status, _) = app.get("/api/v1/providers?healthy_only=maybe").await;
+    assert_eq!(status, 422);
+    let (status, v) = app
+        .get("/api/v1/providers/metrics?time_range_hours=0")
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "time_range_hours");
+    let (status, _) = app
+        .get("/api/v1/providers/metrics?time_range_hours=-3")
+        .await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_candidate_lists_every_strategy_and_why() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/selection",
+            json!({"operation_type": "CREATE_INSTANCES",
+                   "selection_criteria": {"exclude_strategies": ["sim-primary"], "required_capabilities": ["spot_instances"]}}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(v["title"], "No strategy available");
+    let c = v["candidates"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["reason"], "excluded by exclude_strategies");
+    assert_eq!(c[1]["reason"], "lacks required capability 'spot_instances'");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sim-secondary: lacks required capability")
+    );
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/selection",
+            json!({"operation_type": "CREATE_INSTANCES",
+            "selection_criteria": {"prefer_strategies": ["sim-secondary"]}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["selected_strategy"], "sim-secondary");
+    assert_eq!(v["selection_policy"], "FIRST_AVAILABLE");
+    assert_eq!(
+        v["candidates"][0]["reason"],
+        "eligible, but not in prefer_strategies"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn register_update_unregister() {
+    let app = TestApp::spawn().await;
+    let v = register_sim(
+        &app,
+        "sim-eu",
+        json!({"region": "sim-eu-1", "seed": 3}),
+        json!({"priority": 5, "weight": 20, "capabilities": ["instances", "gpu"]}),
+    )
+    .await;
+    assert_eq!(v["strategy_name"], "sim-eu");
+    assert_eq!(v["source"], "api");
+    assert_eq!(v["capabilities"]["features"]["gpu"], true);
+
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "sim-eu", "provider_type": "simulated"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "metrics", "provider_type": "simulated"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "strategy_name");
+    let (status, v) = app
+        .post("/api/v1/providers", json!({"strategy_name": "x", "provider_type": "simulated", "strategy_config": {"failure_rate": 2}}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "strategy_config.failure_rate");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "x", "provider_type": "gcp"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "provider_type");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "x", "provider_type": "simulated", "weight": 0}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "weight");
+
+    for _ in 0..3 {
+        execute(
+            &app,
+            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-eu"}),
+        )
+        .await;
+    }
+    let (status, v) = app
+        .put("/api/v1/providers/sim-eu", json!({"provider_type": "simulated", "strategy_config": {"region": "sim-eu-2"}, "weight": 80}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["weight"], 80.0);
+    assert_eq!(v["priority"], 5, "priority kept when not given");
+    assert_eq!(v["strategy_config"]["region"], "sim-eu-2");
+    let (_, m) = app.get("/api/v1/providers/sim-eu/metrics").await;
+    assert_eq!(m["totals"]["count"], 3, "metrics survive an update: {m}");
+    let (status, _) = app
+        .put(
+            "/api/v1/providers/sim-eu",
+            json!({"strategy_name": "other", "provider_type": "simulated"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    let (status, v) = app.delete("/api/v1/providers/sim-eu").await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("unregistered")));
+    let (status, _) = app.get("/api/v1/providers/sim-eu").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.delete("/api/v1/providers/sim-eu").await;
+    assert_eq!(status, 404);
+    let (status, v) = app.delete("/api/v1/providers/sim-primary").await;
+    assert_eq!(status, 409, "sim-primary is a configured fallback: {v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn configuration_switches_policy_and_active_strategy() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"default_selection_policy": "round_robin"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["configuration"]["default_selection_policy"],
+        "ROUND_ROBIN"
+    );
+    let mut used = Vec::new();
+    for _ in 0..4 {
+        let v = execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+        used.push(v["metadata"]["strategy_used"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        used,
+        [
+            "sim-primary",
+            "sim-secondary",
+            "sim-primary",
+            "sim-secondary"
+        ]
+    );
+
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"active_strategy": "sim-secondary"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["configuration"]["active_strategy"], "sim-secondary");
+    for _ in 0..3 {
+        let v = execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+        assert_eq!(v["metadata"]["strategy_used"], "sim-secondary");
+        assert_eq!(v["metadata"]["chosen_by"], "active_strategy");
+    }
+    let (_, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"active_strategy": null}),
+        )
+        .await;
+    assert!(v["configuration"]["active_strategy"].is_null());
+    let (_, v) = app.get("/api/v1/providers/configuration").await;
+    assert_eq!(v["default_selection_policy"], "ROUND_ROBIN");
+    let fields: Vec<&str> = v["overridden_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["default_selection_policy", "active_strategy"]);
+
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"active_strategy": "ghost", "fallback_strategies": ["sim-primary", "nope"],
+            "circuit_breaker_config": {"failure_threshold": 0}, "health_check_interval": 0}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let paths: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "active_strategy",
+            "fallback_strategies[1]",
+            "health_check_interval",
+            "circuit_breaker_config.failure_threshold"
+        ]
+    );
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"default_selection_policy": "best"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "default_selection_policy");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_the_weights() {
+    let app = TestApp::spawn().await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"default_selection_policy": "WEIGHTED_ROUND_ROBIN"}),
+    )
+    .await;
+    let mut primary = 0;
+    for _ in 0..10 {
+        let v = execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+        if v["metadata"]["strategy_used"] == "sim-primary" {
+            primary += 1;
+        }
+    }
+    assert_eq!(primary, 7, "weights 70/30 give exactly 7 of 10");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn external_health_reports_take_effect_at_once() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app
+        .post("/api/v1/providers/sim-primary/health",
+            json!({"health_status": {"is_healthy": false, "status_message": "maintenance"}, "source": "nagios"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["is_healthy"], false);
+    assert_eq!(v["source"], "nagios");
+    let v = execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+    assert_eq!(v["metadata"]["strategy_used"], "sim-secondary");
+    let (_, list) = app.get("/api/v1/providers?healthy_only=true").await;
+    assert_eq!(list["count"], 1);
+    let (_, h) = app
+        .get("/api/v1/providers/sim-primary/health?include_history=true")
+        .await;
+    assert_eq!(h["status_message"], "maintenance");
+    assert_eq!(h["history"][0]["source"], "nagios");
+    let (_, all) = app.get("/api/v1/providers/health").await;
+    assert_eq!(all["summary"]["unhealthy"], 1);
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/sim-primary/health",
+            json!({"health_status": {"status_message": "?"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"][0]["path"], "health_status.is_healthy");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_capabilities() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        execute(&app, json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}, "strategy_override": "sim-primary"})).await;
+    }
+    execute(&app, json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": -1}, "strategy_override": "sim-primary"})).await;
+    let (status, v) = app
+        .get("/api/v1/providers/sim-primary/metrics?include_error_details=true")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["totals"]["count"], 4);
+    assert_eq!(v["totals"]["successes"], 3);
+    assert_eq!(v["totals"]["success_rate"], 75.0);
+    assert!(v["totals"]["mean_response_time_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["operations"]["CREATE_INSTANCES"]["count"], 4);
+    assert_eq!(v["errors"]["error_codes"]["INVALID_PARAMETERS"], 1);
+    assert_eq!(
+        v["live"]["recent"]["samples"], 3,
+        "caller errors stay out of the selection window"
+    );
+    let (_, all) = app
+        .get("/api/v1/providers/metrics?time_range_hours=1&include_operation_breakdown=false")
+        .await;
+    assert_eq!(all["totals"]["count"], 4);
+    assert!(all["strategies"][0].get("operations").is_none());
+
+    let (status, c) = app.get("/api/v1/providers/sim-primary/capabilities").await;
+    assert_eq!(status, 200);
+    assert_eq!(c["supported_operations"].as_array().unwrap().len(), 6);
+    assert_eq!(c["features"]["spot_instances"], true);
+    assert_eq!(c["performance_metrics"]["last_24h"]["count"], 4);
+    let (_, c) = app.get("/api/v1/providers/sim-primary/capabilities?include_limitations=false&include_performance_metrics=false").await;
+    assert!(c.get("limitations").is_none() && c.get("performance_metrics").is_none());
+    let (status, _) = app.get("/api/v1/providers/nope/capabilities").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

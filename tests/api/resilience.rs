@@ -1,0 +1,169 @@
+use serde_json::json;
+
+use crate::helpers::{TestApp, execute, register_sim};
+
+#[tokio::test]
+async fn failover_within_one_call_when_the_first_strategy_fails() {
+    let app = TestApp::spawn().await;
+    register_sim(
+        &app,
+        "sim-broken",
+        json!({"failure_rate": 1.0, "seed": 1}),
+        json!({"priority": -1}),
+    )
+    .await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"fallback_strategies": ["sim-broken", "sim-primary"]}),
+    )
+    .await;
+    let v = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary");
+    assert_eq!(v["metadata"]["fallback_used"], true);
+    assert_eq!(v["metadata"]["attempts"], 2);
+    assert_eq!(v["metadata"]["attempted"][0]["strategy"], "sim-broken");
+    assert_eq!(
+        v["metadata"]["attempted"][0]["error_code"],
+        "SIMULATED_FAILURE"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn breaker_opens_rejects_without_calling_and_persists() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 3600}}),
+    )
+    .await;
+    for _ in 0..2 {
+        let v = execute(
+            &app,
+            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"}),
+        )
+        .await;
+        assert_eq!(v["error_code"], "SIMULATED_FAILURE");
+    }
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "open", "{h}");
+    assert!(h["circuit"]["next_probe_at"].is_string());
+    let v = execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"}),
+    )
+    .await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN");
+    // Selection skips the open circuit; the provider itself saw only the first two calls.
+    let (_, sel) = app
+        .post("/api/v1/providers/selection", json!({"operation_type": "HEALTH_CHECK", "selection_criteria": {"prefer_strategies": ["sim-bad"]}}))
+        .await;
+    assert_eq!(sel["selected_strategy"], "sim-primary");
+    let bad = sel["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["strategy"] == "sim-bad")
+        .unwrap()
+        .clone();
+    assert_eq!(bad["reason"], "circuit open");
+    let (_, m) = app
+        .get("/api/v1/providers/sim-bad/metrics?include_error_details=true")
+        .await;
+    assert_eq!(m["errors"]["error_codes"]["SIMULATED_FAILURE"], 2);
+    assert_eq!(m["errors"]["error_codes"]["CIRCUIT_OPEN"], 1);
+
+    // The open circuit survives a restart.
+    let cfg = crate::helpers::test_config(&app.db);
+    let dir = app.stop().await;
+    let app = TestApp::start(cfg).await;
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "open", "{h}");
+    let v = execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"}),
+    )
+    .await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN");
+    app.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
+async fn circuit_half_opens_after_the_timeout_and_closes_on_success() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-flappy", json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 1}}),
+    )
+    .await;
+    execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-flappy"}),
+    )
+    .await;
+    let (_, h) = app.get("/api/v1/providers/sim-flappy/health").await;
+    assert_eq!(h["circuit"]["state"], "open");
+    // The provider recovers.
+    let (status, _) = app
+        .put(
+            "/api/v1/providers/sim-flappy",
+            json!({"provider_type": "simulated", "strategy_config": {"failure_rate": 0.0}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The background task moves it to half open once the timeout has passed.
+    let mut state = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (_, h) = app.get("/api/v1/providers/sim-flappy/health").await;
+        state = h["circuit"]["state"].as_str().unwrap().to_string();
+        if state == "half_open" {
+            break;
+        }
+    }
+    assert_eq!(state, "half_open");
+    let v = execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-flappy"}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    let (_, h) = app.get("/api/v1/providers/sim-flappy/health").await;
+    assert_eq!(h["circuit"]["state"], "closed");
+    assert_eq!(h["circuit"]["last_reason"], "half-open probe succeeded");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn least_connections_spreads_concurrent_calls() {
+    let app = TestApp::spawn_with(|cfg| {
+        for p in &mut cfg.providers {
+            p.config.insert("latency_ms".into(), json!(150));
+        }
+    })
+    .await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"default_selection_policy": "LEAST_CONNECTIONS"}),
+    )
+    .await;
+    let calls = (0..20).map(|_| execute(&app, json!({"operation_type": "HEALTH_CHECK"})));
+    let results = futures::future::join_all(calls).await;
+    let primary = results
+        .iter()
+        .filter(|v| v["metadata"]["strategy_used"] == "sim-primary")
+        .count();
+    assert!(
+        (8..=12).contains(&primary),
+        "20 concurrent calls split about evenly, got {primary} on sim-primary"
+    );
+    app.stop().await;
+}

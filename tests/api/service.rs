@@ -1,0 +1,133 @@
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn liveness_readiness_docs_and_prometheus() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app.get("/health").await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    let (status, v) = app.get("/ready").await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ready")));
+    let (status, v) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(v["paths"]["/api/v1/providers/operations"]["post"].is_object());
+    let res = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("swagger"));
+    crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ohfp_operations_total{strategy=\"sim-primary\",operation=\"HEALTH_CHECK\",outcome=\"success\"} 1"), "{text}");
+    assert!(text.contains("ohfp_circuit_state{strategy=\"sim-secondary\"} 0"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_oversized_bodies_are_problems() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096).await;
+    let (status, v) = app.get("/api/v1/nothing").await;
+    assert_eq!(status, 404);
+    assert_eq!(v["type"], "urn:ohfp:problem:not-found");
+    let res = app
+        .client
+        .patch(app.url("/api/v1/providers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let big = "x".repeat(10_000);
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "parameters": {"pad": big}}),
+        )
+        .await;
+    assert_eq!(status, 413, "{v}");
+    let res = app
+        .client
+        .post(app.url("/api/v1/providers/operations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "an empty body is refused");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mutating_routes_need_the_token_when_auth_is_on() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.auth.enabled = true;
+        c.server.auth.token = Some("s3cret".into());
+    })
+    .await;
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(!v.to_string().contains("s3cret"));
+    let res = app
+        .client
+        .post(app.url("/api/v1/providers/operations"))
+        .bearer_auth("wrong")
+        .json(&json!({"operation_type": "HEALTH_CHECK"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = app
+        .client
+        .post(app.url("/api/v1/providers/operations"))
+        .bearer_auth("s3cret")
+        .json(&json!({"operation_type": "HEALTH_CHECK"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, _) = app.get("/api/v1/providers").await;
+    assert_eq!(status, 200, "reads stay open");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_stream_reports_operations() {
+    let app = TestApp::spawn().await;
+    let mut res = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+    let mut seen = String::new();
+    while !seen.contains("\"kind\":\"operation\"") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), res.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let line = seen
+        .lines()
+        .find(|l| l.contains("\"kind\":\"operation\""))
+        .unwrap();
+    let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(event["strategy"], "sim-primary");
+    assert!(event["at"].is_string());
+    drop(res);
+    app.stop().await;
+}
