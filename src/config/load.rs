@@ -183,7 +183,9 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if let Err(m) = config.server.bind_addr() {
         err("server.bind".into(), m);
     }
-    if config.server.request_timeout_seconds.is_nan() || config.server.request_timeout_seconds <= 0.0 {
+    if config.server.request_timeout_seconds.is_nan()
+        || config.server.request_timeout_seconds <= 0.0
+    {
         err(
             "server.request_timeout_seconds".into(),
             "must be greater than 0".into(),

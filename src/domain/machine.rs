@@ -43,4 +43,14 @@ pub struct Machine {
     /// Set when the cloud is taking the instance back (spot interruption, outside termination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reclaim_notice: Option<String>,
+    /// The HostFactory request the instance was made for (from its tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// What holds the instance on the provider's side: a fleet id, an Auto Scaling group name,
+    /// a reservation id. Needed to give it back the way it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The API that made it (`RunInstances`, `EC2Fleet`, `SpotFleet`, `ASG`, `simulated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_api: Option<String>,
 }

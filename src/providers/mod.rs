@@ -15,6 +15,24 @@ use crate::store::Store;
 
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
 /// safe to call concurrently.
+///
+/// Parameters and answers of the operations, common to every provider:
+/// - `CREATE_INSTANCES` `{count, template_id?, request_id?, template?, instance_type?,
+///   price_type?, tags?}`; `template` is the HostFactory template object as written in
+///   `awsprov_templates.json` (camelCase keys), `request_id` is tagged on every instance.
+///   Answer: `{instance_ids, instances: [Machine], resource_id?, provider_api?, count}`; APIs
+///   that place instances later (fleets of type request, Auto Scaling) may answer with no
+///   instances yet and a `resource_id`.
+/// - `GET_INSTANCE_STATUS` `{instance_ids?, request_ids?, resources?: [{resource_id,
+///   provider_api}]}`, at least one of them; batched by the provider as its API allows.
+///   Answer: `{machines: [Machine], not_found: [instance id]}`.
+/// - `TERMINATE_INSTANCES` `{instance_ids, machines?: [{instance_id, resource_id?,
+///   provider_api?}]}`; `machines` tells the provider how each instance was made, so that it
+///   is given back the same way (fleet capacity, Auto Scaling group). Answer: `{terminating,
+///   already_terminating, not_found}`.
+/// - `VALIDATE_TEMPLATE` `{template}`: an invalid template is an `Err` of kind Validation.
+/// - `GET_AVAILABLE_TEMPLATES` `{}` → `{templates: [...]}`.
+/// - `HEALTH_CHECK` `{}`: `Err` means unhealthy.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// What the provider says of itself; declared capabilities are laid over this.

@@ -127,24 +127,32 @@ fn store_error(e: sqlx::Error) -> ProviderError {
     )
 }
 
-fn id_list(params: &Map<String, Value>) -> Result<Vec<String>, ProviderError> {
-    let ids = params
-        .get("instance_ids")
-        .or_else(|| params.get("machine_ids"))
-        .ok_or_else(|| invalid("parameters.instance_ids is required (a list of instance ids)"))?;
-    let list = ids
+/// A list of strings under `key`, deduplicated; `None` when absent.
+fn string_list(
+    params: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, ProviderError> {
+    let Some(value) = params.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let list = value
         .as_array()
-        .ok_or_else(|| invalid("parameters.instance_ids must be a list of strings"))?;
+        .ok_or_else(|| invalid(format!("parameters.{key} must be a list of strings")))?;
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (i, v) in list.iter().enumerate() {
         let id = v
             .as_str()
-            .ok_or_else(|| invalid(format!("parameters.instance_ids[{i}] must be a string")))?;
+            .ok_or_else(|| invalid(format!("parameters.{key}[{i}] must be a string")))?;
         if !out.iter().any(|seen| seen == id) {
             out.push(id.to_string());
         }
     }
-    Ok(out)
+    Ok(Some(out))
+}
+
+fn id_list(params: &Map<String, Value>) -> Result<Vec<String>, ProviderError> {
+    string_list(params, "instance_ids")?
+        .ok_or_else(|| invalid("parameters.instance_ids is required (a list of instance ids)"))
 }
 
 impl SimulatedProvider {
@@ -206,6 +214,9 @@ impl SimulatedProvider {
             reclaim_notice: row
                 .reclaimed
                 .then(|| "reclaimed by the simulated cloud".to_string()),
+            request_id: row.request_id.clone(),
+            resource_id: None,
+            provider_api: Some("simulated".into()),
         }
     }
 
@@ -297,7 +308,14 @@ impl SimulatedProvider {
     }
 
     async fn status(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let ids = id_list(params)?;
+        let ids = string_list(params, "instance_ids")?;
+        let request_ids = string_list(params, "request_ids")?;
+        if ids.is_none() && request_ids.is_none() {
+            return Err(invalid(
+                "parameters.instance_ids or parameters.request_ids is required",
+            ));
+        }
+        let ids = ids.unwrap_or_default();
         let mut rows = self
             .store
             .sim_instances_by_ids(&self.strategy, &ids)
@@ -305,6 +323,16 @@ impl SimulatedProvider {
             .map_err(store_error)?;
         // Answer in the order asked.
         rows.sort_by_key(|r| ids.iter().position(|id| id == &r.instance_id));
+        for row in self
+            .store
+            .sim_instances_by_request(&self.strategy, &request_ids.unwrap_or_default())
+            .await
+            .map_err(store_error)?
+        {
+            if !rows.iter().any(|r| r.instance_id == row.instance_id) {
+                rows.push(row);
+            }
+        }
         let now = now_millis();
         let not_found: Vec<&String> = ids
             .iter()

@@ -91,6 +91,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The instances of `strategy` made for any of `request_ids`.
+    pub async fn sim_instances_by_request(
+        &self,
+        strategy: &str,
+        request_ids: &[String],
+    ) -> StoreResult<Vec<SimInstanceRow>> {
+        let mut out = Vec::new();
+        for chunk in request_ids.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND request_id IN ({placeholders})
+                 ORDER BY launched_at, instance_id"
+            );
+            let mut q = sqlx::query(&sql).bind(strategy);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Instances of `strategy` that are not yet terminated at `now`.
     pub async fn count_live_sim_instances(
         &self,
