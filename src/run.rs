@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::cli::ServeArgs;
+use crate::hostfactory::{self, templates::TemplateCatalog};
 use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
 
@@ -20,13 +21,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub fn check_config(file: &Path) -> i32 {
     match config::load(Some(file)) {
         Ok(cfg) => {
+            let templates = hostfactory::templates_path(
+                &cfg.hostfactory,
+                std::env::var("HF_PROVIDER_CONFDIR").ok(),
+            );
+            let templates = match TemplateCatalog::load(templates) {
+                Ok(catalog) => match catalog.path() {
+                    Some(p) => format!("{} templates from {}", catalog.all().len(), p.display()),
+                    None => "no templates file".to_string(),
+                },
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 1;
+                }
+            };
             let names: Vec<String> = cfg
                 .providers
                 .iter()
                 .map(|p| format!("{} ({})", p.name, p.provider_type))
                 .collect();
             println!(
-                "{}: ok; {} strategies: {}; policy {}; database {}",
+                "{}: ok; {} strategies: {}; policy {}; database {}; {templates}",
                 file.display(),
                 names.len(),
                 names.join(", "),

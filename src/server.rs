@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Engine;
 use crate::config::Config;
+use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::{http, monitor};
@@ -31,11 +32,24 @@ impl App {
         let db = &config.database;
         let store = Store::open(&db.path, db.busy_timeout_ms, db.max_connections).await?;
         let engine = Engine::start(&config, store).await?;
+        let templates_path = hostfactory::templates_path(
+            &config.hostfactory,
+            std::env::var("HF_PROVIDER_CONFDIR").ok(),
+        );
+        let catalog = TemplateCatalog::load(templates_path).map_err(|e| anyhow::anyhow!(e))?;
+        if catalog.path().is_none() {
+            tracing::warn!(
+                "no HostFactory templates file found; getAvailableTemplates answers with none"
+            );
+        }
+        let hostfactory =
+            HostFactory::new(Arc::clone(&engine), catalog, config.hostfactory.clone());
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let state = AppState {
             engine,
+            hostfactory,
             config: Arc::new(config),
             started,
             shutdown: CancellationToken::new(),
@@ -61,6 +75,10 @@ impl App {
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
         let monitor = tokio::spawn(monitor::run(Arc::clone(&engine), token.clone()));
+        let reconciler = tokio::spawn(hostfactory::run_reconciler(
+            Arc::clone(&state.hostfactory),
+            token.clone(),
+        ));
         tracing::info!(
             addr = %listener.local_addr()?,
             strategies = engine.entries().len(),
@@ -77,8 +95,13 @@ impl App {
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
-        if let Err(e) = monitor.await {
-            tracing::error!(error = %e, "background monitor ended abnormally");
+        for (task, name) in [
+            (monitor, "background monitor"),
+            (reconciler, "hostfactory reconciler"),
+        ] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "{name} ended abnormally");
+            }
         }
         engine.store().close().await;
         tracing::info!("ohfp stopped");

@@ -5,11 +5,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Engine;
 use crate::config::Config;
+use crate::hostfactory::HostFactory;
 
 /// The one state every handler gets; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub hostfactory: Arc<HostFactory>,
     pub config: Arc<Config>,
     pub started: Instant,
     /// Cancelled on shutdown; long-lived responses (event streams) end with it.

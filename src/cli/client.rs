@@ -88,10 +88,27 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
+        GetAvailableTemplates(a) => (a, Method::GET, "/api/v1/templates"),
+        RequestMachines(a) => (a, Method::POST, "/api/v1/requests"),
+        GetRequestStatus(a) => (a, Method::GET, "/api/v1/requests/{request_id}"),
+        RequestReturnMachines(a) => (a, Method::POST, "/api/v1/returns"),
+        GetReturnRequests(a) => (a, Method::GET, "/api/v1/returns"),
     };
     let mut data = read_data(args)?;
     let is_get = method == Method::GET || method == Method::DELETE;
-    let path = if route.contains("{name?}") {
+    let path = if route.contains("{request_id}") {
+        let from_data = data
+            .as_mut()
+            .and_then(Value::as_object_mut)
+            .and_then(|o| o.remove("request_id"))
+            .and_then(|v| v.as_str().map(str::to_string));
+        let id = args
+            .request_id
+            .clone()
+            .or(from_data)
+            .ok_or("this command needs the request: --request-id req-…")?;
+        route.replace("{request_id}", &urlencode(&id))
+    } else if route.contains("{name?}") {
         match name_of(args, &mut data, true) {
             Some(n) => route.replace("{name?}", &urlencode(&n)),
             None => route.replace("/{name?}", ""),
@@ -231,6 +248,27 @@ mod tests {
             (Method::PUT, "/api/v1/providers/x")
         );
         assert_eq!(c.body.unwrap()["strategy_name"], "x");
+        let c = planned(&["ohfp", "getRequestStatus", "--request-id", "req-1"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::GET, "/api/v1/requests/req-1")
+        );
+        let c = planned(&[
+            "ohfp",
+            "requestMachines",
+            "--data",
+            r#"{"template_id": "web", "machine_count": 2}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::POST, "/api/v1/requests")
+        );
+        assert!(
+            planned(&["ohfp", "getRequestStatus"])
+                .unwrap_err()
+                .contains("--request-id")
+        );
         let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
         assert_eq!((c.method, c.body), (Method::DELETE, None));
     }

@@ -85,6 +85,9 @@ pub struct ClientArgs {
     /// strategy_name or provider_name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Request id, for getRequestStatus (else taken from the data's request_id).
+    #[arg(long)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,4 +128,19 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/{name}/capabilities
     #[command(name = "getProviderCapabilities")]
     GetProviderCapabilities(ClientArgs),
+    /// GET /api/v1/templates
+    #[command(name = "getAvailableTemplates")]
+    GetAvailableTemplates(ClientArgs),
+    /// POST /api/v1/requests (--data '{"template_id": "web", "machine_count": 2}')
+    #[command(name = "requestMachines")]
+    RequestMachines(ClientArgs),
+    /// GET /api/v1/requests/{id} (--request-id req-…)
+    #[command(name = "getRequestStatus")]
+    GetRequestStatus(ClientArgs),
+    /// POST /api/v1/returns (--data '{"machine_ids": ["i-…"]}')
+    #[command(name = "requestReturnMachines")]
+    RequestReturnMachines(ClientArgs),
+    /// GET /api/v1/returns
+    #[command(name = "getReturnRequests")]
+    GetReturnRequests(ClientArgs),
 }

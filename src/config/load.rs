@@ -250,6 +250,34 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     for (field, message) in s.selection_criteria.validate() {
         err(format!("strategy.selection_criteria.{field}"), message);
     }
+    let hf = &config.hostfactory;
+    for (field, value) in [
+        ("reconcile_interval_seconds", hf.reconcile_interval_seconds),
+        (
+            "live_check_interval_seconds",
+            hf.live_check_interval_seconds,
+        ),
+        ("pending_timeout_seconds", hf.pending_timeout_seconds),
+    ] {
+        if !(value.is_finite() && value > 0.0) {
+            err(
+                format!("hostfactory.{field}"),
+                format!("must be a positive number of seconds, got {value}"),
+            );
+        }
+    }
+    if !(1..=1000).contains(&hf.status_batch_size) {
+        err(
+            "hostfactory.status_batch_size".into(),
+            "must be from 1 to 1000".into(),
+        );
+    }
+    if hf.spot_grace_seconds < 0 {
+        err(
+            "hostfactory.spot_grace_seconds".into(),
+            "must be 0 or more".into(),
+        );
+    }
     let mut seen = HashSet::new();
     for (i, spec) in config.providers.iter().enumerate() {
         if let Err(m) = check_strategy_name(&spec.name) {

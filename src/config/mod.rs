@@ -33,6 +33,42 @@ pub struct Config {
     /// Strategies defined by this file. The file is authoritative for these names.
     #[serde(default)]
     pub providers: Vec<StrategySpec>,
+    #[serde(default)]
+    pub hostfactory: HostFactoryConfig,
+}
+
+/// The HostFactory side: templates and request tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostFactoryConfig {
+    /// The templates file (`awsprov_templates.json` shape). When absent:
+    /// `$HF_PROVIDER_CONFDIR/awsprov_templates.json` if that variable is set, else
+    /// `config/hostfactory/awsprov_templates.json` if it exists, else no templates.
+    pub templates_path: Option<String>,
+    /// Seconds between reconciler rounds (machines in flight are asked about every round).
+    pub reconcile_interval_seconds: f64,
+    /// Seconds between checks of machines that are running, to notice reclaims.
+    pub live_check_interval_seconds: f64,
+    /// A machine still pending after this many seconds is failed and terminated; a fleet that
+    /// has not placed every machine by then ends its request with the shortfall.
+    pub pending_timeout_seconds: f64,
+    /// Most instance ids in one status call to a provider.
+    pub status_batch_size: usize,
+    /// Seconds a host has after a spot interruption notice (AWS gives two minutes).
+    pub spot_grace_seconds: i64,
+}
+
+impl Default for HostFactoryConfig {
+    fn default() -> Self {
+        Self {
+            templates_path: None,
+            reconcile_interval_seconds: 2.0,
+            live_check_interval_seconds: 60.0,
+            pending_timeout_seconds: 600.0,
+            status_batch_size: 1000,
+            spot_grace_seconds: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+mod hostfactory;
 mod middleware;
 mod providers;
 mod service;
@@ -33,6 +34,8 @@ use crate::state::AppState;
     ),
     tags(
         (name = "providers", description = "Provider strategies: selection, execution, registration, health, metrics"),
+        (name = "hostfactory", description = "HostFactory's five provider calls in its own wire format (camelCase); the shims in config/hostfactory/scripts post to these"),
+        (name = "requests", description = "The same request lifecycle for operators (snake_case)"),
         (name = "service", description = "Liveness, readiness, Prometheus metrics"),
     ),
     components(schemas(error::Problem))
@@ -60,6 +63,15 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::metrics_one))
         .routes(routes!(providers::capabilities))
         .routes(routes!(service::events))
+        .routes(routes!(hostfactory::get_available_templates))
+        .routes(routes!(hostfactory::request_machines))
+        .routes(routes!(hostfactory::request_return_machines))
+        .routes(routes!(hostfactory::get_request_status))
+        .routes(routes!(hostfactory::get_return_requests))
+        .routes(routes!(hostfactory::templates))
+        .routes(routes!(hostfactory::create_request))
+        .routes(routes!(hostfactory::request_status))
+        .routes(routes!(hostfactory::create_return, hostfactory::reclaims))
         .routes(routes!(service::health))
         .routes(routes!(service::ready))
         .routes(routes!(service::prometheus))

@@ -3,6 +3,7 @@
 
 mod breaker;
 mod health;
+mod hostfactory;
 mod metrics;
 mod settings;
 mod sim_instances;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use breaker::CircuitRow;
 pub use health::HealthHistoryEntry;
+pub use hostfactory::{HfMachine, HfRequest, RequestKind, RequestState};
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};

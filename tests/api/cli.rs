@@ -87,6 +87,27 @@ async fn check_config_and_openapi_commands() {
     let (code, out, err) = ohfp(&["check-config", dev]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok; 3 strategies"), "{out}");
+    let templates = dir.path().join("templates.json");
+    std::fs::write(
+        &templates,
+        r#"{"templates": [{"templateId": "x", "maxNumber": 1}]}"#,
+    )
+    .unwrap();
+    let cfg = dir.path().join("cfg.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"hostfactory": {{"templates_path": "{}"}}}}"#,
+            templates.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = ohfp(&["check-config", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("template 'x' (templates[0]): attributes: is required"),
+        "{err}"
+    );
     let (code, out, _) = ohfp(&["openapi"]).await;
     assert_eq!(code, 0);
     let committed =

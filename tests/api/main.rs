@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod hostfactory;
 mod openapi;
 mod providers;
 mod resilience;

@@ -1,0 +1,78 @@
+#!/bin/sh
+# Shared body of the five HostFactory provider scripts: POST the JSON that HostFactory wrote
+# into the -f file (stdin when there is no -f) to the ohfp service and print its answer.
+#
+# stdout carries only the answer's JSON; diagnostics go to stderr. Exit 0 when the service
+# accepted the call, 1 when it rejected it or could not be reached (a JSON `message` is still
+# printed). OHFP_URL and OHFP_TOKEN come from the environment, else from ohfp.env beside this
+# script (shell syntax: OHFP_URL=http://…). OHFP_TIMEOUT (seconds, default 30) bounds a call.
+call=$1
+shift
+
+file=
+while [ $# -gt 0 ]; do
+    case $1 in
+        -f) file=$2; shift 2 ;;
+        -f*) file=${1#-f}; shift ;;
+        *) shift ;;
+    esac
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+env_url=$OHFP_URL
+env_token=$OHFP_TOKEN
+if [ -r "$here/ohfp.env" ]; then
+    # shellcheck disable=SC1091
+    . "$here/ohfp.env"
+fi
+# The environment wins over the file.
+url=${env_url:-${OHFP_URL:-http://127.0.0.1:8000}}
+token=${env_token:-$OHFP_TOKEN}
+timeout=${OHFP_TIMEOUT:-30}
+
+fail() {
+    # A message HostFactory can log, without characters that would break the JSON.
+    msg=$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')
+    printf '{"message": "%s"}\n' "$msg"
+    printf '%s: %s\n' "$call" "$1" >&2
+    exit 1
+}
+
+if [ -n "$file" ] && [ ! -r "$file" ]; then
+    fail "cannot read input file $file"
+fi
+
+work=$(mktemp -d 2>/dev/null) || fail "cannot create a temporary directory"
+trap 'rm -rf "$work"' EXIT INT TERM
+umask 077
+: > "$work/headers"
+if [ -n "$token" ]; then
+    # Passed in a file so that the token does not show in the process list.
+    printf 'Authorization: Bearer %s\n' "$token" > "$work/headers"
+fi
+
+code=$(curl -sS --max-time "$timeout" -X POST \
+    -H 'Content-Type: application/json' -H "@$work/headers" \
+    --data-binary "@${file:--}" \
+    -o "$work/body" -w '%{http_code}' \
+    "$url/api/v1/hostfactory/$call" 2>"$work/err")
+status=$?
+if [ $status -ne 0 ]; then
+    fail "ohfp service unreachable at $url: $(cat "$work/err")"
+fi
+case $code in
+    2??)
+        cat "$work/body"
+        echo
+        exit 0
+        ;;
+    *)
+        if grep -q '"message"' "$work/body" 2>/dev/null; then
+            cat "$work/body"
+            echo
+            printf '%s: rejected with HTTP %s\n' "$call" "$code" >&2
+            exit 1
+        fi
+        fail "ohfp answered HTTP $code: $(head -c 300 "$work/body")"
+        ;;
+esac

@@ -1,0 +1,347 @@
+//! The background reconciler: drives provisioning of recorded requests (new ones and those a
+//! restart interrupted), asks each provider about all machines in flight in batches (one call
+//! per strategy and batch, never one per HostFactory request), notices reclaims, times out
+//! machines that never start, and sends terminations for returned machines.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::service::{HostFactory, machine_row, machines_in};
+use crate::app::Route;
+use crate::domain::{EpochMillis, OperationType, ProviderOperation, now_millis};
+use crate::store::{HfMachine, HfRequest, RequestKind, RequestState};
+
+pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
+    let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
+    loop {
+        Arc::clone(&hf).reconcile().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+            _ = hf.wake.notified() => {}
+        }
+    }
+    tracing::info!("hostfactory reconciler stopped");
+}
+
+/// What one strategy is asked in a round.
+#[derive(Default)]
+struct Poll {
+    instance_ids: Vec<String>,
+    request_ids: Vec<String>,
+}
+
+fn is_gone(state: &str) -> bool {
+    matches!(
+        state,
+        "shutting-down" | "terminated" | "stopping" | "stopped"
+    )
+}
+
+impl HostFactory {
+    /// One round. Errors are logged and retried next round; nothing here fails a request
+    /// because a provider was briefly unreachable.
+    pub async fn reconcile(self: Arc<Self>) {
+        let now = now_millis();
+        let open = match self
+            .store
+            .hf_requests_in(&[
+                RequestState::Pending,
+                RequestState::Provisioning,
+                RequestState::InProgress,
+            ])
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(error = %e, "reconciler cannot read requests"),
+        };
+        for req in open
+            .iter()
+            .filter(|r| matches!(r.state, RequestState::Pending | RequestState::Provisioning))
+        {
+            let fresh = self
+                .provisioning
+                .lock()
+                .expect("provisioning lock")
+                .insert(req.request_id.clone());
+            if fresh {
+                tokio::spawn(Arc::clone(&self).provision(req.clone()));
+            }
+        }
+        let tracked = match self.store.hf_machines_to_track().await {
+            Ok(m) => m,
+            Err(e) => return tracing::error!(error = %e, "reconciler cannot read machines"),
+        };
+        let in_progress: Vec<&HfRequest> = open
+            .iter()
+            .filter(|r| r.kind == RequestKind::Acquire && r.state == RequestState::InProgress)
+            .collect();
+        self.poll(&tracked, &in_progress, now).await;
+        self.send_terminations().await;
+        self.settle(&in_progress, now).await;
+    }
+
+    async fn poll(&self, tracked: &[HfMachine], in_progress: &[&HfRequest], now: EpochMillis) {
+        let live_every = (self.cfg.live_check_interval_seconds * 1000.0) as i64;
+        let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
+        for m in tracked {
+            let due = m.state != "running"
+                || m.return_request_id.is_some()
+                || now - m.updated_at >= live_every;
+            if due {
+                polls
+                    .entry(m.strategy.clone())
+                    .or_default()
+                    .instance_ids
+                    .push(m.machine_id.clone());
+            }
+        }
+        // Fleets and groups place machines after the create call answered: look them up by tag.
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for m in tracked {
+            *counts.entry(m.request_id.as_str()).or_default() += 1;
+        }
+        for r in in_progress {
+            if let Some(strategy) = &r.strategy
+                && counts.get(r.request_id.as_str()).copied().unwrap_or(0) < r.requested_count
+            {
+                polls
+                    .entry(strategy.clone())
+                    .or_default()
+                    .request_ids
+                    .push(r.request_id.clone());
+            }
+        }
+        for (strategy, poll) in polls {
+            let batch = self.cfg.status_batch_size.max(1);
+            let mut chunks: Vec<(Vec<String>, Vec<String>)> = poll
+                .instance_ids
+                .chunks(batch)
+                .map(|c| (c.to_vec(), Vec::new()))
+                .collect();
+            if !poll.request_ids.is_empty() {
+                match chunks.first_mut() {
+                    Some(first) => first.1 = poll.request_ids.clone(),
+                    None => chunks.push((Vec::new(), poll.request_ids.clone())),
+                }
+            }
+            for (ids, request_ids) in chunks {
+                self.poll_one(&strategy, ids, request_ids, tracked, in_progress, now)
+                    .await;
+            }
+        }
+    }
+
+    async fn poll_one(
+        &self,
+        strategy: &str,
+        ids: Vec<String>,
+        request_ids: Vec<String>,
+        tracked: &[HfMachine],
+        in_progress: &[&HfRequest],
+        now: EpochMillis,
+    ) {
+        let mut params = Map::new();
+        if !ids.is_empty() {
+            params.insert("instance_ids".into(), json!(ids));
+        }
+        if !request_ids.is_empty() {
+            params.insert("request_ids".into(), json!(request_ids));
+            let resources: Vec<Value> = in_progress
+                .iter()
+                .filter(|r| request_ids.contains(&r.request_id) && r.resource_id.is_some())
+                .map(|r| json!({"resource_id": r.resource_id, "provider_api": r.provider_api}))
+                .collect();
+            if !resources.is_empty() {
+                params.insert("resources".into(), Value::Array(resources));
+            }
+        }
+        let op = ProviderOperation::new(OperationType::GetInstanceStatus, params);
+        let route = Route {
+            strategy: Some(strategy.to_string()),
+            ..Route::default()
+        };
+        let data = match self.engine.execute(op, route).await {
+            Ok(outcome) => match outcome.result {
+                Ok(data) => data,
+                Err(e) => {
+                    return tracing::warn!(strategy, error = %e, "status poll failed; retrying next round");
+                }
+            },
+            Err(e) => {
+                return tracing::warn!(strategy, error = %e, "status poll not possible; retrying next round");
+            }
+        };
+        let pending_timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
+        let mut rows = Vec::new();
+        for m in machines_in(&data, "machines") {
+            let row = match tracked.iter().find(|t| t.machine_id == m.instance_id) {
+                Some(t) => observe(t, &m, now),
+                None => match in_progress
+                    .iter()
+                    .find(|r| m.request_id.is_some() && m.request_id == Some(r.request_id.clone()))
+                {
+                    Some(r) => machine_row(r, strategy, &m, now),
+                    None => continue,
+                },
+            };
+            rows.push(row);
+        }
+        let not_found: Vec<String> = data
+            .get("not_found")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in tracked.iter().filter(|t| not_found.contains(&t.machine_id)) {
+            let mut gone = t.clone();
+            gone.state = "terminated".into();
+            gone.failed = !t.delivered && t.return_request_id.is_none();
+            if gone.failed {
+                gone.message = "The provider no longer knows this instance.".into();
+            }
+            if t.delivered && t.return_request_id.is_none() && t.reclaimed_at.is_none() {
+                gone.reclaimed_at = Some(now);
+                gone.reclaim_notice = Some("no longer known to the provider".into());
+            }
+            gone.updated_at = now;
+            rows.push(gone);
+        }
+        for row in rows.iter_mut() {
+            if row.state == "pending" && !row.failed && now - row.created_at > pending_timeout {
+                row.failed = true;
+                row.message = format!(
+                    "Did not start within {}s; it is being terminated.",
+                    self.cfg.pending_timeout_seconds
+                );
+            }
+        }
+        if let Err(e) = self.store.save_observations(&rows).await {
+            tracing::error!(strategy, error = %e, "cannot save machine states");
+        }
+    }
+
+    /// TERMINATE_INSTANCES for returned machines not yet handed to their provider, and for
+    /// machines failed for not starting; one call per strategy.
+    async fn send_terminations(&self) {
+        let machines = match self.store.hf_machines_to_track().await {
+            Ok(m) => m,
+            Err(e) => return tracing::error!(error = %e, "cannot read machines to terminate"),
+        };
+        let mut by_strategy: BTreeMap<String, Vec<HfMachine>> = BTreeMap::new();
+        for m in machines {
+            if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(&m.state) {
+                by_strategy.entry(m.strategy.clone()).or_default().push(m);
+            }
+        }
+        // Failed machines are no longer tracked, but still need to go.
+        match self.store.hf_failed_unterminated().await {
+            Ok(failed) => {
+                for m in failed {
+                    by_strategy.entry(m.strategy.clone()).or_default().push(m);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read failed machines"),
+        }
+        for (strategy, list) in by_strategy {
+            let ids: Vec<String> = list.iter().map(|m| m.machine_id.clone()).collect();
+            let context: Vec<Value> = list
+                .iter()
+                .map(|m| json!({"instance_id": m.machine_id, "resource_id": m.resource_id, "provider_api": m.provider_api}))
+                .collect();
+            let mut params = Map::new();
+            params.insert("instance_ids".into(), json!(ids));
+            params.insert("machines".into(), Value::Array(context));
+            let op = ProviderOperation::new(OperationType::TerminateInstances, params);
+            let route = Route {
+                strategy: Some(strategy.clone()),
+                ..Route::default()
+            };
+            match self.engine.execute(op, route).await.map(|o| o.result) {
+                Ok(Ok(_)) => {
+                    if let Err(e) = self.store.mark_return_sent(&ids, now_millis()).await {
+                        tracing::error!(%strategy, error = %e, "cannot record terminations");
+                    }
+                    tracing::info!(%strategy, count = ids.len(), "terminations sent");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round")
+                }
+                Err(e) => {
+                    tracing::warn!(%strategy, error = %e, "terminate not possible; retrying next round")
+                }
+            }
+        }
+    }
+
+    /// Closes acquire requests whose machines are all known, and ends those that never got
+    /// all their machines within the pending timeout.
+    async fn settle(&self, in_progress: &[&HfRequest], now: EpochMillis) {
+        let ids: Vec<String> = in_progress.iter().map(|r| r.request_id.clone()).collect();
+        let machines = match self.store.hf_machines_of(&ids).await {
+            Ok(m) => m,
+            Err(e) => return tracing::error!(error = %e, "cannot read machines to settle"),
+        };
+        let timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
+        for r in in_progress {
+            let known = machines
+                .iter()
+                .filter(|m| m.request_id == r.request_id)
+                .count() as i64;
+            let outcome = if known >= r.requested_count {
+                Some((RequestState::Done, r.message.clone()))
+            } else if now - r.created_at > timeout {
+                Some((
+                    RequestState::Failed,
+                    format!(
+                        "Only {known} of {} machine(s) were placed within {}s.",
+                        r.requested_count, self.cfg.pending_timeout_seconds
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some((state, message)) = outcome
+                && let Err(e) = self
+                    .store
+                    .set_request_state(&r.request_id, state, &message, now)
+                    .await
+            {
+                tracing::error!(request_id = %r.request_id, error = %e, "cannot settle request");
+            }
+        }
+    }
+}
+
+/// A tracked machine updated with what its provider says now.
+fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMachine {
+    let mut row = t.clone();
+    row.state = m.state.as_str().to_string();
+    row.delivered = t.delivered || row.state == "running";
+    row.private_ip = m.private_ip.clone().or_else(|| t.private_ip.clone());
+    row.public_ip = m.public_ip.clone().or_else(|| t.public_ip.clone());
+    row.private_dns = m.private_dns.clone().or_else(|| t.private_dns.clone());
+    row.launch_time = m.launch_time.or(t.launch_time);
+    row.instance_type = m.instance_type.clone().or_else(|| t.instance_type.clone());
+    row.price_type = m.price_type.clone().or_else(|| t.price_type.clone());
+    row.resource_id = m.resource_id.clone().or_else(|| t.resource_id.clone());
+    row.provider_api = m.provider_api.clone().or_else(|| t.provider_api.clone());
+    // The cloud taking back a machine HostFactory still holds.
+    let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(&row.state));
+    if t.return_request_id.is_none() && taken {
+        row.reclaim_notice = m
+            .reclaim_notice
+            .clone()
+            .or_else(|| Some(format!("{} outside HostFactory", row.state)));
+        row.reclaimed_at = t.reclaimed_at.or(Some(now));
+    }
+    row.updated_at = now;
+    row
+}

@@ -1,0 +1,631 @@
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use super::status::{self, MachineResult, RequestStatus};
+use super::templates::{Template, TemplateCatalog};
+use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
+use crate::app::{Engine, Route};
+use crate::config::HostFactoryConfig;
+use crate::domain::{EpochMillis, Machine, OperationType, ProviderOperation, now_millis};
+use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
+
+/// A rejected call: HTTP status and the message HostFactory prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl HfError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "hostfactory call failed");
+        Self::new(500, "the service could not record the request; see its log")
+    }
+}
+
+pub type HfResult<T> = Result<T, HfError>;
+
+/// The HostFactory side of the service; one per process.
+pub struct HostFactory {
+    pub(super) engine: Arc<Engine>,
+    pub(super) store: Store,
+    pub(super) catalog: TemplateCatalog,
+    pub(super) cfg: HostFactoryConfig,
+    /// Serialises admission (maxNumber) and return bookkeeping.
+    admission: tokio::sync::Mutex<()>,
+    /// Requests being provisioned by a task of this process.
+    pub(super) provisioning: Mutex<HashSet<String>>,
+    /// Wakes the reconciler early (a new request, a return).
+    pub(super) wake: Notify,
+}
+
+/// The host name HostFactory uses: private DNS name, else private IP, else the instance id.
+pub fn host_name(m: &HfMachine) -> String {
+    m.private_dns
+        .clone()
+        .or_else(|| m.private_ip.clone())
+        .unwrap_or_else(|| m.machine_id.clone())
+}
+
+/// The stored machines of the hosts HostFactory named, paired with each host (`None` when
+/// unknown). The machine id wins over the name.
+async fn lookup_hosts<'h>(
+    store: &Store,
+    hosts: &'h [Host],
+) -> HfResult<Vec<(&'h Host, Option<HfMachine>)>> {
+    let keys: Vec<String> = hosts
+        .iter()
+        .flat_map(|h| h.machine_id.iter().chain(h.name.iter()).cloned())
+        .collect();
+    let found = store
+        .hf_machines_by_keys(&keys)
+        .await
+        .map_err(HfError::internal)?;
+    Ok(hosts
+        .iter()
+        .map(|h| {
+            let by_id = h
+                .machine_id
+                .as_ref()
+                .and_then(|id| found.iter().find(|m| &m.machine_id == id));
+            let by_name = || {
+                h.name.as_ref().and_then(|n| {
+                    found.iter().find(|m| {
+                        m.private_dns.as_ref() == Some(n) || m.private_ip.as_ref() == Some(n)
+                    })
+                })
+            };
+            (h, by_id.or_else(by_name).cloned())
+        })
+        .collect())
+}
+
+/// The row for a machine a provider reported.
+pub(super) fn machine_row(
+    req: &HfRequest,
+    strategy: &str,
+    m: &Machine,
+    now: EpochMillis,
+) -> HfMachine {
+    HfMachine {
+        machine_id: m.instance_id.clone(),
+        request_id: req.request_id.clone(),
+        template_id: req.template_id.clone(),
+        strategy: strategy.to_string(),
+        state: m.state.as_str().to_string(),
+        delivered: m.state.as_str() == "running",
+        private_ip: m.private_ip.clone(),
+        public_ip: m.public_ip.clone(),
+        private_dns: m.private_dns.clone(),
+        instance_type: m.instance_type.clone(),
+        price_type: m.price_type.clone(),
+        launch_time: m.launch_time,
+        resource_id: m.resource_id.clone(),
+        provider_api: m.provider_api.clone(),
+        reclaim_notice: m.reclaim_notice.clone(),
+        created_at: now,
+        updated_at: now,
+        ..HfMachine::default()
+    }
+}
+
+/// Machines listed in a provider answer (`instances` or `machines`).
+pub(super) fn machines_in(data: &Value, key: &str) -> Vec<Machine> {
+    data.get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| serde_json::from_value::<Machine>(v.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl HostFactory {
+    pub fn new(engine: Arc<Engine>, catalog: TemplateCatalog, cfg: HostFactoryConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store: engine.store().clone(),
+            engine,
+            catalog,
+            cfg,
+            admission: tokio::sync::Mutex::new(()),
+            provisioning: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn templates(&self) -> Arc<Vec<Template>> {
+        self.catalog.all()
+    }
+
+    pub fn template(&self, id: &str) -> HfResult<Template> {
+        self.catalog.get(id).ok_or_else(|| {
+            let known: Vec<String> = self.catalog.all().iter().map(|t| t.id.clone()).collect();
+            HfError::new(
+                404,
+                format!(
+                    "Template '{id}' is not defined. Known templates: {}.",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+
+    /// Machines a template may still get (`None`: unlimited).
+    pub async fn available(&self, t: &Template) -> HfResult<Option<i64>> {
+        if t.max_number < 0 {
+            return Ok(None);
+        }
+        let committed = self
+            .store
+            .hf_committed_machines(&t.id)
+            .await
+            .map_err(HfError::internal)?;
+        Ok(Some((t.max_number - committed).max(0)))
+    }
+
+    /// requestMachines: checks, records the request, answers at once; provisioning follows in
+    /// the background.
+    pub async fn request_machines(&self, template_id: &str, count: i64) -> HfResult<WireRequestId> {
+        let t = self.template(template_id)?;
+        if t.is_disabled() {
+            return Err(HfError::new(
+                409,
+                format!("Template '{}' is disabled (maxNumber 0).", t.id),
+            ));
+        }
+        if count < 1 {
+            return Err(HfError::new(
+                400,
+                format!("machineCount must be at least 1, got {count}."),
+            ));
+        }
+        let _admission = self.admission.lock().await;
+        if let Some(room) = self.available(&t).await?
+            && count > room
+        {
+            return Err(HfError::new(
+                409,
+                format!(
+                    "Template '{}' allows at most {} machines: {} are held or on their way, {count} more requested would exceed the limit.",
+                    t.id,
+                    t.max_number,
+                    t.max_number - room
+                ),
+            ));
+        }
+        let now = now_millis();
+        let request = HfRequest {
+            request_id: format!("req-{}", uuid::Uuid::new_v4()),
+            kind: RequestKind::Acquire,
+            template_id: Some(t.id.clone()),
+            template: Some(Value::Object(t.raw.clone())),
+            requested_count: count,
+            provider_name: t.provider_name.clone(),
+            strategy: None,
+            state: RequestState::Pending,
+            message: String::new(),
+            resource_id: None,
+            provider_api: t.provider_api.clone(),
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_hf_request(&request)
+            .await
+            .map_err(HfError::internal)?;
+        drop(_admission);
+        tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
+        self.wake.notify_one();
+        Ok(WireRequestId {
+            request_id: request.request_id,
+            message: format!(
+                "Request VM success from ohfp: {count} machine(s) of template {}.",
+                t.id
+            ),
+        })
+    }
+
+    /// Provisions one acquire request. An earlier attempt (before a restart) may have made
+    /// machines already: they are found by their request-id tag first, and only the rest is made.
+    pub(super) async fn provision(self: Arc<Self>, req: HfRequest) {
+        let id = req.request_id.clone();
+        let now = now_millis();
+        if let Err(e) = self.store.start_provisioning(&id, now).await {
+            tracing::error!(request_id = %id, error = %e, "cannot mark provisioning");
+            self.provisioning
+                .lock()
+                .expect("provisioning lock")
+                .remove(&id);
+            return;
+        }
+        let mut made: Vec<(String, Machine)> = Vec::new();
+        if req.attempts > 0 {
+            made = self.adopt(&id).await;
+        }
+        let missing = req.requested_count - made.len() as i64;
+        let mut strategy = made.first().map(|(s, _)| s.clone());
+        let (mut resource_id, mut provider_api, mut message) =
+            (None, req.provider_api.clone(), String::new());
+        let mut failed = false;
+        if missing > 0 {
+            let template = req.template.clone().unwrap_or(Value::Object(Map::new()));
+            let mut params = Map::new();
+            params.insert("count".into(), json!(missing));
+            params.insert("template_id".into(), json!(req.template_id));
+            params.insert("request_id".into(), json!(id));
+            for (key, from) in [("instance_type", "vmType"), ("price_type", "priceType")] {
+                if let Some(v) = template.get(from).filter(|v| v.is_string()) {
+                    params.insert(key.into(), v.clone());
+                }
+            }
+            params.insert("template".into(), template);
+            let op = ProviderOperation::new(OperationType::CreateInstances, params);
+            let route = Route {
+                strategy: req.provider_name.clone(),
+                ..Route::default()
+            };
+            match self.engine.execute(op, route).await {
+                Ok(outcome) => {
+                    let tried: Vec<&str> = outcome
+                        .attempts
+                        .iter()
+                        .map(|a| a.strategy.as_str())
+                        .collect();
+                    match &outcome.result {
+                        Ok(data) => {
+                            strategy = Some(outcome.strategy_used.clone());
+                            resource_id = data
+                                .get("resource_id")
+                                .and_then(Value::as_str)
+                                .map(str::to_string);
+                            if let Some(api) = data.get("provider_api").and_then(Value::as_str) {
+                                provider_api = Some(api.to_string());
+                            }
+                            made.extend(
+                                machines_in(data, "instances")
+                                    .into_iter()
+                                    .map(|m| (outcome.strategy_used.clone(), m)),
+                            );
+                        }
+                        Err(e) => {
+                            failed = made.is_empty();
+                            message =
+                                format!("{}: {} (tried {})", e.code, e.message, tried.join(", "));
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = made.is_empty();
+                    message = e.to_string();
+                }
+            }
+        }
+        let now = now_millis();
+        let rows: Vec<HfMachine> = made
+            .iter()
+            .map(|(s, m)| machine_row(&req, s, m, now))
+            .collect();
+        let state = if failed {
+            RequestState::Failed
+        } else {
+            RequestState::InProgress
+        };
+        if failed {
+            tracing::warn!(request_id = %id, %message, "provisioning failed");
+        }
+        let saved = self
+            .store
+            .finish_provisioning(
+                &id,
+                state,
+                &message,
+                strategy.as_deref(),
+                resource_id.as_deref(),
+                provider_api.as_deref(),
+                &rows,
+                now,
+            )
+            .await;
+        if let Err(e) = saved {
+            // The machines carry the request id in the cloud; the next attempt adopts them.
+            tracing::error!(request_id = %id, error = %e, "cannot record provisioning; will retry");
+        }
+        self.provisioning
+            .lock()
+            .expect("provisioning lock")
+            .remove(&id);
+        self.wake.notify_one();
+    }
+
+    /// Machines already made for `request_id`, asked of every strategy that can tell.
+    async fn adopt(&self, request_id: &str) -> Vec<(String, Machine)> {
+        let mut found = Vec::new();
+        for entry in self.engine.entries() {
+            if !entry.spec.enabled
+                || !entry
+                    .capabilities()
+                    .supports(OperationType::GetInstanceStatus)
+            {
+                continue;
+            }
+            let mut params = Map::new();
+            params.insert("request_ids".into(), json!([request_id]));
+            let op = ProviderOperation::new(OperationType::GetInstanceStatus, params);
+            let route = Route {
+                strategy: Some(entry.name().to_string()),
+                ..Route::default()
+            };
+            if let Ok(outcome) = self.engine.execute(op, route).await
+                && let Ok(data) = &outcome.result
+            {
+                for m in machines_in(data, "machines") {
+                    if m.request_id.as_deref() == Some(request_id)
+                        && m.state.as_str() != "terminated"
+                    {
+                        found.push((entry.name().to_string(), m));
+                    }
+                }
+            }
+        }
+        if !found.is_empty() {
+            tracing::info!(
+                request_id,
+                count = found.len(),
+                "adopted machines made before a restart"
+            );
+        }
+        found
+    }
+
+    /// getRequestStatus, from the store only. Every id gets its own answer, in the order asked.
+    pub async fn request_status(&self, ids: &[String]) -> HfResult<Vec<WireRequest>> {
+        let requests = self
+            .store
+            .hf_requests(ids)
+            .await
+            .map_err(HfError::internal)?;
+        let machines = self
+            .store
+            .hf_machines_of(ids)
+            .await
+            .map_err(HfError::internal)?;
+        Ok(ids
+            .iter()
+            .map(|id| match requests.iter().find(|r| &r.request_id == id) {
+                None => WireRequest {
+                    request_id: id.clone(),
+                    status: RequestStatus::CompleteWithError,
+                    message: format!("Unknown request '{id}': this service never issued it."),
+                    machines: Vec::new(),
+                },
+                Some(r) => self.wire_request(r, &machines),
+            })
+            .collect())
+    }
+
+    fn wire_request(&self, r: &HfRequest, all: &[HfMachine]) -> WireRequest {
+        let (machines, results): (Vec<WireMachine>, Vec<MachineResult>) = match r.kind {
+            RequestKind::Acquire => all
+                .iter()
+                .filter(|m| m.request_id == r.request_id)
+                .map(|m| {
+                    let result = status::acquire_result(&m.state, m.failed, m.delivered);
+                    (wire_machine(m, result), result)
+                })
+                .unzip(),
+            RequestKind::Return => all
+                .iter()
+                .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
+                .map(|m| {
+                    let result = status::return_result(&m.state);
+                    (wire_machine(m, result), result)
+                })
+                .unzip(),
+        };
+        let known = machines.len() as i64;
+        let (more_expected, shortfall) = match (r.kind, r.state) {
+            (RequestKind::Return, _) => (false, false),
+            (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
+            (_, RequestState::InProgress) => (known < r.requested_count, false),
+            (_, RequestState::Done) => (false, known < r.requested_count),
+            (_, RequestState::Failed) => (false, true),
+        };
+        let status = status::request_status(&results, more_expected, shortfall);
+        let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
+        let message = if !r.message.is_empty() {
+            r.message.clone()
+        } else {
+            match (r.kind, status) {
+                (RequestKind::Acquire, RequestStatus::Running) => {
+                    format!(
+                        "{} of {} machine(s) ready.",
+                        count(MachineResult::Succeed),
+                        r.requested_count
+                    )
+                }
+                (RequestKind::Acquire, RequestStatus::Complete) => {
+                    format!("{} machine(s) ready.", known)
+                }
+                (RequestKind::Acquire, RequestStatus::CompleteWithError) => format!(
+                    "{} of {} machine(s) ready; {} failed.",
+                    count(MachineResult::Succeed),
+                    r.requested_count,
+                    count(MachineResult::Fail)
+                ),
+                (RequestKind::Return, RequestStatus::Running) => {
+                    format!(
+                        "{} of {} machine(s) terminated.",
+                        count(MachineResult::Succeed),
+                        known
+                    )
+                }
+                (RequestKind::Return, _) => format!("{known} machine(s) returned."),
+            }
+        };
+        WireRequest {
+            request_id: r.request_id.clone(),
+            status,
+            message,
+            machines,
+        }
+    }
+
+    /// requestReturnMachines: one return request for the machines given (by name or id),
+    /// whatever providers hold them. Unknown hosts are named in the message; machines already
+    /// being returned are not returned twice.
+    pub async fn return_machines(&self, hosts: &[Host]) -> HfResult<WireRequestId> {
+        let _admission = self.admission.lock().await;
+        let mut unknown = Vec::new();
+        let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut to_return: Vec<String> = Vec::new();
+        for (h, machine) in lookup_hosts(&self.store, hosts).await? {
+            match machine {
+                None => unknown.push(
+                    h.name
+                        .clone()
+                        .or_else(|| h.machine_id.clone())
+                        .unwrap_or_default(),
+                ),
+                Some(m) => match &m.return_request_id {
+                    Some(ret) => already.entry(ret.clone()).or_default().push(host_name(&m)),
+                    None if !to_return.contains(&m.machine_id) => {
+                        to_return.push(m.machine_id.clone())
+                    }
+                    None => {}
+                },
+            }
+        }
+        // Returning exactly what one earlier return covers answers with that return's id.
+        if to_return.is_empty() && unknown.is_empty() && already.len() == 1 {
+            let (ret, names) = already.into_iter().next().expect("one entry");
+            return Ok(WireRequestId {
+                request_id: ret,
+                message: format!("Already being returned: {}.", names.join(", ")),
+            });
+        }
+        let mut parts = Vec::new();
+        if to_return.is_empty() {
+            parts.push("No Active VM: nothing to return.".to_string());
+        } else {
+            parts.push(format!(
+                "Delete VM success: returning {} machine(s).",
+                to_return.len()
+            ));
+        }
+        if !unknown.is_empty() {
+            parts.push(format!(
+                "Unknown machines, not returned: {}.",
+                unknown.join(", ")
+            ));
+        }
+        for (ret, names) in &already {
+            parts.push(format!(
+                "Already being returned by {ret}: {}.",
+                names.join(", ")
+            ));
+        }
+        let now = now_millis();
+        let request = HfRequest {
+            request_id: format!("ret-{}", uuid::Uuid::new_v4()),
+            kind: RequestKind::Return,
+            template_id: None,
+            template: None,
+            requested_count: to_return.len() as i64,
+            provider_name: None,
+            strategy: None,
+            state: if to_return.is_empty() {
+                RequestState::Done
+            } else {
+                RequestState::InProgress
+            },
+            message: String::new(),
+            resource_id: None,
+            provider_api: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_return_request(&request, &to_return)
+            .await
+            .map_err(HfError::internal)?;
+        tracing::info!(request_id = %request.request_id, machines = to_return.len(), unknown = unknown.len(), "machines returned");
+        self.wake.notify_one();
+        Ok(WireRequestId {
+            request_id: request.request_id,
+            message: parts.join(" "),
+        })
+    }
+
+    /// getReturnRequests: of the hosts HostFactory lists, those the cloud is taking back or has
+    /// taken (spot interruption, termination outside HostFactory), with the seconds left.
+    /// Hosts this service does not know, and healthy ones, are not listed.
+    pub async fn reclaimed(&self, hosts: &[Host]) -> HfResult<Vec<WireReturn>> {
+        let now = now_millis();
+        Ok(lookup_hosts(&self.store, hosts)
+            .await?
+            .into_iter()
+            .filter_map(|(h, m)| {
+                let m = m?;
+                let reclaimed_at = m.reclaimed_at.filter(|_| m.return_request_id.is_none())?;
+                Some(WireReturn {
+                    machine: h.name.clone().unwrap_or_else(|| host_name(&m)),
+                    grace_period: self.grace_period(&m, reclaimed_at, now),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) fn grace_period(
+        &self,
+        m: &HfMachine,
+        reclaimed_at: EpochMillis,
+        now: EpochMillis,
+    ) -> i64 {
+        match m.state.as_str() {
+            "running" | "pending" => {
+                (self.cfg.spot_grace_seconds - (now - reclaimed_at) / 1000).max(0)
+            }
+            _ => 0,
+        }
+    }
+}
+
+fn wire_machine(m: &HfMachine, result: MachineResult) -> WireMachine {
+    let message = match result {
+        MachineResult::Fail if m.message.is_empty() => {
+            "Machine failed (no detail from the provider).".to_string()
+        }
+        _ => m.message.clone(),
+    };
+    WireMachine {
+        machine_id: m.machine_id.clone(),
+        name: host_name(m),
+        result,
+        status: m.state.clone(),
+        private_ip_address: m.private_ip.clone(),
+        public_ip_address: m.public_ip.clone(),
+        launchtime: m.launch_time.unwrap_or(0),
+        message,
+        instance_type: m.instance_type.clone(),
+        price_type: m.price_type.clone(),
+        cloud_host_id: None,
+    }
+}

@@ -1,0 +1,184 @@
+//! The operator routes' shapes (snake_case) and the HostFactory answers built from templates.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::service::{HfResult, HostFactory, host_name};
+use super::status::{MachineResult, RequestStatus};
+use super::templates::Template;
+use super::wire::{WireMachine, WireTemplate};
+use crate::domain::now_millis;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub template_id: String,
+    pub max_number: i64,
+    pub available_number: Option<i64>,
+    pub disabled: bool,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+    pub provider_name: Option<String>,
+    pub provider_api: Option<String>,
+    pub price_type: String,
+    pub vm_type: Option<String>,
+    /// The template as written in the templates file.
+    #[schema(value_type = Object)]
+    pub definition: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateView>,
+    pub count: usize,
+    /// The templates file, if any.
+    pub source: Option<String>,
+}
+
+/// requestMachines for operators.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"template_id": "OnDemand-Standard", "machine_count": 2}))]
+pub struct RequestMachinesCommand {
+    pub template_id: String,
+    pub machine_count: i64,
+}
+
+/// requestReturnMachines for operators: instance ids or host names.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"machine_ids": ["i-0a1b2c3d4e5f60718", "ip-10-0-3-41.sim-east-1.compute.internal"]}))]
+pub struct ReturnMachinesCommand {
+    pub machine_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestAccepted {
+    pub request_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MachineView {
+    pub machine_id: String,
+    pub name: String,
+    pub result: MachineResult,
+    pub status: String,
+    pub private_ip_address: Option<String>,
+    pub public_ip_address: Option<String>,
+    pub launch_time: i64,
+    pub message: String,
+    pub instance_type: Option<String>,
+    pub price_type: Option<String>,
+}
+
+impl From<WireMachine> for MachineView {
+    fn from(m: WireMachine) -> Self {
+        Self {
+            machine_id: m.machine_id,
+            name: m.name,
+            result: m.result,
+            status: m.status,
+            private_ip_address: m.private_ip_address,
+            public_ip_address: m.public_ip_address,
+            launch_time: m.launchtime,
+            message: m.message,
+            instance_type: m.instance_type,
+            price_type: m.price_type,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestView {
+    pub request_id: String,
+    pub status: RequestStatus,
+    pub message: String,
+    pub machines: Vec<MachineView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReclaimView {
+    pub machine_id: String,
+    pub name: String,
+    /// Seconds until the host goes; 0 when already gone.
+    pub grace_period: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReclaimList {
+    pub requests: Vec<ReclaimView>,
+}
+
+impl HostFactory {
+    pub async fn wire_templates(&self) -> HfResult<Vec<WireTemplate>> {
+        let mut out = Vec::new();
+        for t in self.templates().iter() {
+            let raw = |k: &str| t.raw.get(k).cloned();
+            out.push(WireTemplate {
+                template_id: t.id.clone(),
+                max_number: t.max_number,
+                available_number: self.available(t).await?,
+                attributes: t.attributes_json(),
+                price_type: t.price_type.clone(),
+                vm_type: t.vm_type.clone(),
+                vm_types: raw("vmTypes"),
+                instance_tags: raw("instanceTags").and_then(|v| v.as_str().map(str::to_string)),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn template_list(&self) -> HfResult<TemplateList> {
+        let templates = self.templates();
+        let mut views = Vec::with_capacity(templates.len());
+        for t in templates.iter() {
+            views.push(template_view(t, self.available(t).await?));
+        }
+        Ok(TemplateList {
+            count: views.len(),
+            templates: views,
+            source: self.catalog.path().map(|p| p.display().to_string()),
+        })
+    }
+
+    /// Every machine the cloud took back that HostFactory has not returned.
+    pub async fn reclaim_list(&self) -> HfResult<ReclaimList> {
+        let machines = self
+            .store
+            .hf_machines_not_returned()
+            .await
+            .map_err(|e| super::service::HfError::new(500, e.to_string()))?;
+        let now = now_millis();
+        Ok(ReclaimList {
+            requests: machines
+                .iter()
+                .filter_map(|m| {
+                    let at = m.reclaimed_at?;
+                    Some(ReclaimView {
+                        machine_id: m.machine_id.clone(),
+                        name: host_name(m),
+                        grace_period: self.grace_period(m, at, now),
+                        reason: m.reclaim_notice.clone(),
+                    })
+                })
+                .collect(),
+        })
+    }
+}
+
+fn template_view(t: &Template, available: Option<i64>) -> TemplateView {
+    TemplateView {
+        template_id: t.id.clone(),
+        max_number: t.max_number,
+        available_number: available,
+        disabled: t.is_disabled(),
+        attributes: t.attributes_json(),
+        provider_name: t.provider_name.clone(),
+        provider_api: t.provider_api.clone(),
+        price_type: t.price_type.clone(),
+        vm_type: t.vm_type.clone(),
+        definition: t.raw.clone(),
+    }
+}

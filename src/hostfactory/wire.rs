@@ -1,0 +1,330 @@
+//! HostFactory's JSON, exactly: input parsing that accepts what HostFactory and the IBM spec
+//! write (arrays or single objects, cJSON tabs), and the camelCase answers.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::status::{MachineResult, RequestStatus};
+
+/// A rejected HostFactory call: the message goes back as `{"message": …}`.
+pub type WireResult<T> = Result<T, String>;
+
+fn parse_object(body: &[u8]) -> WireResult<serde_json::Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the input must be a JSON object".into()),
+        Err(e) => Err(format!(
+            "the input is not valid JSON (line {} column {}): {e}",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
+/// `key` as a list: an array, or one object standing for a list of one (IBM's spec text).
+fn list_of<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> WireResult<Vec<&'a serde_json::Map<String, Value>>> {
+    match obj.get(key) {
+        None | Some(Value::Null) if !required => Ok(Vec::new()),
+        None | Some(Value::Null) => Err(format!("'{key}' is required")),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_object()
+                    .ok_or_else(|| format!("{key}[{i}] must be an object"))
+            })
+            .collect(),
+        Some(Value::Object(one)) => Ok(vec![one]),
+        Some(_) => Err(format!("'{key}' must be a list of objects")),
+    }
+}
+
+fn text_field(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> WireResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(format!("{at}.{key} must be a string")),
+    }
+}
+
+/// requestMachines: `{"template": {"templateId", "machineCount"}}`; the flat form is accepted too.
+pub fn parse_request_machines(body: &[u8]) -> WireResult<(String, i64)> {
+    let obj = parse_object(body)?;
+    let (t, at) = match obj.get("template") {
+        Some(Value::Object(t)) => (t, "template"),
+        Some(_) => {
+            return Err("'template' must be an object with templateId and machineCount".into());
+        }
+        None => (&obj, "input"),
+    };
+    let template_id =
+        text_field(t, "templateId", at)?.ok_or_else(|| format!("{at}.templateId is required"))?;
+    let count = match t.get("machineCount") {
+        None | Some(Value::Null) => return Err(format!("{at}.machineCount is required")),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| format!("{at}.machineCount must be a whole number, got {v}"))?,
+    };
+    Ok((template_id, count))
+}
+
+/// getRequestStatus: `{"requests": [{"requestId"}]}` or `{"requests": {"requestId"}}`.
+pub fn parse_request_ids(body: &[u8]) -> WireResult<Vec<String>> {
+    let obj = parse_object(body)?;
+    list_of(&obj, "requests", true)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            text_field(r, "requestId", &format!("requests[{i}]"))?
+                .ok_or_else(|| format!("requests[{i}].requestId is required"))
+        })
+        .collect()
+}
+
+/// A host as HostFactory names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub name: Option<String>,
+    pub machine_id: Option<String>,
+}
+
+/// requestReturnMachines and getReturnRequests: `{"machines": [{"name", "machineId"}]}`.
+/// Either key is enough to find a machine.
+pub fn parse_hosts(body: &[u8], required: bool) -> WireResult<Vec<Host>> {
+    let obj = parse_object(body)?;
+    list_of(&obj, "machines", required)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("machines[{i}]");
+            let host = Host {
+                name: text_field(m, "name", &at)?,
+                machine_id: text_field(m, "machineId", &at)?,
+            };
+            if host.name.is_none() && host.machine_id.is_none() {
+                return Err(format!("{at} needs a name or a machineId"));
+            }
+            Ok(host)
+        })
+        .collect()
+}
+
+/// Checks that the getAvailableTemplates input is a JSON object (usually `{}`).
+pub fn parse_empty(body: &[u8]) -> WireResult<()> {
+    parse_object(body).map(|_| ())
+}
+
+/// One machine in a getRequestStatus answer. Every key is always present.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WireMachine {
+    pub machine_id: String,
+    /// The host name: private DNS name, else private IP, else the instance id.
+    pub name: String,
+    pub result: MachineResult,
+    /// Cloud state: running, stopped, terminated, shutting-down, stopping, pending.
+    pub status: String,
+    pub private_ip_address: Option<String>,
+    pub public_ip_address: Option<String>,
+    /// Epoch seconds (UTC); 0 when not known yet.
+    pub launchtime: i64,
+    /// Empty unless there is something to say; never empty when `result` is `fail`.
+    pub message: String,
+    pub instance_type: Option<String>,
+    pub price_type: Option<String>,
+    pub cloud_host_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WireRequest {
+    pub request_id: String,
+    pub status: RequestStatus,
+    pub message: String,
+    pub machines: Vec<WireMachine>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireStatusAnswer {
+    pub requests: Vec<WireRequest>,
+}
+
+/// requestMachines and requestReturnMachines answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WireRequestId {
+    pub request_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WireReturn {
+    /// The host name as HostFactory sent it.
+    pub machine: String,
+    /// Seconds until the host goes; 0 when it is already gone.
+    pub grace_period: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireReturnsAnswer {
+    pub status: String,
+    pub message: String,
+    pub requests: Vec<WireReturn>,
+}
+
+/// One template in a getAvailableTemplates answer: the admin's attributes in typed-array form
+/// and the fields HostFactory shows, as written in the templates file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WireTemplate {
+    pub template_id: String,
+    /// -1 unlimited, 0 disabled.
+    pub max_number: i64,
+    /// How many more machines the template may get now; left out when unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_number: Option<i64>,
+    #[schema(value_type = Object, example = json!({"type": ["String", "X86_64"], "ncpus": ["Numeric", "1"], "nram": ["Numeric", "4096"]}))]
+    pub attributes: Value,
+    pub price_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub vm_types: Option<Value>,
+    /// `key=value;key2=value2`, as in the templates file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_tags: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireTemplatesAnswer {
+    pub message: String,
+    pub templates: Vec<WireTemplate>,
+}
+
+/// Any rejected call, and the shape of every failure HostFactory reads.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WireMessage {
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn request_machines_forms() {
+        let tabbed = b"{\n\t\"template\":\t{\n\t\t\"templateId\":\t\"OnDemand-C5Large\",\n\t\t\"machineCount\":\t3\n\t}\n}";
+        assert_eq!(
+            parse_request_machines(tabbed).unwrap(),
+            ("OnDemand-C5Large".into(), 3)
+        );
+        assert_eq!(
+            parse_request_machines(br#"{"templateId": "t", "machineCount": 2}"#).unwrap(),
+            ("t".into(), 2)
+        );
+        assert_eq!(
+            parse_request_machines(br#"{"template": {"templateId": "t", "machineCount": 2.0}}"#)
+                .unwrap()
+                .1,
+            2
+        );
+        assert!(
+            parse_request_machines(br#"{"template": {"templateId": "t"}}"#)
+                .unwrap_err()
+                .contains("machineCount is required")
+        );
+        assert!(
+            parse_request_machines(br#"{"template": {"templateId": "t", "machineCount": "3"}}"#)
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            parse_request_machines(br#"{"template": {"machineCount": 1}}"#)
+                .unwrap_err()
+                .contains("templateId is required")
+        );
+        assert!(parse_request_machines(b"[1]").is_err());
+        assert!(
+            parse_request_machines(b"{")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
+
+    #[test]
+    fn requests_and_machines_as_array_or_object() {
+        assert_eq!(
+            parse_request_ids(br#"{"requests": [{"requestId": "a"}, {"requestId": "b"}]}"#)
+                .unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            parse_request_ids(br#"{"requests": {"requestId": "a"}}"#).unwrap(),
+            ["a"]
+        );
+        assert!(
+            parse_request_ids(br#"{"requests": [{}]}"#)
+                .unwrap_err()
+                .contains("requests[0].requestId")
+        );
+        assert!(parse_request_ids(b"{}").is_err());
+        let hosts = parse_hosts(br#"{"machines": {"name": "h1"}}"#, true).unwrap();
+        assert_eq!(
+            hosts,
+            [Host {
+                name: Some("h1".into()),
+                machine_id: None
+            }]
+        );
+        assert!(parse_hosts(b"{}", false).unwrap().is_empty());
+        assert!(
+            parse_hosts(br#"{"machines": [{}]}"#, true)
+                .unwrap_err()
+                .contains("needs a name or a machineId")
+        );
+        assert!(parse_empty(b"{\n}").is_ok() && parse_empty(b"").is_ok());
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, parsing answers (never panics), and a valid request id list
+        /// round-trips in both forms.
+        #[test]
+        fn parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_request_machines(&bytes);
+            let _ = parse_request_ids(&bytes);
+            let _ = parse_hosts(&bytes, true);
+        }
+
+        #[test]
+        fn ids_round_trip(ids in prop::collection::vec("[a-z0-9-]{1,20}", 1..5), as_object in any::<bool>()) {
+            let body = if as_object && ids.len() == 1 {
+                serde_json::json!({"requests": {"requestId": ids[0]}})
+            } else {
+                serde_json::json!({"requests": ids.iter().map(|i| serde_json::json!({"requestId": i})).collect::<Vec<_>>()})
+            };
+            prop_assert_eq!(parse_request_ids(body.to_string().as_bytes()).unwrap(), ids);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! HostFactory's five calls in its own wire format (`/api/v1/hostfactory/{call}`), and the
+//! operator routes over the same lifecycle in snake_case.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, Problem};
+use super::extract::{ApiJson, ApiPath};
+use crate::app::AppError;
+use crate::hostfactory::HfError;
+use crate::hostfactory::views::{
+    ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
+    TemplateList,
+};
+use crate::hostfactory::wire::{
+    self, Host, WireMessage, WireRequestId, WireReturnsAnswer, WireStatusAnswer,
+    WireTemplatesAnswer,
+};
+use crate::state::AppState;
+
+/// HostFactory reads `{"message": …}` on failure; the status tells the shim to exit non-zero.
+pub struct HfReject(HfError);
+
+impl IntoResponse for HfReject {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(WireMessage {
+                message: self.0.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<String> for HfReject {
+    fn from(message: String) -> Self {
+        HfReject(HfError::new(400, message))
+    }
+}
+
+impl From<HfError> for HfReject {
+    fn from(e: HfError) -> Self {
+        HfReject(e)
+    }
+}
+
+pub type HfAnswer<T> = Result<Json<T>, HfReject>;
+
+const REJECTED: &str = "Rejected; `message` says why (no requestId)";
+
+/// getAvailableTemplates: the templates with the admin's attributes in typed-array form.
+#[utoipa::path(post, path = "/api/v1/hostfactory/getAvailableTemplates", tag = "hostfactory",
+    operation_id = "hfGetAvailableTemplates",
+    request_body(content = Object, description = "What HostFactory wrote into the -f file (usually `{}`)"),
+    responses((status = 200, body = WireTemplatesAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
+pub async fn get_available_templates(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> HfAnswer<WireTemplatesAnswer> {
+    wire::parse_empty(&body)?;
+    Ok(Json(WireTemplatesAnswer {
+        message: "Get available templates success.".into(),
+        templates: state.hostfactory.wire_templates().await?,
+    }))
+}
+
+/// requestMachines: recorded before the answer; provisioning continues in the service.
+#[utoipa::path(post, path = "/api/v1/hostfactory/requestMachines", tag = "hostfactory",
+    operation_id = "hfRequestMachines",
+    request_body(content = Object, description = "`{\"template\": {\"templateId\": \"…\", \"machineCount\": 3}}`"),
+    responses((status = 200, body = WireRequestId),
+        (status = 400, description = REJECTED, body = WireMessage),
+        (status = 404, description = "Unknown template", body = WireMessage),
+        (status = 409, description = "Template disabled or maxNumber would be exceeded", body = WireMessage)))]
+pub async fn request_machines(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> HfAnswer<WireRequestId> {
+    let (template_id, count) = wire::parse_request_machines(&body)?;
+    Ok(Json(
+        state
+            .hostfactory
+            .request_machines(&template_id, count)
+            .await?,
+    ))
+}
+
+/// requestReturnMachines: one requestId for all the machines given, by `name` or `machineId`.
+#[utoipa::path(post, path = "/api/v1/hostfactory/requestReturnMachines", tag = "hostfactory",
+    operation_id = "hfRequestReturnMachines",
+    request_body(content = Object, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
+    responses((status = 200, body = WireRequestId), (status = 400, description = REJECTED, body = WireMessage)))]
+pub async fn request_return_machines(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> HfAnswer<WireRequestId> {
+    let hosts = wire::parse_hosts(&body, true)?;
+    Ok(Json(state.hostfactory.return_machines(&hosts).await?))
+}
+
+/// getRequestStatus: acquire and return ids, each answered on its own, from the store.
+#[utoipa::path(post, path = "/api/v1/hostfactory/getRequestStatus", tag = "hostfactory",
+    operation_id = "hfGetRequestStatus",
+    request_body(content = Object, description = "`{\"requests\": [{\"requestId\": \"…\"}]}` (a single object is accepted too)"),
+    responses((status = 200, body = WireStatusAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
+pub async fn get_request_status(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> HfAnswer<WireStatusAnswer> {
+    let ids = wire::parse_request_ids(&body)?;
+    Ok(Json(WireStatusAnswer {
+        requests: state.hostfactory.request_status(&ids).await?,
+    }))
+}
+
+/// getReturnRequests: which of the listed hosts the cloud is taking back, with grace periods.
+#[utoipa::path(post, path = "/api/v1/hostfactory/getReturnRequests", tag = "hostfactory",
+    operation_id = "hfGetReturnRequests",
+    request_body(content = Object, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
+    responses((status = 200, body = WireReturnsAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
+pub async fn get_return_requests(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> HfAnswer<WireReturnsAnswer> {
+    let hosts = wire::parse_hosts(&body, false)?;
+    Ok(Json(WireReturnsAnswer {
+        status: "complete".into(),
+        message: "Instances marked for termination retrieved successfully.".into(),
+        requests: state.hostfactory.reclaimed(&hosts).await?,
+    }))
+}
+
+impl From<HfError> for ApiError {
+    fn from(e: HfError) -> Self {
+        ApiError(match e.status {
+            404 => AppError::NotFound {
+                what: "resource",
+                name: e.message,
+            },
+            409 => AppError::Conflict(e.message),
+            s if s < 500 => AppError::BadRequest(e.message),
+            _ => AppError::Internal(anyhow::anyhow!(e.message)),
+        })
+    }
+}
+
+/// getAvailableTemplates for operators.
+#[utoipa::path(get, path = "/api/v1/templates", tag = "requests", operation_id = "getAvailableTemplates",
+    responses((status = 200, body = TemplateList)))]
+pub async fn templates(State(state): State<AppState>) -> Result<Json<TemplateList>, ApiError> {
+    Ok(Json(state.hostfactory.template_list().await?))
+}
+
+/// requestMachines for operators: 202 with the request id; provisioning goes on in the service.
+#[utoipa::path(post, path = "/api/v1/requests", tag = "requests", operation_id = "requestMachines",
+    request_body = RequestMachinesCommand,
+    responses((status = 202, body = RequestAccepted),
+        (status = 404, description = "Unknown template", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Template disabled or maxNumber would be exceeded", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_request(
+    State(state): State<AppState>,
+    ApiJson(cmd): ApiJson<RequestMachinesCommand>,
+) -> Result<(StatusCode, Json<RequestAccepted>), ApiError> {
+    if cmd.machine_count < 1 {
+        return Err(ApiError(AppError::field(
+            "machine_count",
+            "must be at least 1",
+        )));
+    }
+    let ok = state
+        .hostfactory
+        .request_machines(&cmd.template_id, cmd.machine_count)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RequestAccepted {
+            request_id: ok.request_id,
+            message: ok.message,
+        }),
+    ))
+}
+
+/// getRequestStatus for operators: one acquire or return request.
+#[utoipa::path(get, path = "/api/v1/requests/{id}", tag = "requests", operation_id = "getRequestStatus",
+    params(("id" = String, Path, description = "req-… or ret-…")),
+    responses((status = 200, body = RequestView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn request_status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    let mut answers = state
+        .hostfactory
+        .request_status(std::slice::from_ref(&id))
+        .await?;
+    let known = state
+        .engine
+        .store()
+        .hf_requests(std::slice::from_ref(&id))
+        .await
+        .map_err(AppError::from)?;
+    let r = answers.pop().filter(|_| !known.is_empty()).ok_or_else(|| {
+        ApiError(AppError::NotFound {
+            what: "request",
+            name: id.clone(),
+        })
+    })?;
+    Ok(Json(RequestView {
+        request_id: r.request_id,
+        status: r.status,
+        message: r.message,
+        machines: r.machines.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// requestReturnMachines for operators: instance ids or host names.
+#[utoipa::path(post, path = "/api/v1/returns", tag = "requests", operation_id = "requestReturnMachines",
+    request_body = ReturnMachinesCommand,
+    responses((status = 202, body = RequestAccepted), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_return(
+    State(state): State<AppState>,
+    ApiJson(cmd): ApiJson<ReturnMachinesCommand>,
+) -> Result<(StatusCode, Json<RequestAccepted>), ApiError> {
+    let hosts: Vec<Host> = cmd
+        .machine_ids
+        .into_iter()
+        .map(|k| Host {
+            name: Some(k.clone()),
+            machine_id: Some(k),
+        })
+        .collect();
+    let ok = state.hostfactory.return_machines(&hosts).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RequestAccepted {
+            request_id: ok.request_id,
+            message: ok.message,
+        }),
+    ))
+}
+
+/// getReturnRequests for operators: every machine the cloud took back that was not returned.
+#[utoipa::path(get, path = "/api/v1/returns", tag = "requests", operation_id = "getReturnRequests",
+    responses((status = 200, body = ReclaimList)))]
+pub async fn reclaims(State(state): State<AppState>) -> Result<Json<ReclaimList>, ApiError> {
+    Ok(Json(state.hostfactory.reclaim_list().await?))
+}
