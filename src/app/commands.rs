@@ -18,7 +18,7 @@ use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, ProviderOperation, now_millis,
     rfc3339,
 };
-use crate::providers;
+use crate::providers::{self, composite};
 use crate::store::StrategySource;
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
 
@@ -167,7 +167,7 @@ fn spec_field(path: &str) -> String {
     }
 }
 
-fn validate_spec(spec: &StrategySpec) -> AppResult<()> {
+fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     let mut errors: Vec<FieldError> = Vec::new();
     if let Err(m) = check_strategy_name(&spec.name) {
         errors.push(FieldError::new("strategy_name", m));
@@ -177,6 +177,14 @@ fn validate_spec(spec: &StrategySpec) -> AppResult<()> {
             .into_iter()
             .map(|(p, m)| FieldError::new(spec_field(&p), m)),
     );
+    if errors.is_empty() {
+        errors.extend(
+            engine
+                .check_members(spec)
+                .into_iter()
+                .map(|(p, m)| FieldError::new(spec_field(&p), m)),
+        );
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -317,7 +325,7 @@ impl Engine {
             .clone()
             .ok_or_else(|| AppError::field("strategy_name", "is required"))?;
         let spec = cmd.into_spec(name.clone(), None);
-        validate_spec(&spec)?;
+        validate_spec(&spec, self)?;
         if self.registry.get(&name).is_some() {
             return Err(AppError::Conflict(format!(
                 "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
@@ -357,7 +365,7 @@ impl Engine {
             ));
         }
         let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
-        validate_spec(&spec)?;
+        validate_spec(&spec, self)?;
         let view = self
             .install(
                 spec,
@@ -387,8 +395,20 @@ impl Engine {
                 "strategy '{name}' is in fallback_strategies; remove it there (PUT /api/v1/providers/configuration) first"
             )));
         }
+        if let Some(user) = self.registry.all().iter().find(|e| {
+            composite::members_of(&e.spec)
+                .iter()
+                .any(|(_, m)| m == name)
+        }) {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is a member of '{}' ({}); remove it there first",
+                user.name(),
+                user.spec.provider_type
+            )));
+        }
         self.store.delete_strategy(name).await?;
         self.registry.remove(name);
+        self.deps.shelf.forget(name);
         self.events.emit(
             EventKind::Registration,
             Some(name),
