@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod composites;
 mod openapi;
 mod providers;
 mod resilience;

@@ -199,6 +199,42 @@ impl Fallback {
     }
 }
 
+impl Fallback {
+    /// The primary's result, or `None` (with a note why) when the mode skips it.
+    async fn try_primary(
+        &self,
+        op: &ProviderOperation,
+        attempts: &mut Vec<Attempt>,
+        notes: &mut Vec<String>,
+    ) -> Option<Result<Value, ProviderError>> {
+        let permit = match self.primary_admitted() {
+            Ok(permit) => permit,
+            Err(why) => {
+                notes.push(why);
+                return None;
+            }
+        };
+        let result = self.call_primary(op, attempts).await;
+        if let Some(permit) = permit {
+            let cfg = self.cfg.primary_breaker();
+            let now = now_millis();
+            let transition = {
+                let mut b = self.breaker.lock().expect("breaker lock");
+                match &result {
+                    Ok(_) => b.on_success(&cfg, permit, now),
+                    Err(e) if e.kind.counts_as_failure() => b.on_failure(&cfg, permit, now),
+                    Err(_) => {
+                        b.release(permit);
+                        None
+                    }
+                }
+            };
+            self.report(transition);
+        }
+        Some(result)
+    }
+}
+
 #[async_trait]
 impl Provider for Fallback {
     fn capabilities(&self) -> Capabilities {
@@ -231,57 +267,26 @@ impl Provider for Fallback {
     }
 
     async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
-        if op.operation_type == OperationType::HealthCheck {
-            return Traced {
-                result: self.members.health(1),
-                members: Vec::new(),
-            };
+        if let Some(answer) = self.members.health_answer(op, 1) {
+            return answer;
         }
         let mut attempts = Vec::new();
         let mut notes = Vec::new();
-        match self.primary_admitted() {
-            Err(why) => notes.push(why),
-            Ok(permit) => {
-                let result = self.call_primary(op, &mut attempts).await;
-                if let Some(permit) = permit {
-                    let cfg = self.cfg.primary_breaker();
-                    let now = now_millis();
-                    let transition = {
-                        let mut b = self.breaker.lock().expect("breaker lock");
-                        match &result {
-                            Ok(_) => b.on_success(&cfg, permit, now),
-                            Err(e) if e.kind.counts_as_failure() => b.on_failure(&cfg, permit, now),
-                            Err(_) => {
-                                b.release(permit);
-                                None
-                            }
-                        }
-                    };
-                    self.report(transition);
-                }
-                match result {
-                    Err(e) if e.kind.allows_failover() => {}
-                    done => {
-                        return Traced {
-                            result: done,
-                            members: attempts,
-                        };
-                    }
-                }
+        let mut outcome = self.try_primary(op, &mut attempts, &mut notes).await;
+        let mut fallbacks = self.cfg.fallbacks.iter();
+        loop {
+            if let Some(result) = outcome.take()
+                && !matches!(&result, Err(e) if e.kind.allows_failover())
+            {
+                return Traced {
+                    result,
+                    members: attempts,
+                };
             }
-        }
-        for name in &self.cfg.fallbacks {
+            let Some(name) = fallbacks.next() else { break };
             let (attempt, result) = self.members.invoker.invoke(name, op, None).await;
             attempts.push(attempt);
-            match result {
-                Err(e) if e.kind.allows_failover() => {}
-                done => {
-                    return Traced {
-                        result: done,
-                        members: attempts,
-                    };
-                }
-            }
+            outcome = Some(result);
         }
         let last = attempts.last().and_then(|a| a.error_kind);
         let summary: Vec<String> = notes

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Members, check_names};
-use crate::domain::{Attempt, Capabilities, OperationType, ProviderError, ProviderOperation};
+use crate::domain::{Attempt, Capabilities, ProviderError, ProviderOperation};
 use crate::providers::{Provider, Traced, parse_config};
 use crate::strategy::composition::{
     AggregationPolicy, AggregationRules, CompositionMode, aggregate,
@@ -157,11 +157,8 @@ impl Provider for Composite {
     }
 
     async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
-        if op.operation_type == OperationType::HealthCheck {
-            return Traced {
-                result: self.members.health(self.cfg.min_success_count),
-                members: Vec::new(),
-            };
+        if let Some(answer) = self.members.health_answer(op, self.cfg.min_success_count) {
+            return answer;
         }
         // Members that cannot take the operation do not run (and count neither way).
         let runnable: Vec<bool> = self

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Members, check_names};
 use crate::domain::{
-    Capabilities, OperationType, ProviderError, ProviderErrorKind, ProviderOperation, now_millis,
+    Capabilities, ProviderError, ProviderErrorKind, ProviderOperation, now_millis,
 };
 use crate::providers::{Provider, ProviderDeps, Traced, parse_config};
 use crate::strategy::balancing::{Algorithm, Balancer, BalancerConfig, HealthCheckMode};
@@ -223,11 +223,8 @@ impl Provider for LoadBalancer {
     }
 
     async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
-        if op.operation_type == OperationType::HealthCheck {
-            return Traced {
-                result: self.members.health(1),
-                members: Vec::new(),
-            };
+        if let Some(answer) = self.members.health_answer(op, 1) {
+            return answer;
         }
         let candidates: Vec<_> = self
             .members

@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MemberInvoker, Provider, ProviderDeps};
+use super::{MemberInvoker, Provider, ProviderDeps, Traced};
 use crate::config::StrategySpec;
-use crate::domain::{Capabilities, HealthState, OperationType, ProviderError, ProviderErrorKind};
+use crate::domain::{
+    Capabilities, HealthState, OperationType, ProviderError, ProviderErrorKind, ProviderOperation,
+};
 use crate::strategy::{Candidate, CircuitState};
 
 pub use fallback::FallbackConfig;
@@ -162,8 +164,15 @@ impl Members {
         }
     }
 
-    /// HEALTH_CHECK answer from the members' cached state: healthy when at least `needed`
-    /// members are usable.
+    /// The HEALTH_CHECK answer when `op` is one, from the members' cached state: healthy when
+    /// at least `needed` members are usable.
+    fn health_answer(&self, op: &ProviderOperation, needed: usize) -> Option<Traced> {
+        (op.operation_type == OperationType::HealthCheck).then(|| Traced {
+            result: self.health(needed),
+            members: Vec::new(),
+        })
+    }
+
     fn health(&self, needed: usize) -> Result<Value, ProviderError> {
         let states: Vec<Value> = self
             .names
