@@ -108,7 +108,19 @@ pub struct RegisterCommand {
     /// Required to register; on update it may be left out but must match the path if given.
     #[serde(default)]
     pub strategy_name: Option<String>,
+    /// `simulated`, or a type made of other strategies: `load_balancer`, `fallback`,
+    /// `composite`.
     pub provider_type: String,
+    /// The provider's settings. Load balancer: `{strategies, weights?: {member: weight},
+    /// algorithm (ROUND_ROBIN, WEIGHTED_ROUND_ROBIN, LEAST_CONNECTIONS, ADAPTIVE, HASH_BASED),
+    /// health_check_mode? (ACTIVE, PASSIVE, HYBRID), max_connections_per_strategy?,
+    /// weight_adjustment_factor?, passive_recovery_seconds?}`. Fallback: `{primary, fallbacks,
+    /// mode (IMMEDIATE, CIRCUIT_BREAKER, RETRY_THEN_FALLBACK, HEALTH_BASED), max_retries?,
+    /// retry_delay_seconds?, circuit_breaker_threshold?, circuit_breaker_timeout_seconds?,
+    /// enable_graceful_degradation?}`. Composite: `{strategies, mode (PARALLEL, SEQUENTIAL,
+    /// REDUNDANT), aggregation_policy (MERGE_ALL, FIRST_SUCCESS, MAJORITY_WINS),
+    /// min_success_count?, failure_threshold?, max_concurrent_operations?, timeout_seconds?}`.
+    /// Names in any case; members must be registered and must not form a cycle.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub strategy_config: Map<String, Value>,
