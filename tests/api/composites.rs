@@ -522,3 +522,59 @@ async fn operator_story_circuit_opens_calls_keep_succeeding_and_it_closes_again(
     assert!(stats[0]["failed_requests"].as_u64().unwrap() >= 2, "{m}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn registered_composites_and_member_circuits_survive_a_restart() {
+    let app = TestApp::spawn().await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
+    )
+    .await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    register_ok(
+        &app,
+        "fb",
+        "fallback",
+        json!({"primary": "sim-bad", "fallbacks": ["sim-primary"]}),
+    )
+    .await;
+    let v = run_on(&app, "fb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(members_called(&v), ["sim-bad", "sim-primary"]);
+    assert_eq!(circuit_state(&app, "sim-bad").await, "open");
+
+    let cfg = crate::helpers::test_config(&app.db);
+    let dir = app.stop().await;
+    let app = TestApp::start(cfg).await;
+    assert_eq!(circuit_state(&app, "sim-bad").await, "open");
+    let v = run_on(&app, "fb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let tried = &v["metadata"]["attempted"][0]["members"];
+    assert_eq!(tried[0]["error_code"], "CIRCUIT_OPEN", "{v}");
+    assert_eq!(tried[1]["strategy"], "sim-primary");
+    app.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_new_health_check_interval_applies_at_once() {
+    let app = TestApp::spawn().await;
+    let (_, h) = app.get("/api/v1/providers/sim-primary/health").await;
+    assert_eq!(h["state"], "unknown", "{h}");
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"health_check_interval": 1}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, h) = app.get("/api/v1/providers/sim-primary/health").await;
+        if h["source"] == "health_check" {
+            assert_eq!(h["state"], "healthy", "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no health check ran: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
