@@ -18,7 +18,7 @@ use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, ProviderOperation, now_millis,
     rfc3339,
 };
-use crate::providers;
+use crate::providers::{self, composite};
 use crate::store::StrategySource;
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
 
@@ -108,7 +108,19 @@ pub struct RegisterCommand {
     /// Required to register; on update it may be left out but must match the path if given.
     #[serde(default)]
     pub strategy_name: Option<String>,
+    /// `simulated`, or a type made of other strategies: `load_balancer`, `fallback`,
+    /// `composite`.
     pub provider_type: String,
+    /// The provider's settings. Load balancer: `{strategies, weights?: {member: weight},
+    /// algorithm (ROUND_ROBIN, WEIGHTED_ROUND_ROBIN, LEAST_CONNECTIONS, ADAPTIVE, HASH_BASED),
+    /// health_check_mode? (ACTIVE, PASSIVE, HYBRID), max_connections_per_strategy?,
+    /// weight_adjustment_factor?, passive_recovery_seconds?}`. Fallback: `{primary, fallbacks,
+    /// mode (IMMEDIATE, CIRCUIT_BREAKER, RETRY_THEN_FALLBACK, HEALTH_BASED), max_retries?,
+    /// retry_delay_seconds?, circuit_breaker_threshold?, circuit_breaker_timeout_seconds?,
+    /// enable_graceful_degradation?}`. Composite: `{strategies, mode (PARALLEL, SEQUENTIAL,
+    /// REDUNDANT), aggregation_policy (MERGE_ALL, FIRST_SUCCESS, MAJORITY_WINS),
+    /// min_success_count?, failure_threshold?, max_concurrent_operations?, timeout_seconds?}`.
+    /// Names in any case; members must be registered and must not form a cycle.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub strategy_config: Map<String, Value>,
@@ -167,7 +179,7 @@ fn spec_field(path: &str) -> String {
     }
 }
 
-fn validate_spec(spec: &StrategySpec) -> AppResult<()> {
+fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     let mut errors: Vec<FieldError> = Vec::new();
     if let Err(m) = check_strategy_name(&spec.name) {
         errors.push(FieldError::new("strategy_name", m));
@@ -177,6 +189,14 @@ fn validate_spec(spec: &StrategySpec) -> AppResult<()> {
             .into_iter()
             .map(|(p, m)| FieldError::new(spec_field(&p), m)),
     );
+    if errors.is_empty() {
+        errors.extend(
+            engine
+                .check_members(spec)
+                .into_iter()
+                .map(|(p, m)| FieldError::new(spec_field(&p), m)),
+        );
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -317,7 +337,7 @@ impl Engine {
             .clone()
             .ok_or_else(|| AppError::field("strategy_name", "is required"))?;
         let spec = cmd.into_spec(name.clone(), None);
-        validate_spec(&spec)?;
+        validate_spec(&spec, self)?;
         if self.registry.get(&name).is_some() {
             return Err(AppError::Conflict(format!(
                 "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
@@ -357,7 +377,7 @@ impl Engine {
             ));
         }
         let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
-        validate_spec(&spec)?;
+        validate_spec(&spec, self)?;
         let view = self
             .install(
                 spec,
@@ -387,8 +407,20 @@ impl Engine {
                 "strategy '{name}' is in fallback_strategies; remove it there (PUT /api/v1/providers/configuration) first"
             )));
         }
+        if let Some(user) = self.registry.all().iter().find(|e| {
+            composite::members_of(&e.spec)
+                .iter()
+                .any(|(_, m)| m == name)
+        }) {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is a member of '{}' ({}); remove it there first",
+                user.name(),
+                user.spec.provider_type
+            )));
+        }
         self.store.delete_strategy(name).await?;
         self.registry.remove(name);
+        self.deps.shelf.forget(name);
         self.events.emit(
             EventKind::Registration,
             Some(name),

@@ -1,9 +1,8 @@
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use async_trait::async_trait;
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
 use super::events::{EventBus, EventKind};
 use super::metrics::MetricsRecorder;
@@ -11,15 +10,17 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry, StrategyRuntime};
 use super::settings::SettingsPatch;
 use super::{AppError, AppResult};
 use crate::config::{Config, StrategySettings, StrategySpec};
+pub use crate::domain::Attempt;
 use crate::domain::{
     EpochMillis, HealthState, HealthStatus, OperationType, ProviderError, ProviderErrorKind,
     ProviderOperation, now_millis, rfc3339,
 };
-use crate::providers::{self, ProviderDeps};
+use crate::providers::{self, MemberInvoker, ProviderDeps, StateShelf, composite};
 use crate::store::{CircuitRow, Store, StoredStrategy, StrategySource};
+use crate::strategy::composition::find_cycle;
 use crate::strategy::{
-    BreakerConfig, CircuitBreaker, Selection, SelectionCriteria, SelectorState, Transition,
-    selection,
+    BreakerConfig, Candidate, CircuitBreaker, Selection, SelectionCriteria, SelectorState,
+    Transition, selection,
 };
 
 /// Registration order of API strategies starts here; config-file strategies come first, in
@@ -35,18 +36,6 @@ pub struct Route {
     pub criteria: Option<SelectionCriteria>,
     /// Shorter (or longer) than the configured operation timeout.
     pub timeout: Option<Duration>,
-}
-
-/// One try of one strategy.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Attempt {
-    pub strategy: String,
-    pub success: bool,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    #[schema(value_type = Option<String>)]
-    pub error_kind: Option<ProviderErrorKind>,
-    pub response_time_ms: f64,
 }
 
 /// The result of an operation after selection, breaker checks and failover.
@@ -89,6 +78,8 @@ pub struct Engine {
     pub(super) metrics: MetricsRecorder,
     pub(super) events: EventBus,
     pub(super) deps: ProviderDeps,
+    /// Signalled when run-time configuration changes, so the monitor re-reads its interval.
+    settings_changed: tokio::sync::Notify,
 }
 
 fn order_of(stored: &StoredStrategy, file: &[StrategySpec]) -> u64 {
@@ -135,10 +126,12 @@ impl Engine {
         };
         let updated_at = store.load_settings_overrides().await?.map(|(_, at)| at);
         let effective = overrides.apply(&config.strategy);
-        let deps = ProviderDeps {
-            store: store.clone(),
-        };
-        let engine = Arc::new(Self {
+        let engine = Arc::new_cyclic(|weak: &Weak<Engine>| Self {
+            deps: ProviderDeps {
+                store: store.clone(),
+                invoker: Arc::new(EngineInvoker(weak.clone())),
+                shelf: Arc::new(StateShelf::default()),
+            },
             store: store.clone(),
             registry: Registry::default(),
             selector: Mutex::new(SelectorState::new(config.strategy.random_seed)),
@@ -150,7 +143,7 @@ impl Engine {
             }),
             metrics: MetricsRecorder::default(),
             events: EventBus::default(),
-            deps,
+            settings_changed: tokio::sync::Notify::new(),
         });
         for st in store.list_strategies().await? {
             let name = st.spec.name.clone();
@@ -184,7 +177,55 @@ impl Engine {
                 runtime: Arc::new(StrategyRuntime::new(h, breaker, reason)),
             });
         }
+        for entry in engine.registry.all() {
+            let problems: Vec<String> = engine
+                .check_members(&entry.spec)
+                .into_iter()
+                .map(|(path, m)| format!("{path}: {m}"))
+                .collect();
+            if problems.is_empty() {
+                continue;
+            }
+            if entry.source == StrategySource::Config {
+                anyhow::bail!("strategy '{}': {}", entry.name(), problems.join("; "));
+            }
+            tracing::error!(strategy = entry.name(), problems = %problems.join("; "), "stored composite strategy has bad members; its calls to them will fail");
+        }
         Ok(engine)
+    }
+
+    /// Problems with the members of a composite definition (as path, message): members must
+    /// be registered, and no strategy may contain itself, directly or through others.
+    pub(super) fn check_members(&self, spec: &StrategySpec) -> Vec<(String, String)> {
+        let members = composite::members_of(spec);
+        let mut errors: Vec<(String, String)> = members
+            .iter()
+            .filter(|(_, m)| m != &spec.name && self.registry.get(m).is_none())
+            .map(|(path, m)| (path.clone(), format!("no strategy named '{m}'")))
+            .collect();
+        let members_of = |name: &str| -> Vec<String> {
+            if name == spec.name {
+                return members.iter().map(|(_, m)| m.clone()).collect();
+            }
+            self.registry
+                .get(name)
+                .map(|e| {
+                    composite::members_of(&e.spec)
+                        .into_iter()
+                        .map(|(_, m)| m)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Some(cycle) = find_cycle(&spec.name, &members_of)
+            && let Some((path, _)) = members.iter().find(|(_, m)| m == &cycle[1])
+        {
+            errors.push((
+                path.clone(),
+                format!("would make a cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+        errors
     }
 
     pub fn store(&self) -> &Store {
@@ -227,7 +268,16 @@ impl Engine {
         s.effective = overrides.apply(&s.file);
         s.overrides = overrides;
         s.updated_at = Some(now);
-        Ok(s.effective.clone())
+        let effective = s.effective.clone();
+        drop(s);
+        // One stored permit: a change made while the monitor is busy is seen when it is done.
+        self.settings_changed.notify_one();
+        Ok(effective)
+    }
+
+    /// Completes after the next run-time configuration change.
+    pub async fn settings_changed(&self) {
+        self.settings_changed.notified().await;
     }
 
     pub fn breaker_config(&self) -> BreakerConfig {
@@ -410,7 +460,7 @@ impl Engine {
                     "PROVIDER_PANICKED",
                     e.to_string(),
                 );
-                (attempt_of(&name, &Err(err.clone()), 0.0), Err(err))
+                (Attempt::of(&name, &Err(err.clone()), 0.0), Err(err))
             }
         }
     }
@@ -444,22 +494,23 @@ impl Engine {
                     0.0,
                     Some(("CIRCUIT_OPEN", "rejected by the circuit breaker")),
                 );
-                return (attempt_of(name, &result, 0.0), result);
+                return (Attempt::of(name, &result, 0.0), result);
             }
         };
-        let result = {
-            let started = Instant::now();
-            let r = match tokio::time::timeout(timeout, entry.provider.execute(op)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::new(
-                    ProviderErrorKind::Timeout,
-                    "TIMEOUT",
-                    format!("no answer within {:.1}s", timeout.as_secs_f64()),
-                )),
+        let started = Instant::now();
+        let (result, members) =
+            match tokio::time::timeout(timeout, entry.provider.execute_traced(op)).await {
+                Ok(traced) => (traced.result, traced.members),
+                Err(_) => (
+                    Err(ProviderError::new(
+                        ProviderErrorKind::Timeout,
+                        "TIMEOUT",
+                        format!("no answer within {:.1}s", timeout.as_secs_f64()),
+                    )),
+                    Vec::new(),
+                ),
             };
-            (r, started.elapsed().as_secs_f64() * 1000.0)
-        };
-        let (result, ms) = result;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
         let now = now_millis();
         let transition = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
@@ -506,7 +557,9 @@ impl Engine {
         if let Some(t) = transition {
             self.record_transition(entry, t).await;
         }
-        (attempt_of(name, &result, ms), result)
+        let mut attempt = Attempt::of(name, &result, ms);
+        attempt.members = members;
+        (attempt, result)
     }
 
     /// Persists a breaker transition and emits its event.
@@ -685,13 +738,62 @@ impl Engine {
     }
 }
 
-fn attempt_of(strategy: &str, result: &Result<Value, ProviderError>, ms: f64) -> Attempt {
-    Attempt {
-        strategy: strategy.to_string(),
-        success: result.is_ok(),
-        error_code: result.as_ref().err().map(|e| e.code.clone()),
-        error_message: result.as_ref().err().map(|e| e.message.clone()),
-        error_kind: result.as_ref().err().map(|e| e.kind),
-        response_time_ms: ms,
+/// The engine as composite strategies see it. Weak, so that providers held by the engine do
+/// not keep it alive.
+struct EngineInvoker(Weak<Engine>);
+
+#[async_trait]
+impl MemberInvoker for EngineInvoker {
+    async fn invoke(
+        &self,
+        strategy: &str,
+        op: &ProviderOperation,
+        timeout: Option<Duration>,
+    ) -> (Attempt, Result<Value, ProviderError>) {
+        let refuse = |kind, code: &str, message: String| {
+            let result = Err(ProviderError::new(kind, code, message));
+            (Attempt::of(strategy, &result, 0.0), result)
+        };
+        let Some(engine) = self.0.upgrade() else {
+            return refuse(
+                ProviderErrorKind::Internal,
+                "SHUTTING_DOWN",
+                "the service is shutting down".into(),
+            );
+        };
+        let Some(entry) = engine.registry.get(strategy) else {
+            return refuse(
+                ProviderErrorKind::Internal,
+                "STRATEGY_NOT_FOUND",
+                format!("member strategy '{strategy}' is not registered"),
+            );
+        };
+        if !entry.spec.enabled {
+            return refuse(
+                ProviderErrorKind::Unsupported,
+                "STRATEGY_DISABLED",
+                format!("member strategy '{strategy}' is disabled"),
+            );
+        }
+        let timeout =
+            timeout.unwrap_or_else(|| Duration::from_secs_f64(engine.settings().operation_timeout));
+        let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
+        engine.call(&entry, op, timeout, guard).await
+    }
+
+    fn candidate(&self, strategy: &str) -> Option<Candidate> {
+        let engine = self.0.upgrade()?;
+        engine.registry.get(strategy).map(|e| e.candidate())
+    }
+
+    fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition) {
+        tracing::warn!(strategy, member, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "member circuit transition");
+        if let Some(engine) = self.0.upgrade() {
+            engine.events.emit(
+                EventKind::CircuitTransition,
+                Some(strategy),
+                json!({"member": member, "from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
+            );
+        }
     }
 }

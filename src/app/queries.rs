@@ -10,6 +10,7 @@ use super::metrics::{self, ErrorDetails, MetricTotals, RETENTION_HOURS};
 use super::views::{CircuitView, HealthView, StrategyView};
 use super::{AppError, AppResult, Engine};
 use crate::domain::{HealthState, OperationType, now_millis, rfc3339};
+use crate::providers::composite;
 use crate::strategy::RecentStats;
 
 /// listAvailableProviders.
@@ -96,6 +97,11 @@ pub struct LiveStats {
     pub recent: RecentStats,
     pub circuit: CircuitView,
     pub health: HealthState,
+    /// Composite types: their own figures (a load balancer's per-member statistics: active
+    /// connections, success rate, average response time, weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub strategy_stats: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -287,6 +293,9 @@ impl Engine {
                             recent: c.recent,
                             circuit: CircuitView::of(&e, &cfg),
                             health: c.health,
+                            strategy_stats: composite::is_composite(&e.spec.provider_type)
+                                .then(|| c.capabilities.performance_metrics.clone())
+                                .flatten(),
                         }
                     }),
                     strategy_name: strategy,

@@ -9,7 +9,7 @@ mod operation;
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use health::{HealthState, HealthStatus};
 pub use machine::{Machine, MachineState};
-pub use operation::{OperationType, ProviderError, ProviderErrorKind, ProviderOperation};
+pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind, ProviderOperation};
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.
 pub type EpochMillis = i64;

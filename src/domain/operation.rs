@@ -199,3 +199,33 @@ mod tests {
         assert!(!ProviderErrorKind::Validation.counts_as_failure());
     }
 }
+
+/// One try of one strategy. A composite strategy lists the calls it made to its members.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    pub strategy: String,
+    pub success: bool,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub error_kind: Option<ProviderErrorKind>,
+    pub response_time_ms: f64,
+    /// Calls to member strategies, in member order (composite types only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub members: Vec<Attempt>,
+}
+
+impl Attempt {
+    pub fn of(strategy: &str, result: &Result<Value, ProviderError>, ms: f64) -> Self {
+        Attempt {
+            strategy: strategy.to_string(),
+            success: result.is_ok(),
+            error_code: result.as_ref().err().map(|e| e.code.clone()),
+            error_message: result.as_ref().err().map(|e| e.message.clone()),
+            error_kind: result.as_ref().err().map(|e| e.kind),
+            response_time_ms: ms,
+            members: Vec::new(),
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! The background task: health checks every `health_check_interval` (read afresh each round,
-//! so configureProviderStrategy changes it at run time), breaker open → half-open on time,
+//! The background task: health checks every `health_check_interval` (re-read at once when
+//! configureProviderStrategy changes it: the next round comes that long after the last one), breaker open → half-open on time,
 //! metrics flushed to the store, old metrics pruned. Stops when the token is cancelled.
 
 use std::sync::Arc;
@@ -20,12 +20,17 @@ pub async fn check_all(engine: &Engine) {
     futures::future::join_all(entries.iter().map(|e| engine.check_health(e))).await;
 }
 
+fn interval_of(engine: &Engine) -> Duration {
+    Duration::from_secs_f64(engine.settings().health_check_interval.max(1.0))
+}
+
 pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_check =
         Instant::now() + Duration::from_secs_f64(engine.settings().health_check_initial_delay);
     let mut ticks: u32 = 0;
+    let mut last_round = Instant::now();
     engine.prune_metrics().await;
     loop {
         tokio::select! {
@@ -36,8 +41,11 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
                     _ = shutdown.cancelled() => break,
                     _ = check_all(&engine) => {}
                 }
-                let interval = engine.settings().health_check_interval.max(1.0);
-                next_check = Instant::now() + Duration::from_secs_f64(interval);
+                last_round = Instant::now();
+                next_check = last_round + interval_of(&engine);
+            }
+            _ = engine.settings_changed() => {
+                next_check = last_round + interval_of(&engine);
             }
             _ = ticker.tick() => {
                 ticks = ticks.wrapping_add(1);

@@ -1,17 +1,22 @@
 //! Providers: the trait every cloud (or simulator) implements, and the factory that builds
 //! one from a strategy definition.
 
+pub mod composite;
 pub mod simulated;
 
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::StrategySpec;
-use crate::domain::{Capabilities, ProviderError, ProviderOperation};
+use crate::domain::{Attempt, Capabilities, ProviderError, ProviderOperation};
 use crate::store::Store;
+use crate::strategy::{Candidate, Transition};
 
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
 /// safe to call concurrently.
@@ -41,16 +46,78 @@ pub trait Provider: Send + Sync {
     /// Performs one operation. `HEALTH_CHECK` is an operation like the others: `Err` means
     /// unhealthy.
     async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError>;
+
+    /// Like `execute`, with the calls made to member strategies (composite types only).
+    async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
+        Traced {
+            result: self.execute(op).await,
+            members: Vec::new(),
+        }
+    }
+}
+
+/// An answer and the member calls behind it.
+pub struct Traced {
+    pub result: Result<Value, ProviderError>,
+    pub members: Vec<Attempt>,
+}
+
+/// How composite strategies call their members: through the engine, so that each member's
+/// circuit breaker, in-flight count, metrics and events apply as for any call.
+#[async_trait]
+pub trait MemberInvoker: Send + Sync {
+    /// Calls one strategy by name (`timeout` defaults to the configured operation timeout).
+    async fn invoke(
+        &self,
+        strategy: &str,
+        op: &ProviderOperation,
+        timeout: Option<Duration>,
+    ) -> (Attempt, Result<Value, ProviderError>);
+
+    /// The strategy as selection sees it now (cached health, circuit, capabilities), or
+    /// `None` when no strategy has that name.
+    fn candidate(&self, strategy: &str) -> Option<Candidate>;
+
+    /// Records a transition of a circuit breaker that a composite keeps over one member.
+    fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition);
+}
+
+/// Run-time state of composite strategies, by strategy name, so that it outlives the rebuild
+/// an update (`PUT /api/v1/providers/{name}`) makes.
+#[derive(Default)]
+pub struct StateShelf(Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>);
+
+impl StateShelf {
+    /// The state kept under `name`, or a new one when there is none of this type.
+    pub fn get_or_insert<T: Any + Send + Sync>(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut map = self.0.lock().expect("shelf lock");
+        if let Some(found) = map.get(name).cloned().and_then(|s| s.downcast::<T>().ok()) {
+            return found;
+        }
+        let state = Arc::new(make());
+        map.insert(name.to_string(), state.clone());
+        state
+    }
+
+    pub fn forget(&self, name: &str) {
+        self.0.lock().expect("shelf lock").remove(name);
+    }
 }
 
 /// What providers may need from the service when they are built.
 #[derive(Clone)]
 pub struct ProviderDeps {
     pub store: Store,
+    pub invoker: Arc<dyn MemberInvoker>,
+    pub shelf: Arc<StateShelf>,
 }
 
 /// Provider types this build knows.
-pub const PROVIDER_TYPES: [&str; 1] = ["simulated"];
+pub const PROVIDER_TYPES: [&str; 4] = ["simulated", "load_balancer", "fallback", "composite"];
 
 /// Deserializes a provider's `config` object, naming the bad key on failure.
 pub(crate) fn parse_config<T: DeserializeOwned>(
@@ -78,6 +145,9 @@ pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
     }
     match spec.provider_type.as_str() {
         "simulated" => errors.extend(simulated::SimulatedConfig::from_spec(&spec.config).err()),
+        "load_balancer" | "fallback" | "composite" => {
+            errors.extend(composite::validate(&spec.provider_type, &spec.config));
+        }
         other => errors.push((
             "type".into(),
             format!(
@@ -101,6 +171,7 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
                 deps.store.clone(),
             )))
         }
+        "load_balancer" | "fallback" | "composite" => composite::build(spec, deps),
         other => Err(format!("unknown provider type '{other}'")),
     }
 }

@@ -1,7 +1,11 @@
 //! The strategy core as pure logic: selection policies and criteria, the circuit breaker,
 //! and the recent-outcome window they read. No I/O and no clocks: callers pass `now`.
 
+pub mod balancing;
 pub mod breaker;
+pub mod composition;
+pub mod fallback;
+mod names;
 pub mod selection;
 pub mod window;
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod composites;
 mod hostfactory;
 mod openapi;
 mod providers;

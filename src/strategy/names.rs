@@ -1,0 +1,74 @@
+//! Mode, algorithm and policy names of the composite strategies: written in SCREAMING_SNAKE_CASE,
+//! accepted in any case (`circuit_breaker`, `Adaptive`), as the reference's guide writes them.
+
+/// Defines a fieldless enum with its canonical names, `as_str`, `FromStr` (any case, `-` for
+/// `_`), and serde in both directions through the name.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let upper = s.trim().to_ascii_uppercase().replace('-', "_");
+                Self::ALL.iter().copied().find(|v| v.as_str() == upper).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("unknown {} '{s}', expected one of {}", $what, names.join(", "))
+                })
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <String as serde::Deserialize>::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+pub(crate) use named_enum;
+
+#[cfg(test)]
+mod tests {
+    named_enum! {
+        enum Colour ("colour") { Dark => "DARK", LightBlue => "LIGHT_BLUE" }
+    }
+
+    #[test]
+    fn names_parse_in_any_case_and_serialize_canonically() {
+        assert_eq!("light_blue".parse::<Colour>(), Ok(Colour::LightBlue));
+        assert_eq!("Light-Blue".parse::<Colour>(), Ok(Colour::LightBlue));
+        assert_eq!(
+            "red".parse::<Colour>().unwrap_err(),
+            "unknown colour 'red', expected one of DARK, LIGHT_BLUE"
+        );
+        assert_eq!(serde_json::to_value(Colour::Dark).unwrap(), "DARK");
+        let c: Colour = serde_json::from_value(serde_json::json!("dark")).unwrap();
+        assert_eq!(c, Colour::Dark);
+    }
+}
