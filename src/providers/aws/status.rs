@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, InstanceStateName};
 use serde_json::{Map, Value, json};
 
@@ -338,9 +340,7 @@ impl AwsProvider {
         &self,
         fleet_id: &str,
     ) -> Result<Vec<String>, ProviderError> {
-        let mut ids = Vec::new();
-        let mut token = None;
-        loop {
+        all_pages("DescribeFleetInstances", |token| async move {
             let page = self
                 .clients
                 .ec2
@@ -348,22 +348,14 @@ impl AwsProvider {
                 .fleet_id(fleet_id)
                 .set_next_token(token)
                 .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(ids),
-                Err(e) => return Err(classify("DescribeFleetInstances", e)),
-            };
-            ids.extend(
-                page.active_instances()
-                    .iter()
-                    .filter_map(|i| i.instance_id.clone()),
-            );
-            token = page.next_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                return Ok(ids);
-            }
-        }
+                .await?;
+            let ids = page
+                .active_instances()
+                .iter()
+                .filter_map(|i| i.instance_id.clone());
+            Ok((ids.collect(), page.next_token))
+        })
+        .await
     }
 
     /// The active instances of a spot fleet request (none when it is gone).
@@ -371,9 +363,7 @@ impl AwsProvider {
         &self,
         request_id: &str,
     ) -> Result<Vec<String>, ProviderError> {
-        let mut ids = Vec::new();
-        let mut token = None;
-        loop {
+        all_pages("DescribeSpotFleetInstances", |token| async move {
             let page = self
                 .clients
                 .ec2
@@ -381,22 +371,14 @@ impl AwsProvider {
                 .spot_fleet_request_id(request_id)
                 .set_next_token(token)
                 .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(ids),
-                Err(e) => return Err(classify("DescribeSpotFleetInstances", e)),
-            };
-            ids.extend(
-                page.active_instances()
-                    .iter()
-                    .filter_map(|i| i.instance_id.clone()),
-            );
-            token = page.next_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                return Ok(ids);
-            }
-        }
+                .await?;
+            let ids = page
+                .active_instances()
+                .iter()
+                .filter_map(|i| i.instance_id.clone());
+            Ok((ids.collect(), page.next_token))
+        })
+        .await
     }
 
     pub(super) async fn status(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
@@ -455,6 +437,31 @@ impl AwsProvider {
                 .unwrap_or(usize::MAX)
         });
         Ok(json!({"machines": machines, "not_found": not_found}))
+    }
+}
+
+/// Follows NextToken through every page of instance ids; a resource EC2 no longer knows
+/// (`...NotFound`) has none.
+async fn all_pages<E, F, Fut>(api: &str, mut page: F) -> Result<Vec<String>, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<String>, Option<String>), SdkError<E, HttpResponse>>>,
+{
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        match page(token).await {
+            Ok((more, next)) => {
+                ids.extend(more);
+                token = next.filter(|t| !t.is_empty());
+                if token.is_none() {
+                    return Ok(ids);
+                }
+            }
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(ids),
+            Err(e) => return Err(classify(api, e)),
+        }
     }
 }
 

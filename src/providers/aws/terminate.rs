@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    ExcessCapacityTerminationPolicy, FleetExcessCapacityTerminationPolicy,
+    ExcessCapacityTerminationPolicy, FleetExcessCapacityTerminationPolicy, InstanceType,
     TargetCapacitySpecificationRequest,
 };
 use serde_json::{Map, Value, json};
@@ -233,17 +233,12 @@ impl AwsProvider {
         if gone || f.r#type().is_none_or(|t| t.as_str() == "instant") {
             return Ok(None);
         }
-        let weights = f
-            .launch_template_configs()
-            .iter()
-            .flat_map(|c| c.overrides())
-            .filter_map(|o| {
-                Some((
-                    o.instance_type()?.as_str().to_string(),
-                    o.weighted_capacity()?,
-                ))
-            })
-            .collect();
+        let weights = weights_by_type(
+            f.launch_template_configs()
+                .iter()
+                .flat_map(|c| c.overrides())
+                .map(|o| (o.instance_type(), o.weighted_capacity())),
+        );
         let target = f
             .target_capacity_specification()
             .and_then(|t| t.total_target_capacity())
@@ -281,19 +276,23 @@ impl AwsProvider {
         let Some(data) = c.spot_fleet_request_config() else {
             return Ok(None);
         };
-        let weights = data
-            .launch_template_configs()
-            .iter()
-            .flat_map(|c| c.overrides())
-            .filter_map(|o| {
-                Some((
-                    o.instance_type()?.as_str().to_string(),
-                    o.weighted_capacity()?,
-                ))
-            })
-            .collect();
+        let weights = weights_by_type(
+            data.launch_template_configs()
+                .iter()
+                .flat_map(|c| c.overrides())
+                .map(|o| (o.instance_type(), o.weighted_capacity())),
+        );
         Ok(Some((data.target_capacity().unwrap_or(0), weights)))
     }
+}
+
+/// Weight by instance type from a fleet's overrides (those without both are left out).
+fn weights_by_type<'a>(
+    overrides: impl Iterator<Item = (Option<&'a InstanceType>, Option<f64>)>,
+) -> BTreeMap<String, f64> {
+    overrides
+        .filter_map(|(t, w)| Some((t?.as_str().to_string(), w?)))
+        .collect()
 }
 
 /// `parameters.machines: [{instance_id, resource_id?, provider_api?}]` by instance id.
