@@ -1,6 +1,7 @@
 //! Providers: the trait every cloud (or simulator) implements, and the factory that builds
 //! one from a strategy definition.
 
+pub mod aws;
 pub mod composite;
 pub mod simulated;
 
@@ -117,7 +118,7 @@ pub struct ProviderDeps {
 }
 
 /// Provider types this build knows.
-pub const PROVIDER_TYPES: [&str; 4] = ["simulated", "load_balancer", "fallback", "composite"];
+pub const PROVIDER_TYPES: [&str; 5] = ["aws", "simulated", "load_balancer", "fallback", "composite"];
 
 /// Deserializes a provider's `config` object, naming the bad key on failure.
 pub(crate) fn parse_config<T: DeserializeOwned>(
@@ -134,6 +135,29 @@ pub(crate) fn parse_config<T: DeserializeOwned>(
     })
 }
 
+/// A list of strings under `key`, deduplicated; `None` when absent.
+pub(crate) fn string_list(
+    params: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, ProviderError> {
+    let Some(value) = params.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let list = value.as_array().ok_or_else(|| {
+        ProviderError::validation(format!("parameters.{key} must be a list of strings"))
+    })?;
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let id = v.as_str().ok_or_else(|| {
+            ProviderError::validation(format!("parameters.{key}[{i}] must be a string"))
+        })?;
+        if !out.iter().any(|seen| seen == id) {
+            out.push(id.to_string());
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Problems with a strategy definition, as (path below the definition, message).
 pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
     let mut errors = Vec::new();
@@ -144,6 +168,7 @@ pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
         ));
     }
     match spec.provider_type.as_str() {
+        "aws" => errors.extend(aws::AwsConfig::from_spec(&spec.config).err()),
         "simulated" => errors.extend(simulated::SimulatedConfig::from_spec(&spec.config).err()),
         "load_balancer" | "fallback" | "composite" => {
             errors.extend(composite::validate(&spec.provider_type, &spec.config));
@@ -162,6 +187,11 @@ pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
 /// Builds the provider for a (validated) definition.
 pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn Provider>, String> {
     match spec.provider_type.as_str() {
+        "aws" => {
+            let cfg =
+                aws::AwsConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
+            Ok(Arc::new(aws::AwsProvider::new(&spec.name, cfg).await))
+        }
         "simulated" => {
             let cfg = simulated::SimulatedConfig::from_spec(&spec.config)
                 .map_err(|(p, m)| format!("{p}: {m}"))?;

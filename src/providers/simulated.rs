@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Provider, parse_config};
+use super::{Provider, parse_config, string_list};
 use crate::domain::{
     Capabilities, EpochMillis, Machine, MachineState, OperationType, ProviderError,
     ProviderErrorKind, ProviderOperation, now_millis,
@@ -125,29 +125,6 @@ fn store_error(e: sqlx::Error) -> ProviderError {
         "STORE_ERROR",
         format!("simulator state unavailable: {e}"),
     )
-}
-
-/// A list of strings under `key`, deduplicated; `None` when absent.
-fn string_list(
-    params: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<String>>, ProviderError> {
-    let Some(value) = params.get(key).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let list = value
-        .as_array()
-        .ok_or_else(|| invalid(format!("parameters.{key} must be a list of strings")))?;
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (i, v) in list.iter().enumerate() {
-        let id = v
-            .as_str()
-            .ok_or_else(|| invalid(format!("parameters.{key}[{i}] must be a string")))?;
-        if !out.iter().any(|seen| seen == id) {
-            out.push(id.to_string());
-        }
-    }
-    Ok(Some(out))
 }
 
 fn id_list(params: &Map<String, Value>) -> Result<Vec<String>, ProviderError> {

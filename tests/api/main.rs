@@ -2,7 +2,9 @@
 //! driven over HTTP (and, for the CLI, through the built binary).
 
 mod helpers;
+mod support;
 
+mod aws;
 mod cli;
 mod composites;
 mod hostfactory;

@@ -44,7 +44,7 @@ fn embedded_default_has_two_simulated_providers() {
 #[test]
 fn shipped_config_files_are_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    for name in ["default.json", "development.json"] {
+    for name in ["default.json", "development.json", "production.json"] {
         let path = std::path::Path::new(dir).join(name);
         let (vars, lookup) = env_of(&[]);
         let res = load_with_env(Some(&path), &vars, &lookup);

@@ -1,0 +1,211 @@
+//! providerApi ASG: one Auto Scaling group per HostFactory template, `<prefix>-<templateId>`,
+//! created at the first request and grown by later ones. Each request points the group at its
+//! own launch template version, so the instances it adds carry its request id.
+
+use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
+use aws_sdk_ec2::types::Filter;
+use serde_json::{Value, json};
+
+use super::create::CreateRequest;
+use super::errors::classify;
+use super::{AwsProvider, TAG_PROVIDER_API, TAG_TEMPLATE_ID};
+use crate::domain::ProviderError;
+
+/// What a group holds: its desired capacity and its instance ids.
+pub struct GroupView {
+    pub desired: i32,
+    pub instance_ids: Vec<String>,
+}
+
+impl AwsProvider {
+    pub(super) fn group_name(&self, template_id: &str) -> String {
+        format!("{}-{template_id}", self.cfg.name_prefix)
+    }
+
+    /// The groups among `names` that exist.
+    pub(super) async fn describe_groups(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<AutoScalingGroup>, ProviderError> {
+        let mut out = Vec::new();
+        // DescribeAutoScalingGroups takes up to 100 names a call.
+        for chunk in names.chunks(100) {
+            let mut pages = self
+                .clients
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_auto_scaling_group_names(Some(chunk.to_vec()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| classify("DescribeAutoScalingGroups", e))?;
+                out.extend(page.auto_scaling_groups.unwrap_or_default());
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn group(&self, name: &str) -> Result<Option<GroupView>, ProviderError> {
+        Ok(self
+            .describe_groups(&[name.to_string()])
+            .await?
+            .into_iter()
+            .next()
+            .map(|g| GroupView {
+                desired: g.desired_capacity.unwrap_or(0),
+                instance_ids: g
+                    .instances()
+                    .iter()
+                    .filter_map(|i| i.instance_id.clone())
+                    .collect(),
+            }))
+    }
+
+    /// The default subnets of the region, for a group whose template names none.
+    async fn default_subnets(&self) -> Result<Vec<String>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_subnets()
+            .filters(
+                Filter::builder()
+                    .name("default-for-az")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| classify("DescribeSubnets", e))?;
+        Ok(out
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_id.clone())
+            .collect())
+    }
+
+    pub(super) async fn grow_group(&self, req: &CreateRequest) -> Result<Value, ProviderError> {
+        let t = &req.template;
+        let name = self.group_name(&t.template_id);
+        let lt = self.launch_template_for(t, &req.tags).await?;
+        let spec = LaunchTemplateSpecification::builder()
+            .launch_template_id(&lt.id)
+            .version(&lt.version)
+            .build();
+        let _one_at_a_time = self.asg_lock.lock().await;
+        let ceiling = |desired: i32| match t.max_number {
+            Some(n) if n > 0 => (n as i32).max(desired),
+            _ => desired.max(10_000),
+        };
+        let desired = match self.group(&name).await? {
+            None => {
+                let subnets = if t.subnet_ids.is_empty() {
+                    self.default_subnets().await?
+                } else {
+                    t.subnet_ids.clone()
+                };
+                let group_tag = |k: &str, v: &str| {
+                    Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .propagate_at_launch(true)
+                        .resource_id(&name)
+                        .resource_type("auto-scaling-group")
+                        .build()
+                };
+                self.clients
+                    .autoscaling
+                    .create_auto_scaling_group()
+                    .auto_scaling_group_name(&name)
+                    .launch_template(spec)
+                    .min_size(0)
+                    .max_size(ceiling(req.count))
+                    .desired_capacity(req.count)
+                    .vpc_zone_identifier(subnets.join(","))
+                    .tags(group_tag(TAG_TEMPLATE_ID, &t.template_id))
+                    .tags(group_tag(TAG_PROVIDER_API, "ASG"))
+                    .send()
+                    .await
+                    .map_err(|e| classify("CreateAutoScalingGroup", e))?;
+                req.count
+            }
+            Some(group) => {
+                let desired = group.desired + req.count;
+                self.clients
+                    .autoscaling
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(&name)
+                    .launch_template(spec)
+                    .max_size(ceiling(desired))
+                    .desired_capacity(desired)
+                    .send()
+                    .await
+                    .map_err(|e| classify("UpdateAutoScalingGroup", e))?;
+                desired
+            }
+        };
+        Ok(json!({
+            "instance_ids": [],
+            "count": 0,
+            "instances": [],
+            "resource_id": name,
+            "provider_api": "ASG",
+            "desired_capacity": desired,
+        }))
+    }
+
+    /// Takes instances out of a group one by one, lowering its desired capacity, and deletes
+    /// the group (and releases its launch template) when nothing is left in it. Instances no
+    /// longer in the group are left to the caller (TerminateInstanceInAutoScalingGroup fails
+    /// for them; moto even answers 500).
+    pub(super) async fn leave_group(
+        &self,
+        name: &str,
+        ids: &[String],
+        template_id: Option<&str>,
+    ) -> Result<Vec<String>, ProviderError> {
+        let _one_at_a_time = self.asg_lock.lock().await;
+        let Some(group) = self.group(name).await? else {
+            return Ok(ids.to_vec());
+        };
+        let (members, strays): (Vec<String>, Vec<String>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| group.instance_ids.contains(id));
+        for id in &members {
+            self.clients
+                .autoscaling
+                .terminate_instance_in_auto_scaling_group()
+                .instance_id(id)
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await
+                .map_err(|e| classify("TerminateInstanceInAutoScalingGroup", e))?;
+        }
+        let left = group.instance_ids.len() - members.len();
+        if left == 0 && group.desired <= members.len() as i32 {
+            let deleted = self
+                .clients
+                .autoscaling
+                .delete_auto_scaling_group()
+                .auto_scaling_group_name(name)
+                .force_delete(true)
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => {
+                    tracing::info!(
+                        group = name,
+                        "Auto Scaling group deleted: its last machine was returned"
+                    );
+                    if let Some(t) = template_id {
+                        self.release_launch_template(t).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = name, error = %classify("DeleteAutoScalingGroup", e), "group not deleted")
+                }
+            }
+        }
+        Ok(strays)
+    }
+}

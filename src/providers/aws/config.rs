@@ -1,0 +1,195 @@
+//! `strategy_config` of an `aws` strategy.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::providers::parse_config;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    pub region: String,
+    /// A named profile of the shared config/credentials files.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Another endpoint than AWS's (a VPC endpoint, an emulator). Empty means none, so that
+    /// `"${AWS_ENDPOINT_URL:-}"` can be written in a config file.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Assumed through STS with the chain's credentials.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Static credentials, for emulators and tests; the standard chain is used without them.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Tries per call, throttling and 5xx included (the SDK's standard retry with backoff).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// One call, all its retries included.
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_seconds: f64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: f64,
+    /// Used when a template names none (AMI and subnet ids are per region).
+    #[serde(default)]
+    pub image_id: Option<String>,
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// Prefix of the launch templates and Auto Scaling groups this strategy makes.
+    #[serde(default = "default_name_prefix")]
+    pub name_prefix: String,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_operation_timeout() -> f64 {
+    30.0
+}
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+fn default_name_prefix() -> String {
+    "ohfp".into()
+}
+
+/// `None` for absent, empty or blank strings.
+fn non_empty(value: &mut Option<String>) {
+    if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        *value = None;
+    }
+}
+
+impl AwsConfig {
+    pub fn from_spec(config: &Map<String, Value>) -> Result<Self, (String, String)> {
+        let mut cfg: AwsConfig = parse_config(config)?;
+        for field in [
+            &mut cfg.profile,
+            &mut cfg.endpoint_url,
+            &mut cfg.role_arn,
+            &mut cfg.external_id,
+            &mut cfg.access_key_id,
+            &mut cfg.secret_access_key,
+            &mut cfg.session_token,
+            &mut cfg.image_id,
+        ] {
+            non_empty(field);
+        }
+        let bad = |field: &str, msg: String| Err((format!("config.{field}"), msg));
+        if cfg.region.trim().is_empty() {
+            return bad("region", "must not be empty".into());
+        }
+        if !(1..=10).contains(&cfg.max_attempts) {
+            return bad(
+                "max_attempts",
+                format!("must be from 1 to 10, got {}", cfg.max_attempts),
+            );
+        }
+        for (field, v) in [
+            ("operation_timeout_seconds", cfg.operation_timeout_seconds),
+            ("connect_timeout_seconds", cfg.connect_timeout_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                return bad(
+                    field,
+                    format!("must be more than 0 and at most 3600 seconds, got {v}"),
+                );
+            }
+        }
+        if let Some(url) = &cfg.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "endpoint_url",
+                format!("must be an http:// or https:// URL, got '{url}'"),
+            );
+        }
+        if cfg.access_key_id.is_some() != cfg.secret_access_key.is_some() {
+            return bad(
+                "access_key_id",
+                "access_key_id and secret_access_key go together".into(),
+            );
+        }
+        if let Some(arn) = &cfg.role_arn
+            && !arn.starts_with("arn:")
+        {
+            return bad("role_arn", "must be an IAM role ARN (arn:...)".into());
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&cfg.name_prefix) {
+            return bad(
+                "name_prefix",
+                "must be 1 to 32 characters of [A-Za-z0-9_-]".into(),
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> Result<AwsConfig, (String, String)> {
+        AwsConfig::from_spec(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        assert_eq!(cfg(json!({})).unwrap_err().0, "config");
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "max_attempts": 0}))
+                .unwrap_err()
+                .0,
+            "config.max_attempts"
+        );
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "operation_timeout_seconds": -1}))
+                .unwrap_err()
+                .0,
+            "config.operation_timeout_seconds"
+        );
+        let err = cfg(json!({"region": "eu-west-1", "regoin": "x"})).unwrap_err();
+        assert!(err.1.contains("unknown field `regoin`"), "{err:?}");
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "subnet_ids": "subnet-1"}))
+                .unwrap_err()
+                .0,
+            "config.subnet_ids"
+        );
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "access_key_id": "AKIA"}))
+                .unwrap_err()
+                .0,
+            "config.access_key_id"
+        );
+    }
+
+    #[test]
+    fn an_empty_endpoint_means_none() {
+        let c = cfg(json!({"region": "eu-west-1", "endpoint_url": "", "profile": " "})).unwrap();
+        assert_eq!(c.endpoint_url, None);
+        assert_eq!(c.profile, None);
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "endpoint_url": "localhost:5000"}))
+                .unwrap_err()
+                .0,
+            "config.endpoint_url"
+        );
+    }
+}

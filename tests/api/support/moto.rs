@@ -1,0 +1,178 @@
+//! The project's moto launcher: installs moto's server (pinned) into a venv once, starts it on a
+//! free loopback port behind `moto_switch.py` (fault switch and call counts), and stops it on
+//! drop. A test that cannot start moto fails; it never skips.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const MOTO_SPEC: &str = "moto[server]==5.2.5";
+
+fn venv() -> PathBuf {
+    match std::env::var_os("OHFP_MOTO_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/ohfp/moto-venv"),
+    }
+}
+
+/// Creates the venv and installs moto when the pinned version is not there yet. `flock`
+/// serialises the tests (and test processes) that get here at once; the marker file makes it
+/// a no-op afterwards.
+fn install() -> PathBuf {
+    let venv = venv();
+    let marker = venv.join(".ohfp-moto-spec");
+    if std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == MOTO_SPEC) {
+        return venv;
+    }
+    std::fs::create_dir_all(venv.parent().expect("venv has a parent")).expect("venv parent");
+    let script = r#"set -e
+if [ "$(cat "$1/.ohfp-moto-spec" 2>/dev/null)" = "$2" ]; then exit 0; fi
+[ -x "$1/bin/python" ] || python3 -m venv "$1"
+"$1/bin/pip" install -q --disable-pip-version-check "$2"
+echo "$2" > "$1/.ohfp-moto-spec""#;
+    let status = Command::new("flock")
+        .arg(venv.with_extension("lock"))
+        .args(["sh", "-c", script, "install-moto"])
+        .arg(&venv)
+        .arg(MOTO_SPEC)
+        .status()
+        .expect("flock and python3 are needed to install moto");
+    assert!(
+        status.success(),
+        "installing {MOTO_SPEC} into {} failed",
+        venv.display()
+    );
+    venv
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+pub struct Moto {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let venv = install();
+        let port = free_port();
+        let switch =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/support/moto_switch.py");
+        let log = std::env::temp_dir().join(format!("ohfp-moto-{port}.log"));
+        let child = Command::new(venv.join("bin/python"))
+            .arg(&switch)
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("moto log file"))
+            .spawn()
+            .expect("moto starts");
+        let mut moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = moto
+                .http
+                .get(format!("{}/moto-api/", moto.url))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return moto;
+            }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("moto exited ({status}) during start-up:\n{tail}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not answer on {} within 30 s (log: {})",
+                moto.url,
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn post(&self, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("moto answers")
+    }
+
+    /// `throttle`, `error` or `off`.
+    pub async fn fault(&self, mode: &str) {
+        assert!(self.post("/_ohfp/fault", mode).await.status().is_success());
+    }
+
+    /// Every AWS call from now on fails with AuthFailure (moto's own switch).
+    pub async fn enforce_auth_failure(&self) {
+        assert!(
+            self.post("/moto-api/reset-auth", "0")
+                .await
+                .status()
+                .is_success()
+        );
+    }
+
+    /// AWS calls by action since the last reset.
+    pub async fn calls(&self) -> Value {
+        self.http
+            .get(format!("{}/_ohfp/calls", self.url))
+            .send()
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .expect("call counts")
+    }
+
+    pub async fn reset_calls(&self) {
+        self.post("/_ohfp/calls", "").await;
+    }
+
+    /// Stops the server now (a dead region).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An EC2 client of our own, to act behind the service's back.
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_ec2::Client::new(&cfg)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,90 @@
+"""moto's server behind a small WSGI layer for the ohfp tests (run with the moto venv's python).
+
+  POST /_ohfp/fault   body: "throttle" (503 RequestLimitExceeded / Throttling), "error"
+                      (500 InternalError) or "off"
+  GET  /_ohfp/calls   JSON {action: count} of the AWS calls seen since the last reset
+  POST /_ohfp/calls   resets the counts
+Everything else goes to moto (its /moto-api/ included).
+"""
+import argparse
+import io
+import json
+import threading
+from collections import Counter
+from urllib.parse import parse_qs
+
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import run_simple
+
+state = {"fault": "off", "calls": Counter()}
+guard = threading.Lock()
+
+
+def action_of(environ):
+    """The AWS action of a query-protocol call (EC2, Auto Scaling) or a JSON one (SSM)."""
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(size) if size else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    form = parse_qs(body.decode(errors="replace"))
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    return (form.get("Action") or query.get("Action") or ["?"])[0]
+
+
+def fault_answer(fault, environ, start_response):
+    ec2 = "/ec2/" in environ.get("HTTP_AUTHORIZATION", "")
+    if fault == "throttle":
+        status, code = "503 Service Unavailable", "RequestLimitExceeded" if ec2 else "Throttling"
+    else:
+        status, code = "500 Internal Server Error", "InternalError" if ec2 else "InternalFailure"
+    if ec2:
+        body = f"<Response><Errors><Error><Code>{code}</Code><Message>injected by the test</Message></Error></Errors><RequestID>ohfp-test</RequestID></Response>"
+    else:
+        body = f"<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>injected by the test</Message></Error><RequestId>ohfp-test</RequestId></ErrorResponse>"
+    out = body.encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+def wrap(moto_app):
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        method = environ["REQUEST_METHOD"]
+        if path == "/_ohfp/fault" and method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            wanted = environ["wsgi.input"].read(size).decode().strip()
+            if wanted not in ("throttle", "error", "off"):
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [b"expected throttle, error or off\n"]
+            with guard:
+                state["fault"] = wanted
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [wanted.encode()]
+        if path == "/_ohfp/calls":
+            with guard:
+                if method == "POST":
+                    state["calls"].clear()
+                out = json.dumps(dict(state["calls"])).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [out]
+        if path.startswith("/moto-api"):
+            return moto_app(environ, start_response)
+        action = action_of(environ)
+        with guard:
+            state["calls"][action] += 1
+            fault = state["fault"]
+        if fault != "off":
+            return fault_answer(fault, environ, start_response)
+        return moto_app(environ, start_response)
+
+    return app
+
+
+if __name__ == "__main__":
+    args = argparse.ArgumentParser()
+    args.add_argument("--port", type=int, required=True)
+    port = args.parse_args().port
+    run_simple("127.0.0.1", port, wrap(DomainDispatcherApplication(create_backend_app)),
+               threaded=True, request_handler=MotoRequestHandler)
