@@ -458,6 +458,20 @@ impl Engine {
                 "must be at least 1 second",
             ));
         }
+        if let Some(t) = patch.health_check_timeout
+            && !(t.is_finite() && t > 0.0 && t <= 600.0)
+        {
+            errors.push(FieldError::new(
+                "health_check_timeout",
+                "must be more than 0 and at most 600 seconds",
+            ));
+        }
+        if patch.health_check_retries.is_some_and(|r| r > 10) {
+            errors.push(FieldError::new(
+                "health_check_retries",
+                "must be at most 10",
+            ));
+        }
         if let Some(b) = &patch.circuit_breaker_config {
             if b.failure_threshold == Some(0) {
                 errors.push(FieldError::new(

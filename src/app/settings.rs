@@ -56,6 +56,12 @@ pub struct SettingsPatch {
     /// Seconds between background health checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_interval: Option<f64>,
+    /// Seconds one health check may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout: Option<f64>,
+    /// Extra attempts of a failed health check before it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_config: Option<BreakerPatch>,
 }
@@ -89,6 +95,8 @@ impl SettingsPatch {
                 .clone()
                 .or_else(|| self.fallback_strategies.clone()),
             health_check_interval: newer.health_check_interval.or(self.health_check_interval),
+            health_check_timeout: newer.health_check_timeout.or(self.health_check_timeout),
+            health_check_retries: newer.health_check_retries.or(self.health_check_retries),
             circuit_breaker_config: breaker,
         }
     }
@@ -109,6 +117,12 @@ impl SettingsPatch {
         }
         if let Some(i) = self.health_check_interval {
             s.health_check_interval = i;
+        }
+        if let Some(t) = self.health_check_timeout {
+            s.health_check_timeout = t;
+        }
+        if let Some(r) = self.health_check_retries {
+            s.health_check_retries = r;
         }
         if let Some(b) = &self.circuit_breaker_config {
             let cb: &mut BreakerConfig = &mut s.circuit_breaker;
@@ -135,6 +149,8 @@ impl SettingsPatch {
                 "health_check_interval",
                 self.health_check_interval.is_some(),
             ),
+            ("health_check_timeout", self.health_check_timeout.is_some()),
+            ("health_check_retries", self.health_check_retries.is_some()),
             (
                 "circuit_breaker_config",
                 self.circuit_breaker_config.is_some(),

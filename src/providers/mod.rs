@@ -118,7 +118,8 @@ pub struct ProviderDeps {
 }
 
 /// Provider types this build knows.
-pub const PROVIDER_TYPES: [&str; 5] = ["aws", "simulated", "load_balancer", "fallback", "composite"];
+pub const PROVIDER_TYPES: [&str; 5] =
+    ["aws", "simulated", "load_balancer", "fallback", "composite"];
 
 /// Deserializes a provider's `config` object, naming the bad key on failure.
 pub(crate) fn parse_config<T: DeserializeOwned>(

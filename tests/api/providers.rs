@@ -411,6 +411,23 @@ async fn configuration_switches_policy_and_active_strategy() {
     let (status, v) = app
         .put(
             "/api/v1/providers/configuration",
+            json!({"health_check_timeout": 2.5, "health_check_retries": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["configuration"]["health_check_timeout"], 2.5);
+    assert_eq!(v["configuration"]["health_check_retries"], 2);
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"health_check_timeout": 0, "health_check_retries": 99}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2);
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
             json!({"default_selection_policy": "best"}),
         )
         .await;
