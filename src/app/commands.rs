@@ -88,6 +88,11 @@ pub struct SelectCommand {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"selected_strategy": "sim-primary", "selection_policy": "FIRST_AVAILABLE",
+    "selection_reason": "lowest priority value (0)", "alternatives": ["sim-secondary"],
+    "candidates": [{"strategy": "sim-primary", "eligible": true, "selected": true,
+    "reason": "selected by FIRST_AVAILABLE: lowest priority value (0)"}, {"strategy": "sim-secondary",
+    "eligible": true, "selected": false, "reason": "eligible, ranked lower by FIRST_AVAILABLE"}]}))]
 pub struct SelectionView {
     pub selected_strategy: String,
     /// The policy that chose, or `null` when `active_strategy` decided.
@@ -158,6 +163,7 @@ pub struct HealthReport {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategy_name": "sim-eu", "status": "unregistered"}))]
 pub struct UnregisterView {
     pub strategy_name: String,
     pub status: String,

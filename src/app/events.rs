@@ -20,6 +20,9 @@ pub enum EventKind {
 
 /// Something the strategy layer did, with when.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"id": 42, "at": "2026-11-22T00:16:55.659Z", "kind": "circuit_transition",
+    "strategy": "sim-primary", "detail": {"from": "closed", "to": "open", "at": "2026-11-22T00:16:55.659Z",
+    "reason": "5 consecutive failures"}}))]
 pub struct Event {
     pub id: u64,
     pub at: String,

@@ -121,6 +121,9 @@ impl MetricsRecorder {
 
 /// Totals over a set of buckets.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[schema(example = json!({"count": 120, "successes": 118, "failures": 2, "success_rate": 98.33,
+    "mean_response_time_ms": 14.3, "p50_response_time_ms": 20.0, "p95_response_time_ms": 50.0,
+    "p99_response_time_ms": 100.0, "max_response_time_ms": 87.5}))]
 pub struct MetricTotals {
     pub count: u64,
     pub successes: u64,

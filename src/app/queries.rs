@@ -27,6 +27,12 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"providers": [{"strategy_name": "sim-primary", "provider_type": "simulated", "enabled": true,
+    "priority": 0, "weight": 70.0, "source": "config", "strategy_config": {"region": "sim-east-1"},
+    "capabilities": {"provider_type": "simulated", "supported_operations": ["CREATE_INSTANCES"],
+    "features": {"simulated": true}, "limitations": {}}, "health": "healthy", "circuit_state": "closed",
+    "in_flight": 0, "recent": {"samples": 0, "success_rate": 0.0, "mean_response_ms": 0.0},
+    "registered_at": "2026-11-22T00:10:00.000Z", "updated_at": "2026-11-22T00:10:00.000Z"}], "count": 1}))]
 pub struct ProviderList {
     pub providers: Vec<StrategyView>,
     pub count: usize,
@@ -51,6 +57,12 @@ pub struct HealthSummary {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategies": [{"strategy_name": "sim-primary", "provider_type": "simulated",
+    "is_healthy": true, "state": "healthy", "status_message": "health check passed", "error_details": null,
+    "source": "health_check", "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3,
+    "circuit": {"state": "closed", "consecutive_failures": 0, "opened_at": null, "last_transition_at": null,
+    "next_probe_at": null, "last_reason": null, "probes_in_flight": 0}}],
+    "summary": {"healthy": 1, "unhealthy": 0, "unknown": 0, "open_circuits": 0}}))]
 pub struct HealthList {
     pub strategies: Vec<HealthView>,
     pub summary: HealthSummary,
@@ -148,6 +160,12 @@ pub struct CapabilitiesQuery {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategy_name": "sim-primary", "provider_type": "simulated",
+    "supported_operations": ["CREATE_INSTANCES", "TERMINATE_INSTANCES", "GET_INSTANCE_STATUS", "VALIDATE_TEMPLATE",
+    "GET_AVAILABLE_TEMPLATES", "HEALTH_CHECK"], "features": {"simulated": true, "instances": true,
+    "region": "sim-east-1", "spot_instances": true}, "limitations": {"max_live_instances": 500,
+    "max_instances_per_request": 10000}, "performance_metrics": {"configured_failure_rate": 0.0,
+    "last_24h": {"count": 2, "successes": 2, "failures": 0, "success_rate": 100.0}}}))]
 pub struct CapabilitiesView {
     pub strategy_name: String,
     pub provider_type: String,

@@ -167,6 +167,11 @@ impl SettingsPatch {
 
 /// The effective configuration as `GET /api/v1/providers/configuration` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"default_selection_policy": "FIRST_AVAILABLE", "selection_criteria": {"require_healthy": true},
+    "active_strategy": null, "fallback_strategies": ["sim-primary", "sim-secondary"], "health_check_interval": 30.0,
+    "health_check_timeout": 5.0, "health_check_retries": 1, "operation_timeout": 30.0,
+    "circuit_breaker_config": {"enabled": true, "failure_threshold": 5, "recovery_timeout": 60.0, "half_open_max_calls": 1},
+    "overridden_fields": [], "updated_at": null}))]
 pub struct ConfigurationView {
     #[schema(value_type = String, example = "FIRST_AVAILABLE")]
     pub default_selection_policy: SelectionPolicy,

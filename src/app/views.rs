@@ -40,6 +40,11 @@ impl CircuitView {
 
 /// Health of one strategy with its circuit.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategy_name": "sim-primary", "provider_type": "simulated", "is_healthy": true,
+    "state": "healthy", "status_message": "health check passed", "error_details": null, "source": "health_check",
+    "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3, "circuit": {"state": "closed",
+    "consecutive_failures": 0, "opened_at": null, "last_transition_at": null, "next_probe_at": null,
+    "last_reason": null, "probes_in_flight": 0}}))]
 pub struct HealthView {
     pub strategy_name: String,
     pub provider_type: String,
@@ -113,6 +118,13 @@ pub fn redacted(config: &Map<String, Value>) -> Map<String, Value> {
 
 /// One registered strategy.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategy_name": "sim-primary", "provider_type": "simulated", "enabled": true, "priority": 0,
+    "weight": 70.0, "source": "config", "strategy_config": {"region": "sim-east-1", "latency_ms": [5, 20]},
+    "capabilities": {"provider_type": "simulated", "supported_operations": ["CREATE_INSTANCES", "HEALTH_CHECK"],
+    "features": {"simulated": true, "instances": true}, "limitations": {"max_live_instances": 500}},
+    "health": "healthy", "circuit_state": "closed", "in_flight": 0,
+    "recent": {"samples": 12, "success_rate": 100.0, "mean_response_ms": 14.2},
+    "registered_at": "2026-11-22T00:10:00.000Z", "updated_at": "2026-11-22T00:10:00.000Z"}))]
 pub struct StrategyView {
     pub strategy_name: String,
     pub provider_type: String,

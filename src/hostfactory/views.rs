@@ -28,6 +28,11 @@ pub struct TemplateView {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"templates": [{"template_id": "OnDemand-Standard", "max_number": 20, "available_number": 18,
+    "disabled": false, "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "2"], "nram": ["Numeric", "8192"]},
+    "provider_name": null, "provider_api": "RunInstances", "price_type": "ondemand", "vm_type": "m5.large",
+    "definition": {"templateId": "OnDemand-Standard", "maxNumber": 20}}], "count": 1,
+    "source": "config/hostfactory/awsprov_templates.json"}))]
 pub struct TemplateList {
     pub templates: Vec<TemplateView>,
     pub count: usize,
@@ -53,6 +58,8 @@ pub struct ReturnMachinesCommand {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"request_id": "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713",
+    "message": "Request VM success from ohfp: 2 machine(s) of template OnDemand-Standard."}))]
 pub struct RequestAccepted {
     pub request_id: String,
     pub message: String,
@@ -90,6 +97,11 @@ impl From<WireMachine> for MachineView {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"request_id": "ret-3a8c1e52-0f4d-4b7e-9a61-5c2d8e7f1b30", "status": "running",
+    "message": "1 of 2 machine(s) terminated.", "machines": [{"machine_id": "i-0b7e3c91d5a2f4068",
+    "name": "ip-10-20-3-41.eu-central-1.compute.internal", "result": "succeed", "status": "terminated",
+    "private_ip_address": "10.20.3.41", "public_ip_address": null, "launch_time": 1795305690, "message": "",
+    "instance_type": "c5.large", "price_type": "ondemand"}]}))]
 pub struct RequestView {
     pub request_id: String,
     pub status: RequestStatus,
@@ -107,6 +119,9 @@ pub struct ReclaimView {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"requests": [{"machine_id": "i-07a3f9e2b8c41d650",
+    "name": "ip-10-20-9-77.eu-central-1.compute.internal", "grace_period": 0,
+    "reason": "terminated outside HostFactory"}]}))]
 pub struct ReclaimList {
     pub requests: Vec<ReclaimView>,
 }

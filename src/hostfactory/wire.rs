@@ -163,6 +163,11 @@ pub struct WireRequest {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"requests": [{"requestId": "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713", "status": "complete",
+    "message": "1 machine(s) ready.", "machines": [{"machineId": "i-0b7e3c91d5a2f4068",
+    "name": "ip-10-20-3-41.eu-central-1.compute.internal", "result": "succeed", "status": "running",
+    "privateIpAddress": "10.20.3.41", "publicIpAddress": null, "launchtime": 1795305690, "message": "",
+    "instanceType": "c5.large", "priceType": "ondemand", "cloudHostId": null}]}]}))]
 pub struct WireStatusAnswer {
     pub requests: Vec<WireRequest>,
 }
@@ -170,6 +175,8 @@ pub struct WireStatusAnswer {
 /// requestMachines and requestReturnMachines answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"requestId": "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713",
+    "message": "Request VM success from ohfp: 3 machine(s) of template OnDemand-C5Large."}))]
 pub struct WireRequestId {
     pub request_id: String,
     pub message: String,
@@ -185,6 +192,8 @@ pub struct WireReturn {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"status": "complete", "message": "Instances marked for termination retrieved successfully.",
+    "requests": [{"machine": "ip-10-20-9-77.eu-central-1.compute.internal", "gracePeriod": 0}]}))]
 pub struct WireReturnsAnswer {
     pub status: String,
     pub message: String,
@@ -216,6 +225,10 @@ pub struct WireTemplate {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"message": "Get available templates success.", "templates": [{"templateId": "OnDemand-C5Large",
+    "maxNumber": 10, "availableNumber": 10, "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "1"],
+    "ncores": ["Numeric", "1"], "nram": ["Numeric", "4096"]}, "priceType": "ondemand", "vmType": "c5.large",
+    "instanceTags": "owner=gridops;costcenter=cc-4411"}]}))]
 pub struct WireTemplatesAnswer {
     pub message: String,
     pub templates: Vec<WireTemplate>,
@@ -223,6 +236,7 @@ pub struct WireTemplatesAnswer {
 
 /// Any rejected call, and the shape of every failure HostFactory reads.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"message": "Template 'Spot-Template-VM-Retired' is not defined. Known templates: OnDemand-C5Large."}))]
 pub struct WireMessage {
     pub message: String,
 }

@@ -20,6 +20,7 @@ use crate::state::AppState;
 use crate::strategy::CircuitState;
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_seconds": 3600}))]
 pub struct Liveness {
     status: &'static str,
     version: &'static str,
@@ -70,7 +71,8 @@ fn label(v: &str) -> String {
 
 /// Prometheus text exposition: operation counters and strategy gauges.
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
+        example = json!("ohfp_operations_total{strategy=\"sim-primary\",operation=\"HEALTH_CHECK\",outcome=\"success\"} 12\nohfp_circuit_state{strategy=\"sim-primary\"} 0\n"))))]
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let lifetime = state.engine.metrics_recorder().lifetime();
