@@ -258,6 +258,51 @@ fn check(raw: &Map<String, Value>) -> Result<Template, Vec<String>> {
     {
         bad("securityGroupIds", "must be a list of strings".into());
     }
+    match raw.get("imageId") {
+        None => {}
+        Some(Value::String(id))
+            if id.starts_with("ami-") || id.starts_with('/') || id.starts_with("resolve:ssm:") => {}
+        Some(v) => bad(
+            "imageId",
+            format!("must be an AMI id (ami-…) or an SSM parameter path (/aws/service/…), got {v}"),
+        ),
+    }
+    for field in [
+        "keyName",
+        "instanceProfile",
+        "userDataScript",
+        "launchTemplateId",
+        "fleetRole",
+    ] {
+        if let Some(v) = raw.get(field)
+            && v.as_str().is_none_or(|s| s.trim().is_empty())
+        {
+            bad(field, format!("must be a non-empty string, got {v}"));
+        }
+    }
+    if let Some(v) = raw.get("maxSpotPrice")
+        && !number_text(v)
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(|p| p > 0.0)
+    {
+        bad("maxSpotPrice", format!("must be a positive price, got {v}"));
+    }
+    for field in ["vmTypesOnDemand", "vmTypesPriority"] {
+        match raw.get(field) {
+            None => {}
+            Some(Value::Object(types)) => {
+                for (t, w) in types {
+                    if w.as_u64().is_none() {
+                        bad(
+                            &format!("{field}.{t}"),
+                            format!("must be a whole number, got {w}"),
+                        );
+                    }
+                }
+            }
+            Some(_) => bad(field, "must be an object of instance type to number".into()),
+        }
+    }
     let ranges: [(&str, f64, f64); 5] = [
         ("percentOnDemand", 0.0, 100.0),
         ("rootDeviceVolumeSize", 1.0, 16384.0),

@@ -107,6 +107,21 @@ fn problems_name_the_template_and_the_field() {
         errs.contains("fleetRole: is required") && errs.contains("vmTypes.m5.large"),
         "{errs}"
     );
+    let errs = one(
+        json!({"templateId": "a", "maxNumber": 1, "vmType": "x", "imageId": "ubuntu",
+        "maxSpotPrice": "cheap", "keyName": "", "vmTypesPriority": {"m5.large": "high"},
+        "attributes": {"type": "X86_64", "ncpus": 1, "nram": 1024}}),
+    )
+    .unwrap_err()
+    .join("\n");
+    for field in [
+        "imageId",
+        "maxSpotPrice",
+        "keyName",
+        "vmTypesPriority.m5.large",
+    ] {
+        assert!(errs.contains(&format!("{field}: ")), "{field}: {errs}");
+    }
     assert!(parse("{\"templates\": 3}").is_err());
     assert!(parse("{oops").unwrap_err()[0].contains("not valid JSON"));
 }
