@@ -251,6 +251,24 @@ async fn ec2_fleets_instant_and_request_with_partial_return() {
             .starts_with("ModifyFleet"),
         "{partial}"
     );
+    // Together with a machine that can go, only the fleet's machine is held back.
+    let mixed = ok(
+        &app,
+        "aws-a",
+        "TERMINATE_INSTANCES",
+        json!({"instance_ids": [&members[0], &instant_ids[0]], "machines": machines(&members[..1])}),
+    )
+    .await;
+    assert_eq!(mixed["terminating"], json!([&instant_ids[0]]), "{mixed}");
+    assert_eq!(
+        mixed["failed"][0]["instance_ids"],
+        json!([&members[0]]),
+        "{mixed}"
+    );
+    assert_eq!(
+        mixed["failed"][0]["error_code"], partial["error_code"],
+        "{mixed}"
+    );
     let f = ec2
         .describe_fleets()
         .fleet_ids(&fleet)
@@ -320,8 +338,9 @@ async fn ec2_fleets_instant_and_request_with_partial_return() {
     .await;
     assert_eq!(
         gone["terminating"].as_array().unwrap().len(),
-        instant_ids.len()
+        instant_ids.len() - 1
     );
+    assert_eq!(gone["already_terminating"], json!([&instant_ids[0]]));
     app.stop().await;
 }
 
