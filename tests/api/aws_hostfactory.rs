@@ -58,11 +58,13 @@ fn hf_templates(dir: &Path, subnet: &str, security_group: &str) -> PathBuf {
         t["providerName"] = json!("aws-primary");
         t["subnetId"] = json!(subnet);
         t["securityGroupIds"] = json!([security_group]);
+        if id == "Fleet-Instant" {
+            // HostFactory counts machines, a fleet weighted units: weight 1 keeps them equal.
+            t["vmTypes"] = json!({"t3.micro": 1, "t3.small": 1});
+        }
         t
     })
     .collect();
-    // HostFactory counts machines, a fleet counts weighted units: weight 1 keeps them equal.
-    templates[1]["vmTypes"] = json!({"t3.micro": 1, "t3.small": 1});
     let mut failover = template("OnDemand-Run");
     failover["templateId"] = json!("Failover-Run");
     templates.push(failover);
