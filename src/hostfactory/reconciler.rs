@@ -265,11 +265,28 @@ impl HostFactory {
                 ..Route::default()
             };
             match self.engine.execute(op, route).await.map(|o| o.result) {
-                Ok(Ok(_)) => {
-                    if let Err(e) = self.store.mark_return_sent(&ids, now_millis()).await {
+                Ok(Ok(data)) => {
+                    // Machines the provider could not give back stay unsent: retried next round.
+                    let failed: Vec<&str> = data
+                        .get("failed")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|f| f.get("instance_ids").and_then(Value::as_array))
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    if !failed.is_empty() {
+                        tracing::warn!(%strategy, failed = ?data.get("failed"), "some terminations failed; retrying them next round");
+                    }
+                    let sent: Vec<String> = ids
+                        .into_iter()
+                        .filter(|id| !failed.contains(&id.as_str()))
+                        .collect();
+                    if let Err(e) = self.store.mark_return_sent(&sent, now_millis()).await {
                         tracing::error!(%strategy, error = %e, "cannot record terminations");
                     }
-                    tracing::info!(%strategy, count = ids.len(), "terminations sent");
+                    tracing::info!(%strategy, count = sent.len(), "terminations sent");
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round")

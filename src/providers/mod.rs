@@ -35,7 +35,9 @@ use crate::strategy::{Candidate, Transition};
 /// - `TERMINATE_INSTANCES` `{instance_ids, machines?: [{instance_id, resource_id?,
 ///   provider_api?}]}`; `machines` tells the provider how each instance was made, so that it
 ///   is given back the same way (fleet capacity, Auto Scaling group). Answer: `{terminating,
-///   already_terminating, not_found}`.
+///   already_terminating, not_found, failed?: [{instance_ids, error_code, error_message}]}`;
+///   `failed` lists machines that could not be given back while others were (`Err` when none
+///   could), so that the caller retries only those.
 /// - `VALIDATE_TEMPLATE` `{template}`: an invalid template is an `Err` of kind Validation.
 /// - `GET_AVAILABLE_TEMPLATES` `{}` → `{templates: [...]}`.
 /// - `HEALTH_CHECK` `{}`: `Err` means unhealthy.

@@ -6,20 +6,8 @@ use ohfp::config::StrategySpec;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, execute};
+use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
-
-fn templates() -> Vec<Value> {
-    let file: Value =
-        serde_json::from_str(include_str!("support/awsprov_templates.json")).expect("templates");
-    file["templates"].as_array().expect("a list").clone()
-}
-
-fn template(id: &str) -> Value {
-    templates()
-        .into_iter()
-        .find(|t| t["templateId"] == id)
-        .unwrap_or_else(|| panic!("no template {id}"))
-}
 
 fn aws_strategy(
     name: &str,
@@ -263,6 +251,24 @@ async fn ec2_fleets_instant_and_request_with_partial_return() {
             .starts_with("ModifyFleet"),
         "{partial}"
     );
+    // Together with a machine that can go, only the fleet's machine is held back.
+    let mixed = ok(
+        &app,
+        "aws-a",
+        "TERMINATE_INSTANCES",
+        json!({"instance_ids": [&members[0], &instant_ids[0]], "machines": machines(&members[..1])}),
+    )
+    .await;
+    assert_eq!(mixed["terminating"], json!([&instant_ids[0]]), "{mixed}");
+    assert_eq!(
+        mixed["failed"][0]["instance_ids"],
+        json!([&members[0]]),
+        "{mixed}"
+    );
+    assert_eq!(
+        mixed["failed"][0]["error_code"], partial["error_code"],
+        "{mixed}"
+    );
     let f = ec2
         .describe_fleets()
         .fleet_ids(&fleet)
@@ -332,8 +338,9 @@ async fn ec2_fleets_instant_and_request_with_partial_return() {
     .await;
     assert_eq!(
         gone["terminating"].as_array().unwrap().len(),
-        instant_ids.len()
+        instant_ids.len() - 1
     );
+    assert_eq!(gone["already_terminating"], json!([&instant_ids[0]]));
     app.stop().await;
 }
 
@@ -652,25 +659,8 @@ async fn auth_failures_fail_fast_and_templates_are_really_validated() {
 #[tokio::test]
 async fn the_production_config_runs_against_moto() {
     let moto = Moto::start().await;
-    let url = moto.url.clone();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.json");
-    let lookup = move |name: &str| match name {
-        "AWS_ENDPOINT_URL" | "AWS_SECONDARY_ENDPOINT_URL" => Some(url.clone()),
-        _ => None,
-    };
-    let mut cfg =
-        ohfp::config::load_with_env(Some(&path), &[], &lookup).expect("production.json loads");
     let dir = tempfile::tempdir().unwrap();
-    cfg.server.bind = "127.0.0.1:0".into();
-    cfg.database.path = dir.path().join("ohfp.db").display().to_string();
-    cfg.logging.dir = None;
-    cfg.strategy.health_check_initial_delay = 3600.0;
-    // The test has no credential chain; the file's strategies get moto's dummy keys.
-    for p in &mut cfg.providers {
-        p.config.insert("access_key_id".into(), json!("test"));
-        p.config.insert("secret_access_key".into(), json!("test"));
-    }
-    let app = TestApp::start(cfg).await;
+    let app = TestApp::start(production_config(dir.path(), &moto, &moto)).await;
     let create = json!({"operation_type": "CREATE_INSTANCES",
         "parameters": {"count": 2, "request_id": "req-p", "template": template("OnDemand-Run")}});
     let v = execute(&app, create).await;

@@ -80,7 +80,7 @@ pub async fn shim(app: &TestApp, call: &str, input: &str) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), value)
 }
 
-async fn status_of(app: &TestApp, id: &str) -> Value {
+pub async fn status_of(app: &TestApp, id: &str) -> Value {
     let (code, v) = shim(
         app,
         "getRequestStatus",

@@ -5,6 +5,7 @@ mod helpers;
 mod support;
 
 mod aws;
+mod aws_hostfactory;
 mod cli;
 mod composites;
 mod hostfactory;

@@ -9,6 +9,9 @@
 //!
 //! Every instance is tagged `ohfp:returned` first, so that terminations by anyone else stand
 //! out as reclaims in later status answers.
+//!
+//! A fleet or group that cannot be given back is listed under `failed` and does not hold up
+//! the others; the call fails only when nothing went.
 
 use std::collections::BTreeMap;
 
@@ -80,43 +83,71 @@ impl AwsProvider {
         if !terminating.is_empty() {
             self.mark_returned(&terminating).await?;
         }
+        // Each fleet or group is given back on its own: one that cannot shrink (an API
+        // error, a call the cloud lacks) must not hold up the machines of the others.
         let mut plain = Vec::new();
+        let mut failed: Vec<(Vec<String>, ProviderError)> = Vec::new();
         for (origin, members) in live {
             let ids: Vec<String> = members.iter().map(|(id, ..)| id.clone()).collect();
             let template = members.iter().find_map(|(.., t)| t.clone());
-            match origin.provider_api.as_str() {
+            let left_to_terminate = match origin.provider_api.as_str() {
                 "EC2Fleet" | "SpotFleet" if !origin.resource_id.is_empty() => {
                     let types: Vec<&str> = members.iter().map(|(_, t, _)| t.as_str()).collect();
-                    let went_with_fleet = self
-                        .shrink_fleet(&origin, &ids, &types, template.as_deref())
-                        .await?;
-                    if !went_with_fleet {
+                    self.shrink_fleet(&origin, &ids, &types, template.as_deref())
+                        .await
                         // The fleet no longer wants them; they go like any other instance.
-                        plain.extend(ids);
-                    }
+                        .map(|went_with_fleet| {
+                            if went_with_fleet {
+                                Vec::new()
+                            } else {
+                                ids.clone()
+                            }
+                        })
                 }
                 "ASG" if !origin.resource_id.is_empty() => {
-                    plain.extend(
-                        self.leave_group(&origin.resource_id, &ids, template.as_deref())
-                            .await?,
-                    );
+                    self.leave_group(&origin.resource_id, &ids, template.as_deref())
+                        .await
                 }
-                _ => plain.extend(ids),
+                _ => Ok(ids.clone()),
+            };
+            match left_to_terminate {
+                Ok(left) => plain.extend(left),
+                Err(e) => {
+                    tracing::warn!(strategy = %self.strategy, resource = %origin.resource_id, code = %e.code, "machines not given back: {}", e.message);
+                    failed.push((ids, e));
+                }
             }
         }
         for chunk in plain.chunks(super::status::DESCRIBE_BATCH) {
-            self.clients
+            let sent = self
+                .clients
                 .ec2
                 .terminate_instances()
                 .set_instance_ids(Some(chunk.to_vec()))
                 .send()
-                .await
-                .map_err(|e| classify("TerminateInstances", e))?;
+                .await;
+            if let Err(e) = sent {
+                failed.push((chunk.to_vec(), classify("TerminateInstances", e)));
+            }
         }
+        let not_sent: Vec<&String> = failed.iter().flat_map(|(ids, _)| ids).collect();
+        if !terminating.is_empty() && not_sent.len() == terminating.len() {
+            // Nothing went: the call failed, as its first error says.
+            return Err(failed.swap_remove(0).1);
+        }
+        let terminating: Vec<&String> = terminating
+            .iter()
+            .filter(|id| !not_sent.contains(id))
+            .collect();
+        let failed: Vec<Value> = failed
+            .iter()
+            .map(|(ids, e)| json!({"instance_ids": ids, "error_code": e.code, "error_message": e.message}))
+            .collect();
         Ok(json!({
             "terminating": terminating,
             "already_terminating": already,
             "not_found": not_found,
+            "failed": failed,
         }))
     }
 

@@ -1,3 +1,5 @@
-//! Test support that needs more than the app: moto's EC2/Auto Scaling server.
+//! Test support that needs more than the app: moto's EC2/Auto Scaling server and what the
+//! AWS tests share.
 
+pub mod aws;
 pub mod moto;

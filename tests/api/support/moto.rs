@@ -157,17 +157,24 @@ impl Moto {
         let _ = self.child.wait();
     }
 
-    /// An EC2 client of our own, to act behind the service's back.
-    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// Our own clients' configuration, to act and look behind the service's back.
+    async fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_string()))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "test", "test", None, None, "test",
             ))
             .load()
-            .await;
-        aws_sdk_ec2::Client::new(&cfg)
+            .await
+    }
+
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config(region).await)
+    }
+
+    pub async fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
+        aws_sdk_autoscaling::Client::new(&self.sdk_config(region).await)
     }
 }
 
