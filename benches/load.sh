@@ -9,7 +9,8 @@ for tool in wrk hyperfine curl; do
     command -v "$tool" >/dev/null || { echo "load.sh: $tool is needed (apt-get install wrk hyperfine curl)" >&2; exit 2; }
 done
 cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/ohfp"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release/ohfp"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
@@ -20,7 +21,11 @@ start=$(date +%s%N)
 "$bin" serve --config "$work/config.json" 2>"$work/serve.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-until curl -sf "$url/ready" >/dev/null; do sleep 0.005; done
+for _ in $(seq 2000); do
+    curl -sf "$url/ready" >/dev/null && break
+    kill -0 $pid 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+    sleep 0.005
+done
 ready_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 sleep 1
 rss_idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
