@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::service::{HostFactory, machine_row, machines_in};
+use super::service::{HostFactory, machine_row, machines_in, placed_units};
 use crate::app::Route;
 use crate::domain::{EpochMillis, OperationType, ProviderOperation, now_millis};
 use crate::store::{HfMachine, HfRequest, RequestKind, RequestState};
@@ -101,13 +101,9 @@ impl HostFactory {
             }
         }
         // Fleets and groups place machines after the create call answered: look them up by tag.
-        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-        for m in tracked {
-            *counts.entry(m.request_id.as_str()).or_default() += 1;
-        }
         for r in in_progress {
             if let Some(strategy) = &r.strategy
-                && counts.get(r.request_id.as_str()).copied().unwrap_or(0) < r.requested_count
+                && placed_units(r, tracked) < r.requested_count
             {
                 polls
                     .entry(strategy.clone())
@@ -308,17 +304,14 @@ impl HostFactory {
         };
         let timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
         for r in in_progress {
-            let known = machines
-                .iter()
-                .filter(|m| m.request_id == r.request_id)
-                .count() as i64;
+            let known = placed_units(r, &machines);
             let outcome = if known >= r.requested_count {
                 Some((RequestState::Done, r.message.clone()))
             } else if now - r.created_at > timeout {
                 Some((
                     RequestState::Failed,
                     format!(
-                        "Only {known} of {} machine(s) were placed within {}s.",
+                        "Only {known} of {} unit(s) were placed within {}s.",
                         r.requested_count, self.cfg.pending_timeout_seconds
                     ),
                 ))

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 use super::status::{self, MachineResult, RequestStatus};
-use super::templates::{Template, TemplateCatalog};
+use super::templates::{Template, TemplateCatalog, units_of};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
@@ -90,6 +90,18 @@ async fn lookup_hosts<'h>(
         .collect())
 }
 
+/// Units of `r` placed so far among `machines` (any machines; those of other requests are skipped).
+pub(super) fn placed_units<'m>(
+    r: &HfRequest,
+    machines: impl IntoIterator<Item = &'m HfMachine>,
+) -> i64 {
+    machines
+        .into_iter()
+        .filter(|m| m.request_id == r.request_id)
+        .map(|m| units_of(r.template.as_ref(), m.instance_type.as_deref()))
+        .sum()
+}
+
 /// The row for a machine a provider reported.
 pub(super) fn machine_row(
     req: &HfRequest,
@@ -166,17 +178,29 @@ impl HostFactory {
         })
     }
 
-    /// Machines a template may still get (`None`: unlimited).
+    /// Units a template may still get (`None`: unlimited): maxNumber less its live machines and
+    /// what its open requests still wait for, in units for weighted templates.
     pub async fn available(&self, t: &Template) -> HfResult<Option<i64>> {
         if t.max_number < 0 {
             return Ok(None);
         }
-        let committed = self
+        let (live, open) = self
             .store
-            .hf_committed_machines(&t.id)
+            .hf_template_usage(&t.id)
             .await
             .map_err(HfError::internal)?;
-        Ok(Some((t.max_number - committed).max(0)))
+        let raw = Value::Object(t.raw.clone());
+        let units = |types: &[Option<String>]| -> i64 {
+            types
+                .iter()
+                .map(|ty| units_of(Some(&raw), ty.as_deref()))
+                .sum()
+        };
+        let waiting: i64 = open
+            .iter()
+            .map(|(requested, placed)| (requested - units(placed)).max(0))
+            .sum();
+        Ok(Some((t.max_number - units(&live) - waiting).max(0)))
     }
 
     /// requestMachines: checks, records the request, answers at once; provisioning follows in
@@ -202,9 +226,14 @@ impl HostFactory {
             return Err(HfError::new(
                 409,
                 format!(
-                    "Template '{}' allows at most {} machines: {} are held or on their way, {count} more requested would exceed the limit.",
+                    "Template '{}' allows at most {} {}: {} are held or on their way, {count} more requested would exceed the limit.",
                     t.id,
                     t.max_number,
+                    if t.raw.contains_key("vmTypes") {
+                        "capacity units"
+                    } else {
+                        "machines"
+                    },
                     t.max_number - room
                 ),
             ));
@@ -259,7 +288,11 @@ impl HostFactory {
         if req.attempts > 0 {
             made = self.adopt(&id).await;
         }
-        let missing = req.requested_count - made.len() as i64;
+        let made_units: i64 = made
+            .iter()
+            .map(|(_, m)| units_of(req.template.as_ref(), m.instance_type.as_deref()))
+            .sum();
+        let missing = req.requested_count - made_units;
         let mut strategy = made.first().map(|(s, _)| s.clone());
         let (mut resource_id, mut provider_api, mut message) =
             (None, req.provider_api.clone(), String::new());
@@ -440,11 +473,12 @@ impl HostFactory {
                 .unzip(),
         };
         let known = machines.len() as i64;
+        let placed = placed_units(r, all);
         let (more_expected, shortfall) = match (r.kind, r.state) {
             (RequestKind::Return, _) => (false, false),
             (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
-            (_, RequestState::InProgress) => (known < r.requested_count, false),
-            (_, RequestState::Done) => (false, known < r.requested_count),
+            (_, RequestState::InProgress) => (placed < r.requested_count, false),
+            (_, RequestState::Done) => (false, placed < r.requested_count),
             (_, RequestState::Failed) => (false, true),
         };
         let status = status::request_status(&results, more_expected, shortfall);

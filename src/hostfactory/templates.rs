@@ -83,6 +83,17 @@ fn typed_attribute(name: &str, v: &Value) -> Result<[String; 2], String> {
     }
 }
 
+/// Capacity units of one machine. HostFactory counts weighted templates (`vmTypes`) in units:
+/// a machine weighs what its instance type weighs there; otherwise every machine is 1.
+pub fn units_of(template: Option<&Value>, instance_type: Option<&str>) -> i64 {
+    template
+        .and_then(|t| t.get("vmTypes"))
+        .and_then(|types| types.get(instance_type?))
+        .and_then(Value::as_i64)
+        .filter(|w| *w > 0)
+        .unwrap_or(1)
+}
+
 /// `"k=v;k2=v2"` into pairs; `Err` names the bad part.
 pub fn parse_instance_tags(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(';')

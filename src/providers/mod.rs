@@ -26,6 +26,8 @@ use crate::strategy::{Candidate, Transition};
 /// - `CREATE_INSTANCES` `{count, template_id?, request_id?, template?, instance_type?,
 ///   price_type?, tags?}`; `template` is the HostFactory template object as written in
 ///   `awsprov_templates.json` (camelCase keys), `request_id` is tagged on every instance.
+///   `count` is in capacity units: machines, or weight units when the template has `vmTypes`
+///   (a fleet's target capacity; the machines placed may cover more than asked).
 ///   Answer: `{instance_ids, instances: [Machine], resource_id?, provider_api?, count}`; APIs
 ///   that place instances later (fleets of type request, Auto Scaling) may answer with no
 ///   instances yet and a `resource_id`.

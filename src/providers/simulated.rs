@@ -198,7 +198,7 @@ impl SimulatedProvider {
     }
 
     async fn create(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let count = params
+        let units = params
             .get("count")
             .or_else(|| params.get("machine_count"))
             .ok_or_else(|| invalid("parameters.count is required"))?
@@ -215,7 +215,18 @@ impl SimulatedProvider {
             }
         };
         let template_id = text("template_id", "default")?;
-        let instance_type = text("instance_type", "sim.standard")?;
+        // A weighted template (vmTypes) asks for capacity units, as a fleet would: the
+        // simulator places its first instance type, as many as cover the units.
+        let weighted = params
+            .get("template")
+            .and_then(|t| t.get("vmTypes"))
+            .and_then(Value::as_object)
+            .and_then(|types| types.iter().next())
+            .and_then(|(t, w)| Some((t.clone(), w.as_u64().filter(|w| *w > 0)?)));
+        let (instance_type, count) = match (params.get("instance_type"), weighted) {
+            (None | Some(Value::Null), Some((t, weight))) => (t, units.div_ceil(weight)),
+            _ => (text("instance_type", "sim.standard")?, units),
+        };
         let request_id = params
             .get("request_id")
             .and_then(Value::as_str)

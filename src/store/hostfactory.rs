@@ -420,20 +420,42 @@ impl Store {
         tx.commit().await
     }
 
-    /// What counts against a template's maxNumber: its machines that are neither terminated
-    /// nor failed, plus the machines its open requests are still waiting for.
-    pub async fn hf_committed_machines(&self, template_id: &str) -> StoreResult<i64> {
-        sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated')
-                  + COALESCE((SELECT SUM(MAX(0, r.requested_count
-                                 - (SELECT COUNT(*) FROM hf_machines m WHERE m.request_id = r.request_id)))
-                              FROM hf_requests r
-                              WHERE r.kind = 'acquire' AND r.template_id = ?1
-                                AND r.state IN ('pending', 'provisioning', 'in_progress')), 0)",
+    /// What counts against a template's maxNumber: the instance types of its machines that are
+    /// neither terminated nor failed, and for each of its open acquire requests the count asked
+    /// with the instance types placed so far.
+    pub async fn hf_template_usage(
+        &self,
+        template_id: &str,
+    ) -> StoreResult<(Vec<Option<String>>, Vec<(i64, Vec<Option<String>>)>)> {
+        let live: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT instance_type FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated'",
         )
         .bind(template_id)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT r.request_id, r.requested_count, m.machine_id, m.instance_type
+             FROM hf_requests r LEFT JOIN hf_machines m ON m.request_id = r.request_id AND m.failed = 0
+             WHERE r.kind = 'acquire' AND r.template_id = ?1
+               AND r.state IN ('pending', 'provisioning', 'in_progress')
+             ORDER BY r.request_id",
+        )
+        .bind(template_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut open: Vec<(String, i64, Vec<Option<String>>)> = Vec::new();
+        for r in rows {
+            let id: String = r.get("request_id");
+            if open.last().is_none_or(|(last, _, _)| last != &id) {
+                open.push((id, r.get("requested_count"), Vec::new()));
+            }
+            let machine: Option<String> = r.get("machine_id");
+            if machine.is_some() {
+                let types = &mut open.last_mut().expect("pushed above").2;
+                types.push(r.get("instance_type"));
+            }
+        }
+        Ok((live, open.into_iter().map(|(_, n, t)| (n, t)).collect()))
     }
 }
 

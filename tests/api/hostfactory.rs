@@ -459,6 +459,46 @@ async fn request_guards_reject_without_a_request_id_or_a_cloud_call() {
 }
 
 #[tokio::test]
+async fn weighted_templates_count_units() {
+    let hf = hf_app(0.2).await;
+    let app = &hf.app;
+    // Spot-M5-Weighted: vmTypes m5.xlarge 2, m5.2xlarge 4; maxNumber 40 units.
+    let (code, v) = shim(
+        app,
+        "requestMachines",
+        &json!({"template": {"templateId": "Spot-M5-Weighted", "machineCount": 5}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 0, "{v}");
+    let id = v["requestId"].as_str().unwrap().to_string();
+    let done = wait_status(app, &id, "complete").await;
+    let machines = done["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3, "5 units as weight-2 machines: {done}");
+    assert!(machines.iter().all(|m| m["instanceType"] == "m5.xlarge"));
+    let (_, t) = shim(app, "getAvailableTemplates", "{}").await;
+    let weighted = t["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["templateId"] == "Spot-M5-Weighted")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        weighted["availableNumber"], 34,
+        "40 units less the 6 placed: {weighted}"
+    );
+    let (code, v) = shim(
+        app,
+        "requestMachines",
+        &json!({"template": {"templateId": "Spot-M5-Weighted", "machineCount": 35}}).to_string(),
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(v["message"].as_str().unwrap().contains("at most 40"), "{v}");
+    hf.app.stop().await;
+}
+
+#[tokio::test]
 async fn the_template_names_its_provider() {
     let hf = hf_app(0.2).await;
     let (_, v) = shim(

@@ -156,3 +156,16 @@ proptest! {
         prop_assert_eq!(one(v).is_ok(), (-1..=10_000).contains(&n));
     }
 }
+
+#[test]
+fn weighted_templates_count_units() {
+    let weighted = json!({"vmTypes": {"m5.xlarge": 2, "m5.2xlarge": 4}});
+    assert_eq!(units_of(Some(&weighted), Some("m5.2xlarge")), 4);
+    assert_eq!(units_of(Some(&weighted), Some("c5.large")), 1);
+    assert_eq!(units_of(Some(&weighted), None), 1);
+    assert_eq!(
+        units_of(Some(&json!({"vmType": "m5.large"})), Some("m5.large")),
+        1
+    );
+    assert_eq!(units_of(None, Some("m5.large")), 1);
+}
