@@ -275,6 +275,29 @@ impl HostFactory {
                     if !failed.is_empty() {
                         tracing::warn!(%strategy, failed = ?data.get("failed"), "some terminations failed; retrying them next round");
                     }
+                    for f in data
+                        .get("failed")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let ids: Vec<String> = f
+                            .get("instance_ids")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect();
+                        let reason = format!(
+                            "{}: {}",
+                            f.get("error_code")
+                                .and_then(Value::as_str)
+                                .unwrap_or("ERROR"),
+                            f.get("error_message").and_then(Value::as_str).unwrap_or("")
+                        );
+                        self.note_termination_problem(&strategy, &ids, &reason)
+                            .await;
+                    }
                     let sent: Vec<String> = ids
                         .into_iter()
                         .filter(|id| !failed.contains(&id.as_str()))
@@ -285,12 +308,24 @@ impl HostFactory {
                     tracing::info!(%strategy, count = sent.len(), "terminations sent");
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round")
+                    tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round");
+                    self.note_termination_problem(&strategy, &ids, &e.to_string())
+                        .await;
                 }
                 Err(e) => {
-                    tracing::warn!(%strategy, error = %e, "terminate not possible; retrying next round")
+                    tracing::warn!(%strategy, error = %e, "terminate not possible; retrying next round");
+                    self.note_termination_problem(&strategy, &ids, &e.to_string())
+                        .await;
                 }
             }
+        }
+    }
+
+    /// Shows HostFactory why a return is not done yet, on the machines concerned.
+    async fn note_termination_problem(&self, strategy: &str, ids: &[String], reason: &str) {
+        let message = format!("Termination not accepted yet, retrying: {reason}");
+        if let Err(e) = self.store.note_termination_problem(ids, &message).await {
+            tracing::error!(strategy, error = %e, "cannot record the termination problem");
         }
     }
 

@@ -504,10 +504,12 @@ impl HostFactory {
                     count(MachineResult::Fail)
                 ),
                 (RequestKind::Return, RequestStatus::Running) => {
+                    let problem = machines.iter().map(|m| &m.message).find(|m| !m.is_empty());
                     format!(
-                        "{} of {} machine(s) terminated.",
+                        "{} of {} machine(s) terminated.{}",
                         count(MachineResult::Succeed),
-                        known
+                        known,
+                        problem.map(|p| format!(" {p}")).unwrap_or_default()
                     )
                 }
                 (RequestKind::Return, _) => format!("{known} machine(s) returned."),

@@ -402,6 +402,23 @@ impl Store {
             .collect())
     }
 
+    /// Records why machines could not be terminated yet (shown with them until it works).
+    pub async fn note_termination_problem(
+        &self,
+        machine_ids: &[String],
+        message: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in machine_ids {
+            sqlx::query("UPDATE hf_machines SET message = ?2 WHERE machine_id = ?1 AND failed = 0")
+                .bind(id)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
     pub async fn mark_return_sent(
         &self,
         machine_ids: &[String],
@@ -410,7 +427,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for id in machine_ids {
             sqlx::query(
-                "UPDATE hf_machines SET return_sent_at = ?2, updated_at = ?2 WHERE machine_id = ?1",
+                "UPDATE hf_machines SET return_sent_at = ?2, updated_at = ?2,
+                     message = CASE WHEN failed = 1 THEN message ELSE '' END
+                 WHERE machine_id = ?1",
             )
             .bind(id)
             .bind(now)

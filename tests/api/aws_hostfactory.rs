@@ -339,6 +339,21 @@ async fn every_provider_api_through_the_shims_while_a_stuck_return_holds_up_no_o
     let r = status_of(app, &stuck).await;
     assert_eq!(r["status"], "running", "{r}");
     assert_eq!(r["machines"][0]["result"], "executing", "{r}");
+    // HostFactory is told why, on the machine and in the request's message.
+    assert!(
+        r["machines"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Termination not accepted yet"),
+        "{r}"
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("Termination not accepted yet"),
+        "{r}"
+    );
     let fleets = cloud.ec2.describe_fleets().send().await.unwrap();
     let fleet_id = fleets
         .fleets()
