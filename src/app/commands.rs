@@ -185,6 +185,16 @@ fn spec_field(path: &str) -> String {
     }
 }
 
+/// Problems with request criteria, at their path under `selection_criteria`.
+fn criteria_errors(criteria: Option<&SelectionCriteria>) -> Vec<FieldError> {
+    criteria
+        .map(SelectionCriteria::validate)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m))
+        .collect()
+}
+
 fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     let mut errors: Vec<FieldError> = Vec::new();
     if let Err(m) = check_strategy_name(&spec.name) {
@@ -237,15 +247,9 @@ impl Engine {
                 "must be more than 0 and at most 3600",
             ));
         }
-        if let Some(c) = &cmd.selection_criteria {
-            let errors: Vec<FieldError> = c
-                .validate()
-                .into_iter()
-                .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m))
-                .collect();
-            if !errors.is_empty() {
-                return Err(AppError::Validation(errors));
-            }
+        let errors = criteria_errors(cmd.selection_criteria.as_ref());
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
         }
         let mut op = ProviderOperation::new(cmd.operation_type, cmd.parameters);
         op.context = cmd.context.unwrap_or_default();
@@ -277,15 +281,9 @@ impl Engine {
     }
 
     pub fn select_strategy(&self, cmd: SelectCommand) -> AppResult<SelectionView> {
-        if let Some(c) = &cmd.selection_criteria {
-            let errors: Vec<FieldError> = c
-                .validate()
-                .into_iter()
-                .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m))
-                .collect();
-            if !errors.is_empty() {
-                return Err(AppError::Validation(errors));
-            }
+        let errors = criteria_errors(cmd.selection_criteria.as_ref());
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
         }
         if let Some(active) = self.settings().active_strategy
             && self.registry.get(&active).is_some()
@@ -500,13 +498,7 @@ impl Engine {
                 ));
             }
         }
-        if let Some(c) = &patch.selection_criteria {
-            errors.extend(
-                c.validate()
-                    .into_iter()
-                    .map(|(p, m)| FieldError::new(format!("selection_criteria.{p}"), m)),
-            );
-        }
+        errors.extend(criteria_errors(patch.selection_criteria.as_ref()));
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }

@@ -73,22 +73,7 @@ impl Store {
         strategy: &str,
         ids: &[String],
     ) -> StoreResult<Vec<SimInstanceRow>> {
-        let mut out = Vec::with_capacity(ids.len());
-        // SQLite limits bound parameters; 500 ids a statement stays well inside it.
-        for chunk in ids.chunks(500) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
-            let sql = format!(
-                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND instance_id IN ({placeholders})"
-            );
-            let mut q = sqlx::query(&sql).bind(strategy);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(from_row(r)?);
-            }
-        }
-        Ok(out)
+        self.sim_instances_where(strategy, "instance_id", ids).await
     }
 
     /// The instances of `strategy` made for any of `request_ids`.
@@ -97,16 +82,28 @@ impl Store {
         strategy: &str,
         request_ids: &[String],
     ) -> StoreResult<Vec<SimInstanceRow>> {
-        let mut out = Vec::new();
-        for chunk in request_ids.chunks(500) {
+        self.sim_instances_where(strategy, "request_id", request_ids)
+            .await
+    }
+
+    /// Instances of `strategy` whose `column` is one of `values`, oldest first.
+    async fn sim_instances_where(
+        &self,
+        strategy: &str,
+        column: &str,
+        values: &[String],
+    ) -> StoreResult<Vec<SimInstanceRow>> {
+        let mut out = Vec::with_capacity(values.len());
+        // SQLite limits bound parameters; 500 values a statement stays well inside it.
+        for chunk in values.chunks(500) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
             let sql = format!(
-                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND request_id IN ({placeholders})
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND {column} IN ({placeholders})
                  ORDER BY launched_at, instance_id"
             );
             let mut q = sqlx::query(&sql).bind(strategy);
-            for id in chunk {
-                q = q.bind(id);
+            for v in chunk {
+                q = q.bind(v);
             }
             for r in q.fetch_all(&self.pool).await? {
                 out.push(from_row(r)?);
