@@ -578,3 +578,45 @@ async fn a_new_health_check_interval_applies_at_once() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sequential_stops_at_the_first_success_and_redundant_answers_without_the_slow_member() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-down", json!({"failure_rate": 1.0}), json!({})).await;
+    register_sim(&app, "sim-up-1", json!({"region": "up-1"}), json!({})).await;
+    register_sim(&app, "sim-up-2", json!({"region": "up-2"}), json!({})).await;
+    register_ok(
+        &app,
+        "chain",
+        "composite",
+        json!({"strategies": ["sim-down", "sim-up-1", "sim-up-2"],
+        "mode": "sequential", "aggregation_policy": "first_success"}),
+    )
+    .await;
+    let v = run_on(&app, "chain", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["data"]["templates"][0]["region"], "up-1");
+    assert_eq!(
+        members_called(&v),
+        ["sim-down", "sim-up-1"],
+        "sim-up-2 never runs"
+    );
+
+    register_sim(&app, "sim-slow", json!({"latency_ms": 3000}), json!({})).await;
+    register_ok(
+        &app,
+        "race",
+        "composite",
+        json!({"strategies": ["sim-slow", "sim-up-2"], "mode": "redundant",
+        "aggregation_policy": "first_success", "min_success_count": 1}),
+    )
+    .await;
+    let v = run_on(&app, "race", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["data"]["templates"][0]["region"], "up-2");
+    assert!(
+        !members_called(&v).contains(&"sim-slow".to_string()),
+        "the slow member is left out of the answer: {v}"
+    );
+    app.stop().await;
+}
