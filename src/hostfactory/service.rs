@@ -213,6 +213,17 @@ impl HostFactory {
                 format!("Template '{}' is disabled (maxNumber 0).", t.id),
             ));
         }
+        if let Some(provider) = &t.provider_name
+            && self.engine.entry(provider).is_err()
+        {
+            return Err(HfError::new(
+                409,
+                format!(
+                    "Template '{}' names provider '{provider}', which is not registered.",
+                    t.id
+                ),
+            ));
+        }
         if count < 1 {
             return Err(HfError::new(
                 400,

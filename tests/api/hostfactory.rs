@@ -416,6 +416,29 @@ async fn request_guards_reject_without_a_request_id_or_a_cloud_call() {
     let (code, v) = shim(app, "requestMachines", &disabled).await;
     assert_ne!(code, 0);
     assert!(v["message"].as_str().unwrap().contains("disabled"));
+    // A template naming a provider that is not registered is refused at once.
+    let tmp = tempfile::tempdir().unwrap();
+    let orphan = hf_config(tmp.path(), 0.2);
+    let text = std::fs::read_to_string(orphan.hostfactory.templates_path.as_ref().unwrap())
+        .unwrap()
+        .replace("\"sim-secondary\"", "\"aws-nowhere\"");
+    std::fs::write(orphan.hostfactory.templates_path.as_ref().unwrap(), text).unwrap();
+    let other = TestApp::start(orphan).await;
+    let (code, v) = shim(
+        &other,
+        "requestMachines",
+        &json!({"template": {"templateId": "Secondary-C6i-Large", "machineCount": 1}}).to_string(),
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("'aws-nowhere', which is not registered"),
+        "{v}"
+    );
+    other.stop().await;
     for bad in [
         "{",
         "[]",
