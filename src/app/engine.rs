@@ -117,14 +117,15 @@ impl Engine {
         }
         let health = store.load_health().await?;
         let circuits = store.load_circuits().await?;
-        let overrides: SettingsPatch = match store.load_settings_overrides().await? {
+        let stored_overrides = store.load_settings_overrides().await?;
+        let updated_at = stored_overrides.as_ref().map(|(_, at)| *at);
+        let overrides: SettingsPatch = match stored_overrides {
             Some((map, _)) => serde_json::from_value(Value::Object(map)).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "stored strategy configuration unreadable; using the file's");
                 SettingsPatch::default()
             }),
             None => SettingsPatch::default(),
         };
-        let updated_at = store.load_settings_overrides().await?.map(|(_, at)| at);
         let effective = overrides.apply(&config.strategy);
         let engine = Arc::new_cyclic(|weak: &Weak<Engine>| Self {
             deps: ProviderDeps {

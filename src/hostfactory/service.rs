@@ -440,6 +440,23 @@ impl HostFactory {
 
     /// getRequestStatus, from the store only. Every id gets its own answer, in the order asked.
     pub async fn request_status(&self, ids: &[String]) -> HfResult<Vec<WireRequest>> {
+        let known = self.known_requests(ids).await?;
+        Ok(ids
+            .iter()
+            .zip(known)
+            .map(|(id, answer)| {
+                answer.unwrap_or_else(|| WireRequest {
+                    request_id: id.clone(),
+                    status: RequestStatus::CompleteWithError,
+                    message: format!("Unknown request '{id}': this service never issued it."),
+                    machines: Vec::new(),
+                })
+            })
+            .collect())
+    }
+
+    /// Each id's answer from the store, `None` for an id this service never issued.
+    pub async fn known_requests(&self, ids: &[String]) -> HfResult<Vec<Option<WireRequest>>> {
         let requests = self
             .store
             .hf_requests(ids)
@@ -452,14 +469,11 @@ impl HostFactory {
             .map_err(HfError::internal)?;
         Ok(ids
             .iter()
-            .map(|id| match requests.iter().find(|r| &r.request_id == id) {
-                None => WireRequest {
-                    request_id: id.clone(),
-                    status: RequestStatus::CompleteWithError,
-                    message: format!("Unknown request '{id}': this service never issued it."),
-                    machines: Vec::new(),
-                },
-                Some(r) => self.wire_request(r, &machines),
+            .map(|id| {
+                requests
+                    .iter()
+                    .find(|r| &r.request_id == id)
+                    .map(|r| self.wire_request(r, &machines))
             })
             .collect())
     }

@@ -195,22 +195,18 @@ pub async fn request_status(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let mut answers = state
+    let r = state
         .hostfactory
-        .request_status(std::slice::from_ref(&id))
-        .await?;
-    let known = state
-        .engine
-        .store()
-        .hf_requests(std::slice::from_ref(&id))
-        .await
-        .map_err(AppError::from)?;
-    let r = answers.pop().filter(|_| !known.is_empty()).ok_or_else(|| {
-        ApiError(AppError::NotFound {
-            what: "request",
-            name: id.clone(),
-        })
-    })?;
+        .known_requests(std::slice::from_ref(&id))
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(|| {
+            ApiError(AppError::NotFound {
+                what: "request",
+                name: id.clone(),
+            })
+        })?;
     Ok(Json(RequestView {
         request_id: r.request_id,
         status: r.status,
