@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::OutcomeWindow;
-use super::names::named_enum;
+use crate::domain::named_enum;
 use super::selection::{
     self, Candidate, SelectionCriteria, SelectionPolicy, SelectorState, Verdict,
 };

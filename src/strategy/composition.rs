@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::names::named_enum;
+use crate::domain::named_enum;
 use crate::domain::{ProviderError, ProviderErrorKind};
 
 named_enum! {

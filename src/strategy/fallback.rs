@@ -1,6 +1,6 @@
 //! Decisions of a `fallback` strategy as pure logic: its modes and the retry schedule.
 
-use super::names::named_enum;
+use crate::domain::named_enum;
 use crate::domain::ProviderErrorKind;
 
 named_enum! {

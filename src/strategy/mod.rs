@@ -5,7 +5,6 @@ pub mod balancing;
 pub mod breaker;
 pub mod composition;
 pub mod fallback;
-mod names;
 pub mod selection;
 pub mod window;
 

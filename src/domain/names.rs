@@ -1,10 +1,11 @@
-//! Mode, algorithm and policy names of the composite strategies: written in SCREAMING_SNAKE_CASE,
-//! accepted in any case (`circuit_breaker`, `Adaptive`), as the reference's guide writes them.
+//! Names of enumerated settings (policies, modes, provisioning APIs, price types): written one
+//! canonical way, accepted in any case (`circuit_breaker`, `Adaptive`, `ec2fleet`), as the
+//! reference's guide and the templates files write them.
 
-/// Defines a fieldless enum with its canonical names, `as_str`, `FromStr` (any case, `-` for
-/// `_`), and serde in both directions through the name.
+/// Defines a fieldless enum with its canonical names (and optional aliases), `as_str`,
+/// `FromStr` (any case, `-` for `_`), and serde in both directions through the name.
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal $(| $alias:literal)*),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name { $($(#[$vmeta])* $variant),+ }
@@ -28,7 +29,13 @@ macro_rules! named_enum {
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let upper = s.trim().to_ascii_uppercase().replace('-', "_");
-                Self::ALL.iter().copied().find(|v| v.as_str() == upper).ok_or_else(|| {
+                let aliases: &[(&str, $name)] = &[$($(($alias, $name::$variant),)*)+];
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str().to_ascii_uppercase() == upper)
+                    .or_else(|| aliases.iter().find(|(a, _)| a.to_ascii_uppercase() == upper).map(|(_, v)| *v))
+                    .ok_or_else(|| {
                     let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
                     format!("unknown {} '{s}', expected one of {}", $what, names.join(", "))
                 })
@@ -56,16 +63,18 @@ pub(crate) use named_enum;
 #[cfg(test)]
 mod tests {
     named_enum! {
-        enum Colour ("colour") { Dark => "DARK", LightBlue => "LIGHT_BLUE" }
+        enum Colour ("colour") { Dark => "DARK" | "black", LightBlue => "LIGHT_BLUE", Teal => "tealGreen" }
     }
 
     #[test]
     fn names_parse_in_any_case_and_serialize_canonically() {
         assert_eq!("light_blue".parse::<Colour>(), Ok(Colour::LightBlue));
         assert_eq!("Light-Blue".parse::<Colour>(), Ok(Colour::LightBlue));
+        assert_eq!("Black".parse::<Colour>(), Ok(Colour::Dark));
+        assert_eq!("TEALGREEN".parse::<Colour>(), Ok(Colour::Teal));
         assert_eq!(
             "red".parse::<Colour>().unwrap_err(),
-            "unknown colour 'red', expected one of DARK, LIGHT_BLUE"
+            "unknown colour 'red', expected one of DARK, LIGHT_BLUE, tealGreen"
         );
         assert_eq!(serde_json::to_value(Colour::Dark).unwrap(), "DARK");
         let c: Colour = serde_json::from_value(serde_json::json!("dark")).unwrap();
