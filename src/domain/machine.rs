@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ProvisioningApi;
+
 /// Cloud-side state of one instance, in EC2's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -50,7 +52,9 @@ pub struct Machine {
     /// a reservation id. Needed to give it back the way it came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
-    /// The API that made it (`RunInstances`, `EC2Fleet`, `SpotFleet`, `ASG`, `simulated`).
+    /// The API that made it (`RunInstances`, `EC2Fleet`, `SpotFleet`, `ASG`); none for a
+    /// simulator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider_api: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub provider_api: Option<ProvisioningApi>,
 }

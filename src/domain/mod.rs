@@ -1,15 +1,23 @@
-//! Domain types shared by every layer: operations, results, capabilities, health.
+//! Domain types shared by every layer: operations, errors, capabilities, health, machines and
+//! the launch model.
 //! No I/O here.
 
 mod capabilities;
 mod health;
+mod launch;
 mod machine;
+mod names;
 mod operation;
 
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use health::{HealthState, HealthStatus};
+pub use launch::{
+    AllocationStrategy, FleetOptions, FleetType, LaunchSpec, OnDemandAllocation, PriceType,
+    ProvisioningApi, RootVolume, SpecField, VolumeType, WeightedType,
+};
 pub use machine::{Machine, MachineState};
-pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind, ProviderOperation};
+pub(crate) use names::named_enum;
+pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind};
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.
 pub type EpochMillis = i64;

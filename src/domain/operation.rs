@@ -2,7 +2,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// The operations a provider strategy can be asked to perform.
@@ -67,28 +66,6 @@ impl<'de> Deserialize<'de> for OperationType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// One operation handed to a provider.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProviderOperation {
-    pub operation_type: OperationType,
-    pub parameters: Map<String, Value>,
-    pub context: Map<String, Value>,
-}
-
-impl ProviderOperation {
-    pub fn new(operation_type: OperationType, parameters: Map<String, Value>) -> Self {
-        Self {
-            operation_type,
-            parameters,
-            context: Map::new(),
-        }
-    }
-
-    pub fn health_check() -> Self {
-        Self::new(OperationType::HealthCheck, Map::new())
     }
 }
 
@@ -214,10 +191,13 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(no_recursion)]
     pub members: Vec<Attempt>,
+    /// Members whose answers a composite combined; shown in the answer's data, not here.
+    #[serde(skip)]
+    pub contributors: Vec<String>,
 }
 
 impl Attempt {
-    pub fn of(strategy: &str, result: &Result<Value, ProviderError>, ms: f64) -> Self {
+    pub fn of<T>(strategy: &str, result: &Result<T, ProviderError>, ms: f64) -> Self {
         Attempt {
             strategy: strategy.to_string(),
             success: result.is_ok(),
@@ -226,6 +206,7 @@ impl Attempt {
             error_kind: result.as_ref().err().map(|e| e.kind),
             response_time_ms: ms,
             members: Vec::new(),
+            contributors: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod composite;
+pub mod contract;
 pub mod simulated;
 
 use std::any::Any;
@@ -15,56 +16,81 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::StrategySpec;
-use crate::domain::{Attempt, Capabilities, ProviderError, ProviderOperation};
+use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
 use crate::store::Store;
 use crate::strategy::{Candidate, Transition};
 
+pub use contract::{
+    CreateRequest, Created, HealthReport, MachineRef, MemberHealth, OfferedTemplate, Operation,
+    OperationOutput, ResourceRef, SpecProblem, StatusQuery, StatusReport, TemplatesReport,
+    TerminateFailure, TerminateReport, TerminateRequest, ValidationReport,
+};
+
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
-/// safe to call concurrently.
-///
-/// Parameters and answers of the operations, common to every provider:
-/// - `CREATE_INSTANCES` `{count, template_id?, request_id?, template?, instance_type?,
-///   price_type?, tags?}`; `template` is the HostFactory template object as written in
-///   `awsprov_templates.json` (camelCase keys), `request_id` is tagged on every instance.
-///   `count` is in capacity units: machines, or weight units when the template has `vmTypes`
-///   (a fleet's target capacity; the machines placed may cover more than asked).
-///   Answer: `{instance_ids, instances: [Machine], resource_id?, provider_api?, count}`; APIs
-///   that place instances later (fleets of type request, Auto Scaling) may answer with no
-///   instances yet and a `resource_id`.
-/// - `GET_INSTANCE_STATUS` `{instance_ids?, request_ids?, resources?: [{resource_id,
-///   provider_api}]}`, at least one of them; batched by the provider as its API allows.
-///   Answer: `{machines: [Machine], not_found: [instance id]}`.
-/// - `TERMINATE_INSTANCES` `{instance_ids, machines?: [{instance_id, resource_id?,
-///   provider_api?}]}`; `machines` tells the provider how each instance was made, so that it
-///   is given back the same way (fleet capacity, Auto Scaling group). Answer: `{terminating,
-///   already_terminating, not_found, failed?: [{instance_ids, error_code, error_message}]}`;
-///   `failed` lists machines that could not be given back while others were (`Err` when none
-///   could), so that the caller retries only those.
-/// - `VALIDATE_TEMPLATE` `{template}`: an invalid template is an `Err` of kind Validation.
-/// - `GET_AVAILABLE_TEMPLATES` `{}` → `{templates: [...]}`.
-/// - `HEALTH_CHECK` `{}`: `Err` means unhealthy.
+/// safe to call concurrently. Every operation takes and answers typed values (see
+/// [`contract`]); an `Err` of kind Validation is the caller's mistake, any other kind counts
+/// against the strategy.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// What the provider says of itself; declared capabilities are laid over this.
     fn capabilities(&self) -> Capabilities;
 
-    /// Performs one operation. `HEALTH_CHECK` is an operation like the others: `Err` means
-    /// unhealthy.
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError>;
+    /// Starts instances. `request_id` is the idempotency key: instances are tagged with it
+    /// so that a retry after a crash finds them instead of making more.
+    async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError>;
 
-    /// Like `execute`, with the calls made to member strategies (composite types only).
-    async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
-        Traced {
-            result: self.execute(op).await,
-            members: Vec::new(),
-        }
+    /// Machines by id, by request id and by holding resource, batched as the API allows.
+    async fn status(&self, query: &StatusQuery) -> Result<StatusReport, ProviderError>;
+
+    /// Gives machines back the way each was made. `Err` only when none could be given back;
+    /// partial failures are listed in the report.
+    async fn terminate(&self, req: &TerminateRequest) -> Result<TerminateReport, ProviderError>;
+
+    /// Checks a launch spec against what the provider can start; problems are in the report.
+    async fn validate(&self, spec: &LaunchSpec) -> Result<ValidationReport, ProviderError>;
+
+    /// Templates the provider offers of itself.
+    async fn templates(&self) -> Result<TemplatesReport, ProviderError>;
+
+    /// A cheap real call; `Err` means unhealthy.
+    async fn health(&self) -> Result<HealthReport, ProviderError>;
+
+    /// Runs one operation, with the calls made to member strategies (composite types only).
+    async fn execute_traced(&self, op: &Operation) -> Traced {
+        let result = match op {
+            Operation::Create(req) => self.create(req).await.map(OperationOutput::Created),
+            Operation::Status(q) => self.status(q).await.map(OperationOutput::Status),
+            Operation::Terminate(req) => {
+                self.terminate(req).await.map(OperationOutput::Terminated)
+            }
+            Operation::Validate(spec) => self
+                .validate(spec)
+                .await
+                .and_then(ValidationReport::into_result)
+                .map(OperationOutput::Validated),
+            Operation::Templates => self.templates().await.map(OperationOutput::Templates),
+            Operation::Health => self.health().await.map(OperationOutput::Health),
+        };
+        Traced::plain(result)
     }
 }
 
-/// An answer and the member calls behind it.
+/// An answer, the member calls behind it, and the members whose answers it is made of.
 pub struct Traced {
-    pub result: Result<Value, ProviderError>,
+    pub result: Result<OperationOutput, ProviderError>,
     pub members: Vec<Attempt>,
+    /// Members whose answers were combined (MERGE_ALL, MAJORITY_WINS); empty otherwise.
+    pub contributors: Vec<String>,
+}
+
+impl Traced {
+    pub fn plain(result: Result<OperationOutput, ProviderError>) -> Self {
+        Self {
+            result,
+            members: Vec::new(),
+            contributors: Vec::new(),
+        }
+    }
 }
 
 /// How composite strategies call their members: through the engine, so that each member's
@@ -75,9 +101,9 @@ pub trait MemberInvoker: Send + Sync {
     async fn invoke(
         &self,
         strategy: &str,
-        op: &ProviderOperation,
+        op: &Operation,
         timeout: Option<Duration>,
-    ) -> (Attempt, Result<Value, ProviderError>);
+    ) -> (Attempt, Result<OperationOutput, ProviderError>);
 
     /// The strategy as selection sees it now (cached health, circuit, capabilities), or
     /// `None` when no strategy has that name.
@@ -138,29 +164,6 @@ pub(crate) fn parse_config<T: DeserializeOwned>(
         };
         (path, e.into_inner().to_string())
     })
-}
-
-/// A list of strings under `key`, deduplicated; `None` when absent.
-pub(crate) fn string_list(
-    params: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<String>>, ProviderError> {
-    let Some(value) = params.get(key).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let list = value.as_array().ok_or_else(|| {
-        ProviderError::validation(format!("parameters.{key} must be a list of strings"))
-    })?;
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (i, v) in list.iter().enumerate() {
-        let id = v.as_str().ok_or_else(|| {
-            ProviderError::validation(format!("parameters.{key}[{i}] must be a string"))
-        })?;
-        if !out.iter().any(|seen| seen == id) {
-            out.push(id.to_string());
-        }
-    }
-    Ok(Some(out))
 }
 
 /// Problems with a strategy definition, as (path below the definition, message).
