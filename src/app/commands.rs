@@ -15,10 +15,9 @@ use super::views::{HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
 use crate::config::{StrategySpec, check_strategy_name};
 use crate::domain::{
-    CapabilityFlags, HealthState, HealthStatus, OperationType, ProviderOperation, now_millis,
-    rfc3339,
+    CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
-use crate::providers::{self, composite};
+use crate::providers::{self, Operation, composite};
 use crate::store::StrategySource;
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
 
@@ -40,6 +39,7 @@ pub struct ExecuteCommand {
     /// Laid over the configured criteria for this call only.
     #[serde(default)]
     pub selection_criteria: Option<SelectionCriteria>,
+    /// Accepted from the reference's clients and logged; providers do not see it.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Map<String, Value>>,
@@ -235,8 +235,10 @@ impl RegisterCommand {
 }
 
 impl Engine {
+    /// Runs `op`, read from `cmd.parameters` at the edge, as `cmd` routes it.
     pub async fn execute_operation(
         self: &Arc<Self>,
+        op: Operation,
         cmd: ExecuteCommand,
     ) -> AppResult<OperationResult> {
         if let Some(t) = cmd.timeout_seconds
@@ -251,8 +253,9 @@ impl Engine {
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
-        let mut op = ProviderOperation::new(cmd.operation_type, cmd.parameters);
-        op.context = cmd.context.unwrap_or_default();
+        if let Some(context) = &cmd.context {
+            tracing::debug!(operation = %op.kind(), ?context, "operation context");
+        }
         let route = Route {
             strategy: cmd.strategy_override,
             criteria: cmd.selection_criteria,
@@ -261,7 +264,20 @@ impl Engine {
         let outcome = self.execute(op, route).await?;
         let fallback_used = outcome.fallback_used();
         let (success, data, error_message, error_code) = match outcome.result {
-            Ok(data) => (true, data, None, None),
+            Ok(output) => {
+                let mut data = output.to_json();
+                let contributors = outcome
+                    .attempts
+                    .last()
+                    .map(|a| a.contributors.clone())
+                    .unwrap_or_default();
+                if let Value::Object(map) = &mut data
+                    && !contributors.is_empty()
+                {
+                    map.insert("contributing_strategies".into(), json!(contributors));
+                }
+                (true, data, None, None)
+            }
             Err(e) => (false, Value::Null, Some(e.message), Some(e.code)),
         };
         Ok(OperationResult {

@@ -13,9 +13,11 @@ use crate::config::{Config, StrategySettings, StrategySpec};
 pub use crate::domain::Attempt;
 use crate::domain::{
     EpochMillis, HealthState, HealthStatus, OperationType, ProviderError, ProviderErrorKind,
-    ProviderOperation, now_millis, rfc3339,
+    now_millis, rfc3339,
 };
-use crate::providers::{self, MemberInvoker, ProviderDeps, StateShelf, composite};
+use crate::providers::{
+    self, MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, composite,
+};
 use crate::store::{CircuitRow, Store, StoredStrategy, StrategySource};
 use crate::strategy::composition::find_cycle;
 use crate::strategy::{
@@ -41,7 +43,7 @@ pub struct Route {
 /// The result of an operation after selection, breaker checks and failover.
 #[derive(Debug, Clone)]
 pub struct ExecutionOutcome {
-    pub result: Result<Value, ProviderError>,
+    pub result: Result<OperationOutput, ProviderError>,
     pub strategy_used: String,
     pub attempts: Vec<Attempt>,
     pub selection: Option<Selection>,
@@ -387,7 +389,7 @@ impl Engine {
     /// An explicit `strategy_override` runs on that strategy only.
     pub async fn execute(
         self: &Arc<Self>,
-        op: ProviderOperation,
+        op: Operation,
         route: Route,
     ) -> AppResult<ExecutionOutcome> {
         let started = Instant::now();
@@ -396,7 +398,7 @@ impl Engine {
             guard,
             selection,
             how,
-        } = self.resolve(op.operation_type, &route)?;
+        } = self.resolve(op.kind(), &route)?;
         let settings = self.settings();
         let timeout = route
             .timeout
@@ -416,7 +418,7 @@ impl Engine {
                     .iter()
                     .filter(|name| !attempts.iter().any(|a| &a.strategy == *name))
                     .filter_map(|name| self.registry.get(name))
-                    .find(|e| e.spec.enabled && e.capabilities().supports(op.operation_type))
+                    .find(|e| e.spec.enabled && e.capabilities().supports(op.kind()))
                     .map(|e| {
                         let guard = InFlightGuard::new(Arc::clone(&e.runtime));
                         (e, guard)
@@ -440,10 +442,10 @@ impl Engine {
     async fn call(
         self: &Arc<Self>,
         entry: &Arc<StrategyEntry>,
-        op: &ProviderOperation,
+        op: &Operation,
         timeout: Duration,
         in_flight: InFlightGuard,
-    ) -> (Attempt, Result<Value, ProviderError>) {
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         let engine = Arc::clone(self);
         let entry = Arc::clone(entry);
         let op = op.clone();
@@ -461,7 +463,8 @@ impl Engine {
                     "PROVIDER_PANICKED",
                     e.to_string(),
                 );
-                (Attempt::of(&name, &Err(err.clone()), 0.0), Err(err))
+                let result = Err(err);
+                (Attempt::of(&name, &result, 0.0), result)
             }
         }
     }
@@ -469,9 +472,9 @@ impl Engine {
     async fn call_inner(
         &self,
         entry: &Arc<StrategyEntry>,
-        op: &ProviderOperation,
+        op: &Operation,
         timeout: Duration,
-    ) -> (Attempt, Result<Value, ProviderError>) {
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         let cfg = self.breaker_config();
         let name = entry.name();
         let (decision, transition) = {
@@ -489,7 +492,7 @@ impl Engine {
                 let result = Err(err);
                 self.metrics.record(
                     name,
-                    op.operation_type.as_str(),
+                    op.kind().as_str(),
                     now_millis(),
                     false,
                     0.0,
@@ -499,15 +502,16 @@ impl Engine {
             }
         };
         let started = Instant::now();
-        let (result, members) =
+        let (result, members, contributors) =
             match tokio::time::timeout(timeout, entry.provider.execute_traced(op)).await {
-                Ok(traced) => (traced.result, traced.members),
+                Ok(traced) => (traced.result, traced.members, traced.contributors),
                 Err(_) => (
                     Err(ProviderError::new(
                         ProviderErrorKind::Timeout,
                         "TIMEOUT",
                         format!("no answer within {:.1}s", timeout.as_secs_f64()),
                     )),
+                    Vec::new(),
                     Vec::new(),
                 ),
             };
@@ -539,7 +543,7 @@ impl Engine {
             .map(|e| (e.code.as_str(), e.message.as_str()));
         self.metrics.record(
             name,
-            op.operation_type.as_str(),
+            op.kind().as_str(),
             now,
             result.is_ok(),
             ms,
@@ -549,7 +553,7 @@ impl Engine {
             EventKind::Operation,
             Some(name),
             json!({
-                "operation_type": op.operation_type,
+                "operation_type": op.kind(),
                 "success": result.is_ok(),
                 "response_time_ms": ms,
                 "error_code": result.as_ref().err().map(|e| e.code.clone()),
@@ -560,6 +564,7 @@ impl Engine {
         }
         let mut attempt = Attempt::of(name, &result, ms);
         attempt.members = members;
+        attempt.contributors = contributors;
         (attempt, result)
     }
 
@@ -610,7 +615,6 @@ impl Engine {
     pub async fn check_health(&self, entry: &Arc<StrategyEntry>) -> HealthStatus {
         let settings = self.settings();
         let timeout = Duration::from_secs_f64(settings.health_check_timeout);
-        let op = ProviderOperation::health_check();
         let mut outcome = Err(ProviderError::new(
             ProviderErrorKind::Internal,
             "NOT_RUN",
@@ -619,7 +623,7 @@ impl Engine {
         let mut ms = 0.0;
         for _ in 0..=settings.health_check_retries {
             let started = Instant::now();
-            outcome = match tokio::time::timeout(timeout, entry.provider.execute(&op)).await {
+            outcome = match tokio::time::timeout(timeout, entry.provider.health()).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::new(
                     ProviderErrorKind::Timeout,
@@ -649,13 +653,13 @@ impl Engine {
             error,
         );
         let health = match &outcome {
-            Ok(data) => HealthStatus {
+            Ok(report) => HealthStatus {
                 state: HealthState::Healthy,
                 status_message: Some(
-                    data.get("status_message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("health check passed")
-                        .to_string(),
+                    report
+                        .status_message
+                        .clone()
+                        .unwrap_or_else(|| "health check passed".into()),
                 ),
                 error_details: None,
                 source: "health_check".into(),
@@ -748,9 +752,9 @@ impl MemberInvoker for EngineInvoker {
     async fn invoke(
         &self,
         strategy: &str,
-        op: &ProviderOperation,
+        op: &Operation,
         timeout: Option<Duration>,
-    ) -> (Attempt, Result<Value, ProviderError>) {
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         let refuse = |kind, code: &str, message: String| {
             let result = Err(ProviderError::new(kind, code, message));
             (Attempt::of(strategy, &result, 0.0), result)

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::service::{HostFactory, machine_row, machines_in, placed_units};
+use super::service::{HostFactory, machine_row, placed_units};
 use crate::app::Route;
-use crate::domain::{EpochMillis, OperationType, ProviderOperation, now_millis};
+use crate::domain::{EpochMillis, ProvisioningApi, now_millis};
+use crate::providers::{
+    MachineRef, Operation, OperationOutput, ResourceRef, StatusQuery, TerminateRequest,
+};
 use crate::store::{HfMachine, HfRequest, RequestKind, RequestState};
 
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
@@ -33,6 +35,11 @@ pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
 struct Poll {
     instance_ids: Vec<String>,
     request_ids: Vec<String>,
+}
+
+/// A provisioning API as stored with a request or machine.
+fn stored_api(text: Option<&str>) -> Option<ProvisioningApi> {
+    text.and_then(|t| t.parse().ok())
 }
 
 fn is_gone(state: &str) -> bool {
@@ -141,29 +148,28 @@ impl HostFactory {
         in_progress: &[&HfRequest],
         now: EpochMillis,
     ) {
-        let mut params = Map::new();
-        if !ids.is_empty() {
-            params.insert("instance_ids".into(), json!(ids));
-        }
-        if !request_ids.is_empty() {
-            params.insert("request_ids".into(), json!(request_ids));
-            let resources: Vec<Value> = in_progress
-                .iter()
-                .filter(|r| request_ids.contains(&r.request_id) && r.resource_id.is_some())
-                .map(|r| json!({"resource_id": r.resource_id, "provider_api": r.provider_api}))
-                .collect();
-            if !resources.is_empty() {
-                params.insert("resources".into(), Value::Array(resources));
-            }
-        }
-        let op = ProviderOperation::new(OperationType::GetInstanceStatus, params);
+        let resources: Vec<ResourceRef> = in_progress
+            .iter()
+            .filter(|r| request_ids.contains(&r.request_id))
+            .filter_map(|r| {
+                Some(ResourceRef {
+                    resource_id: r.resource_id.clone()?,
+                    provider_api: stored_api(r.provider_api.as_deref())?,
+                })
+            })
+            .collect();
+        let op = Operation::Status(StatusQuery {
+            instance_ids: ids,
+            request_ids,
+            resources,
+        });
         let route = Route {
             strategy: Some(strategy.to_string()),
             ..Route::default()
         };
-        let data = match self.engine.execute(op, route).await {
-            Ok(outcome) => match outcome.result {
-                Ok(data) => data,
+        let report = match self.engine.execute(op, route).await {
+            Ok(outcome) => match outcome.result.and_then(OperationOutput::into_status) {
+                Ok(report) => report,
                 Err(e) => {
                     return tracing::warn!(strategy, error = %e, "status poll failed; retrying next round");
                 }
@@ -174,28 +180,20 @@ impl HostFactory {
         };
         let pending_timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
         let mut rows = Vec::new();
-        for m in machines_in(&data, "machines") {
+        for m in &report.machines {
             let row = match tracked.iter().find(|t| t.machine_id == m.instance_id) {
-                Some(t) => observe(t, &m, now),
+                Some(t) => observe(t, m, now),
                 None => match in_progress
                     .iter()
                     .find(|r| m.request_id.is_some() && m.request_id == Some(r.request_id.clone()))
                 {
-                    Some(r) => machine_row(r, strategy, &m, now),
+                    Some(r) => machine_row(r, strategy, m, now),
                     None => continue,
                 },
             };
             rows.push(row);
         }
-        let not_found: Vec<String> = data
-            .get("not_found")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let not_found = &report.not_found;
         for t in tracked.iter().filter(|t| not_found.contains(&t.machine_id)) {
             let mut gone = t.clone();
             gone.state = "terminated".into();
@@ -248,54 +246,41 @@ impl HostFactory {
         }
         for (strategy, list) in by_strategy {
             let ids: Vec<String> = list.iter().map(|m| m.machine_id.clone()).collect();
-            let context: Vec<Value> = list
-                .iter()
-                .map(|m| json!({"instance_id": m.machine_id, "resource_id": m.resource_id, "provider_api": m.provider_api}))
-                .collect();
-            let mut params = Map::new();
-            params.insert("instance_ids".into(), json!(ids));
-            params.insert("machines".into(), Value::Array(context));
-            let op = ProviderOperation::new(OperationType::TerminateInstances, params);
+            let op = Operation::Terminate(TerminateRequest {
+                machines: list
+                    .iter()
+                    .map(|m| MachineRef {
+                        instance_id: m.machine_id.clone(),
+                        resource_id: m.resource_id.clone(),
+                        provider_api: stored_api(m.provider_api.as_deref()),
+                    })
+                    .collect(),
+                simulate_reclaim: false,
+            });
             let route = Route {
                 strategy: Some(strategy.clone()),
                 ..Route::default()
             };
-            match self.engine.execute(op, route).await.map(|o| o.result) {
-                Ok(Ok(data)) => {
+            let answer = self
+                .engine
+                .execute(op, route)
+                .await
+                .map(|o| o.result.and_then(OperationOutput::into_terminated));
+            match answer {
+                Ok(Ok(report)) => {
                     // Machines the provider could not give back stay unsent: retried next round.
-                    let failed: Vec<&str> = data
-                        .get("failed")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .flat_map(|f| f.get("instance_ids").and_then(Value::as_array))
-                        .flatten()
-                        .filter_map(Value::as_str)
+                    let failed: Vec<&str> = report
+                        .failed
+                        .iter()
+                        .flat_map(|f| &f.instance_ids)
+                        .map(String::as_str)
                         .collect();
                     if !failed.is_empty() {
-                        tracing::warn!(%strategy, failed = ?data.get("failed"), "some terminations failed; retrying them next round");
+                        tracing::warn!(%strategy, failed = ?report.failed, "some terminations failed; retrying them next round");
                     }
-                    for f in data
-                        .get("failed")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        let ids: Vec<String> = f
-                            .get("instance_ids")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect();
-                        let reason = format!(
-                            "{}: {}",
-                            f.get("error_code")
-                                .and_then(Value::as_str)
-                                .unwrap_or("ERROR"),
-                            f.get("error_message").and_then(Value::as_str).unwrap_or("")
-                        );
-                        self.note_termination_problem(&strategy, &ids, &reason)
+                    for f in &report.failed {
+                        let reason = format!("{}: {}", f.error_code, f.error_message);
+                        self.note_termination_problem(&strategy, &f.instance_ids, &reason)
                             .await;
                     }
                     let sent: Vec<String> = ids
@@ -377,7 +362,10 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
     row.instance_type = m.instance_type.clone().or_else(|| t.instance_type.clone());
     row.price_type = m.price_type.clone().or_else(|| t.price_type.clone());
     row.resource_id = m.resource_id.clone().or_else(|| t.resource_id.clone());
-    row.provider_api = m.provider_api.clone().or_else(|| t.provider_api.clone());
+    row.provider_api = m
+        .provider_api
+        .map(|a| a.as_str().to_string())
+        .or_else(|| t.provider_api.clone());
     // The cloud taking back a machine HostFactory still holds.
     let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(&row.state));
     if t.return_request_id.is_none() && taken {

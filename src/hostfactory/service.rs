@@ -1,15 +1,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::status::{self, MachineResult, RequestStatus};
-use super::templates::{Template, TemplateCatalog, units_of};
+use super::templates::{Template, TemplateCatalog, launch_spec};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, Machine, OperationType, ProviderOperation, now_millis};
+use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
+use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
 use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
 
 /// A rejected call: HTTP status and the message HostFactory prints.
@@ -90,15 +91,30 @@ async fn lookup_hosts<'h>(
         .collect())
 }
 
+/// The launch spec an acquire request was made with, read from the template stored with it.
+pub(super) fn spec_of(r: &HfRequest) -> LaunchSpec {
+    let id = r.template_id.clone().unwrap_or_default();
+    match r.template.as_ref().and_then(Value::as_object).map(launch_spec) {
+        Some(Ok(spec)) => spec,
+        // Stored templates were valid when stored; one that no longer reads counts machines.
+        Some(Err(problems)) => {
+            tracing::warn!(request_id = %r.request_id, ?problems, "stored template no longer reads; counting machines");
+            LaunchSpec::named(id)
+        }
+        None => LaunchSpec::named(id),
+    }
+}
+
 /// Units of `r` placed so far among `machines` (any machines; those of other requests are skipped).
 pub(super) fn placed_units<'m>(
     r: &HfRequest,
     machines: impl IntoIterator<Item = &'m HfMachine>,
 ) -> i64 {
+    let spec = spec_of(r);
     machines
         .into_iter()
         .filter(|m| m.request_id == r.request_id)
-        .map(|m| units_of(r.template.as_ref(), m.instance_type.as_deref()))
+        .map(|m| spec.units_of(m.instance_type.as_deref()))
         .sum()
 }
 
@@ -123,25 +139,12 @@ pub(super) fn machine_row(
         price_type: m.price_type.clone(),
         launch_time: m.launch_time,
         resource_id: m.resource_id.clone(),
-        provider_api: m.provider_api.clone(),
+        provider_api: m.provider_api.map(|a| a.as_str().to_string()),
         reclaim_notice: m.reclaim_notice.clone(),
         created_at: now,
         updated_at: now,
         ..HfMachine::default()
     }
-}
-
-/// Machines listed in a provider answer (`instances` or `machines`).
-pub(super) fn machines_in(data: &Value, key: &str) -> Vec<Machine> {
-    data.get(key)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| serde_json::from_value::<Machine>(v.clone()).ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl HostFactory {
@@ -189,11 +192,10 @@ impl HostFactory {
             .hf_template_usage(&t.id)
             .await
             .map_err(HfError::internal)?;
-        let raw = Value::Object(t.raw.clone());
         let units = |types: &[Option<String>]| -> i64 {
             types
                 .iter()
-                .map(|ty| units_of(Some(&raw), ty.as_deref()))
+                .map(|ty| t.launch.units_of(ty.as_deref()))
                 .sum()
         };
         let waiting: i64 = open
@@ -240,7 +242,7 @@ impl HostFactory {
                     "Template '{}' allows at most {} {}: {} are held or on their way, {count} more requested would exceed the limit.",
                     t.id,
                     t.max_number,
-                    if t.raw.contains_key("vmTypes") {
+                    if t.launch.weighted {
                         "capacity units"
                     } else {
                         "machines"
@@ -261,7 +263,7 @@ impl HostFactory {
             state: RequestState::Pending,
             message: String::new(),
             resource_id: None,
-            provider_api: t.provider_api.clone(),
+            provider_api: t.launch.provisioning_api.map(|a| a.as_str().to_string()),
             attempts: 0,
             created_at: now,
             updated_at: now,
@@ -299,9 +301,10 @@ impl HostFactory {
         if req.attempts > 0 {
             made = self.adopt(&id).await;
         }
+        let spec = spec_of(&req);
         let made_units: i64 = made
             .iter()
-            .map(|(_, m)| units_of(req.template.as_ref(), m.instance_type.as_deref()))
+            .map(|(_, m)| spec.units_of(m.instance_type.as_deref()))
             .sum();
         let missing = req.requested_count - made_units;
         let mut strategy = made.first().map(|(s, _)| s.clone());
@@ -309,18 +312,12 @@ impl HostFactory {
             (None, req.provider_api.clone(), String::new());
         let mut failed = false;
         if missing > 0 {
-            let template = req.template.clone().unwrap_or(Value::Object(Map::new()));
-            let mut params = Map::new();
-            params.insert("count".into(), json!(missing));
-            params.insert("template_id".into(), json!(req.template_id));
-            params.insert("request_id".into(), json!(id));
-            for (key, from) in [("instance_type", "vmType"), ("price_type", "priceType")] {
-                if let Some(v) = template.get(from).filter(|v| v.is_string()) {
-                    params.insert(key.into(), v.clone());
-                }
-            }
-            params.insert("template".into(), template);
-            let op = ProviderOperation::new(OperationType::CreateInstances, params);
+            let op = Operation::Create(CreateRequest {
+                spec,
+                units: u32::try_from(missing).unwrap_or(u32::MAX),
+                request_id: Some(id.clone()),
+                tags: Vec::new(),
+            });
             let route = Route {
                 strategy: req.provider_name.clone(),
                 ..Route::default()
@@ -332,18 +329,16 @@ impl HostFactory {
                         .iter()
                         .map(|a| a.strategy.as_str())
                         .collect();
-                    match &outcome.result {
-                        Ok(data) => {
+                    match outcome.result.clone().and_then(OperationOutput::into_created) {
+                        Ok(created) => {
                             strategy = Some(outcome.strategy_used.clone());
-                            resource_id = data
-                                .get("resource_id")
-                                .and_then(Value::as_str)
-                                .map(str::to_string);
-                            if let Some(api) = data.get("provider_api").and_then(Value::as_str) {
-                                provider_api = Some(api.to_string());
+                            resource_id = created.resource_id;
+                            if let Some(api) = created.provider_api {
+                                provider_api = Some(api.as_str().to_string());
                             }
                             made.extend(
-                                machines_in(data, "instances")
+                                created
+                                    .instances
                                     .into_iter()
                                     .map(|m| (outcome.strategy_used.clone(), m)),
                             );
@@ -409,19 +404,20 @@ impl HostFactory {
             {
                 continue;
             }
-            let mut params = Map::new();
-            params.insert("request_ids".into(), json!([request_id]));
-            let op = ProviderOperation::new(OperationType::GetInstanceStatus, params);
+            let op = Operation::Status(StatusQuery {
+                request_ids: vec![request_id.to_string()],
+                ..StatusQuery::default()
+            });
             let route = Route {
                 strategy: Some(entry.name().to_string()),
                 ..Route::default()
             };
-            if let Ok(outcome) = self.engine.execute(op, route).await
-                && let Ok(data) = &outcome.result
-            {
-                for m in machines_in(data, "machines") {
+            let answer = self.engine.execute(op, route).await;
+            if let Ok(report) = answer.map(|o| o.result.and_then(OperationOutput::into_status)) {
+                let Ok(report) = report else { continue };
+                for m in report.machines {
                     if m.request_id.as_deref() == Some(request_id)
-                        && m.state.as_str() != "terminated"
+                        && m.state != MachineState::Terminated
                     {
                         found.push((entry.name().to_string(), m));
                     }

@@ -1,11 +1,19 @@
 //! HostFactory templates (`awsprov_templates.json`): parsing, validation with messages that
-//! name the template and the field, and the attributes in HostFactory's typed-array form.
+//! name the template and the field, the launch spec each template describes, and the
+//! attributes in HostFactory's typed-array form.
+
+mod launch;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
+
+pub use launch::{KeyProblem, launch_spec, parse_instance_tags};
+use launch::number_text;
+
+use crate::domain::{LaunchSpec, ProvisioningApi};
 
 /// One template as the admin wrote it, with the fields the service acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,39 +23,19 @@ pub struct Template {
     pub max_number: i64,
     /// A strategy name; otherwise the strategy layer chooses.
     pub provider_name: Option<String>,
-    /// RunInstances, EC2Fleet, SpotFleet or ASG, when the template says.
-    pub provider_api: Option<String>,
-    pub price_type: String,
-    pub vm_type: Option<String>,
+    /// What providers start for it.
+    pub launch: LaunchSpec,
     /// `(name, [type, value])` in file order, values as strings.
     pub attributes: Vec<(String, [String; 2])>,
-    /// The object as written, handed to providers and passed back to HostFactory.
+    /// The object as written, stored with requests and passed back to HostFactory.
     pub raw: Map<String, Value>,
 }
-
-const PROVIDER_APIS: [(&str, &str); 6] = [
-    ("runinstances", "RunInstances"),
-    ("ec2fleet", "EC2Fleet"),
-    ("spotfleet", "SpotFleet"),
-    ("asg", "ASG"),
-    ("autoscalinggroup", "ASG"),
-    ("autoscaling", "ASG"),
-];
 
 fn is_template_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// A number or a numeric string as HostFactory's attribute text ("4096", "0.5").
-fn number_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if s.trim().parse::<f64>().is_ok() => Some(s.trim().to_string()),
-        _ => None,
-    }
 }
 
 /// One attribute in typed form: `["Numeric","4096"]` stays, `4096` and `["4096"]` become
@@ -81,31 +69,6 @@ fn typed_attribute(name: &str, v: &Value) -> Result<[String; 2], String> {
         Value::String(s) => Ok(["String".into(), s.clone()]),
         _ => Err("must be [\"String\"|\"Numeric\", \"value\"], a number or a string".into()),
     }
-}
-
-/// Capacity units of one machine. HostFactory counts weighted templates (`vmTypes`) in units:
-/// a machine weighs what its instance type weighs there; otherwise every machine is 1.
-pub fn units_of(template: Option<&Value>, instance_type: Option<&str>) -> i64 {
-    template
-        .and_then(|t| t.get("vmTypes"))
-        .and_then(|types| types.get(instance_type?))
-        .and_then(Value::as_i64)
-        .filter(|w| *w > 0)
-        .unwrap_or(1)
-}
-
-/// `"k=v;k2=v2"` into pairs; `Err` names the bad part.
-pub fn parse_instance_tags(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => Err(format!("'{pair}' is not key=value")),
-        })
-        .collect()
 }
 
 /// Checks one template object; every problem as "field: message".
@@ -177,190 +140,24 @@ fn check(raw: &Map<String, Value>) -> Result<Template, Vec<String>> {
         Some(_) => bad("attributes", "must be an object".into()),
         None => bad("attributes", "is required (type, ncpus, nram)".into()),
     }
-    let price_type = match raw.get("priceType") {
-        None => "ondemand".to_string(),
-        Some(Value::String(p)) if ["ondemand", "spot", "heterogeneous"].contains(&p.as_str()) => {
-            p.clone()
-        }
-        Some(v) => {
-            bad(
-                "priceType",
-                format!("must be ondemand, spot or heterogeneous, got {v}"),
-            );
-            "ondemand".into()
-        }
-    };
-    let provider_api = match raw.get("providerApi") {
-        None => None,
-        Some(Value::String(api)) => match PROVIDER_APIS
-            .iter()
-            .find(|(k, _)| *k == api.to_ascii_lowercase())
-        {
-            Some((_, canonical)) => Some(canonical.to_string()),
-            None => {
-                bad(
-                    "providerApi",
-                    format!("'{api}' is not one of RunInstances, EC2Fleet, SpotFleet, ASG"),
-                );
-                None
+    let launch = match launch_spec(raw) {
+        Ok(spec) => Some(spec),
+        Err(problems) => {
+            for (key, message) in problems {
+                bad(&key, message);
             }
-        },
-        Some(_) => {
-            bad("providerApi", "must be a string".into());
             None
         }
     };
-    let vm_type = raw
-        .get("vmType")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if raw
-        .get("vmType")
-        .is_some_and(|v| v.as_str().is_none_or(str::is_empty))
-    {
-        bad("vmType", "must be a non-empty string".into());
-    }
-    match raw.get("vmTypes") {
-        None => {}
-        Some(Value::Object(types)) if !types.is_empty() => {
-            for (t, w) in types {
-                if w.as_u64().is_none_or(|w| w == 0) {
-                    bad(
-                        &format!("vmTypes.{t}"),
-                        format!("the weight must be a positive integer, got {w}"),
-                    );
-                }
-            }
-        }
-        Some(_) => bad(
-            "vmTypes",
-            "must be an object of instance type to positive weight".into(),
-        ),
-    }
-    if vm_type.is_none() && raw.get("vmTypes").is_none() {
+    if !raw.contains_key("vmType") && !raw.contains_key("vmTypes") {
         bad(
             "vmType",
             "a vmType (or vmTypes with weights) is required".into(),
         );
     }
-    if let Some(v) = raw.get("instanceTags") {
-        match v.as_str().map(parse_instance_tags) {
-            Some(Ok(_)) => {}
-            Some(Err(m)) => bad(
-                "instanceTags",
-                format!("{m}; write \"key=value;key2=value2\""),
-            ),
-            None => bad(
-                "instanceTags",
-                "must be a string \"key=value;key2=value2\"".into(),
-            ),
-        }
-    }
-    match raw.get("subnetId") {
-        None | Some(Value::String(_)) => {}
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
-        Some(_) => bad(
-            "subnetId",
-            "must be a string, a comma-separated string or a list of strings".into(),
-        ),
-    }
-    if let Some(v) = raw.get("securityGroupIds")
-        && !v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-    {
-        bad("securityGroupIds", "must be a list of strings".into());
-    }
-    match raw.get("imageId") {
-        None => {}
-        Some(Value::String(id))
-            if id.starts_with("ami-") || id.starts_with('/') || id.starts_with("resolve:ssm:") => {}
-        Some(v) => bad(
-            "imageId",
-            format!("must be an AMI id (ami-…) or an SSM parameter path (/aws/service/…), got {v}"),
-        ),
-    }
-    for field in [
-        "keyName",
-        "instanceProfile",
-        "userDataScript",
-        "launchTemplateId",
-        "fleetRole",
-    ] {
-        if let Some(v) = raw.get(field)
-            && v.as_str().is_none_or(|s| s.trim().is_empty())
-        {
-            bad(field, format!("must be a non-empty string, got {v}"));
-        }
-    }
-    if let Some(v) = raw.get("maxSpotPrice")
-        && !number_text(v)
-            .and_then(|t| t.parse::<f64>().ok())
-            .is_some_and(|p| p > 0.0)
-    {
-        bad("maxSpotPrice", format!("must be a positive price, got {v}"));
-    }
-    for field in ["vmTypesOnDemand", "vmTypesPriority"] {
-        match raw.get(field) {
-            None => {}
-            Some(Value::Object(types)) => {
-                for (t, w) in types {
-                    if w.as_u64().is_none() {
-                        bad(
-                            &format!("{field}.{t}"),
-                            format!("must be a whole number, got {w}"),
-                        );
-                    }
-                }
-            }
-            Some(_) => bad(field, "must be an object of instance type to number".into()),
-        }
-    }
-    let ranges: [(&str, f64, f64); 5] = [
-        ("percentOnDemand", 0.0, 100.0),
-        ("rootDeviceVolumeSize", 1.0, 16384.0),
-        ("iops", 100.0, 64000.0),
-        ("spotFleetRequestExpiry", 1.0, 525_600.0),
-        ("poolsCount", 1.0, 1000.0),
-    ];
-    for (field, lo, hi) in ranges {
-        if let Some(v) = raw.get(field)
-            && !v.as_f64().is_some_and(|n| (lo..=hi).contains(&n))
-        {
-            bad(
-                field,
-                format!("must be a number from {lo} to {hi}, got {v}"),
-            );
-        }
-    }
-    let enums: [(&str, &[&str]); 4] = [
-        ("volumeType", &["gp2", "gp3", "io1", "io2", "standard"]),
-        (
-            "allocationStrategy",
-            &[
-                "capacityOptimized",
-                "capacityOptimizedPrioritized",
-                "diversified",
-                "lowestPrice",
-                "priceCapacityOptimized",
-            ],
-        ),
-        (
-            "allocationStrategyOnDemand",
-            &["lowestPrice", "prioritized"],
-        ),
-        ("fleetType", &["instant", "request", "maintain"]),
-    ];
-    for (field, allowed) in enums {
-        if let Some(v) = raw.get(field)
-            && !v.as_str().is_some_and(|s| allowed.contains(&s))
-        {
-            bad(
-                field,
-                format!("must be one of {}, got {v}", allowed.join(", ")),
-            );
-        }
-    }
-    if provider_api.as_deref() == Some("SpotFleet")
-        && !raw.get("fleetRole").is_some_and(Value::is_string)
+    if let Some(spec) = &launch
+        && spec.provisioning_api == Some(ProvisioningApi::SpotFleet)
+        && spec.fleet.fleet_role.is_none()
     {
         bad(
             "fleetRole",
@@ -375,19 +172,17 @@ fn check(raw: &Map<String, Value>) -> Result<Template, Vec<String>> {
             None
         }
     };
-    if !errors.is_empty() {
-        return Err(errors);
+    match launch {
+        Some(launch) if errors.is_empty() => Ok(Template {
+            id,
+            max_number,
+            provider_name,
+            launch,
+            attributes,
+            raw: raw.clone(),
+        }),
+        _ => Err(errors),
     }
-    Ok(Template {
-        id,
-        max_number,
-        provider_name,
-        provider_api,
-        price_type,
-        vm_type,
-        attributes,
-        raw: raw.clone(),
-    })
 }
 
 /// Parses a templates file: `{"templates": [...]}` or a bare array. Every problem is reported,

@@ -136,8 +136,8 @@ impl HostFactory {
                 max_number: t.max_number,
                 available_number: self.available(t).await?,
                 attributes: t.attributes_json(),
-                price_type: t.price_type.clone(),
-                vm_type: t.vm_type.clone(),
+                price_type: t.launch.price_type.as_str().to_string(),
+                vm_type: raw("vmType").and_then(|v| v.as_str().map(str::to_string)),
                 vm_types: raw("vmTypes"),
                 instance_tags: raw("instanceTags").and_then(|v| v.as_str().map(str::to_string)),
             });
@@ -191,9 +191,12 @@ fn template_view(t: &Template, available: Option<i64>) -> TemplateView {
         disabled: t.is_disabled(),
         attributes: t.attributes_json(),
         provider_name: t.provider_name.clone(),
-        provider_api: t.provider_api.clone(),
-        price_type: t.price_type.clone(),
-        vm_type: t.vm_type.clone(),
+        provider_api: t.launch.provisioning_api.map(|a| a.as_str().to_string()),
+        price_type: t.launch.price_type.as_str().to_string(),
+        vm_type: t
+            .raw
+            .get("vmType")
+            .and_then(|v| v.as_str().map(str::to_string)),
         definition: t.raw.clone(),
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 mod hostfactory;
 mod middleware;
+mod operation;
 mod providers;
 mod service;
 

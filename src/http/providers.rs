@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 
 use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::operation::operation_from_parameters;
 use crate::app::commands::{
     ConfigureView, ExecuteCommand, OperationResult, RegisterCommand, SelectCommand, SelectionView,
     UnregisterView, UpdateHealthCommand,
@@ -38,7 +39,9 @@ pub async fn execute_operation(
     State(state): State<AppState>,
     ApiJson(cmd): ApiJson<ExecuteCommand>,
 ) -> ApiResult<OperationResult> {
-    Ok(Json(state.engine.execute_operation(cmd).await?))
+    let op = operation_from_parameters(cmd.operation_type, &cmd.parameters, &state.hostfactory)
+        .map_err(AppError::Validation)?;
+    Ok(Json(state.engine.execute_operation(op, cmd).await?))
 }
 
 /// selectProviderStrategy: which strategy would take this operation, and why.

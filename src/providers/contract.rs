@@ -269,7 +269,6 @@ impl Operation {
                 .request_id
                 .as_deref()
                 .or(Some(c.spec.template_id.as_str()).filter(|t| !t.is_empty())),
-            Operation::Status(q) if q.request_ids.len() == 1 => Some(q.request_ids[0].as_str()),
             Operation::Validate(spec) => {
                 Some(spec.template_id.as_str()).filter(|t| !t.is_empty())
             }
@@ -318,6 +317,14 @@ impl OperationOutput {
         TerminateReport,
         "a termination report"
     );
+    output_accessor!(
+        into_validated,
+        Validated,
+        ValidationReport,
+        "a validation report"
+    );
+    output_accessor!(into_templates, Templates, TemplatesReport, "templates");
+    output_accessor!(into_health, Health, HealthReport, "a health report");
 
     /// The answer as JSON, for the API edge.
     pub fn to_json(&self) -> serde_json::Value {

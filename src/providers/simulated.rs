@@ -12,10 +12,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Provider, parse_config, string_list};
+use super::{
+    CreateRequest, Created, HealthReport, OfferedTemplate, Provider, SpecProblem, StatusQuery,
+    StatusReport, TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
+    parse_config,
+};
 use crate::domain::{
-    Capabilities, EpochMillis, Machine, MachineState, OperationType, ProviderError,
-    ProviderErrorKind, ProviderOperation, now_millis,
+    Capabilities, EpochMillis, LaunchSpec, Machine, MachineState, OperationType, ProviderError,
+    ProviderErrorKind, SpecField, now_millis,
 };
 use crate::store::{SimInstanceRow, Store};
 
@@ -115,10 +119,6 @@ pub struct SimulatedProvider {
     create_lock: tokio::sync::Mutex<()>,
 }
 
-fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::validation(message)
-}
-
 fn store_error(e: sqlx::Error) -> ProviderError {
     ProviderError::new(
         ProviderErrorKind::Internal,
@@ -127,10 +127,8 @@ fn store_error(e: sqlx::Error) -> ProviderError {
     )
 }
 
-fn id_list(params: &Map<String, Value>) -> Result<Vec<String>, ProviderError> {
-    string_list(params, "instance_ids")?
-        .ok_or_else(|| invalid("parameters.instance_ids is required (a list of instance ids)"))
-}
+/// The instance type the simulator places when a spec names none.
+const DEFAULT_INSTANCE_TYPE: &str = "sim.standard";
 
 impl SimulatedProvider {
     pub fn new(strategy: &str, cfg: SimulatedConfig, store: Store) -> Self {
@@ -193,225 +191,46 @@ impl SimulatedProvider {
                 .then(|| "reclaimed by the simulated cloud".to_string()),
             request_id: row.request_id.clone(),
             resource_id: None,
-            provider_api: Some("simulated".into()),
+            provider_api: None,
         }
     }
 
-    async fn create(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let units = params
-            .get("count")
-            .or_else(|| params.get("machine_count"))
-            .ok_or_else(|| invalid("parameters.count is required"))?
-            .as_u64()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| invalid("parameters.count must be an integer from 1 to 10000"))?;
-        let text = |key: &str, default: &str| -> Result<String, ProviderError> {
-            match params.get(key) {
-                None | Some(Value::Null) => Ok(default.to_string()),
-                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(_) => Err(invalid(format!(
-                    "parameters.{key} must be a non-empty string"
-                ))),
-            }
-        };
-        let template_id = text("template_id", "default")?;
-        // A weighted template (vmTypes) asks for capacity units, as a fleet would: the
-        // simulator places its first instance type, as many as cover the units.
-        let weighted = params
-            .get("template")
-            .and_then(|t| t.get("vmTypes"))
-            .and_then(Value::as_object)
-            .and_then(|types| types.iter().next())
-            .and_then(|(t, w)| Some((t.clone(), w.as_u64().filter(|w| *w > 0)?)));
-        let (instance_type, count) = match (params.get("instance_type"), weighted) {
-            (None | Some(Value::Null), Some((t, weight))) => (t, units.div_ceil(weight)),
-            _ => (text("instance_type", "sim.standard")?, units),
-        };
-        let request_id = params
-            .get("request_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let mut tags = match params.get("tags") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(t)) => t.clone(),
-            Some(_) => return Err(invalid("parameters.tags must be an object")),
-        };
-        tags.insert(
-            "price_type".into(),
-            Value::String(text("price_type", "ondemand")?),
-        );
-
-        let _guard = self.create_lock.lock().await;
-        let now = now_millis();
-        if let Some(capacity) = self.cfg.capacity {
-            let live = self
-                .store
-                .count_live_sim_instances(&self.strategy, now)
-                .await
-                .map_err(store_error)?;
-            if live + count > capacity {
-                return Err(ProviderError::new(
-                    ProviderErrorKind::Capacity,
-                    "INSUFFICIENT_CAPACITY",
-                    format!(
-                        "simulated region {} has room for {} more instance(s), {count} requested",
-                        self.cfg.region,
-                        capacity.saturating_sub(live)
-                    ),
-                ));
-            }
+    /// Every call first waits the configured latency, then may fail as configured.
+    async fn gate(&self) -> Result<(), ProviderError> {
+        let (latency_ms, fails) = self.draw();
+        if latency_ms > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(latency_ms / 1000.0)).await;
         }
-        let rows: Vec<SimInstanceRow> = (0..count)
-            .map(|_| {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let b = uuid::Uuid::new_v4().into_bytes();
-                SimInstanceRow {
-                    instance_id: format!("i-{}", &id[..17]),
-                    strategy: self.strategy.clone(),
-                    template_id: template_id.clone(),
-                    instance_type: instance_type.clone(),
-                    request_id: request_id.clone(),
-                    tags: tags.clone(),
-                    private_ip: format!("10.{}.{}.{}", b[0], b[1], b[2].max(4)),
-                    launched_at: now,
-                    boot_ms: (self.cfg.boot_seconds * 1000.0) as i64,
-                    terminating_at: None,
-                    shutdown_ms: (self.cfg.shutdown_seconds * 1000.0) as i64,
-                    reclaimed: false,
-                }
-            })
-            .collect();
-        self.store
-            .insert_sim_instances(&rows)
-            .await
-            .map_err(store_error)?;
-        let machines: Vec<Machine> = rows.iter().map(|r| self.machine(r, now)).collect();
-        Ok(json!({
-            "instance_ids": rows.iter().map(|r| r.instance_id.clone()).collect::<Vec<_>>(),
-            "instances": machines,
-            "count": count,
-            "region": self.cfg.region,
-            "simulated": true,
-        }))
-    }
-
-    async fn status(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let ids = string_list(params, "instance_ids")?;
-        let request_ids = string_list(params, "request_ids")?;
-        if ids.is_none() && request_ids.is_none() {
-            return Err(invalid(
-                "parameters.instance_ids or parameters.request_ids is required",
+        if !self.cfg.healthy {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Transient,
+                "PROVIDER_UNAVAILABLE",
+                format!(
+                    "simulated region {} is configured unhealthy",
+                    self.cfg.region
+                ),
             ));
         }
-        let ids = ids.unwrap_or_default();
-        let mut rows = self
-            .store
-            .sim_instances_by_ids(&self.strategy, &ids)
-            .await
-            .map_err(store_error)?;
-        // Answer in the order asked.
-        rows.sort_by_key(|r| ids.iter().position(|id| id == &r.instance_id));
-        for row in self
-            .store
-            .sim_instances_by_request(&self.strategy, &request_ids.unwrap_or_default())
-            .await
-            .map_err(store_error)?
-        {
-            if !rows.iter().any(|r| r.instance_id == row.instance_id) {
-                rows.push(row);
-            }
+        if fails {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Transient,
+                "SIMULATED_FAILURE",
+                format!("injected failure (failure_rate {})", self.cfg.failure_rate),
+            ));
         }
-        let now = now_millis();
-        let not_found: Vec<&String> = ids
-            .iter()
-            .filter(|id| !rows.iter().any(|r| &r.instance_id == *id))
-            .collect();
-        let machines: Vec<Machine> = rows.iter().map(|r| self.machine(r, now)).collect();
-        Ok(json!({"machines": machines, "not_found": not_found, "simulated": true}))
+        Ok(())
     }
 
-    async fn terminate(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let ids = id_list(params)?;
-        if ids.is_empty() {
-            return Err(invalid("parameters.instance_ids must not be empty"));
-        }
-        // The simulator's stand-in for a spot interruption or a console termination.
-        let reclaimed = params
-            .get("simulate_reclaim")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let now = now_millis();
-        let known = self
-            .store
-            .sim_instances_by_ids(&self.strategy, &ids)
-            .await
-            .map_err(store_error)?;
-        let touched = self
-            .store
-            .terminate_sim_instances(&self.strategy, &ids, now, reclaimed)
-            .await
-            .map_err(store_error)?;
-        let already: Vec<&String> = known
-            .iter()
-            .map(|r| &r.instance_id)
-            .filter(|id| !touched.contains(id))
-            .collect();
-        let not_found: Vec<&String> = ids
-            .iter()
-            .filter(|id| !known.iter().any(|r| &r.instance_id == *id))
-            .collect();
-        Ok(json!({
-            "terminating": touched,
-            "already_terminating": already,
-            "not_found": not_found,
-            "simulated": true,
-        }))
-    }
-
-    fn validate_template(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let template = params
-            .get("template")
-            .and_then(Value::as_object)
-            .ok_or_else(|| invalid("parameters.template is required (an object)"))?;
-        let mut errors = Vec::new();
-        let id = template
-            .get("template_id")
-            .or_else(|| template.get("templateId"));
-        if id.and_then(Value::as_str).is_none_or(str::is_empty) {
-            errors.push("template_id is required".to_string());
-        }
-        let has_type = ["instance_type", "vmType", "vmTypes"]
-            .iter()
-            .any(|k| template.contains_key(*k));
-        if !has_type {
-            errors.push(
-                "an instance type is required (instance_type, vmType or vmTypes)".to_string(),
-            );
-        }
-        if errors.is_empty() {
-            Ok(json!({"valid": true, "errors": [], "simulated": true}))
-        } else {
-            Err(ProviderError::new(
-                ProviderErrorKind::Validation,
-                "INVALID_TEMPLATE",
-                errors.join("; "),
-            ))
-        }
-    }
-
-    async fn health(&self) -> Result<Value, ProviderError> {
-        let live = self
-            .store
-            .count_live_sim_instances(&self.strategy, now_millis())
-            .await
-            .map_err(store_error)?;
-        Ok(json!({
-            "is_healthy": true,
-            "region": self.cfg.region,
-            "live_instances": live,
-            "capacity": self.cfg.capacity,
-            "simulated": true,
-        }))
+    fn live_limit_error(&self, live: u64, count: u64) -> ProviderError {
+        ProviderError::new(
+            ProviderErrorKind::Capacity,
+            "INSUFFICIENT_CAPACITY",
+            format!(
+                "simulated region {} has room for {} more instance(s), {count} requested",
+                self.cfg.region,
+                self.cfg.capacity.unwrap_or(0).saturating_sub(live)
+            ),
+        )
     }
 }
 
@@ -450,42 +269,190 @@ impl Provider for SimulatedProvider {
         }
     }
 
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError> {
-        let (latency_ms, fails) = self.draw();
-        if latency_ms > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(latency_ms / 1000.0)).await;
+    /// Places the spec's first instance type; in a weighted spec, as many as cover the units,
+    /// as a fleet would.
+    async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+        self.gate().await?;
+        let spec = &req.spec;
+        let instance_type = spec.primary_type().unwrap_or(DEFAULT_INSTANCE_TYPE);
+        let weight = spec.units_of(Some(instance_type)).max(1) as u64;
+        let count = u64::from(req.units).div_ceil(weight);
+        let mut tags: Map<String, Value> = spec
+            .tags
+            .iter()
+            .chain(&req.tags)
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let price_type = if spec.price_type.is_spot() {
+            "spot"
+        } else {
+            "ondemand"
+        };
+        tags.insert("price_type".into(), json!(price_type));
+        let template_id = if spec.template_id.is_empty() {
+            "default".to_string()
+        } else {
+            spec.template_id.clone()
+        };
+
+        let _guard = self.create_lock.lock().await;
+        let now = now_millis();
+        if let Some(capacity) = self.cfg.capacity {
+            let live = self
+                .store
+                .count_live_sim_instances(&self.strategy, now)
+                .await
+                .map_err(store_error)?;
+            if live + count > capacity {
+                return Err(self.live_limit_error(live, count));
+            }
         }
-        if !self.cfg.healthy {
-            return Err(ProviderError::new(
-                ProviderErrorKind::Transient,
-                "PROVIDER_UNAVAILABLE",
-                format!(
-                    "simulated region {} is configured unhealthy",
-                    self.cfg.region
-                ),
-            ));
+        let rows: Vec<SimInstanceRow> = (0..count)
+            .map(|_| {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let b = uuid::Uuid::new_v4().into_bytes();
+                SimInstanceRow {
+                    instance_id: format!("i-{}", &id[..17]),
+                    strategy: self.strategy.clone(),
+                    template_id: template_id.clone(),
+                    instance_type: instance_type.to_string(),
+                    request_id: req.request_id.clone(),
+                    tags: tags.clone(),
+                    private_ip: format!("10.{}.{}.{}", b[0], b[1], b[2].max(4)),
+                    launched_at: now,
+                    boot_ms: (self.cfg.boot_seconds * 1000.0) as i64,
+                    terminating_at: None,
+                    shutdown_ms: (self.cfg.shutdown_seconds * 1000.0) as i64,
+                    reclaimed: false,
+                }
+            })
+            .collect();
+        self.store
+            .insert_sim_instances(&rows)
+            .await
+            .map_err(store_error)?;
+        Ok(Created {
+            instance_ids: rows.iter().map(|r| r.instance_id.clone()).collect(),
+            instances: rows.iter().map(|r| self.machine(r, now)).collect(),
+            resource_id: None,
+            provider_api: None,
+            count: rows.len(),
+        })
+    }
+
+    async fn status(&self, query: &StatusQuery) -> Result<StatusReport, ProviderError> {
+        self.gate().await?;
+        let ids = &query.instance_ids;
+        let mut rows = self
+            .store
+            .sim_instances_by_ids(&self.strategy, ids)
+            .await
+            .map_err(store_error)?;
+        // Answer in the order asked.
+        rows.sort_by_key(|r| ids.iter().position(|id| id == &r.instance_id));
+        for row in self
+            .store
+            .sim_instances_by_request(&self.strategy, &query.request_ids)
+            .await
+            .map_err(store_error)?
+        {
+            if !rows.iter().any(|r| r.instance_id == row.instance_id) {
+                rows.push(row);
+            }
         }
-        if fails {
-            return Err(ProviderError::new(
-                ProviderErrorKind::Transient,
-                "SIMULATED_FAILURE",
-                format!("injected failure (failure_rate {})", self.cfg.failure_rate),
-            ));
+        let now = now_millis();
+        let not_found = ids
+            .iter()
+            .filter(|id| !rows.iter().any(|r| &r.instance_id == *id))
+            .cloned()
+            .collect();
+        Ok(StatusReport {
+            machines: rows.iter().map(|r| self.machine(r, now)).collect(),
+            not_found,
+        })
+    }
+
+    async fn terminate(&self, req: &TerminateRequest) -> Result<TerminateReport, ProviderError> {
+        self.gate().await?;
+        let ids = req.instance_ids();
+        let now = now_millis();
+        let known = self
+            .store
+            .sim_instances_by_ids(&self.strategy, &ids)
+            .await
+            .map_err(store_error)?;
+        let touched = self
+            .store
+            .terminate_sim_instances(&self.strategy, &ids, now, req.simulate_reclaim)
+            .await
+            .map_err(store_error)?;
+        let already = known
+            .iter()
+            .map(|r| &r.instance_id)
+            .filter(|id| !touched.contains(id))
+            .cloned()
+            .collect();
+        let not_found = ids
+            .iter()
+            .filter(|id| !known.iter().any(|r| &r.instance_id == *id))
+            .cloned()
+            .collect();
+        Ok(TerminateReport {
+            terminating: touched,
+            already_terminating: already,
+            not_found,
+            failed: Vec::new(),
+        })
+    }
+
+    /// The simulator can start anything that names a template and an instance type.
+    async fn validate(&self, spec: &LaunchSpec) -> Result<ValidationReport, ProviderError> {
+        self.gate().await?;
+        let mut problems = Vec::new();
+        if spec.template_id.is_empty() {
+            problems.push(SpecProblem {
+                field: SpecField::TemplateId,
+                message: "is required".into(),
+            });
         }
-        let p = &op.parameters;
-        match op.operation_type {
-            OperationType::CreateInstances => self.create(p).await,
-            OperationType::TerminateInstances => self.terminate(p).await,
-            OperationType::GetInstanceStatus => self.status(p).await,
-            OperationType::ValidateTemplate => self.validate_template(p),
-            OperationType::GetAvailableTemplates => Ok(json!({
-                "templates": [
-                    {"template_id": "sim-standard", "instance_type": "sim.standard", "region": self.cfg.region},
-                ],
-                "simulated": true,
-            })),
-            OperationType::HealthCheck => self.health().await,
+        if spec.instance_types.is_empty() {
+            problems.push(SpecProblem {
+                field: SpecField::InstanceTypes,
+                message: "an instance type is required".into(),
+            });
         }
+        Ok(ValidationReport::from_problems(problems))
+    }
+
+    async fn templates(&self) -> Result<TemplatesReport, ProviderError> {
+        self.gate().await?;
+        Ok(TemplatesReport {
+            templates: vec![OfferedTemplate {
+                template_id: "sim-standard".into(),
+                instance_type: Some(DEFAULT_INSTANCE_TYPE.into()),
+                region: Some(self.cfg.region.clone()),
+            }],
+            region: Some(self.cfg.region.clone()),
+            ..TemplatesReport::default()
+        })
+    }
+
+    async fn health(&self) -> Result<HealthReport, ProviderError> {
+        self.gate().await?;
+        let live = self
+            .store
+            .count_live_sim_instances(&self.strategy, now_millis())
+            .await
+            .map_err(store_error)?;
+        Ok(HealthReport {
+            region: Some(self.cfg.region.clone()),
+            live_instances: Some(live),
+            capacity: self.cfg.capacity,
+            ..HealthReport::healthy(format!(
+                "simulated region {} answers ({live} live instances)",
+                self.cfg.region
+            ))
+        })
     }
 }
 
@@ -521,17 +488,22 @@ mod tests {
         assert_eq!(ok.latency_ms, Latency::Range([5.0, 20.0]));
     }
 
-    #[tokio::test]
-    async fn a_seed_fixes_the_sequence_of_outcomes() {
+    async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("t.db").to_str().unwrap(), 1000, 2)
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_seed_fixes_the_sequence_of_outcomes() {
+        let (_dir, store) = store().await;
         let config = cfg(json!({"failure_rate": 0.5, "seed": 42, "latency_ms": [0, 1]})).unwrap();
         let outcomes = |p: SimulatedProvider| async move {
             let mut v = Vec::new();
             for _ in 0..40 {
-                v.push(p.execute(&ProviderOperation::health_check()).await.is_ok());
+                v.push(p.health().await.is_ok());
             }
             v
         };
@@ -542,74 +514,94 @@ mod tests {
         assert!((10..=30).contains(&failures), "{failures}");
     }
 
+    /// Polls the state of `id` until it is `want` (the simulator's clock is the wall clock).
+    async fn wait_for_state(p: &SimulatedProvider, id: &str, want: MachineState) {
+        let query = StatusQuery {
+            instance_ids: vec![id.to_string()],
+            ..StatusQuery::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let report = p.status(&query).await.unwrap();
+            if report.machines[0].state == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never became {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn create_request(units: u32) -> CreateRequest {
+        CreateRequest {
+            spec: LaunchSpec::named("t"),
+            units,
+            request_id: None,
+            tags: Vec::new(),
+        }
+    }
+
     #[tokio::test]
     async fn instances_move_through_their_states_and_capacity_is_enforced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("t.db").to_str().unwrap(), 1000, 2)
-            .await
-            .unwrap();
+        let (_dir, store) = store().await;
         let config =
             cfg(json!({"capacity": 2, "boot_seconds": 0.2, "shutdown_seconds": 0.2})).unwrap();
         let p = SimulatedProvider::new("sim", config, store);
-        let op = |t, params: Value| ProviderOperation::new(t, params.as_object().unwrap().clone());
-        let created = p
-            .execute(&op(
-                OperationType::CreateInstances,
-                json!({"count": 2, "template_id": "t"}),
-            ))
-            .await
-            .unwrap();
-        let ids = created["instance_ids"].clone();
-        assert_eq!(created["instances"][0]["state"], "pending");
-        assert!(created["instances"][0]["private_ip"].is_null());
-        let err = p
-            .execute(&op(OperationType::CreateInstances, json!({"count": 1})))
-            .await
-            .unwrap_err();
+        let created = p.create(&create_request(2)).await.unwrap();
+        let ids = created.instance_ids.clone();
+        assert_eq!(created.instances[0].state, MachineState::Pending);
+        assert!(created.instances[0].private_ip.is_none());
+        let err = p.create(&create_request(1)).await.unwrap_err();
         assert_eq!(err.kind, ProviderErrorKind::Capacity);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        wait_for_state(&p, &ids[0], MachineState::Running).await;
         let status = p
-            .execute(&op(
-                OperationType::GetInstanceStatus,
-                json!({"instance_ids": ids.clone()}),
-            ))
+            .status(&StatusQuery {
+                instance_ids: ids.clone(),
+                ..StatusQuery::default()
+            })
             .await
             .unwrap();
-        assert_eq!(status["machines"][0]["state"], "running");
         assert!(
-            status["machines"][0]["private_dns"]
-                .as_str()
+            status.machines[0]
+                .private_dns
+                .as_deref()
                 .unwrap()
                 .starts_with("ip-10-")
         );
         let gone = p
-            .execute(&op(
-                OperationType::TerminateInstances,
-                json!({"instance_ids": [ids[0].clone(), "i-unknown"]}),
-            ))
+            .terminate(&TerminateRequest {
+                machines: vec![
+                    crate::providers::MachineRef::bare(ids[0].clone()),
+                    crate::providers::MachineRef::bare("i-unknown"),
+                ],
+                simulate_reclaim: false,
+            })
             .await
             .unwrap();
-        assert_eq!(gone["not_found"], json!(["i-unknown"]));
-        let status = p
-            .execute(&op(
-                OperationType::GetInstanceStatus,
-                json!({"instance_ids": ids.clone()}),
-            ))
-            .await
-            .unwrap();
-        assert_eq!(status["machines"][0]["state"], "shutting-down");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let status = p
-            .execute(&op(
-                OperationType::GetInstanceStatus,
-                json!({"instance_ids": ids}),
-            ))
-            .await
-            .unwrap();
-        assert_eq!(status["machines"][0]["state"], "terminated");
+        assert_eq!(gone.not_found, ["i-unknown"]);
+        assert_eq!(gone.terminating, [ids[0].clone()]);
+        wait_for_state(&p, &ids[0], MachineState::Terminated).await;
         // Capacity is free again once the instance is gone.
-        p.execute(&op(OperationType::CreateInstances, json!({"count": 1})))
-            .await
-            .unwrap();
+        p.create(&create_request(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_weighted_spec_places_instances_that_cover_the_units() {
+        let (_dir, store) = store().await;
+        let p = SimulatedProvider::new("sim", cfg(json!({})).unwrap(), store);
+        let mut req = create_request(5);
+        req.spec.weighted = true;
+        req.spec.instance_types = vec![crate::domain::WeightedType {
+            instance_type: "sim.large".into(),
+            weight: 2,
+        }];
+        let made = p.create(&req).await.unwrap();
+        assert_eq!(made.count, 3);
+        assert_eq!(made.instances[0].instance_type.as_deref(), Some("sim.large"));
+        let report = p.validate(&LaunchSpec::default()).await.unwrap();
+        assert!(!report.valid);
+        assert_eq!(report.errors.len(), 2);
     }
 }

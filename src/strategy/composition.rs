@@ -2,10 +2,8 @@
 //! (always in member order, never completion order), and the cycle check that keeps nested
 //! strategies finite.
 
-use serde_json::{Map, Value};
 
-use crate::domain::named_enum;
-use crate::domain::{ProviderError, ProviderErrorKind};
+use crate::domain::{ProviderError, ProviderErrorKind, named_enum};
 
 named_enum! {
     pub enum CompositionMode ("composition mode") {
@@ -38,10 +36,16 @@ pub struct AggregationRules {
     pub failure_threshold: f64,
 }
 
+/// Answers that MERGE_ALL can combine: `merge` folds a later member's answer into an
+/// earlier one (lists joined, counts added, the earlier member's single values kept).
+pub trait Merge {
+    fn merge(&mut self, later: &Self);
+}
+
 /// The combined answer and the members whose answers it is made of.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Aggregated {
-    pub data: Value,
+pub struct Aggregated<T> {
+    pub data: T,
     pub contributors: Vec<String>,
 }
 
@@ -56,11 +60,11 @@ fn common_kind<'a>(errors: impl Iterator<Item = &'a ProviderError>) -> ProviderE
 
 /// Combines member outcomes given in member order; `None` marks a member that did not run (or
 /// was not waited for), which counts neither as success nor as failure.
-pub fn aggregate(
+pub fn aggregate<T: Merge + PartialEq + Clone>(
     rules: &AggregationRules,
-    outcomes: &[(String, Option<Result<Value, ProviderError>>)],
-) -> Result<Aggregated, ProviderError> {
-    let ran: Vec<(&str, &Result<Value, ProviderError>)> = outcomes
+    outcomes: &[(String, Option<Result<T, ProviderError>>)],
+) -> Result<Aggregated<T>, ProviderError> {
+    let ran: Vec<(&str, &Result<T, ProviderError>)> = outcomes
         .iter()
         .filter_map(|(n, r)| r.as_ref().map(|r| (n.as_str(), r)))
         .collect();
@@ -68,7 +72,7 @@ pub fn aggregate(
         .iter()
         .filter_map(|(n, r)| r.as_ref().err().map(|e| (*n, e)))
         .collect();
-    let successes: Vec<(&str, &Value)> = ran
+    let successes: Vec<(&str, &T)> = ran
         .iter()
         .filter_map(|(n, r)| r.as_ref().ok().map(|v| (*n, v)))
         .collect();
@@ -121,19 +125,10 @@ pub fn aggregate(
             })
         }
         AggregationPolicy::MergeAll => {
-            let data = if successes.iter().all(|(_, v)| v.is_object()) {
-                let mut merged = Map::new();
-                for (_, v) in &successes {
-                    merge_into(&mut merged, v.as_object().expect("checked"));
-                }
-                Value::Object(merged)
-            } else {
-                let results = successes.iter().map(|(_, v)| (*v).clone()).collect();
-                Value::Object(Map::from_iter([(
-                    "results".to_string(),
-                    Value::Array(results),
-                )]))
-            };
+            let mut data = successes[0].1.clone();
+            for (_, later) in &successes[1..] {
+                data.merge(later);
+            }
             Ok(Aggregated {
                 data,
                 contributors: successes.iter().map(|(n, _)| n.to_string()).collect(),
@@ -141,7 +136,7 @@ pub fn aggregate(
         }
         AggregationPolicy::MajorityWins => {
             // Groups of equal answers, in order of first appearance.
-            let mut groups: Vec<(&Value, Vec<&str>)> = Vec::new();
+            let mut groups: Vec<(&T, Vec<&str>)> = Vec::new();
             for (name, v) in &successes {
                 match groups.iter_mut().find(|(g, _)| g == v) {
                     Some((_, names)) => names.push(name),
@@ -163,34 +158,6 @@ pub fn aggregate(
                     ),
                 )),
             }
-        }
-    }
-}
-
-/// Merges `from` into `into`: lists are concatenated, numbers added, objects merged key by
-/// key; any other value already present is kept (the earlier member's).
-pub fn merge_into(into: &mut Map<String, Value>, from: &Map<String, Value>) {
-    for (k, v) in from {
-        match (into.get_mut(k), v) {
-            (None, _) => {
-                into.insert(k.clone(), v.clone());
-            }
-            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b.iter().cloned()),
-            (Some(Value::Object(a)), Value::Object(b)) => merge_into(a, b),
-            (Some(Value::Number(a)), Value::Number(b)) => {
-                let sum = match (a.as_i64(), b.as_i64()) {
-                    (Some(x), Some(y)) => x.checked_add(y).map(Value::from),
-                    _ => None,
-                };
-                let sum = sum.or_else(|| {
-                    let f = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-                    serde_json::Number::from_f64(f).map(Value::Number)
-                });
-                if let Some(s) = sum {
-                    into.insert(k.clone(), s);
-                }
-            }
-            (Some(_), _) => {}
         }
     }
 }

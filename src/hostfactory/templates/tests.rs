@@ -53,9 +53,9 @@ fn the_sample_templates_file_parses_with_attributes_as_written() {
             .iter()
             .find(|t| t.id == "ASG-T3-Medium")
             .unwrap()
-            .provider_api
-            .as_deref(),
-        Some("ASG")
+            .launch
+            .provisioning_api,
+        Some(ProvisioningApi::Asg)
     );
     assert_eq!(
         templates.last().unwrap().provider_name.as_deref(),
@@ -159,13 +159,40 @@ proptest! {
 
 #[test]
 fn weighted_templates_count_units() {
-    let weighted = json!({"vmTypes": {"m5.xlarge": 2, "m5.2xlarge": 4}});
-    assert_eq!(units_of(Some(&weighted), Some("m5.2xlarge")), 4);
-    assert_eq!(units_of(Some(&weighted), Some("c5.large")), 1);
-    assert_eq!(units_of(Some(&weighted), None), 1);
-    assert_eq!(
-        units_of(Some(&json!({"vmType": "m5.large"})), Some("m5.large")),
-        1
-    );
-    assert_eq!(units_of(None, Some("m5.large")), 1);
+    let spec = |v: Value| launch_spec(v.as_object().unwrap()).unwrap();
+    let weighted = spec(json!({"vmTypes": {"m5.xlarge": 2, "m5.2xlarge": 4}}));
+    assert_eq!(weighted.units_of(Some("m5.2xlarge")), 4);
+    assert_eq!(weighted.units_of(Some("c5.large")), 1);
+    assert_eq!(weighted.units_of(None), 1);
+    assert_eq!(spec(json!({"vmType": "m5.large"})).units_of(Some("m5.large")), 1);
+}
+
+#[test]
+fn the_launch_spec_is_read_once_with_every_key_it_uses() {
+    let t = one(json!({"templateId": "fleet", "maxNumber": 10, "vmType": "m5.large",
+        "vmTypes": {"m5.xlarge": 2}, "vmTypesPriority": {"m5.xlarge": 1},
+        "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "2"], "nram": ["Numeric", "8192"]},
+        "providerApi": "autoscaling", "priceType": "heterogeneous", "percentOnDemand": "25",
+        "imageId": "ami-1", "subnetId": "subnet-a, subnet-b", "securityGroupIds": ["sg-1"],
+        "instanceTags": "team=grid;cost=hpc", "maxSpotPrice": "0.5", "allocationStrategy": "lowestPrice",
+        "rootDeviceVolumeSize": 50, "volumeType": "gp3", "fleetType": "request"}))
+    .unwrap();
+    let s = &t.launch;
+    assert_eq!(s.template_id, "fleet");
+    assert_eq!(s.provisioning_api, Some(ProvisioningApi::Asg));
+    assert_eq!(s.primary_type(), Some("m5.large"));
+    assert!(s.weighted);
+    assert_eq!(s.units_of(Some("m5.xlarge")), 2);
+    assert_eq!(s.subnets, ["subnet-a", "subnet-b"]);
+    assert_eq!(s.tags, [("team".into(), "grid".into()), ("cost".into(), "hpc".into())]);
+    assert_eq!(s.max_price.as_deref(), Some("0.5"));
+    assert_eq!(s.fleet.percent_on_demand, 25.0);
+    assert_eq!(s.fleet.priorities.get("m5.xlarge"), Some(&1));
+    assert_eq!(s.root_volume.size_gib, Some(50));
+    // What one validator accepts, provisioning accepts: the API parse is shared.
+    let instant_asg = one(json!({"templateId": "x", "maxNumber": 1, "vmType": "m5.large",
+        "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "2"], "nram": ["Numeric", "8192"]},
+        "providerApi": "ASG", "fleetType": "instant"}))
+    .unwrap_err();
+    assert!(instant_asg.iter().any(|e| e.contains("fleetType")), "{instant_asg:?}");
 }

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Members, check_names, usable};
-use crate::domain::{
-    Attempt, Capabilities, OperationType, ProviderError, ProviderErrorKind, ProviderOperation,
-    now_millis,
+use super::Combinator;
+use crate::domain::{Attempt, Capabilities, ProviderError, ProviderErrorKind, now_millis};
+use crate::providers::{
+    Operation, OperationOutput, ProviderDeps, TemplatesReport, Traced, parse_config,
 };
-use crate::providers::{Provider, ProviderDeps, Traced, parse_config};
 use crate::strategy::fallback::{FallbackMode, backoff_seconds, should_retry};
 use crate::strategy::{BreakerConfig, CircuitBreaker};
 
@@ -169,9 +169,9 @@ impl Fallback {
     /// Calls the primary, retrying under RETRY_THEN_FALLBACK; every call is an attempt.
     async fn call_primary(
         &self,
-        op: &ProviderOperation,
+        op: &Operation,
         attempts: &mut Vec<Attempt>,
-    ) -> Result<Value, ProviderError> {
+    ) -> Result<OperationOutput, ProviderError> {
         let mut retries = 0;
         loop {
             let (attempt, result) = self
@@ -203,10 +203,10 @@ impl Fallback {
     /// The primary's result, or `None` (with a note why) when the mode skips it.
     async fn try_primary(
         &self,
-        op: &ProviderOperation,
+        op: &Operation,
         attempts: &mut Vec<Attempt>,
         notes: &mut Vec<String>,
-    ) -> Option<Result<Value, ProviderError>> {
+    ) -> Option<Result<OperationOutput, ProviderError>> {
         let permit = match self.primary_admitted() {
             Ok(permit) => permit,
             Err(why) => {
@@ -236,7 +236,7 @@ impl Fallback {
 }
 
 #[async_trait]
-impl Provider for Fallback {
+impl Combinator for Fallback {
     fn capabilities(&self) -> Capabilities {
         let b = self.breaker.lock().expect("breaker lock").clone();
         let mut performance = json!({
@@ -262,11 +262,7 @@ impl Provider for Fallback {
         )
     }
 
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError> {
-        self.execute_traced(op).await.result
-    }
-
-    async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
+    async fn run(&self, op: &Operation) -> Traced {
         if let Some(answer) = self.members.health_answer(op, 1) {
             return answer;
         }
@@ -281,6 +277,7 @@ impl Provider for Fallback {
                 return Traced {
                     result,
                     members: attempts,
+                    contributors: Vec::new(),
                 };
             }
             let Some(name) = fallbacks.next() else { break };
@@ -300,10 +297,13 @@ impl Provider for Fallback {
             }))
             .collect();
         let result = if self.cfg.enable_graceful_degradation
-            && op.operation_type == OperationType::GetAvailableTemplates
+            && matches!(op, Operation::Templates)
         {
-            Ok(json!({"templates": [], "degraded": true,
-                "message": format!("every strategy failed ({})", summary.join("; "))}))
+            Ok(OperationOutput::Templates(TemplatesReport {
+                degraded: true,
+                message: Some(format!("every strategy failed ({})", summary.join("; "))),
+                ..TemplatesReport::default()
+            }))
         } else {
             Err(ProviderError::new(
                 last.unwrap_or(ProviderErrorKind::Transient),
@@ -317,6 +317,7 @@ impl Provider for Fallback {
         Traced {
             result,
             members: attempts,
+            contributors: Vec::new(),
         }
     }
 }

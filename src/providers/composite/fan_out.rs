@@ -10,9 +10,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Members, check_names};
-use crate::domain::{Attempt, Capabilities, ProviderError, ProviderOperation};
-use crate::providers::{Provider, Traced, parse_config};
+use super::{Combinator, Members, check_names};
+use crate::domain::{Attempt, Capabilities, ProviderError};
+use crate::providers::{Operation, OperationOutput, Traced, parse_config};
 use crate::strategy::composition::{
     AggregationPolicy, AggregationRules, CompositionMode, aggregate,
 };
@@ -112,7 +112,7 @@ pub struct Composite {
     members: Members,
 }
 
-type Outcome = Option<(Attempt, Result<Value, ProviderError>)>;
+type Outcome = Option<(Attempt, Result<OperationOutput, ProviderError>)>;
 
 impl Composite {
     pub(super) fn new(cfg: CompositeConfig, members: Members) -> Self {
@@ -122,7 +122,7 @@ impl Composite {
     /// Whether REDUNDANT has heard enough: `min_success_count` successes, or for MAJORITY_WINS
     /// one answer from more than half of the members that will run.
     fn enough(&self, outcomes: &[Outcome], running: usize) -> bool {
-        let oks: Vec<&Value> = outcomes
+        let oks: Vec<&OperationOutput> = outcomes
             .iter()
             .flatten()
             .filter_map(|(_, r)| r.as_ref().ok())
@@ -137,7 +137,7 @@ impl Composite {
 }
 
 #[async_trait]
-impl Provider for Composite {
+impl Combinator for Composite {
     fn capabilities(&self) -> Capabilities {
         let performance = json!({
             "mode": self.cfg.mode,
@@ -152,11 +152,7 @@ impl Provider for Composite {
         )
     }
 
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError> {
-        self.execute_traced(op).await.result
-    }
-
-    async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
+    async fn run(&self, op: &Operation) -> Traced {
         if let Some(answer) = self.members.health_answer(op, self.cfg.min_success_count) {
             return answer;
         }
@@ -167,7 +163,7 @@ impl Provider for Composite {
             .iter()
             .map(|c| {
                 c.as_ref()
-                    .is_some_and(|c| c.enabled && c.capabilities.supports(op.operation_type))
+                    .is_some_and(|c| c.enabled && c.capabilities.supports(op.kind()))
             })
             .collect();
         let names = &self.members.names;
@@ -216,23 +212,27 @@ impl Provider for Composite {
                 }
             }
         }
-        let results: Vec<(String, Option<Result<Value, ProviderError>>)> = names
+        let results: Vec<(String, Option<Result<OperationOutput, ProviderError>>)> = names
             .iter()
             .zip(&outcomes)
             .map(|(n, o)| (n.clone(), o.as_ref().map(|(_, r)| r.clone())))
             .collect();
-        let result = aggregate(&self.cfg.rules(), &results).map(|agg| {
-            let mut data = agg.data;
-            if let Value::Object(m) = &mut data
-                && self.cfg.aggregation_policy != AggregationPolicy::FirstSuccess
-            {
-                m.insert("contributing_strategies".into(), json!(agg.contributors));
-            }
-            data
-        });
-        Traced {
-            result,
-            members: outcomes.into_iter().flatten().map(|(a, _)| a).collect(),
+        let members = outcomes.into_iter().flatten().map(|(a, _)| a).collect();
+        match aggregate(&self.cfg.rules(), &results) {
+            Ok(agg) => Traced {
+                result: Ok(agg.data),
+                members,
+                contributors: if self.cfg.aggregation_policy == AggregationPolicy::FirstSuccess {
+                    Vec::new()
+                } else {
+                    agg.contributors
+                },
+            },
+            Err(e) => Traced {
+                result: Err(e),
+                members,
+                contributors: Vec::new(),
+            },
         }
     }
 }

@@ -9,10 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Members, check_names};
-use crate::domain::{
-    Capabilities, ProviderError, ProviderErrorKind, ProviderOperation, now_millis,
-};
-use crate::providers::{Provider, ProviderDeps, Traced, parse_config};
+use super::Combinator;
+use crate::domain::{Capabilities, ProviderError, ProviderErrorKind, now_millis};
+use crate::providers::{Operation, ProviderDeps, Traced, parse_config};
 use crate::strategy::balancing::{Algorithm, Balancer, BalancerConfig, HealthCheckMode};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -139,17 +138,6 @@ impl LoadBalancer {
     }
 }
 
-/// The request key HASH_BASED balancing uses: `request_id`, else `template_id`.
-fn request_key(params: &Map<String, Value>) -> Option<String> {
-    ["request_id", "template_id"]
-        .iter()
-        .find_map(|k| params.get(*k).filter(|v| !v.is_null()))
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-}
-
 /// A member call counted as an active connection; ends as a failure if the call is dropped
 /// before it reports (the operation timed out around it).
 struct Lease<'a> {
@@ -188,7 +176,7 @@ impl Drop for Lease<'_> {
 }
 
 #[async_trait]
-impl Provider for LoadBalancer {
+impl Combinator for LoadBalancer {
     fn capabilities(&self) -> Capabilities {
         let stats: Vec<Value> = self
             .state
@@ -218,11 +206,7 @@ impl Provider for LoadBalancer {
         )
     }
 
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError> {
-        self.execute_traced(op).await.result
-    }
-
-    async fn execute_traced(&self, op: &ProviderOperation) -> Traced {
+    async fn run(&self, op: &Operation) -> Traced {
         if let Some(answer) = self.members.health_answer(op, 1) {
             return answer;
         }
@@ -238,12 +222,11 @@ impl Provider for LoadBalancer {
                 })
             })
             .collect();
-        let key = request_key(&op.parameters);
         let picked = self.state.lock().expect("balancer lock").pick(
             &self.balancer_cfg,
             &candidates,
-            op.operation_type,
-            key.as_deref(),
+            op.kind(),
+            op.affinity_key(),
             now_millis(),
         );
         let pick = match picked {
@@ -262,14 +245,11 @@ impl Provider for LoadBalancer {
                 } else {
                     (ProviderErrorKind::Transient, "NO_MEMBER_AVAILABLE")
                 };
-                return Traced {
-                    result: Err(ProviderError::new(
-                        kind,
-                        code,
-                        format!("no member can take this call ({})", reasons.join("; ")),
-                    )),
-                    members: Vec::new(),
-                };
+                return Traced::plain(Err(ProviderError::new(
+                    kind,
+                    code,
+                    format!("no member can take this call ({})", reasons.join("; ")),
+                )));
             }
         };
         let lease = Lease {
@@ -286,6 +266,7 @@ impl Provider for LoadBalancer {
         Traced {
             result,
             members: vec![attempt],
+            contributors: Vec::new(),
         }
     }
 }

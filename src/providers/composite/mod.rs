@@ -12,12 +12,17 @@ mod load_balancer;
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
 
-use super::{MemberInvoker, Provider, ProviderDeps, Traced};
+use super::{
+    CreateRequest, Created, HealthReport, MemberHealth, MemberInvoker, Operation, Provider,
+    ProviderDeps, StatusQuery, StatusReport, TemplatesReport, TerminateReport, TerminateRequest,
+    Traced, ValidationReport,
+};
 use crate::config::StrategySpec;
 use crate::domain::{
-    Capabilities, HealthState, OperationType, ProviderError, ProviderErrorKind, ProviderOperation,
+    Capabilities, HealthState, LaunchSpec, OperationType, ProviderError, ProviderErrorKind,
 };
 use crate::strategy::{Candidate, CircuitState};
 
@@ -80,19 +85,72 @@ pub fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn Provide
     Ok(match spec.provider_type.as_str() {
         "load_balancer" => {
             let cfg = LoadBalancerConfig::from_spec(&spec.config).map_err(fail)?;
-            Arc::new(load_balancer::LoadBalancer::new(
+            Arc::new(Combined(load_balancer::LoadBalancer::new(
                 &spec.name, cfg, members, deps,
-            ))
+            )))
         }
         "fallback" => {
             let cfg = FallbackConfig::from_spec(&spec.config).map_err(fail)?;
-            Arc::new(fallback::Fallback::new(&spec.name, cfg, members, deps))
+            Arc::new(Combined(fallback::Fallback::new(
+                &spec.name, cfg, members, deps,
+            )))
         }
         _ => {
             let cfg = CompositeConfig::from_spec(&spec.config).map_err(fail)?;
-            Arc::new(fan_out::Composite::new(cfg, members))
+            Arc::new(Combined(fan_out::Composite::new(cfg, members)))
         }
     })
+}
+
+/// A strategy made of strategies: runs any operation through its members.
+#[async_trait]
+trait Combinator: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    async fn run(&self, op: &Operation) -> Traced;
+}
+
+/// A combinator as a provider: every typed operation goes through `run`, so the three
+/// composite types handle all operations in one place each.
+struct Combined<C>(C);
+
+#[async_trait]
+impl<C: Combinator> Provider for Combined<C> {
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+
+    async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+        let op = Operation::Create(req.clone());
+        self.0.run(&op).await.result?.into_created()
+    }
+
+    async fn status(&self, query: &StatusQuery) -> Result<StatusReport, ProviderError> {
+        let op = Operation::Status(query.clone());
+        self.0.run(&op).await.result?.into_status()
+    }
+
+    async fn terminate(&self, req: &TerminateRequest) -> Result<TerminateReport, ProviderError> {
+        let op = Operation::Terminate(req.clone());
+        self.0.run(&op).await.result?.into_terminated()
+    }
+
+    async fn validate(&self, spec: &LaunchSpec) -> Result<ValidationReport, ProviderError> {
+        let op = Operation::Validate(spec.clone());
+        self.0.run(&op).await.result?.into_validated()
+    }
+
+    async fn templates(&self) -> Result<TemplatesReport, ProviderError> {
+        self.0.run(&Operation::Templates).await.result?.into_templates()
+    }
+
+    async fn health(&self) -> Result<HealthReport, ProviderError> {
+        self.0.run(&Operation::Health).await.result?.into_health()
+    }
+
+    async fn execute_traced(&self, op: &Operation) -> Traced {
+        self.0.run(op).await
+    }
 }
 
 /// Member names must not be empty nor listed twice.
@@ -166,28 +224,42 @@ impl Members {
 
     /// The HEALTH_CHECK answer when `op` is one, from the members' cached state: healthy when
     /// at least `needed` members are usable.
-    fn health_answer(&self, op: &ProviderOperation, needed: usize) -> Option<Traced> {
-        (op.operation_type == OperationType::HealthCheck).then(|| Traced {
-            result: self.health(needed),
-            members: Vec::new(),
-        })
+    fn health_answer(&self, op: &Operation, needed: usize) -> Option<Traced> {
+        matches!(op, Operation::Health)
+            .then(|| Traced::plain(self.health(needed).map(super::OperationOutput::Health)))
     }
 
-    fn health(&self, needed: usize) -> Result<Value, ProviderError> {
-        let states: Vec<Value> = self
+    fn health(&self, needed: usize) -> Result<HealthReport, ProviderError> {
+        let members: Vec<MemberHealth> = self
             .names
             .iter()
             .zip(self.candidates())
             .map(|(n, c)| match c {
-                Some(c) => json!({"strategy": n, "usable": usable(&c), "health": c.health,
-                    "circuit_state": c.circuit, "enabled": c.enabled}),
-                None => json!({"strategy": n, "usable": false, "registered": false}),
+                Some(c) => MemberHealth {
+                    strategy: n.clone(),
+                    usable: usable(&c),
+                    registered: true,
+                    health: Some(c.health),
+                    circuit_state: Some(c.circuit),
+                    enabled: Some(c.enabled),
+                },
+                None => MemberHealth {
+                    strategy: n.clone(),
+                    usable: false,
+                    registered: false,
+                    health: None,
+                    circuit_state: None,
+                    enabled: None,
+                },
             })
             .collect();
-        let up = states.iter().filter(|s| s["usable"] == true).count();
+        let up = members.iter().filter(|m| m.usable).count();
         let message = format!("{up}/{} members usable", self.names.len());
         if up >= needed.max(1) {
-            Ok(json!({"is_healthy": true, "status_message": message, "members": states}))
+            Ok(HealthReport {
+                members,
+                ..HealthReport::healthy(message)
+            })
         } else {
             Err(ProviderError::new(
                 ProviderErrorKind::Transient,

@@ -1,9 +1,36 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::*;
+
+/// JSON answers merge as objects key by key: lists joined, numbers added, objects merged,
+/// any other value kept from the earlier member.
+impl Merge for Value {
+    fn merge(&mut self, later: &Self) {
+        if let (Value::Object(into), Value::Object(from)) = (self, later) {
+            merge_objects(into, from);
+        }
+    }
+}
+
+fn merge_objects(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (None, _) => {
+                into.insert(k.clone(), v.clone());
+            }
+            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b.iter().cloned()),
+            (Some(Value::Object(a)), Value::Object(b)) => merge_objects(a, b),
+            (Some(Value::Number(a)), Value::Number(b)) => {
+                let sum = a.as_i64().unwrap_or(0) + b.as_i64().unwrap_or(0);
+                into.insert(k.clone(), json!(sum));
+            }
+            (Some(_), _) => {}
+        }
+    }
+}
 
 fn ok(name: &str, v: Value) -> (String, Option<Result<Value, ProviderError>>) {
     (name.into(), Some(Ok(v)))
