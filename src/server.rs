@@ -79,6 +79,10 @@ impl App {
             Arc::clone(&state.hostfactory),
             token.clone(),
         ));
+        let templates = tokio::spawn(hostfactory::watch_templates(
+            Arc::clone(&state.hostfactory),
+            token.clone(),
+        ));
         tracing::info!(
             addr = %listener.local_addr()?,
             strategies = engine.entries().len(),
@@ -98,6 +102,7 @@ impl App {
         for (task, name) in [
             (monitor, "background monitor"),
             (reconciler, "hostfactory reconciler"),
+            (templates, "templates watcher"),
         ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "{name} ended abnormally");

@@ -9,6 +9,10 @@ pub mod views;
 pub mod wire;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 pub use reconciler::run as run_reconciler;
 pub use service::{HfError, HostFactory};
@@ -29,4 +33,19 @@ pub fn templates_path(cfg: &HostFactoryConfig, conf_dir: Option<String>) -> Opti
     }
     let default = PathBuf::from(DEFAULT_TEMPLATES_PATH);
     default.exists().then_some(default)
+}
+
+/// How often the templates file is looked at for changes.
+pub const TEMPLATES_REFRESH: Duration = Duration::from_secs(2);
+
+/// Keeps the templates catalog in step with its file, off the request path.
+pub async fn watch_templates(hf: Arc<HostFactory>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(TEMPLATES_REFRESH) => {
+                hf.catalog().refresh().await;
+            }
+        }
+    }
 }

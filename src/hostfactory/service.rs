@@ -164,6 +164,10 @@ impl HostFactory {
         self.catalog.all()
     }
 
+    pub fn catalog(&self) -> &TemplateCatalog {
+        &self.catalog
+    }
+
     pub fn template(&self, id: &str) -> HfResult<Template> {
         self.catalog.get(id).ok_or_else(|| {
             let known: Vec<String> = self.catalog.all().iter().map(|t| t.id.clone()).collect();

@@ -255,14 +255,24 @@ impl Template {
     }
 }
 
-/// The templates file, re-read when it changes on disk (a broken edit keeps the last good set).
+/// The templates file, re-read off the request path when it changes on disk (a broken edit
+/// keeps the last good set). Calls read the cached set; [`TemplateCatalog::refresh`] looks at
+/// the file, from a background task.
 pub struct TemplateCatalog {
     path: Option<PathBuf>,
     cache: RwLock<(Option<SystemTime>, Arc<Vec<Template>>)>,
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn read_file(path: &Path) -> Result<Vec<Template>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read templates file {}: {e}", path.display()))?;
+    parse(&text).map_err(|errs| {
+        format!(
+            "invalid templates file {}:\n  - {}",
+            path.display(),
+            errs.join("\n  - ")
+        )
+    })
 }
 
 impl TemplateCatalog {
@@ -270,16 +280,8 @@ impl TemplateCatalog {
     pub fn load(path: Option<PathBuf>) -> Result<Self, String> {
         let (stamp, templates) = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read templates file {}: {e}", p.display()))?;
-                let templates = parse(&text).map_err(|errs| {
-                    format!(
-                        "invalid templates file {}:\n  - {}",
-                        p.display(),
-                        errs.join("\n  - ")
-                    )
-                })?;
-                (modified(p), templates)
+                let stamp = std::fs::metadata(p).and_then(|m| m.modified()).ok();
+                (stamp, read_file(p)?)
             }
             None => (None, Vec::new()),
         };
@@ -294,30 +296,45 @@ impl TemplateCatalog {
     }
 
     pub fn all(&self) -> Arc<Vec<Template>> {
-        if let Some(path) = &self.path {
-            let now = modified(path);
-            let stale = self.cache.read().expect("catalog lock").0 != now;
-            if stale {
-                match std::fs::read_to_string(path)
-                    .map_err(|e| vec![e.to_string()])
-                    .and_then(|t| parse(&t))
-                {
-                    Ok(templates) => {
-                        tracing::info!(path = %path.display(), count = templates.len(), "templates reloaded");
-                        *self.cache.write().expect("catalog lock") = (now, Arc::new(templates));
-                    }
-                    Err(errs) => {
-                        tracing::error!(path = %path.display(), errors = %errs.join("; "), "templates file changed but is invalid; keeping the previous templates");
-                        self.cache.write().expect("catalog lock").0 = now;
-                    }
-                }
-            }
-        }
         Arc::clone(&self.cache.read().expect("catalog lock").1)
     }
 
     pub fn get(&self, id: &str) -> Option<Template> {
         self.all().iter().find(|t| t.id == id).cloned()
+    }
+
+    /// Re-reads the file when its modification time changed; true when new templates were
+    /// taken. The file system is touched off the async threads.
+    pub async fn refresh(&self) -> bool {
+        let Some(path) = self.path.clone() else {
+            return false;
+        };
+        let seen = self.cache.read().expect("catalog lock").0;
+        let read = tokio::task::spawn_blocking(move || {
+            let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if stamp == seen {
+                return None;
+            }
+            Some((stamp, read_file(&path), path))
+        })
+        .await;
+        match read {
+            Ok(Some((stamp, Ok(templates), path))) => {
+                tracing::info!(path = %path.display(), count = templates.len(), "templates reloaded");
+                *self.cache.write().expect("catalog lock") = (stamp, Arc::new(templates));
+                true
+            }
+            Ok(Some((stamp, Err(e), _))) => {
+                tracing::error!(error = %e, "templates file changed but is invalid; keeping the previous templates");
+                self.cache.write().expect("catalog lock").0 = stamp;
+                false
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "templates refresh task failed");
+                false
+            }
+        }
     }
 }
 

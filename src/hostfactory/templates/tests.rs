@@ -196,3 +196,32 @@ fn the_launch_spec_is_read_once_with_every_key_it_uses() {
     .unwrap_err();
     assert!(instant_asg.iter().any(|e| e.contains("fleetType")), "{instant_asg:?}");
 }
+
+#[tokio::test]
+async fn the_catalog_takes_a_good_edit_and_keeps_the_last_good_set_after_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("templates.json");
+    // Each version gets its own modification time: file systems may keep coarse ones.
+    let write = |version: u64, templates: Value| {
+        std::fs::write(&path, json!({"templates": templates}).to_string()).unwrap();
+        let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 * version);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(stamp)
+            .unwrap();
+    };
+    write(1, json!([minimal()]));
+    let catalog = TemplateCatalog::load(Some(path.clone())).unwrap();
+    assert_eq!(catalog.all().len(), 1);
+    assert!(!catalog.refresh().await, "nothing changed");
+    let mut second = minimal();
+    second["templateId"] = json!("t2");
+    write(2, json!([minimal(), second]));
+    assert!(catalog.refresh().await);
+    assert!(catalog.get("t2").is_some());
+    write(3, json!([{"templateId": "broken"}]));
+    assert!(!catalog.refresh().await);
+    assert_eq!(catalog.all().len(), 2, "a broken edit keeps the last good set");
+}
