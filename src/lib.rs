@@ -17,4 +17,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod strategy;
+pub mod tasks;
 pub mod telemetry;

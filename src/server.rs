@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,12 @@ use crate::config::Config;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::state::AppState;
 use crate::store::Store;
+use crate::tasks::Tasks;
 use crate::{http, monitor};
+
+/// How long shutdown waits for provisioning tasks before the store closes; an unfinished one
+/// resumes at the next start (its machines are found by their request tag).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub struct App {
     listener: TcpListener,
@@ -42,8 +47,14 @@ impl App {
                 "no HostFactory templates file found; getAvailableTemplates answers with none"
             );
         }
-        let hostfactory =
-            HostFactory::new(Arc::clone(&engine), catalog, config.hostfactory.clone());
+        let shutdown = CancellationToken::new();
+        let tasks = Tasks::new(shutdown.clone());
+        let hostfactory = HostFactory::new(
+            Arc::clone(&engine),
+            catalog,
+            config.hostfactory.clone(),
+            tasks.clone(),
+        );
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -52,7 +63,8 @@ impl App {
             hostfactory,
             config: Arc::new(config),
             started,
-            shutdown: CancellationToken::new(),
+            shutdown,
+            tasks,
         };
         Ok(Self { listener, state })
     }
@@ -74,15 +86,19 @@ impl App {
         let App { listener, state } = self;
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
-        let monitor = tokio::spawn(monitor::run(Arc::clone(&engine), token.clone()));
-        let reconciler = tokio::spawn(hostfactory::run_reconciler(
-            Arc::clone(&state.hostfactory),
-            token.clone(),
-        ));
-        let templates = tokio::spawn(hostfactory::watch_templates(
-            Arc::clone(&state.hostfactory),
-            token.clone(),
-        ));
+        let tasks = state.tasks.clone();
+        tasks.spawn_service(
+            "background monitor",
+            monitor::run(Arc::clone(&engine), token.clone()),
+        );
+        tasks.spawn_service(
+            "hostfactory reconciler",
+            hostfactory::run_reconciler(Arc::clone(&state.hostfactory), token.clone()),
+        );
+        tasks.spawn_service(
+            "templates watcher",
+            hostfactory::watch_templates(Arc::clone(&state.hostfactory), token.clone()),
+        );
         tracing::info!(
             addr = %listener.local_addr()?,
             strategies = engine.entries().len(),
@@ -99,15 +115,7 @@ impl App {
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
-        for (task, name) in [
-            (monitor, "background monitor"),
-            (reconciler, "hostfactory reconciler"),
-            (templates, "templates watcher"),
-        ] {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "{name} ended abnormally");
-            }
-        }
+        tasks.join(SHUTDOWN_GRACE).await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
         served.map_err(Into::into)

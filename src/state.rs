@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::HostFactory;
+use crate::tasks::Tasks;
 
 /// The one state every handler gets; cheap to clone.
 #[derive(Clone)]
@@ -16,4 +17,6 @@ pub struct AppState {
     pub started: Instant,
     /// Cancelled on shutdown; long-lived responses (event streams) end with it.
     pub shutdown: CancellationToken,
+    /// The background tasks; readiness fails when one of them is gone.
+    pub tasks: Tasks,
 }

@@ -76,7 +76,8 @@ impl HostFactory {
                 .expect("provisioning lock")
                 .insert(req.request_id.clone());
             if fresh {
-                tokio::spawn(Arc::clone(&self).provision(req.clone()));
+                self.tasks
+                    .spawn_tracked(Arc::clone(&self).provision(req.clone()));
             }
         }
         let tracked = match self.store.hf_machines_to_track().await {

@@ -11,6 +11,7 @@ use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
 use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
 use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
+use crate::tasks::Tasks;
 use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
 
 /// A rejected call: HTTP status and the message HostFactory prints.
@@ -48,6 +49,8 @@ pub struct HostFactory {
     pub(super) provisioning: Mutex<HashSet<String>>,
     /// Wakes the reconciler early (a new request, a return).
     pub(super) wake: Notify,
+    /// Provisioning runs as tracked tasks: shutdown waits for them before the store closes.
+    pub(super) tasks: Tasks,
 }
 
 /// The host name HostFactory uses: private DNS name, else private IP, else the instance id.
@@ -148,8 +151,14 @@ pub(super) fn machine_row(
 }
 
 impl HostFactory {
-    pub fn new(engine: Arc<Engine>, catalog: TemplateCatalog, cfg: HostFactoryConfig) -> Arc<Self> {
+    pub fn new(
+        engine: Arc<Engine>,
+        catalog: TemplateCatalog,
+        cfg: HostFactoryConfig,
+        tasks: Tasks,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            tasks,
             store: engine.store().clone(),
             engine,
             catalog,

@@ -48,6 +48,15 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/ready", tag = "service",
     responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
+    let dead = state.tasks.dead();
+    if !dead.is_empty() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            format!("background task gone: {}", dead.join("; ")),
+        ));
+    }
     match state.engine.store().ready().await {
         Ok(()) => Ok(Json(Readiness {
             status: "ready",
