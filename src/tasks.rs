@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Long-running tasks by name, each with the supervisor that watches it.
+type Supervised = Vec<(&'static str, JoinHandle<()>)>;
+
 #[derive(Clone)]
 pub struct Tasks {
     shutdown: CancellationToken,
     /// Long-running tasks, by name, with their supervisors.
-    running: Arc<Mutex<Vec<(&'static str, JoinHandle<()>)>>>,
+    running: Arc<Mutex<Supervised>>,
     /// Tasks that ended before shutdown, with why.
     dead: Arc<Mutex<Vec<String>>>,
     /// Short tasks shutdown waits for.
@@ -50,7 +53,9 @@ impl Tasks {
                 Err(e) => format!("was cancelled: {e}"),
             };
             tracing::error!(task = name, reason = %why, "background task ended; the service is not ready");
-            dead.lock().expect("tasks lock").push(format!("{name} {why}"));
+            dead.lock()
+                .expect("tasks lock")
+                .push(format!("{name} {why}"));
         });
         self.running
             .lock()
@@ -119,8 +124,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_task_that_panics_or_stops_early_is_reported_and_one_that_stops_at_shutdown_is_not()
-    {
+    async fn a_task_that_panics_or_stops_early_is_reported_and_one_that_stops_at_shutdown_is_not() {
         let token = CancellationToken::new();
         let tasks = Tasks::new(token.clone());
         tasks.spawn_service("boom", async { panic!("monitor broke") });
@@ -129,8 +133,14 @@ mod tests {
         tasks.spawn_service("good", async move { waiter.cancelled().await });
         let dead = eventually(&tasks, 2).await;
         assert_eq!(dead.len(), 2, "{dead:?}");
-        assert!(dead.iter().any(|d| d == "boom panicked: monitor broke"), "{dead:?}");
-        assert!(dead.iter().any(|d| d == "quitter stopped on its own"), "{dead:?}");
+        assert!(
+            dead.iter().any(|d| d == "boom panicked: monitor broke"),
+            "{dead:?}"
+        );
+        assert!(
+            dead.iter().any(|d| d == "quitter stopped on its own"),
+            "{dead:?}"
+        );
         token.cancel();
         tasks.join(Duration::from_secs(5)).await;
         assert_eq!(tasks.dead().len(), 2);

@@ -541,14 +541,8 @@ impl Engine {
             .as_ref()
             .err()
             .map(|e| (e.code.as_str(), e.message.as_str()));
-        self.metrics.record(
-            name,
-            op.kind().as_str(),
-            now,
-            result.is_ok(),
-            ms,
-            error,
-        );
+        self.metrics
+            .record(name, op.kind().as_str(), now, result.is_ok(), ms, error);
         self.events.emit(
             EventKind::Operation,
             Some(name),

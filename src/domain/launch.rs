@@ -22,7 +22,9 @@ named_enum! {
 
 named_enum! {
     /// On demand, spot, or both (`heterogeneous`: spot with a share on demand).
+    #[derive(Default)]
     pub enum PriceType ("price type") {
+        #[default]
         OnDemand => "ondemand",
         Spot => "spot",
         Heterogeneous => "heterogeneous",
@@ -140,12 +142,6 @@ pub struct LaunchSpec {
     pub fleet: FleetOptions,
 }
 
-impl Default for PriceType {
-    fn default() -> Self {
-        PriceType::OnDemand
-    }
-}
-
 impl LaunchSpec {
     /// A spec that names a template and nothing else (providers that need more reject it
     /// in validation).
@@ -169,7 +165,9 @@ impl LaunchSpec {
 
     /// The first (preferred) instance type.
     pub fn primary_type(&self) -> Option<&str> {
-        self.instance_types.first().map(|w| w.instance_type.as_str())
+        self.instance_types
+            .first()
+            .map(|w| w.instance_type.as_str())
     }
 
     /// Narrows the spec to one instance type, keeping its weight when the spec lists it.
@@ -313,7 +311,10 @@ mod tests {
             assert_eq!(text.parse::<ProvisioningApi>().unwrap(), api);
         }
         let err = "Lambda".parse::<ProvisioningApi>().unwrap_err();
-        assert!(err.contains("RunInstances, EC2Fleet, SpotFleet, ASG"), "{err}");
+        assert!(
+            err.contains("RunInstances, EC2Fleet, SpotFleet, ASG"),
+            "{err}"
+        );
         assert_eq!(
             serde_json::to_value(ProvisioningApi::Ec2Fleet).unwrap(),
             "EC2Fleet"

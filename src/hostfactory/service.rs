@@ -11,8 +11,8 @@ use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
 use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
 use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
-use crate::tasks::Tasks;
 use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
+use crate::tasks::Tasks;
 
 /// A rejected call: HTTP status and the message HostFactory prints.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +97,12 @@ async fn lookup_hosts<'h>(
 /// The launch spec an acquire request was made with, read from the template stored with it.
 pub(super) fn spec_of(r: &HfRequest) -> LaunchSpec {
     let id = r.template_id.clone().unwrap_or_default();
-    match r.template.as_ref().and_then(Value::as_object).map(launch_spec) {
+    match r
+        .template
+        .as_ref()
+        .and_then(Value::as_object)
+        .map(launch_spec)
+    {
         Some(Ok(spec)) => spec,
         // Stored templates were valid when stored; one that no longer reads counts machines.
         Some(Err(problems)) => {
@@ -342,7 +347,11 @@ impl HostFactory {
                         .iter()
                         .map(|a| a.strategy.as_str())
                         .collect();
-                    match outcome.result.clone().and_then(OperationOutput::into_created) {
+                    match outcome
+                        .result
+                        .clone()
+                        .and_then(OperationOutput::into_created)
+                    {
                         Ok(created) => {
                             strategy = Some(outcome.strategy_used.clone());
                             resource_id = created.resource_id;

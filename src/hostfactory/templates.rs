@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-pub use launch::{KeyProblem, launch_spec, parse_instance_tags};
 use launch::number_text;
+pub use launch::{KeyProblem, launch_spec, parse_instance_tags};
 
 use crate::domain::{LaunchSpec, ProvisioningApi};
 

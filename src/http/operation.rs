@@ -44,7 +44,10 @@ impl<'a> Params<'a> {
             } else {
                 allowed.join(", ")
             };
-            self.bad(&key, format!("{op} does not take this parameter (it takes {takes})"));
+            self.bad(
+                &key,
+                format!("{op} does not take this parameter (it takes {takes})"),
+            );
         }
     }
 
@@ -168,7 +171,10 @@ impl<'a> Params<'a> {
                 None
             }
             None => {
-                self.bad("count", "is required (the number of machines or capacity units)");
+                self.bad(
+                    "count",
+                    "is required (the number of machines or capacity units)",
+                );
                 None
             }
         };
@@ -247,7 +253,10 @@ impl<'a> Params<'a> {
         let mut machines: Vec<MachineRef> = Vec::new();
         for (i, m) in self.objects("machines") {
             let at = format!("machines[{i}]");
-            let Some(id) = m.get("instance_id").and_then(Value::as_str).filter(|s| !s.is_empty())
+            let Some(id) = m
+                .get("instance_id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
             else {
                 self.bad(&format!("{at}.instance_id"), "must be a non-empty string");
                 continue;

@@ -106,7 +106,10 @@ pub struct TerminateRequest {
 
 impl TerminateRequest {
     pub fn instance_ids(&self) -> Vec<String> {
-        self.machines.iter().map(|m| m.instance_id.clone()).collect()
+        self.machines
+            .iter()
+            .map(|m| m.instance_id.clone())
+            .collect()
     }
 }
 
@@ -273,9 +276,7 @@ impl Operation {
                 .request_id
                 .as_deref()
                 .or(Some(c.spec.template_id.as_str()).filter(|t| !t.is_empty())),
-            Operation::Validate(spec) => {
-                Some(spec.template_id.as_str()).filter(|t| !t.is_empty())
-            }
+            Operation::Validate(spec) => Some(spec.template_id.as_str()).filter(|t| !t.is_empty()),
             _ => None,
         }
     }
@@ -332,9 +333,9 @@ impl OperationOutput {
 
     /// The answer as JSON, for the API edge.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_else(|e| {
-            serde_json::json!({"error": format!("answer not serializable: {e}")})
-        })
+        serde_json::to_value(self).unwrap_or_else(
+            |e| serde_json::json!({"error": format!("answer not serializable: {e}")}),
+        )
     }
 }
 
@@ -371,7 +372,10 @@ impl crate::strategy::composition::Merge for OperationOutput {
                     }
                 }
                 let known: Vec<&str> = a.machines.iter().map(|m| m.instance_id.as_str()).collect();
-                a.not_found = unseen(a.not_found.drain(..).chain(b.not_found.iter().cloned()), &known);
+                a.not_found = unseen(
+                    a.not_found.drain(..).chain(b.not_found.iter().cloned()),
+                    &known,
+                );
             }
             (O::Terminated(a), O::Terminated(b)) => {
                 a.terminating.extend(b.terminating.iter().cloned());
@@ -384,7 +388,10 @@ impl crate::strategy::composition::Merge for OperationOutput {
                     .chain(&a.already_terminating)
                     .map(String::as_str)
                     .collect();
-                a.not_found = unseen(a.not_found.drain(..).chain(b.not_found.iter().cloned()), &known);
+                a.not_found = unseen(
+                    a.not_found.drain(..).chain(b.not_found.iter().cloned()),
+                    &known,
+                );
             }
             (O::Validated(a), O::Validated(b)) => {
                 a.valid &= b.valid;
@@ -474,7 +481,10 @@ mod tests {
         assert_eq!(c.count, 3);
         assert_eq!(c.instance_ids, ["i-a", "i-b", "i-c"]);
         let wrong = OperationOutput::Templates(TemplatesReport::default());
-        assert_eq!(wrong.into_created().unwrap_err().kind, ProviderErrorKind::Internal);
+        assert_eq!(
+            wrong.into_created().unwrap_err().kind,
+            ProviderErrorKind::Internal
+        );
     }
 
     #[test]
@@ -495,6 +505,10 @@ mod tests {
             err.message,
             "imageId: ami-1 does not exist; vmTypes: t9.mega is not offered"
         );
-        assert!(ValidationReport::from_problems(vec![]).into_result().is_ok());
+        assert!(
+            ValidationReport::from_problems(vec![])
+                .into_result()
+                .is_ok()
+        );
     }
 }

@@ -60,9 +60,7 @@ pub trait Provider: Send + Sync {
         let result = match op {
             Operation::Create(req) => self.create(req).await.map(OperationOutput::Created),
             Operation::Status(q) => self.status(q).await.map(OperationOutput::Status),
-            Operation::Terminate(req) => {
-                self.terminate(req).await.map(OperationOutput::Terminated)
-            }
+            Operation::Terminate(req) => self.terminate(req).await.map(OperationOutput::Terminated),
             Operation::Validate(spec) => self
                 .validate(spec)
                 .await

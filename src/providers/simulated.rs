@@ -335,8 +335,8 @@ impl Provider for SimulatedProvider {
             instance_ids: rows.iter().map(|r| r.instance_id.clone()).collect(),
             instances: rows.iter().map(|r| self.machine(r, now)).collect(),
             resource_id: None,
-            provider_api: None,
             count: rows.len(),
+            ..Created::default()
         })
     }
 
@@ -599,7 +599,10 @@ mod tests {
         }];
         let made = p.create(&req).await.unwrap();
         assert_eq!(made.count, 3);
-        assert_eq!(made.instances[0].instance_type.as_deref(), Some("sim.large"));
+        assert_eq!(
+            made.instances[0].instance_type.as_deref(),
+            Some("sim.large")
+        );
         let report = p.validate(&LaunchSpec::default()).await.unwrap();
         assert!(!report.valid);
         assert_eq!(report.errors.len(), 2);

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::OutcomeWindow;
-use crate::domain::named_enum;
 use super::selection::{
     self, Candidate, SelectionCriteria, SelectionPolicy, SelectorState, Verdict,
 };
+use crate::domain::named_enum;
 use crate::domain::{EpochMillis, HealthState, OperationType};
 
 named_enum! {

@@ -2,7 +2,6 @@
 //! (always in member order, never completion order), and the cycle check that keeps nested
 //! strategies finite.
 
-
 use crate::domain::{ProviderError, ProviderErrorKind, named_enum};
 
 named_enum! {

@@ -1,7 +1,7 @@
 //! Decisions of a `fallback` strategy as pure logic: its modes and the retry schedule.
 
-use crate::domain::named_enum;
 use crate::domain::ProviderErrorKind;
+use crate::domain::named_enum;
 
 named_enum! {
     pub enum FallbackMode ("fallback mode") {

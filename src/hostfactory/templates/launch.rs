@@ -203,7 +203,10 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
             },
         );
     }
-    let priorities = r.type_numbers("vmTypesPriority", false).into_iter().collect();
+    let priorities = r
+        .type_numbers("vmTypesPriority", false)
+        .into_iter()
+        .collect();
     // Accepted and checked for the reference's files; on-demand types are chosen by the
     // fleet's on-demand allocation, so nothing reads them.
     r.type_numbers("vmTypesOnDemand", false);
@@ -213,7 +216,9 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
     {
         r.bad(
             "imageId",
-            format!("must be an AMI id (ami-…) or an SSM parameter path (/aws/service/…), got \"{id}\""),
+            format!(
+                "must be an AMI id (ami-…) or an SSM parameter path (/aws/service/…), got \"{id}\""
+            ),
         );
     }
     let mut subnets = r.list("subnetId");
@@ -224,7 +229,10 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
         Some(Value::String(s)) => match parse_instance_tags(s) {
             Ok(tags) => tags,
             Err(m) => {
-                r.bad("instanceTags", format!("{m}; write \"key=value;key2=value2\""));
+                r.bad(
+                    "instanceTags",
+                    format!("{m}; write \"key=value;key2=value2\""),
+                );
                 Vec::new()
             }
         },

@@ -164,7 +164,10 @@ fn weighted_templates_count_units() {
     assert_eq!(weighted.units_of(Some("m5.2xlarge")), 4);
     assert_eq!(weighted.units_of(Some("c5.large")), 1);
     assert_eq!(weighted.units_of(None), 1);
-    assert_eq!(spec(json!({"vmType": "m5.large"})).units_of(Some("m5.large")), 1);
+    assert_eq!(
+        spec(json!({"vmType": "m5.large"})).units_of(Some("m5.large")),
+        1
+    );
 }
 
 #[test]
@@ -184,7 +187,13 @@ fn the_launch_spec_is_read_once_with_every_key_it_uses() {
     assert!(s.weighted);
     assert_eq!(s.units_of(Some("m5.xlarge")), 2);
     assert_eq!(s.subnets, ["subnet-a", "subnet-b"]);
-    assert_eq!(s.tags, [("team".into(), "grid".into()), ("cost".into(), "hpc".into())]);
+    assert_eq!(
+        s.tags,
+        [
+            ("team".into(), "grid".into()),
+            ("cost".into(), "hpc".into())
+        ]
+    );
     assert_eq!(s.max_price.as_deref(), Some("0.5"));
     assert_eq!(s.fleet.percent_on_demand, 25.0);
     assert_eq!(s.fleet.priorities.get("m5.xlarge"), Some(&1));
@@ -194,7 +203,10 @@ fn the_launch_spec_is_read_once_with_every_key_it_uses() {
         "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "2"], "nram": ["Numeric", "8192"]},
         "providerApi": "ASG", "fleetType": "instant"}))
     .unwrap_err();
-    assert!(instant_asg.iter().any(|e| e.contains("fleetType")), "{instant_asg:?}");
+    assert!(
+        instant_asg.iter().any(|e| e.contains("fleetType")),
+        "{instant_asg:?}"
+    );
 }
 
 #[tokio::test]
@@ -223,5 +235,9 @@ async fn the_catalog_takes_a_good_edit_and_keeps_the_last_good_set_after_a_bad_o
     assert!(catalog.get("t2").is_some());
     write(3, json!([{"templateId": "broken"}]));
     assert!(!catalog.refresh().await);
-    assert_eq!(catalog.all().len(), 2, "a broken edit keeps the last good set");
+    assert_eq!(
+        catalog.all().len(),
+        2,
+        "a broken edit keeps the last good set"
+    );
 }

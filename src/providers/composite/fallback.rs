@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Members, check_names, usable};
 use super::Combinator;
+use super::{Members, check_names, usable};
 use crate::domain::{Attempt, Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{
     Operation, OperationOutput, ProviderDeps, TemplatesReport, Traced, parse_config,
@@ -296,9 +296,7 @@ impl Combinator for Fallback {
                 )
             }))
             .collect();
-        let result = if self.cfg.enable_graceful_degradation
-            && matches!(op, Operation::Templates)
-        {
+        let result = if self.cfg.enable_graceful_degradation && matches!(op, Operation::Templates) {
             Ok(OperationOutput::Templates(TemplatesReport {
                 degraded: true,
                 message: Some(format!("every strategy failed ({})", summary.join("; "))),

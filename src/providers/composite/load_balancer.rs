@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Members, check_names};
 use super::Combinator;
+use super::{Members, check_names};
 use crate::domain::{Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{Operation, ProviderDeps, Traced, parse_config};
 use crate::strategy::balancing::{Algorithm, Balancer, BalancerConfig, HealthCheckMode};

@@ -141,7 +141,11 @@ impl<C: Combinator> Provider for Combined<C> {
     }
 
     async fn templates(&self) -> Result<TemplatesReport, ProviderError> {
-        self.0.run(&Operation::Templates).await.result?.into_templates()
+        self.0
+            .run(&Operation::Templates)
+            .await
+            .result?
+            .into_templates()
     }
 
     async fn health(&self) -> Result<HealthReport, ProviderError> {
