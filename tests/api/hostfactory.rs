@@ -1,5 +1,5 @@
 //! The HostFactory calls through the real shims (sh + curl) against the running service on
-//! simulated providers, with every fixture in ../shared/fixtures/hostfactory and the
+//! simulated providers, with every fixture in tests/fixtures/hostfactory and the
 //! properties its .expect.md lists.
 
 use std::path::{Path, PathBuf};
@@ -10,10 +10,7 @@ use tokio::process::Command;
 
 use crate::helpers::{TestApp, execute, test_config};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/hostfactory"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostfactory");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hostfactory/scripts");
 
 /// Placeholder ids used by the fixtures for what the service really returned.
