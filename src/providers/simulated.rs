@@ -497,6 +497,20 @@ mod tests {
         SimulatedConfig::from_spec(v.as_object().unwrap())
     }
 
+    /// Polls the status of `ids` until the first one is in `state`, for 30 s at most.
+    async fn status_when(p: &SimulatedProvider, ids: &Value, state: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let params = json!({"instance_ids": ids}).as_object().unwrap().clone();
+            let op = ProviderOperation::new(OperationType::GetInstanceStatus, params);
+            let status = p.execute(&op).await.unwrap();
+            if status["machines"][0]["state"] == state || std::time::Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[test]
     fn config_validation_names_the_field() {
         assert_eq!(
@@ -548,8 +562,9 @@ mod tests {
         let store = Store::open(dir.path().join("t.db").to_str().unwrap(), 1000, 2)
             .await
             .unwrap();
+        // A shutdown long enough to be seen under way however slow the machine.
         let config =
-            cfg(json!({"capacity": 2, "boot_seconds": 0.2, "shutdown_seconds": 0.2})).unwrap();
+            cfg(json!({"capacity": 2, "boot_seconds": 0.2, "shutdown_seconds": 3.0})).unwrap();
         let p = SimulatedProvider::new("sim", config, store);
         let op = |t, params: Value| ProviderOperation::new(t, params.as_object().unwrap().clone());
         let created = p
@@ -567,14 +582,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ProviderErrorKind::Capacity);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let status = p
-            .execute(&op(
-                OperationType::GetInstanceStatus,
-                json!({"instance_ids": ids.clone()}),
-            ))
-            .await
-            .unwrap();
+        let status = status_when(&p, &ids, "running").await;
         assert_eq!(status["machines"][0]["state"], "running");
         assert!(
             status["machines"][0]["private_dns"]
@@ -598,14 +606,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status["machines"][0]["state"], "shutting-down");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let status = p
-            .execute(&op(
-                OperationType::GetInstanceStatus,
-                json!({"instance_ids": ids}),
-            ))
-            .await
-            .unwrap();
+        let status = status_when(&p, &ids, "terminated").await;
         assert_eq!(status["machines"][0]["state"], "terminated");
         // Capacity is free again once the instance is gone.
         p.execute(&op(OperationType::CreateInstances, json!({"count": 1})))

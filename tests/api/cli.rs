@@ -2,12 +2,11 @@
 //! `serve` stopped by SIGTERM.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::TestApp;
+use crate::helpers::{PATIENCE, TestApp, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -150,17 +149,12 @@ async fn serve_stops_cleanly_on_sigterm() {
         .unwrap();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await
-            && r.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "service became ready");
+    let (client_ref, base_ref) = (&client, &base);
+    eventually("the service becomes ready", || async move {
+        let r = client_ref.get(format!("{base_ref}/ready")).send().await;
+        r.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
     let v: Value = client
         .get(format!("{base}/api/v1/providers"))
         .send()
@@ -176,7 +170,7 @@ async fn serve_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .expect("exits in time")
         .unwrap();

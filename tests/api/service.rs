@@ -114,7 +114,7 @@ async fn events_stream_reports_operations() {
     crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
     let mut seen = String::new();
     while !seen.contains("\"kind\":\"operation\"") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), res.chunk())
+        let chunk = tokio::time::timeout(crate::helpers::PATIENCE, res.chunk())
             .await
             .unwrap()
             .unwrap()
