@@ -175,7 +175,24 @@ async fn serve_stops_cleanly_on_sigterm() {
         .expect("exits in time")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
-    let log = std::fs::read_to_string(dir.path().join("logs/app.log")).unwrap();
+    // The day's file, app.YYYY-MM-DD.log (two of them if the run spanned midnight UTC).
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut log = String::new();
+    for name in &files {
+        let date = name
+            .strip_prefix("app.")
+            .and_then(|n| n.strip_suffix(".log"));
+        assert!(
+            date.is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
+            "{name}"
+        );
+        log += &std::fs::read_to_string(dir.path().join("logs").join(name)).unwrap();
+    }
     assert!(
         log.contains("ohfp serving") && log.contains("ohfp stopped"),
         "{log}"
