@@ -1,7 +1,9 @@
 //! Logging: level from HF_LOG_LEVEL, then RUST_LOG, then the config; to stderr and to
-//! `<logging.dir>/app.log`; text or JSON lines.
+//! `<logging.dir>/app.YYYY-MM-DD.log`, a new file each day (UTC), the newest
+//! `logging.max_files` kept; text or JSON lines.
 
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
@@ -32,8 +34,14 @@ pub fn init(cfg: &LoggingConfig, format: Option<LogFormat>) -> anyhow::Result<Op
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create log directory {dir}: {e}"))?;
-            let (writer, guard) =
-                tracing_appender::non_blocking(tracing_appender::rolling::never(dir, "app.log"));
+            let appender = RollingFileAppender::builder()
+                .rotation(Rotation::DAILY)
+                .filename_prefix("app")
+                .filename_suffix("log")
+                .max_log_files(cfg.max_files)
+                .build(dir)
+                .map_err(|e| anyhow::anyhow!("cannot open the log file in {dir}: {e}"))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = if json {
                 fmt::layer()
                     .json()

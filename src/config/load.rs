@@ -203,6 +203,9 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "auth is enabled but no token is set (use \"${OHFP_TOKEN}\")".into(),
         );
     }
+    if config.logging.max_files == 0 {
+        err("logging.max_files".into(), "must be at least 1".into());
+    }
     if config.database.path.trim().is_empty() {
         err("database.path".into(), "must not be empty".into());
     }

@@ -154,8 +154,10 @@ pub struct LoggingConfig {
     /// Used when neither HF_LOG_LEVEL nor RUST_LOG is set.
     pub level: String,
     pub format: LogFormat,
-    /// Directory of `app.log`; `null` logs to stderr only.
+    /// Directory of the log files (`app.YYYY-MM-DD.log`, one a day); `null` logs to stderr only.
     pub dir: Option<String>,
+    /// Daily log files kept in `dir`; the oldest beyond this are deleted.
+    pub max_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -164,6 +166,7 @@ impl Default for LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
             dir: Some("logs".into()),
+            max_files: 7,
         }
     }
 }

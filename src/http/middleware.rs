@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::{PROBLEM_JSON, Problem};
+use super::error::{MAX_PROBLEM_BYTES, PROBLEM_JSON, Problem};
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -66,7 +66,8 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     }
 }
 
-/// Copies the request id into problem bodies so that an operator can quote it.
+/// Copies the request id into problem bodies so that an operator can quote it. A body that is
+/// not a whole problem of known length (at most [`MAX_PROBLEM_BYTES`]) passes as it is, never cut.
 pub async fn problem_request_id(req: Request, next: Next) -> Response {
     let id = req.headers().get(REQUEST_ID).cloned();
     let res = next.run(req).await;
@@ -78,8 +79,18 @@ pub async fn problem_request_id(req: Request, next: Next) -> Response {
         return res;
     };
     let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = to_bytes(body, 64 * 1024).await else {
-        return Response::from_parts(parts, Body::empty());
+    let known = body.size_hint().exact();
+    if known.is_none_or(|len| len > MAX_PROBLEM_BYTES as u64) {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = to_bytes(body, MAX_PROBLEM_BYTES).await else {
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the service could not read back its own problem body",
+        )
+        .into_response();
     };
     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(mut map)) => {
@@ -91,7 +102,9 @@ pub async fn problem_request_id(req: Request, next: Next) -> Response {
         }
         _ => bytes.to_vec(),
     };
-    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

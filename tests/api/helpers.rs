@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ohfp::config::{self, Config};
 use ohfp::server::App;
@@ -147,4 +148,27 @@ pub async fn execute(app: &TestApp, body: Value) -> Value {
     let (status, v) = app.post("/api/v1/providers/operations", body).await;
     assert_eq!(status, 200, "{v}");
     v
+}
+
+/// How long a test waits for a state the service reaches on its own: generous, so that the
+/// suite passes on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `probe` every 100 ms until it yields a value; fails naming `what` after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

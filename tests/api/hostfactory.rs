@@ -1,5 +1,5 @@
 //! The HostFactory calls through the real shims (sh + curl) against the running service on
-//! simulated providers, with every fixture in ../shared/fixtures/hostfactory and the
+//! simulated providers, with every fixture in tests/fixtures/hostfactory and the
 //! properties its .expect.md lists.
 
 use std::path::{Path, PathBuf};
@@ -8,12 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, execute, test_config};
+use crate::helpers::{TestApp, eventually, execute, test_config};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/hostfactory"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostfactory");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hostfactory/scripts");
 
 /// Placeholder ids used by the fixtures for what the service really returned.
@@ -375,19 +372,14 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
             victim["name"].as_str().unwrap(),
         )
         .replace("i-07a3f9e2b8c41d650", victim["machineId"].as_str().unwrap());
-    let mut reported = Value::Null;
-    for _ in 0..100 {
-        let (code, v) = shim(app, "getReturnRequests", &input).await;
+    let input = &input;
+    let reported = eventually("the reclaim is reported", || async move {
+        let (code, v) = shim(app, "getReturnRequests", input).await;
         assert_eq!(code, 0);
-        if !v["requests"].as_array().unwrap().is_empty() {
-            reported = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let list = reported["requests"]
-        .as_array()
-        .expect("the reclaim is reported");
+        (!v["requests"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .await;
+    let list = reported["requests"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{reported}");
     assert_eq!(list[0]["machine"], victim["name"]);
     let grace = list[0]["gracePeriod"].as_i64().expect("an integer");
@@ -544,7 +536,7 @@ async fn a_restart_mid_request_loses_nothing_and_makes_no_duplicates() {
     // Slow creates, so that the stop lands while the first attempt is under way.
     cfg.providers[0]
         .config
-        .insert("latency_ms".into(), json!(600));
+        .insert("latency_ms".into(), json!(2000));
     let app = TestApp::start(cfg.clone()).await;
     let (code, v) = shim(
         &app,
@@ -554,7 +546,16 @@ async fn a_restart_mid_request_loses_nothing_and_makes_no_duplicates() {
     .await;
     assert_eq!(code, 0);
     let id = v["requestId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let slow = cfg.providers[0].name.clone();
+    let (app_ref, slow) = (&app, &slow);
+    eventually("the first create is under way", || async move {
+        let (_, v) = app_ref.get("/api/v1/providers").await;
+        let providers = v["providers"].as_array().unwrap();
+        let p = providers.iter().find(|p| p["strategy_name"] == *slow);
+        p.is_some_and(|p| p["in_flight"].as_u64() > Some(0))
+            .then_some(())
+    })
+    .await;
     app.stop().await;
 
     cfg.providers[0]

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, execute, register_sim};
+use crate::helpers::{TestApp, eventually, execute, register_sim};
 
 #[tokio::test]
 async fn lists_both_simulated_providers() {
@@ -60,13 +60,16 @@ async fn instance_lifecycle_through_operations() {
     .await;
     let ids = v["data"]["instance_ids"].clone();
     let strategy = v["metadata"]["strategy_used"].clone();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let status = execute(
-        &app,
-        json!({"operation_type": "GET_INSTANCE_STATUS", "parameters": {"instance_ids": ids}, "strategy_override": strategy}),
-    )
+    let (app_ref, ids_ref, strategy_ref) = (&app, &ids, &strategy);
+    eventually("the instance boots", || async move {
+        let status = execute(
+            app_ref,
+            json!({"operation_type": "GET_INSTANCE_STATUS", "parameters": {"instance_ids": ids_ref}, "strategy_override": strategy_ref}),
+        )
+        .await;
+        (status["data"]["machines"][0]["state"] == "running").then_some(())
+    })
     .await;
-    assert_eq!(status["data"]["machines"][0]["state"], "running");
     let gone = execute(
         &app,
         json!({"operation_type": "TERMINATE_INSTANCES", "parameters": {"instance_ids": ids}, "strategy_override": strategy}),

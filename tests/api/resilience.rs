@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{TestApp, execute, register_sim};
+use crate::helpers::{TestApp, eventually, execute, register_sim};
 
 #[tokio::test]
 async fn failover_within_one_call_when_the_first_strategy_fails() {
@@ -99,9 +99,11 @@ async fn breaker_opens_rejects_without_calling_and_persists() {
 async fn circuit_half_opens_after_the_timeout_and_closes_on_success() {
     let app = TestApp::spawn().await;
     register_sim(&app, "sim-flappy", json!({"failure_rate": 1.0}), json!({})).await;
+    // The circuit stays open until it has been seen open, however slow the machine; then the
+    // timeout is shortened.
     app.put(
         "/api/v1/providers/configuration",
-        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 1}}),
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
     )
     .await;
     execute(
@@ -119,17 +121,20 @@ async fn circuit_half_opens_after_the_timeout_and_closes_on_success() {
         )
         .await;
     assert_eq!(status, 200);
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     // The background task moves it to half open once the timeout has passed.
-    let mut state = String::new();
-    for _ in 0..40 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let (_, h) = app.get("/api/v1/providers/sim-flappy/health").await;
-        state = h["circuit"]["state"].as_str().unwrap().to_string();
-        if state == "half_open" {
-            break;
-        }
-    }
-    assert_eq!(state, "half_open");
+    let app_ref = &app;
+    eventually("sim-flappy's circuit half-opens", || async move {
+        let (_, h) = app_ref.get("/api/v1/providers/sim-flappy/health").await;
+        (h["circuit"]["state"] == "half_open").then_some(())
+    })
+    .await;
     let v = execute(
         &app,
         json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-flappy"}),

@@ -62,6 +62,37 @@ async fn unknown_routes_methods_and_oversized_bodies_are_problems() {
     app.stop().await;
 }
 
+/// A problem about a 100 kB value stays under 64 KiB, whole: valid JSON, with its request id,
+/// and a Content-Length that matches the body.
+#[tokio::test]
+async fn a_long_problem_is_cut_inside_its_json_with_a_true_length() {
+    let app = TestApp::spawn().await;
+    let long = "X".repeat(100_000);
+    let res = app
+        .client
+        .post(app.url("/api/v1/providers/operations"))
+        .header("x-request-id", "long-problem-1")
+        .json(&json!({"operation_type": long}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let length: usize = res.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = res.bytes().await.unwrap();
+    assert_eq!(length, body.len());
+    assert!(body.len() <= 64 * 1024, "{}", body.len());
+    let v: Value = serde_json::from_slice(&body).expect("valid JSON");
+    assert_eq!(v["request_id"], "long-problem-1");
+    assert_eq!(v["errors"][0]["path"], "operation_type", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("XXXXXXXXXX"), "{v}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn mutating_routes_need_the_token_when_auth_is_on() {
     let app = TestApp::spawn_with(|c| {
@@ -114,7 +145,7 @@ async fn events_stream_reports_operations() {
     crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
     let mut seen = String::new();
     while !seen.contains("\"kind\":\"operation\"") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), res.chunk())
+        let chunk = tokio::time::timeout(crate::helpers::PATIENCE, res.chunk())
             .await
             .unwrap()
             .unwrap()

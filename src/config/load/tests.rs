@@ -53,6 +53,22 @@ fn shipped_config_files_are_valid() {
 }
 
 #[test]
+fn log_files_kept_are_configurable_and_at_least_one() {
+    let (vars, lookup) = env_of(&[]);
+    assert_eq!(
+        load_with_env(None, &vars, &lookup)
+            .unwrap()
+            .logging
+            .max_files,
+        7
+    );
+    let c = load_text(r#"{"logging": {"max_files": 30}}"#, &[]).unwrap();
+    assert_eq!(c.logging.max_files, 30);
+    let err = load_text(r#"{"logging": {"max_files": 0}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "logging.max_files");
+}
+
+#[test]
 fn env_overrides_nest_with_double_underscore_and_index_providers_by_name() {
     let (vars, lookup) = env_of(&[
         ("OHFP_SERVER__BIND", "0.0.0.0:9000"),

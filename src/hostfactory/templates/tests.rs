@@ -4,7 +4,7 @@ use serde_json::json;
 use super::*;
 
 const FIXTURE: &str =
-    include_str!("../../../../shared/fixtures/hostfactory/_config/awsprov_templates.json");
+    include_str!("../../../tests/fixtures/hostfactory/_config/awsprov_templates.json");
 
 fn one(v: Value) -> Result<Template, Vec<String>> {
     parse(&json!({"templates": [v]}).to_string()).map(|mut t| t.remove(0))
