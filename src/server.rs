@@ -116,6 +116,9 @@ impl App {
             .await;
         token.cancel();
         tasks.join(SHUTDOWN_GRACE).await;
+        // Provisioning that finished during the grace period recorded metrics after the
+        // monitor's last flush.
+        engine.flush_metrics().await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
         served.map_err(Into::into)

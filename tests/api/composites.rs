@@ -181,8 +181,8 @@ async fn hash_based_balancing_keeps_a_request_on_one_member() {
             &run_on(
                 &app,
                 "lb",
-                "GET_AVAILABLE_TEMPLATES",
-                json!({"request_id": key}),
+                "CREATE_INSTANCES",
+                json!({"count": 1, "request_id": key}),
             )
             .await,
         );
@@ -190,8 +190,8 @@ async fn hash_based_balancing_keeps_a_request_on_one_member() {
             &run_on(
                 &app,
                 "lb",
-                "GET_AVAILABLE_TEMPLATES",
-                json!({"request_id": key}),
+                "CREATE_INSTANCES",
+                json!({"count": 1, "request_id": key}),
             )
             .await,
         );

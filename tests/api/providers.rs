@@ -170,19 +170,48 @@ async fn bad_input_gets_problem_answers_naming_the_field() {
     assert_eq!(status, 404);
     assert!(v["detail"].as_str().unwrap().contains("'nope'"));
 
-    // A parameter the provider rejects is a result with an error code, not an HTTP error.
+    // Parameters are read once, at the edge: a bad one is a 422 naming it, before any
+    // strategy is chosen or called.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 0}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "parameters.count");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "TERMINATE_INSTANCES", "parameters": {"instance_id": "i-1"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "parameters.instance_id", "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "GET_INSTANCE_STATUS",
+                   "parameters": {"resources": [{"resource_id": "fleet-1", "provider_api": "Lambda"}]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["path"], "parameters.resources[0].provider_api",
+        "{v}"
+    );
+    // A launch spec the provider rejects is a result with an error code, not an HTTP error,
+    // and no other strategy is tried for it.
     let v = execute(
         &app,
-        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 0}}),
+        json!({"operation_type": "VALIDATE_TEMPLATE", "parameters": {"template": {}}}),
     )
     .await;
     assert_eq!(v["success"], false);
-    assert_eq!(v["error_code"], "INVALID_PARAMETERS");
+    assert_eq!(v["error_code"], "INVALID_TEMPLATE");
     assert!(
-        v["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("parameters.count")
+        v["error_message"].as_str().unwrap().contains("templateId"),
+        "{v}"
     );
     assert_eq!(
         v["metadata"]["attempts"], 1,
@@ -496,7 +525,8 @@ async fn metrics_and_capabilities() {
     for _ in 0..3 {
         execute(&app, json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}, "strategy_override": "sim-primary"})).await;
     }
-    execute(&app, json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": -1}, "strategy_override": "sim-primary"})).await;
+    // A caller error that reaches the provider: counted in the metrics, not in the window.
+    execute(&app, json!({"operation_type": "VALIDATE_TEMPLATE", "parameters": {"template": {}}, "strategy_override": "sim-primary"})).await;
     let (status, v) = app
         .get("/api/v1/providers/sim-primary/metrics?include_error_details=true")
         .await;
@@ -505,8 +535,9 @@ async fn metrics_and_capabilities() {
     assert_eq!(v["totals"]["successes"], 3);
     assert_eq!(v["totals"]["success_rate"], 75.0);
     assert!(v["totals"]["mean_response_time_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(v["operations"]["CREATE_INSTANCES"]["count"], 4);
-    assert_eq!(v["errors"]["error_codes"]["INVALID_PARAMETERS"], 1);
+    assert_eq!(v["operations"]["CREATE_INSTANCES"]["count"], 3);
+    assert_eq!(v["operations"]["VALIDATE_TEMPLATE"]["count"], 1);
+    assert_eq!(v["errors"]["error_codes"]["INVALID_TEMPLATE"], 1);
     assert_eq!(
         v["live"]["recent"]["samples"], 3,
         "caller errors stay out of the selection window"

@@ -90,7 +90,10 @@ fn problems_name_the_template_and_the_field() {
         text.contains("instanceTags: 'owner' is not key=value"),
         "{text}"
     );
-    assert!(text.contains("providerApi: unknown provisioning API 'Lambda'"), "{text}");
+    assert!(
+        text.contains("providerApi: unknown provisioning API 'Lambda'"),
+        "{text}"
+    );
     let dup = parse(&json!({"templates": [minimal(), minimal()]}).to_string()).unwrap_err();
     assert_eq!(
         dup,
