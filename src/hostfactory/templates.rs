@@ -155,9 +155,9 @@ fn check(raw: &Map<String, Value>) -> Result<Template, Vec<String>> {
             "a vmType (or vmTypes with weights) is required".into(),
         );
     }
-    if let Some(spec) = &launch
-        && spec.provisioning_api == Some(ProvisioningApi::SpotFleet)
-        && spec.fleet.fleet_role.is_none()
+    let api = raw.get("providerApi").and_then(Value::as_str);
+    if api.and_then(|a| a.parse::<ProvisioningApi>().ok()) == Some(ProvisioningApi::SpotFleet)
+        && !raw.get("fleetRole").is_some_and(Value::is_string)
     {
         bad(
             "fleetRole",
