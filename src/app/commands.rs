@@ -19,7 +19,7 @@ use crate::domain::{
     rfc3339,
 };
 use crate::providers::{self, composite};
-use crate::store::StrategySource;
+use crate::store::{StrategyRepo, StrategySource};
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
 
 /// executeProviderOperation.

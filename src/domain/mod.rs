@@ -5,11 +5,13 @@ mod capabilities;
 mod health;
 mod machine;
 mod operation;
+mod unknown;
 
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use health::{HealthState, HealthStatus};
 pub use machine::{Machine, MachineState};
 pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind, ProviderOperation};
+pub use unknown::UnknownValue;
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.
 pub type EpochMillis = i64;

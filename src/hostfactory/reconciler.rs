@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::service::{HostFactory, machine_row, machines_in, placed_units};
 use crate::app::Route;
-use crate::domain::{EpochMillis, OperationType, ProviderOperation, now_millis};
-use crate::store::{HfMachine, HfRequest, RequestKind, RequestState};
+use crate::domain::{EpochMillis, MachineState, OperationType, ProviderOperation, now_millis};
+use crate::store::HostFactoryRepo;
 
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
@@ -35,10 +36,13 @@ struct Poll {
     request_ids: Vec<String>,
 }
 
-fn is_gone(state: &str) -> bool {
+fn is_gone(state: MachineState) -> bool {
     matches!(
         state,
-        "shutting-down" | "terminated" | "stopping" | "stopped"
+        MachineState::ShuttingDown
+            | MachineState::Terminated
+            | MachineState::Stopping
+            | MachineState::Stopped
     )
 }
 
@@ -89,7 +93,7 @@ impl HostFactory {
         let live_every = (self.cfg.live_check_interval_seconds * 1000.0) as i64;
         let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
         for m in tracked {
-            let due = m.state != "running"
+            let due = m.state != MachineState::Running
                 || m.return_request_id.is_some()
                 || now - m.updated_at >= live_every;
             if due {
@@ -198,7 +202,7 @@ impl HostFactory {
             .unwrap_or_default();
         for t in tracked.iter().filter(|t| not_found.contains(&t.machine_id)) {
             let mut gone = t.clone();
-            gone.state = "terminated".into();
+            gone.state = MachineState::Terminated;
             gone.failed = !t.delivered && t.return_request_id.is_none();
             if gone.failed {
                 gone.message = "The provider no longer knows this instance.".into();
@@ -211,7 +215,10 @@ impl HostFactory {
             rows.push(gone);
         }
         for row in rows.iter_mut() {
-            if row.state == "pending" && !row.failed && now - row.created_at > pending_timeout {
+            if row.state == MachineState::Pending
+                && !row.failed
+                && now - row.created_at > pending_timeout
+            {
                 row.failed = true;
                 row.message = format!(
                     "Did not start within {}s; it is being terminated.",
@@ -233,7 +240,7 @@ impl HostFactory {
         };
         let mut by_strategy: BTreeMap<String, Vec<HfMachine>> = BTreeMap::new();
         for m in machines {
-            if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(&m.state) {
+            if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(m.state) {
                 by_strategy.entry(m.strategy.clone()).or_default().push(m);
             }
         }
@@ -368,8 +375,8 @@ impl HostFactory {
 /// A tracked machine updated with what its provider says now.
 fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMachine {
     let mut row = t.clone();
-    row.state = m.state.as_str().to_string();
-    row.delivered = t.delivered || row.state == "running";
+    row.state = m.state;
+    row.delivered = t.delivered || row.state == MachineState::Running;
     row.private_ip = m.private_ip.clone().or_else(|| t.private_ip.clone());
     row.public_ip = m.public_ip.clone().or_else(|| t.public_ip.clone());
     row.private_dns = m.private_dns.clone().or_else(|| t.private_dns.clone());
@@ -379,12 +386,12 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
     row.resource_id = m.resource_id.clone().or_else(|| t.resource_id.clone());
     row.provider_api = m.provider_api.clone().or_else(|| t.provider_api.clone());
     // The cloud taking back a machine HostFactory still holds.
-    let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(&row.state));
+    let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(row.state));
     if t.return_request_id.is_none() && taken {
         row.reclaim_notice = m
             .reclaim_notice
             .clone()
-            .or_else(|| Some(format!("{} outside HostFactory", row.state)));
+            .or_else(|| Some(format!("{} outside HostFactory", row.state.as_str())));
         row.reclaimed_at = t.reclaimed_at.or(Some(now));
     }
     row.updated_at = now;

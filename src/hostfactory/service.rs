@@ -4,13 +4,16 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
+use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::status::{self, MachineResult, RequestStatus};
 use super::templates::{Template, TemplateCatalog, units_of};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, Machine, OperationType, ProviderOperation, now_millis};
-use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
+use crate::domain::{
+    EpochMillis, Machine, MachineState, OperationType, ProviderOperation, now_millis,
+};
+use crate::store::{HostFactoryRepo, Store};
 
 /// A rejected call: HTTP status and the message HostFactory prints.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,8 +117,8 @@ pub(super) fn machine_row(
         request_id: req.request_id.clone(),
         template_id: req.template_id.clone(),
         strategy: strategy.to_string(),
-        state: m.state.as_str().to_string(),
-        delivered: m.state.as_str() == "running",
+        state: m.state,
+        delivered: m.state == MachineState::Running,
         private_ip: m.private_ip.clone(),
         public_ip: m.public_ip.clone(),
         private_dns: m.private_dns.clone(),
@@ -484,7 +487,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.request_id == r.request_id)
                 .map(|m| {
-                    let result = status::acquire_result(&m.state, m.failed, m.delivered);
+                    let result = status::acquire_result(m.state.as_str(), m.failed, m.delivered);
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -492,7 +495,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
                 .map(|m| {
-                    let result = status::return_result(&m.state);
+                    let result = status::return_result(m.state.as_str());
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -660,8 +663,8 @@ impl HostFactory {
         reclaimed_at: EpochMillis,
         now: EpochMillis,
     ) -> i64 {
-        match m.state.as_str() {
-            "running" | "pending" => {
+        match m.state {
+            MachineState::Running | MachineState::Pending => {
                 (self.cfg.spot_grace_seconds - (now - reclaimed_at) / 1000).max(0)
             }
             _ => 0,
@@ -680,7 +683,7 @@ fn wire_machine(m: &HfMachine, result: MachineResult) -> WireMachine {
         machine_id: m.machine_id.clone(),
         name: host_name(m),
         result,
-        status: m.state.clone(),
+        status: m.state.as_str().to_string(),
         private_ip_address: m.private_ip.clone(),
         public_ip_address: m.public_ip.clone(),
         launchtime: m.launch_time.unwrap_or(0),
