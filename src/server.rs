@@ -74,7 +74,11 @@ impl App {
         let App { listener, state } = self;
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
-        let monitor = tokio::spawn(monitor::run(Arc::clone(&engine), token.clone()));
+        let monitor = tokio::spawn(monitor::run(
+            Arc::clone(&engine),
+            state.config.database.retention.clone(),
+            token.clone(),
+        ));
         let reconciler = tokio::spawn(hostfactory::run_reconciler(
             Arc::clone(&state.hostfactory),
             token.clone(),

@@ -13,7 +13,7 @@ mod settings;
 mod sim_instances;
 mod strategies;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,5 +1,6 @@
 //! The store against a real SQLite file: typed reads, the reconciler's indexes, insert-only
-//! registration. Retention has its own file.
+//! registration. Retention has its own file. `open`, `request` and `machine` serve other
+//! modules' tests too.
 
 mod retention;
 
@@ -12,14 +13,14 @@ use crate::config::StrategySpec;
 use crate::domain::{EpochMillis, MachineState};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
-pub(super) async fn open() -> (TempDir, Store) {
+pub(crate) async fn open() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let store = Store::open(path.to_str().unwrap(), 5000, 2).await.unwrap();
     (dir, store)
 }
 
-pub(super) fn request(
+pub(crate) fn request(
     id: &str,
     kind: RequestKind,
     state: RequestState,
@@ -43,7 +44,7 @@ pub(super) fn request(
     }
 }
 
-pub(super) fn machine(
+pub(crate) fn machine(
     id: &str,
     request_id: &str,
     state: MachineState,
