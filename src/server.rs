@@ -89,7 +89,11 @@ impl App {
         let tasks = state.tasks.clone();
         tasks.spawn_service(
             "background monitor",
-            monitor::run(Arc::clone(&engine), token.clone()),
+            monitor::run(
+                Arc::clone(&engine),
+                state.config.database.retention.clone(),
+                token.clone(),
+            ),
         );
         tasks.spawn_service(
             "hostfactory reconciler",

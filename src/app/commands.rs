@@ -18,8 +18,21 @@ use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
 use crate::providers::{self, Operation, composite};
-use crate::store::StrategySource;
+use crate::store::{StrategyRepo, StrategySource};
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
+
+/// How `install` stores a definition: a registration never replaces one.
+#[derive(Clone, Copy)]
+enum Write {
+    Insert,
+    Replace,
+}
+
+fn already_registered(name: &str) -> AppError {
+    AppError::Conflict(format!(
+        "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
+    ))
+}
 
 /// executeProviderOperation.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -329,14 +342,24 @@ impl Engine {
         source: StrategySource,
         runtime: Arc<StrategyRuntime>,
         order: Option<u64>,
+        write: Write,
     ) -> AppResult<StrategyView> {
         let provider = providers::build(&spec, &self.deps)
             .await
             .map_err(|m| AppError::field("strategy_config", m))?;
-        let stored = self
-            .store
-            .upsert_strategy(&spec, source, now_millis())
-            .await?;
+        let stored = match write {
+            Write::Replace => {
+                self.store
+                    .upsert_strategy(&spec, source, now_millis())
+                    .await?
+            }
+            // The store decides between concurrent registrations of one name.
+            Write::Insert => self
+                .store
+                .insert_strategy(&spec, source, now_millis())
+                .await?
+                .ok_or_else(|| already_registered(&spec.name))?,
+        };
         let entry = StrategyEntry {
             order: order.unwrap_or(1_000_000 + stored.seq as u64),
             source,
@@ -359,9 +382,7 @@ impl Engine {
         let spec = cmd.into_spec(name.clone(), None);
         validate_spec(&spec, self)?;
         if self.registry.get(&name).is_some() {
-            return Err(AppError::Conflict(format!(
-                "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
-            )));
+            return Err(already_registered(&name));
         }
         let runtime = Arc::new(StrategyRuntime::new(
             HealthStatus::unknown(),
@@ -369,7 +390,7 @@ impl Engine {
             None,
         ));
         let view = self
-            .install(spec, StrategySource::Api, runtime, None)
+            .install(spec, StrategySource::Api, runtime, None, Write::Insert)
             .await?;
         self.events.emit(
             EventKind::Registration,
@@ -404,6 +425,7 @@ impl Engine {
                 current.source,
                 Arc::clone(&current.runtime),
                 Some(current.order),
+                Write::Replace,
             )
             .await?;
         self.events.emit(

@@ -18,7 +18,10 @@ use crate::domain::{
 use crate::providers::{
     self, MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, composite,
 };
-use crate::store::{CircuitRow, Store, StoredStrategy, StrategySource};
+use crate::store::{
+    CircuitRepo, CircuitRow, HealthRepo, MetricsRepo, SettingsRepo, Store, StoredStrategy,
+    StrategyRepo, StrategySource,
+};
 use crate::strategy::composition::find_cycle;
 use crate::strategy::{
     BreakerConfig, Candidate, CircuitBreaker, Selection, SelectionCriteria, SelectorState,

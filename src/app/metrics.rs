@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::domain::{EpochMillis, rfc3339};
-use crate::store::{LATENCY_BOUNDS_MS, MetricBucket, Store, StoreResult};
+use crate::store::{LATENCY_BOUNDS_MS, MetricBucket, MetricsRepo, Store, StoreResult};
 
 /// Buckets older than this are pruned; it is also the longest `time_range_hours`.
 pub const RETENTION_HOURS: u32 = 31 * 24;

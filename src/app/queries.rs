@@ -11,6 +11,7 @@ use super::views::{CircuitView, HealthView, StrategyView};
 use super::{AppError, AppResult, Engine};
 use crate::domain::{HealthState, OperationType, now_millis, rfc3339};
 use crate::providers::composite;
+use crate::store::HealthRepo;
 use crate::strategy::RecentStats;
 
 /// listAvailableProviders.

@@ -215,6 +215,9 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "must be at least 1".into(),
         );
     }
+    for (field, message) in config.database.retention.validate() {
+        err(format!("database.retention.{field}"), message);
+    }
     let s = &config.strategy;
     for (field, value) in [
         ("health_check_interval", s.health_check_interval),

@@ -4,6 +4,7 @@
 mod expand;
 mod guide;
 mod load;
+mod retention;
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,7 @@ use crate::domain::CapabilityFlags;
 use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
 
 pub use load::{ConfigError, ConfigErrors, load, load_with_env};
+pub use retention::RetentionConfig;
 
 /// The embedded default configuration (`config/default.json`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.json");
@@ -129,6 +131,7 @@ pub struct DatabaseConfig {
     pub path: String,
     pub busy_timeout_ms: u64,
     pub max_connections: u32,
+    pub retention: RetentionConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -137,6 +140,7 @@ impl Default for DatabaseConfig {
             path: "data/ohfp.db".into(),
             busy_timeout_ms: 5000,
             max_connections: 8,
+            retention: RetentionConfig::default(),
         }
     }
 }

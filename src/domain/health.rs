@@ -1,6 +1,10 @@
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use super::UnknownValue;
 
 /// Cached health of a strategy. `Unknown` until the first check: a new strategy is not
 /// reported unhealthy just because nothing has looked at it yet.
@@ -21,17 +25,24 @@ impl HealthState {
         }
     }
 
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "healthy" => HealthState::Healthy,
-            "unhealthy" => HealthState::Unhealthy,
-            _ => HealthState::Unknown,
-        }
-    }
-
     /// Eligible when selection requires health: anything not known to be unhealthy.
     pub fn is_usable(self) -> bool {
         self != HealthState::Unhealthy
+    }
+}
+
+/// The words of [`HealthState::as_str`]; anything else is an error (an `unknown` state is
+/// the word `unknown`, not whatever fails to parse).
+impl FromStr for HealthState {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "healthy" => Ok(HealthState::Healthy),
+            "unhealthy" => Ok(HealthState::Unhealthy),
+            "unknown" => Ok(HealthState::Unknown),
+            _ => Err(UnknownValue::new("health state", s)),
+        }
     }
 }
 

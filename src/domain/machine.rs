@@ -1,12 +1,16 @@
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ProvisioningApi;
+use super::{ProvisioningApi, UnknownValue};
 
-/// Cloud-side state of one instance, in EC2's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Cloud-side state of one instance, in EC2's words. The default is where every machine
+/// starts: `pending`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MachineState {
+    #[default]
     Pending,
     Running,
     ShuttingDown,
@@ -24,6 +28,23 @@ impl MachineState {
             MachineState::Terminated => "terminated",
             MachineState::Stopping => "stopping",
             MachineState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The words of [`MachineState::as_str`]; anything else is an error.
+impl FromStr for MachineState {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(MachineState::Pending),
+            "running" => Ok(MachineState::Running),
+            "shutting-down" => Ok(MachineState::ShuttingDown),
+            "terminated" => Ok(MachineState::Terminated),
+            "stopping" => Ok(MachineState::Stopping),
+            "stopped" => Ok(MachineState::Stopped),
+            _ => Err(UnknownValue::new("machine state", s)),
         }
     }
 }

@@ -8,6 +8,7 @@ mod launch;
 mod machine;
 mod names;
 mod operation;
+mod unknown;
 
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use health::{HealthState, HealthStatus};
@@ -18,6 +19,7 @@ pub use launch::{
 pub use machine::{Machine, MachineState};
 pub(crate) use names::named_enum;
 pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind};
+pub use unknown::UnknownValue;
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.
 pub type EpochMillis = i64;

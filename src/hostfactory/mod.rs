@@ -1,6 +1,7 @@
 //! The HostFactory side: templates, the five provider calls in HostFactory's wire format, the
 //! request lifecycle in the store, and the background reconciler that keeps it fresh.
 
+pub mod model;
 mod reconciler;
 mod service;
 pub mod status;

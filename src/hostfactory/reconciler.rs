@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::service::{HostFactory, machine_row, placed_units};
 use crate::app::Route;
-use crate::domain::{EpochMillis, ProvisioningApi, now_millis};
+use crate::domain::{EpochMillis, MachineState, now_millis};
 use crate::providers::{
     MachineRef, Operation, OperationOutput, ResourceRef, StatusQuery, TerminateRequest,
 };
-use crate::store::{HfMachine, HfRequest, RequestKind, RequestState};
+use crate::store::HostFactoryRepo;
 
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
@@ -37,15 +38,13 @@ struct Poll {
     request_ids: Vec<String>,
 }
 
-/// A provisioning API as stored with a request or machine.
-fn stored_api(text: Option<&str>) -> Option<ProvisioningApi> {
-    text.and_then(|t| t.parse().ok())
-}
-
-fn is_gone(state: &str) -> bool {
+fn is_gone(state: MachineState) -> bool {
     matches!(
         state,
-        "shutting-down" | "terminated" | "stopping" | "stopped"
+        MachineState::ShuttingDown
+            | MachineState::Terminated
+            | MachineState::Stopping
+            | MachineState::Stopped
     )
 }
 
@@ -97,7 +96,7 @@ impl HostFactory {
         let live_every = (self.cfg.live_check_interval_seconds * 1000.0) as i64;
         let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
         for m in tracked {
-            let due = m.state != "running"
+            let due = m.state != MachineState::Running
                 || m.return_request_id.is_some()
                 || now - m.updated_at >= live_every;
             if due {
@@ -155,7 +154,7 @@ impl HostFactory {
             .filter_map(|r| {
                 Some(ResourceRef {
                     resource_id: r.resource_id.clone()?,
-                    provider_api: stored_api(r.provider_api.as_deref())?,
+                    provider_api: r.provider_api?,
                 })
             })
             .collect();
@@ -197,7 +196,7 @@ impl HostFactory {
         let not_found = &report.not_found;
         for t in tracked.iter().filter(|t| not_found.contains(&t.machine_id)) {
             let mut gone = t.clone();
-            gone.state = "terminated".into();
+            gone.state = MachineState::Terminated;
             gone.failed = !t.delivered && t.return_request_id.is_none();
             if gone.failed {
                 gone.message = "The provider no longer knows this instance.".into();
@@ -210,7 +209,10 @@ impl HostFactory {
             rows.push(gone);
         }
         for row in rows.iter_mut() {
-            if row.state == "pending" && !row.failed && now - row.created_at > pending_timeout {
+            if row.state == MachineState::Pending
+                && !row.failed
+                && now - row.created_at > pending_timeout
+            {
                 row.failed = true;
                 row.message = format!(
                     "Did not start within {}s; it is being terminated.",
@@ -232,7 +234,7 @@ impl HostFactory {
         };
         let mut by_strategy: BTreeMap<String, Vec<HfMachine>> = BTreeMap::new();
         for m in machines {
-            if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(&m.state) {
+            if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(m.state) {
                 by_strategy.entry(m.strategy.clone()).or_default().push(m);
             }
         }
@@ -253,7 +255,7 @@ impl HostFactory {
                     .map(|m| MachineRef {
                         instance_id: m.machine_id.clone(),
                         resource_id: m.resource_id.clone(),
-                        provider_api: stored_api(m.provider_api.as_deref()),
+                        provider_api: m.provider_api,
                     })
                     .collect(),
                 simulate_reclaim: false,
@@ -354,8 +356,8 @@ impl HostFactory {
 /// A tracked machine updated with what its provider says now.
 fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMachine {
     let mut row = t.clone();
-    row.state = m.state.as_str().to_string();
-    row.delivered = t.delivered || row.state == "running";
+    row.state = m.state;
+    row.delivered = t.delivered || row.state == MachineState::Running;
     row.private_ip = m.private_ip.clone().or_else(|| t.private_ip.clone());
     row.public_ip = m.public_ip.clone().or_else(|| t.public_ip.clone());
     row.private_dns = m.private_dns.clone().or_else(|| t.private_dns.clone());
@@ -363,17 +365,14 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
     row.instance_type = m.instance_type.clone().or_else(|| t.instance_type.clone());
     row.price_type = m.price_type.clone().or_else(|| t.price_type.clone());
     row.resource_id = m.resource_id.clone().or_else(|| t.resource_id.clone());
-    row.provider_api = m
-        .provider_api
-        .map(|a| a.as_str().to_string())
-        .or_else(|| t.provider_api.clone());
+    row.provider_api = m.provider_api.or(t.provider_api);
     // The cloud taking back a machine HostFactory still holds.
-    let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(&row.state));
+    let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(row.state));
     if t.return_request_id.is_none() && taken {
         row.reclaim_notice = m
             .reclaim_notice
             .clone()
-            .or_else(|| Some(format!("{} outside HostFactory", row.state)));
+            .or_else(|| Some(format!("{} outside HostFactory", row.state.as_str())));
         row.reclaimed_at = t.reclaimed_at.or(Some(now));
     }
     row.updated_at = now;

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::status::{self, MachineResult, RequestStatus};
 use super::templates::{Template, TemplateCatalog, launch_spec};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
@@ -11,7 +12,7 @@ use crate::app::{Engine, Route};
 use crate::config::HostFactoryConfig;
 use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
 use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
-use crate::store::{HfMachine, HfRequest, RequestKind, RequestState, Store};
+use crate::store::{HostFactoryRepo, Store};
 use crate::tasks::Tasks;
 
 /// A rejected call: HTTP status and the message HostFactory prints.
@@ -138,8 +139,8 @@ pub(super) fn machine_row(
         request_id: req.request_id.clone(),
         template_id: req.template_id.clone(),
         strategy: strategy.to_string(),
-        state: m.state.as_str().to_string(),
-        delivered: m.state.as_str() == "running",
+        state: m.state,
+        delivered: m.state == MachineState::Running,
         private_ip: m.private_ip.clone(),
         public_ip: m.public_ip.clone(),
         private_dns: m.private_dns.clone(),
@@ -147,7 +148,7 @@ pub(super) fn machine_row(
         price_type: m.price_type.clone(),
         launch_time: m.launch_time,
         resource_id: m.resource_id.clone(),
-        provider_api: m.provider_api.map(|a| a.as_str().to_string()),
+        provider_api: m.provider_api,
         reclaim_notice: m.reclaim_notice.clone(),
         created_at: now,
         updated_at: now,
@@ -281,7 +282,7 @@ impl HostFactory {
             state: RequestState::Pending,
             message: String::new(),
             resource_id: None,
-            provider_api: t.launch.provisioning_api.map(|a| a.as_str().to_string()),
+            provider_api: t.launch.provisioning_api,
             attempts: 0,
             created_at: now,
             updated_at: now,
@@ -327,7 +328,7 @@ impl HostFactory {
         let missing = req.requested_count - made_units;
         let mut strategy = made.first().map(|(s, _)| s.clone());
         let (mut resource_id, mut provider_api, mut message) =
-            (None, req.provider_api.clone(), String::new());
+            (None, req.provider_api, String::new());
         let mut failed = false;
         if missing > 0 {
             let op = Operation::Create(CreateRequest {
@@ -355,9 +356,7 @@ impl HostFactory {
                         Ok(created) => {
                             strategy = Some(outcome.strategy_used.clone());
                             resource_id = created.resource_id;
-                            if let Some(api) = created.provider_api {
-                                provider_api = Some(api.as_str().to_string());
-                            }
+                            provider_api = created.provider_api.or(provider_api);
                             made.extend(
                                 created
                                     .instances
@@ -399,7 +398,7 @@ impl HostFactory {
                 &message,
                 strategy.as_deref(),
                 resource_id.as_deref(),
-                provider_api.as_deref(),
+                provider_api,
                 &rows,
                 now,
             )
@@ -502,7 +501,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.request_id == r.request_id)
                 .map(|m| {
-                    let result = status::acquire_result(&m.state, m.failed, m.delivered);
+                    let result = status::acquire_result(m.state.as_str(), m.failed, m.delivered);
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -510,7 +509,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
                 .map(|m| {
-                    let result = status::return_result(&m.state);
+                    let result = status::return_result(m.state.as_str());
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -678,8 +677,8 @@ impl HostFactory {
         reclaimed_at: EpochMillis,
         now: EpochMillis,
     ) -> i64 {
-        match m.state.as_str() {
-            "running" | "pending" => {
+        match m.state {
+            MachineState::Running | MachineState::Pending => {
                 (self.cfg.spot_grace_seconds - (now - reclaimed_at) / 1000).max(0)
             }
             _ => 0,
@@ -698,7 +697,7 @@ fn wire_machine(m: &HfMachine, result: MachineResult) -> WireMachine {
         machine_id: m.machine_id.clone(),
         name: host_name(m),
         result,
-        status: m.state.clone(),
+        status: m.state.as_str().to_string(),
         private_ip_address: m.private_ip.clone(),
         public_ip_address: m.public_ip.clone(),
         launchtime: m.launch_time.unwrap_or(0),

@@ -9,6 +9,7 @@ use super::status::{MachineResult, RequestStatus};
 use super::templates::Template;
 use super::wire::{WireMachine, WireTemplate};
 use crate::domain::now_millis;
+use crate::store::HostFactoryRepo;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TemplateView {

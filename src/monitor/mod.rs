@@ -1,6 +1,10 @@
 //! The background task: health checks every `health_check_interval` (re-read at once when
 //! configureProviderStrategy changes it: the next round comes that long after the last one), breaker open → half-open on time,
-//! metrics flushed to the store, old metrics pruned. Stops when the token is cancelled.
+//! metrics flushed to the store, old metrics pruned, rows past their retention pruned every
+//! `database.retention.prune_interval_seconds` (see [`retention`]). Stops when the token is
+//! cancelled.
+
+pub mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +13,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Engine;
+use crate::config::RetentionConfig;
+use crate::domain::now_millis;
 
 const TICK: Duration = Duration::from_secs(1);
 const FLUSH_EVERY_TICKS: u32 = 5;
@@ -24,7 +30,7 @@ fn interval_of(engine: &Engine) -> Duration {
     Duration::from_secs_f64(engine.settings().health_check_interval.max(1.0))
 }
 
-pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
+pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_check =
@@ -32,6 +38,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut ticks: u32 = 0;
     let mut last_round = Instant::now();
     engine.prune_metrics().await;
+    let prune_every = Duration::from_secs_f64(keep.prune_interval_seconds);
+    retention::prune(engine.store(), &keep, now_millis()).await;
+    let mut next_prune = Instant::now() + prune_every;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -55,6 +64,10 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
                 }
                 if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
                     engine.prune_metrics().await;
+                }
+                if Instant::now() >= next_prune {
+                    retention::prune(engine.store(), &keep, now_millis()).await;
+                    next_prune = Instant::now() + prune_every;
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::domain::{
     Capabilities, EpochMillis, LaunchSpec, Machine, MachineState, OperationType, ProviderError,
     ProviderErrorKind, SpecField, now_millis,
 };
-use crate::store::{SimInstanceRow, Store};
+use crate::store::{SimInstanceRepo, SimInstanceRow, Store};
 
 /// `latency_ms`: a fixed number or a `[min, max]` range.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

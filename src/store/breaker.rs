@@ -1,6 +1,10 @@
-use sqlx::Row;
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 
-use super::{Store, StoreResult};
+use super::rows::{bad_column, count};
+use super::{CircuitRepo, Store, StoreResult};
+use crate::domain::UnknownValue;
 use crate::strategy::{CircuitBreaker, CircuitState};
 
 #[derive(Debug, Clone)]
@@ -9,36 +13,42 @@ pub struct CircuitRow {
     pub last_reason: Option<String>,
 }
 
-impl Store {
-    pub async fn load_circuits(&self) -> StoreResult<Vec<(String, CircuitRow)>> {
-        let rows = sqlx::query(
+/// One row of `circuit_state`.
+struct SavedCircuit(String, CircuitRow);
+
+impl FromRow<'_, SqliteRow> for SavedCircuit {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        let state: String = r.try_get("state")?;
+        let state = CircuitState::parse(&state)
+            .ok_or_else(|| bad_column("state", UnknownValue::new("circuit state", &state)))?;
+        Ok(Self(
+            r.try_get("strategy")?,
+            CircuitRow {
+                breaker: CircuitBreaker::restored(
+                    state,
+                    count(r, "consecutive_failures")?,
+                    r.try_get("opened_at")?,
+                    r.try_get("last_transition_at")?,
+                ),
+                last_reason: r.try_get("last_reason")?,
+            },
+        ))
+    }
+}
+
+#[async_trait]
+impl CircuitRepo for Store {
+    async fn load_circuits(&self) -> StoreResult<Vec<(String, CircuitRow)>> {
+        let rows: Vec<SavedCircuit> = sqlx::query_as(
             "SELECT strategy, state, consecutive_failures, opened_at, last_transition_at, last_reason
              FROM circuit_state",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let state = CircuitState::parse(r.get("state")).unwrap_or(CircuitState::Closed);
-                let failures: i64 = r.get("consecutive_failures");
-                (
-                    r.get("strategy"),
-                    CircuitRow {
-                        breaker: CircuitBreaker::restored(
-                            state,
-                            u32::try_from(failures).unwrap_or(0),
-                            r.get("opened_at"),
-                            r.get("last_transition_at"),
-                        ),
-                        last_reason: r.get("last_reason"),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(|SavedCircuit(n, c)| (n, c)).collect())
     }
 
-    pub async fn save_circuit(&self, strategy: &str, row: &CircuitRow) -> StoreResult<()> {
+    async fn save_circuit(&self, strategy: &str, row: &CircuitRow) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO circuit_state
                  (strategy, state, consecutive_failures, opened_at, last_transition_at, last_reason)

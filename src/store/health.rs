@@ -1,9 +1,12 @@
+use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 use utoipa::ToSchema;
 
-use super::{Store, StoreResult};
-use crate::domain::{HealthState, HealthStatus};
+use super::rows::{json_opt, parsed};
+use super::{HealthRepo, Store, StoreResult};
+use crate::domain::{EpochMillis, HealthState, HealthStatus};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HealthHistoryEntry {
@@ -13,35 +16,49 @@ pub struct HealthHistoryEntry {
     pub at: String,
 }
 
-impl Store {
-    pub async fn load_health(&self) -> StoreResult<Vec<(String, HealthStatus)>> {
-        let rows = sqlx::query(
+impl FromRow<'_, SqliteRow> for HealthHistoryEntry {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            state: parsed(r, "state")?,
+            status_message: r.try_get("status_message")?,
+            source: r.try_get("source")?,
+            at: crate::domain::rfc3339(r.try_get("at")?),
+        })
+    }
+}
+
+/// One row of `strategy_health`.
+struct LatestHealth(String, HealthStatus);
+
+impl FromRow<'_, SqliteRow> for LatestHealth {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self(
+            r.try_get("strategy")?,
+            HealthStatus {
+                state: parsed(r, "state")?,
+                status_message: r.try_get("status_message")?,
+                error_details: json_opt(r, "error_details")?,
+                source: r.try_get("source")?,
+                checked_at: r.try_get("checked_at")?,
+                response_time_ms: r.try_get("response_time_ms")?,
+            },
+        ))
+    }
+}
+
+#[async_trait]
+impl HealthRepo for Store {
+    async fn load_health(&self) -> StoreResult<Vec<(String, HealthStatus)>> {
+        let rows: Vec<LatestHealth> = sqlx::query_as(
             "SELECT strategy, state, status_message, error_details, source, checked_at, response_time_ms
              FROM strategy_health",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let details: Option<String> = r.get("error_details");
-                (
-                    r.get("strategy"),
-                    HealthStatus {
-                        state: HealthState::parse(r.get("state")),
-                        status_message: r.get("status_message"),
-                        error_details: details.and_then(|d| serde_json::from_str(&d).ok()),
-                        source: r.get("source"),
-                        checked_at: r.get("checked_at"),
-                        response_time_ms: r.get("response_time_ms"),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(|LatestHealth(n, h)| (n, h)).collect())
     }
 
-    /// Saves the latest health; a change of state is also appended to the history.
-    pub async fn save_health(
+    async fn save_health(
         &self,
         strategy: &str,
         health: &HealthStatus,
@@ -82,13 +99,12 @@ impl Store {
         tx.commit().await
     }
 
-    /// The most recent `limit` health changes of a strategy, oldest first.
-    pub async fn health_history(
+    async fn health_history(
         &self,
         strategy: &str,
         limit: i64,
     ) -> StoreResult<Vec<HealthHistoryEntry>> {
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT state, status_message, source, at FROM
                (SELECT id, state, status_message, source, at FROM health_history
                 WHERE strategy = ?1 ORDER BY id DESC LIMIT ?2)
@@ -97,15 +113,37 @@ impl Store {
         .bind(strategy)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| HealthHistoryEntry {
-                state: HealthState::parse(r.get("state")),
-                status_message: r.get("status_message"),
-                source: r.get("source"),
-                at: crate::domain::rfc3339(r.get("at")),
-            })
-            .collect())
+        .await
+    }
+
+    async fn prune_health_history(
+        &self,
+        before: EpochMillis,
+        keep: u32,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        let old = sqlx::query(
+            "DELETE FROM health_history WHERE id IN
+               (SELECT id FROM health_history WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        // Beyond the newest `keep` of a strategy, oldest first.
+        let surplus = sqlx::query(
+            "DELETE FROM health_history WHERE id IN
+               (SELECT id FROM
+                  (SELECT id, ROW_NUMBER() OVER (PARTITION BY strategy ORDER BY id DESC) AS newer
+                   FROM health_history)
+                WHERE newer > ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(keep)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(old + surplus)
     }
 }

@@ -1,168 +1,102 @@
 //! HostFactory requests and machines.
 
+use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 
-use super::{Store, StoreResult};
-use crate::domain::EpochMillis;
+use super::rows::{flag, json_opt, named_opt, parsed, placeholders};
+use super::{HfPruned, HostFactoryRepo, Store, StoreResult, TemplateUsage};
+use crate::domain::{EpochMillis, ProvisioningApi};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    Acquire,
-    Return,
-}
-
-impl RequestKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            RequestKind::Acquire => "acquire",
-            RequestKind::Return => "return",
-        }
+impl FromRow<'_, SqliteRow> for HfRequest {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(HfRequest {
+            request_id: r.try_get("request_id")?,
+            kind: parsed(r, "kind")?,
+            template_id: r.try_get("template_id")?,
+            template: json_opt(r, "template")?,
+            requested_count: r.try_get("requested_count")?,
+            provider_name: r.try_get("provider_name")?,
+            strategy: r.try_get("strategy")?,
+            state: parsed(r, "state")?,
+            message: r.try_get("message")?,
+            resource_id: r.try_get("resource_id")?,
+            provider_api: named_opt(r, "provider_api")?,
+            attempts: r.try_get("attempts")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
     }
 }
 
-/// Where a request is in its life. `Pending` and `Provisioning` belong to acquire requests
-/// before their machines are known; `Done`/`Failed` are final for the provisioning step only:
-/// the HostFactory status is always derived from the machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending,
-    Provisioning,
-    InProgress,
-    Done,
-    Failed,
-}
-
-impl RequestState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Provisioning => "provisioning",
-            RequestState::InProgress => "in_progress",
-            RequestState::Done => "done",
-            RequestState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "pending" => RequestState::Pending,
-            "provisioning" => RequestState::Provisioning,
-            "in_progress" => RequestState::InProgress,
-            "done" => RequestState::Done,
-            _ => RequestState::Failed,
-        }
+impl FromRow<'_, SqliteRow> for HfMachine {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(HfMachine {
+            machine_id: r.try_get("machine_id")?,
+            request_id: r.try_get("request_id")?,
+            template_id: r.try_get("template_id")?,
+            strategy: r.try_get("strategy")?,
+            state: parsed(r, "state")?,
+            failed: flag(r, "failed")?,
+            delivered: flag(r, "delivered")?,
+            message: r.try_get("message")?,
+            private_ip: r.try_get("private_ip")?,
+            public_ip: r.try_get("public_ip")?,
+            private_dns: r.try_get("private_dns")?,
+            instance_type: r.try_get("instance_type")?,
+            price_type: r.try_get("price_type")?,
+            launch_time: r.try_get("launch_time")?,
+            resource_id: r.try_get("resource_id")?,
+            provider_api: named_opt(r, "provider_api")?,
+            reclaim_notice: r.try_get("reclaim_notice")?,
+            reclaimed_at: r.try_get("reclaimed_at")?,
+            return_request_id: r.try_get("return_request_id")?,
+            return_sent_at: r.try_get("return_sent_at")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct HfRequest {
-    pub request_id: String,
-    pub kind: RequestKind,
-    pub template_id: Option<String>,
-    pub template: Option<Value>,
-    pub requested_count: i64,
-    pub provider_name: Option<String>,
-    pub strategy: Option<String>,
-    pub state: RequestState,
-    pub message: String,
-    pub resource_id: Option<String>,
-    pub provider_api: Option<String>,
-    pub attempts: i64,
-    pub created_at: EpochMillis,
-    pub updated_at: EpochMillis,
+/// A row of the open-request half of [`HostFactoryRepo::hf_template_usage`].
+#[derive(sqlx::FromRow)]
+struct OpenPlacement {
+    request_id: String,
+    requested_count: i64,
+    machine_id: Option<String>,
+    instance_type: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct HfMachine {
-    pub machine_id: String,
-    pub request_id: String,
-    pub template_id: Option<String>,
-    pub strategy: String,
-    pub state: String,
-    pub failed: bool,
-    /// Seen running at least once: HostFactory got it, whatever happens to it later.
-    pub delivered: bool,
-    pub message: String,
-    pub private_ip: Option<String>,
-    pub public_ip: Option<String>,
-    pub private_dns: Option<String>,
-    pub instance_type: Option<String>,
-    pub price_type: Option<String>,
-    pub launch_time: Option<i64>,
-    pub resource_id: Option<String>,
-    pub provider_api: Option<String>,
-    pub reclaim_notice: Option<String>,
-    pub reclaimed_at: Option<EpochMillis>,
-    pub return_request_id: Option<String>,
-    pub return_sent_at: Option<EpochMillis>,
-    pub created_at: EpochMillis,
-    pub updated_at: EpochMillis,
-}
+/// The machines the reconciler tracks, every round. Served by the partial index
+/// `hf_machines_tracked` (migration 0003), whose WHERE is this one word for word: SQLite uses a
+/// partial index only then.
+pub(super) const TRACKED: &str =
+    "SELECT * FROM hf_machines WHERE state != 'terminated' AND failed = 0 ORDER BY strategy";
 
-fn request_from(r: SqliteRow) -> StoreResult<HfRequest> {
-    let template: Option<String> = r.get("template");
-    let kind: String = r.get("kind");
-    Ok(HfRequest {
-        request_id: r.get("request_id"),
-        kind: if kind == "return" {
-            RequestKind::Return
-        } else {
-            RequestKind::Acquire
-        },
-        template_id: r.get("template_id"),
-        template: template
-            .map(|t| serde_json::from_str(&t))
-            .transpose()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        requested_count: r.get("requested_count"),
-        provider_name: r.get("provider_name"),
-        strategy: r.get("strategy"),
-        state: RequestState::parse(r.get("state")),
-        message: r.get("message"),
-        resource_id: r.get("resource_id"),
-        provider_api: r.get("provider_api"),
-        attempts: r.get("attempts"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    })
-}
+/// Failed machines whose termination is not accepted yet, every round; served by the partial
+/// index `hf_machines_to_terminate` (migration 0003).
+pub(super) const TO_TERMINATE: &str = "SELECT * FROM hf_machines
+     WHERE failed = 1 AND return_sent_at IS NULL AND state != 'terminated' ORDER BY strategy";
 
-fn machine_from(r: SqliteRow) -> HfMachine {
-    HfMachine {
-        machine_id: r.get("machine_id"),
-        request_id: r.get("request_id"),
-        template_id: r.get("template_id"),
-        strategy: r.get("strategy"),
-        state: r.get("state"),
-        failed: r.get::<i64, _>("failed") != 0,
-        delivered: r.get::<i64, _>("delivered") != 0,
-        message: r.get("message"),
-        private_ip: r.get("private_ip"),
-        public_ip: r.get("public_ip"),
-        private_dns: r.get("private_dns"),
-        instance_type: r.get("instance_type"),
-        price_type: r.get("price_type"),
-        launch_time: r.get("launch_time"),
-        resource_id: r.get("resource_id"),
-        provider_api: r.get("provider_api"),
-        reclaim_notice: r.get("reclaim_notice"),
-        reclaimed_at: r.get("reclaimed_at"),
-        return_request_id: r.get("return_request_id"),
-        return_sent_at: r.get("return_sent_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
-}
+/// Acquire requests that are over, with every machine of theirs gone, all unchanged since
+/// `?1`; the oldest `?2`. A machine is gone when terminated, or failed with its termination
+/// accepted (failed machines are not polled after that); a machine returned by a return
+/// request newer than `?1` keeps its acquire request.
+const PRUNABLE_ACQUIRES: &str = "SELECT r.request_id FROM hf_requests r
+     WHERE r.kind = 'acquire' AND r.state IN ('done', 'failed') AND r.updated_at < ?1
+       AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
+           AND NOT ((m.state = 'terminated' OR (m.failed = 1 AND m.return_sent_at IS NOT NULL))
+                    AND m.updated_at < ?1
+                    AND (m.return_request_id IS NULL
+                         OR EXISTS (SELECT 1 FROM hf_requests rr
+                                    WHERE rr.request_id = m.return_request_id AND rr.updated_at < ?1))))
+     ORDER BY r.updated_at, r.request_id LIMIT ?2";
 
-/// `?, ?, …` for `n` values.
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-impl Store {
-    pub async fn insert_hf_request(&self, r: &HfRequest) -> StoreResult<()> {
+#[async_trait]
+impl HostFactoryRepo for Store {
+    async fn insert_hf_request(&self, r: &HfRequest) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO hf_requests (request_id, kind, template_id, template, requested_count, provider_name,
                  strategy, state, message, resource_id, provider_api, attempts, created_at, updated_at)
@@ -178,7 +112,7 @@ impl Store {
         .bind(r.state.as_str())
         .bind(&r.message)
         .bind(&r.resource_id)
-        .bind(&r.provider_api)
+        .bind(r.provider_api.map(ProvisioningApi::as_str))
         .bind(r.attempts)
         .bind(r.created_at)
         .bind(r.updated_at)
@@ -187,8 +121,7 @@ impl Store {
         Ok(())
     }
 
-    /// A return request with its machines, in one transaction.
-    pub async fn insert_return_request(
+    async fn insert_return_request(
         &self,
         r: &HfRequest,
         machine_ids: &[String],
@@ -219,43 +152,35 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn hf_requests(&self, ids: &[String]) -> StoreResult<Vec<HfRequest>> {
+    async fn hf_requests(&self, ids: &[String]) -> StoreResult<Vec<HfRequest>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT * FROM hf_requests WHERE request_id IN ({})",
                 placeholders(chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as(&sql);
             for id in chunk {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(request_from(r)?);
-            }
+            out.extend(q.fetch_all(&self.pool).await?);
         }
         Ok(out)
     }
 
-    pub async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>> {
+    async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>> {
         let sql = format!(
             "SELECT * FROM hf_requests WHERE state IN ({}) ORDER BY created_at",
             placeholders(states.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query_as(&sql);
         for s in states {
             q = q.bind(s.as_str());
         }
-        q.fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(request_from)
-            .collect()
+        q.fetch_all(&self.pool).await
     }
 
-    /// Marks a provisioning attempt before the cloud is called, so that a restart knows to
-    /// look for machines already made.
-    pub async fn start_provisioning(&self, request_id: &str, now: EpochMillis) -> StoreResult<()> {
+    async fn start_provisioning(&self, request_id: &str, now: EpochMillis) -> StoreResult<()> {
         sqlx::query(
             "UPDATE hf_requests SET state = 'provisioning', attempts = attempts + 1, updated_at = ?2
              WHERE request_id = ?1",
@@ -267,16 +192,15 @@ impl Store {
         Ok(())
     }
 
-    /// Records the provisioning outcome and the machines made, in one transaction.
     #[allow(clippy::too_many_arguments)]
-    pub async fn finish_provisioning(
+    async fn finish_provisioning(
         &self,
         request_id: &str,
         state: RequestState,
         message: &str,
         strategy: Option<&str>,
         resource_id: Option<&str>,
-        provider_api: Option<&str>,
+        provider_api: Option<ProvisioningApi>,
         machines: &[HfMachine],
         now: EpochMillis,
     ) -> StoreResult<()> {
@@ -291,7 +215,7 @@ impl Store {
         .bind(message)
         .bind(strategy)
         .bind(resource_id)
-        .bind(provider_api)
+        .bind(provider_api.map(ProvisioningApi::as_str))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -301,7 +225,7 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn set_request_state(
+    async fn set_request_state(
         &self,
         request_id: &str,
         state: RequestState,
@@ -318,8 +242,7 @@ impl Store {
         Ok(())
     }
 
-    /// Saves what the provider said about machines (state, addresses, reclaim), in one transaction.
-    pub async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
+    async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for m in machines {
             upsert_machine(&mut tx, m).await?;
@@ -327,8 +250,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// Machines of acquire requests `ids` and machines being returned by return requests `ids`.
-    pub async fn hf_machines_of(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
+    async fn hf_machines_of(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(400) {
             let p = placeholders(chunk.len());
@@ -336,32 +258,31 @@ impl Store {
                 "SELECT * FROM hf_machines WHERE request_id IN ({p}) OR return_request_id IN ({p})
                  ORDER BY created_at, machine_id"
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as(&sql);
             for _ in 0..2 {
                 for id in chunk {
                     q = q.bind(id);
                 }
             }
-            out.extend(q.fetch_all(&self.pool).await?.into_iter().map(machine_from));
+            out.extend(q.fetch_all(&self.pool).await?);
         }
         Ok(out)
     }
 
-    /// Machines whose id or host name is among `keys`.
-    pub async fn hf_machines_by_keys(&self, keys: &[String]) -> StoreResult<Vec<HfMachine>> {
+    async fn hf_machines_by_keys(&self, keys: &[String]) -> StoreResult<Vec<HfMachine>> {
         let mut out: Vec<HfMachine> = Vec::new();
         for chunk in keys.chunks(300) {
             let p = placeholders(chunk.len());
             let sql = format!(
                 "SELECT * FROM hf_machines WHERE machine_id IN ({p}) OR private_dns IN ({p}) OR private_ip IN ({p})"
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as::<_, HfMachine>(&sql);
             for _ in 0..3 {
                 for k in chunk {
                     q = q.bind(k);
                 }
             }
-            for m in q.fetch_all(&self.pool).await?.into_iter().map(machine_from) {
+            for m in q.fetch_all(&self.pool).await? {
                 if !out.iter().any(|o| o.machine_id == m.machine_id) {
                     out.push(m);
                 }
@@ -370,40 +291,23 @@ impl Store {
         Ok(out)
     }
 
-    /// Machines the reconciler should ask about: everything not yet terminated (or failed).
-    pub async fn hf_machines_to_track(&self) -> StoreResult<Vec<HfMachine>> {
-        Ok(sqlx::query("SELECT * FROM hf_machines WHERE state != 'terminated' AND failed = 0 ORDER BY strategy")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(machine_from)
-            .collect())
+    async fn hf_machines_to_track(&self) -> StoreResult<Vec<HfMachine>> {
+        sqlx::query_as(TRACKED).fetch_all(&self.pool).await
     }
 
-    /// Machines failed by the service (never started) whose termination was not yet accepted.
-    pub async fn hf_failed_unterminated(&self) -> StoreResult<Vec<HfMachine>> {
-        Ok(sqlx::query(
-            "SELECT * FROM hf_machines WHERE failed = 1 AND return_sent_at IS NULL AND state != 'terminated'",
+    async fn hf_failed_unterminated(&self) -> StoreResult<Vec<HfMachine>> {
+        sqlx::query_as(TO_TERMINATE).fetch_all(&self.pool).await
+    }
+
+    async fn hf_machines_not_returned(&self) -> StoreResult<Vec<HfMachine>> {
+        sqlx::query_as(
+            "SELECT * FROM hf_machines WHERE return_request_id IS NULL AND failed = 0 ORDER BY created_at",
         )
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(machine_from)
-        .collect())
+        .await
     }
 
-    /// Every machine that HostFactory has not returned, for the operator view of reclaims.
-    pub async fn hf_machines_not_returned(&self) -> StoreResult<Vec<HfMachine>> {
-        Ok(sqlx::query("SELECT * FROM hf_machines WHERE return_request_id IS NULL AND failed = 0 ORDER BY created_at")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(machine_from)
-            .collect())
-    }
-
-    /// Records why machines could not be terminated yet (shown with them until it works).
-    pub async fn note_termination_problem(
+    async fn note_termination_problem(
         &self,
         machine_ids: &[String],
         message: &str,
@@ -419,11 +323,7 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn mark_return_sent(
-        &self,
-        machine_ids: &[String],
-        now: EpochMillis,
-    ) -> StoreResult<()> {
+    async fn mark_return_sent(&self, machine_ids: &[String], now: EpochMillis) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for id in machine_ids {
             sqlx::query(
@@ -439,20 +339,14 @@ impl Store {
         tx.commit().await
     }
 
-    /// What counts against a template's maxNumber: the instance types of its machines that are
-    /// neither terminated nor failed, and for each of its open acquire requests the count asked
-    /// with the instance types placed so far.
-    pub async fn hf_template_usage(
-        &self,
-        template_id: &str,
-    ) -> StoreResult<(Vec<Option<String>>, Vec<(i64, Vec<Option<String>>)>)> {
+    async fn hf_template_usage(&self, template_id: &str) -> StoreResult<TemplateUsage> {
         let live: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT instance_type FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated'",
         )
         .bind(template_id)
         .fetch_all(&self.pool)
         .await?;
-        let rows = sqlx::query(
+        let rows: Vec<OpenPlacement> = sqlx::query_as(
             "SELECT r.request_id, r.requested_count, m.machine_id, m.instance_type
              FROM hf_requests r LEFT JOIN hf_machines m ON m.request_id = r.request_id AND m.failed = 0
              WHERE r.kind = 'acquire' AND r.template_id = ?1
@@ -464,17 +358,49 @@ impl Store {
         .await?;
         let mut open: Vec<(String, i64, Vec<Option<String>>)> = Vec::new();
         for r in rows {
-            let id: String = r.get("request_id");
-            if open.last().is_none_or(|(last, _, _)| last != &id) {
-                open.push((id, r.get("requested_count"), Vec::new()));
+            if open.last().is_none_or(|(last, _, _)| last != &r.request_id) {
+                open.push((r.request_id, r.requested_count, Vec::new()));
             }
-            let machine: Option<String> = r.get("machine_id");
-            if machine.is_some() {
-                let types = &mut open.last_mut().expect("pushed above").2;
-                types.push(r.get("instance_type"));
+            if let (Some(_), Some((_, _, types))) = (&r.machine_id, open.last_mut()) {
+                types.push(r.instance_type);
             }
         }
         Ok((live, open.into_iter().map(|(_, n, t)| (n, t)).collect()))
+    }
+
+    async fn prune_finished(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned> {
+        // The machines first (they refer to their requests), then the requests; both
+        // statements pick the same requests: those left with no machine stay prunable.
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = [0; 2];
+        for (table, n) in ["hf_machines", "hf_requests"].into_iter().zip(&mut deleted) {
+            *n = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE request_id IN ({PRUNABLE_ACQUIRES})"
+            ))
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        let [machines, acquires] = deleted;
+        let returns = sqlx::query(
+            "DELETE FROM hf_requests WHERE request_id IN
+               (SELECT r.request_id FROM hf_requests r
+                WHERE r.kind = 'return' AND r.updated_at < ?1
+                  AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.return_request_id = r.request_id)
+                ORDER BY r.updated_at, r.request_id LIMIT ?2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(HfPruned {
+            machines,
+            requests: acquires + returns,
+        })
     }
 }
 
@@ -504,7 +430,7 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
     .bind(&m.request_id)
     .bind(&m.template_id)
     .bind(&m.strategy)
-    .bind(&m.state)
+    .bind(m.state.as_str())
     .bind(i64::from(m.failed))
     .bind(&m.message)
     .bind(&m.private_ip)
@@ -514,7 +440,7 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
     .bind(&m.price_type)
     .bind(m.launch_time)
     .bind(&m.resource_id)
-    .bind(&m.provider_api)
+    .bind(m.provider_api.map(ProvisioningApi::as_str))
     .bind(&m.reclaim_notice)
     .bind(m.reclaimed_at)
     .bind(&m.return_request_id)

@@ -1,8 +1,11 @@
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 
-use super::{Store, StoreResult};
+use super::rows::{count, json, json_opt};
+use super::{MetricsRepo, Store, StoreResult};
 
 /// Latency bucket upper bounds in ms; the last bucket is everything above.
 pub const LATENCY_BOUNDS_MS: [f64; 15] = [
@@ -65,84 +68,85 @@ impl MetricBucket {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// The counts of a stored bucket, without its key.
+struct Counts(MetricBucket);
+
+impl FromRow<'_, SqliteRow> for Counts {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self(MetricBucket {
+            strategy: String::new(),
+            operation: String::new(),
+            minute: 0,
+            count: count(r, "count")?,
+            successes: count(r, "successes")?,
+            failures: count(r, "failures")?,
+            total_ms: r.try_get("total_ms")?,
+            max_ms: r.try_get("max_ms")?,
+            histogram: json(r, "histogram")?,
+            error_codes: json(r, "error_codes")?,
+            last_error: json_opt(r, "last_error")?,
+        }))
+    }
 }
 
-impl Store {
-    /// Buckets from `since_minute` on, optionally for one strategy.
-    pub async fn load_metric_buckets(
+impl FromRow<'_, SqliteRow> for MetricBucket {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(MetricBucket {
+            strategy: r.try_get("strategy")?,
+            operation: r.try_get("operation")?,
+            minute: r.try_get("minute")?,
+            ..Counts::from_row(r)?.0
+        })
+    }
+}
+
+const COUNTS: &str =
+    "count, successes, failures, total_ms, max_ms, histogram, error_codes, last_error";
+
+#[async_trait]
+impl MetricsRepo for Store {
+    async fn load_metric_buckets(
         &self,
         since_minute: i64,
         strategy: Option<&str>,
     ) -> StoreResult<Vec<MetricBucket>> {
-        let rows = sqlx::query(
-            "SELECT strategy, operation, minute, count, successes, failures, total_ms, max_ms,
-                    histogram, error_codes, last_error
+        sqlx::query_as(&format!(
+            "SELECT strategy, operation, minute, {COUNTS}
              FROM metric_buckets WHERE minute >= ?1 AND (?2 IS NULL OR strategy = ?2)
-             ORDER BY minute",
-        )
+             ORDER BY minute"
+        ))
         .bind(since_minute)
         .bind(strategy)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let last_error: Option<String> = r.get("last_error");
-                Ok(MetricBucket {
-                    strategy: r.get("strategy"),
-                    operation: r.get("operation"),
-                    minute: r.get("minute"),
-                    count: r.get::<i64, _>("count") as u64,
-                    successes: r.get::<i64, _>("successes") as u64,
-                    failures: r.get::<i64, _>("failures") as u64,
-                    total_ms: r.get("total_ms"),
-                    max_ms: r.get("max_ms"),
-                    histogram: decode(r.get("histogram"))?,
-                    error_codes: decode(r.get("error_codes"))?,
-                    last_error: last_error.map(|e| decode(&e)).transpose()?,
-                })
-            })
-            .collect()
+        .await
     }
 
-    /// Adds the given deltas to the stored buckets, in one transaction.
-    pub async fn add_metric_buckets(&self, deltas: &[MetricBucket]) -> StoreResult<()> {
+    async fn add_metric_buckets(&self, deltas: &[MetricBucket]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for delta in deltas {
-            let existing = sqlx::query(
-                "SELECT count, successes, failures, total_ms, max_ms, histogram, error_codes, last_error
-                 FROM metric_buckets WHERE strategy = ?1 AND operation = ?2 AND minute = ?3",
-            )
+            let existing: Option<Counts> = sqlx::query_as(&format!(
+                "SELECT {COUNTS} FROM metric_buckets
+                 WHERE strategy = ?1 AND operation = ?2 AND minute = ?3"
+            ))
             .bind(&delta.strategy)
             .bind(&delta.operation)
             .bind(delta.minute)
             .fetch_optional(&mut *tx)
             .await?;
-            let mut merged = match existing {
-                Some(r) => {
-                    let last_error: Option<String> = r.get("last_error");
-                    MetricBucket {
-                        count: r.get::<i64, _>("count") as u64,
-                        successes: r.get::<i64, _>("successes") as u64,
-                        failures: r.get::<i64, _>("failures") as u64,
-                        total_ms: r.get("total_ms"),
-                        max_ms: r.get("max_ms"),
-                        histogram: decode(r.get("histogram"))?,
-                        error_codes: decode(r.get("error_codes"))?,
-                        last_error: last_error.map(|e| decode(&e)).transpose()?,
-                        ..MetricBucket::empty(&delta.strategy, &delta.operation, delta.minute)
-                    }
-                }
-                None => MetricBucket::empty(&delta.strategy, &delta.operation, delta.minute),
+            let mut merged = MetricBucket {
+                strategy: delta.strategy.clone(),
+                operation: delta.operation.clone(),
+                minute: delta.minute,
+                ..existing.map_or_else(
+                    || MetricBucket::empty(&delta.strategy, &delta.operation, delta.minute),
+                    |c| c.0,
+                )
             };
             merged.absorb(delta);
-            sqlx::query(
-                "INSERT OR REPLACE INTO metric_buckets
-                   (strategy, operation, minute, count, successes, failures, total_ms, max_ms,
-                    histogram, error_codes, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
+            sqlx::query(&format!(
+                "INSERT OR REPLACE INTO metric_buckets (strategy, operation, minute, {COUNTS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))
             .bind(&merged.strategy)
             .bind(&merged.operation)
             .bind(merged.minute)
@@ -160,8 +164,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// Drops buckets older than `before_minute`.
-    pub async fn prune_metric_buckets(&self, before_minute: i64) -> StoreResult<u64> {
+    async fn prune_metric_buckets(&self, before_minute: i64) -> StoreResult<u64> {
         Ok(sqlx::query("DELETE FROM metric_buckets WHERE minute < ?1")
             .bind(before_minute)
             .execute(&self.pool)

@@ -1,13 +1,19 @@
 //! SQLite through sqlx: connection set-up, embedded migrations, and one repository module per
-//! table group. Rows are converted to domain values here and nowhere else.
+//! table group. Rows are converted to domain values here and nowhere else, only through
+//! `FromRow`/`query_as` or `try_get` (see `rows`). What each aggregate offers is a trait of
+//! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
 mod breaker;
 mod health;
 mod hostfactory;
 mod metrics;
+mod repo;
+mod rows;
 mod settings;
 mod sim_instances;
 mod strategies;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,8 +24,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use breaker::CircuitRow;
 pub use health::HealthHistoryEntry;
-pub use hostfactory::{HfMachine, HfRequest, RequestKind, RequestState};
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
+pub use repo::{
+    CircuitRepo, HealthRepo, HfPruned, HostFactoryRepo, MetricsRepo, SettingsRepo, SimInstanceRepo,
+    StrategyRepo, TemplateUsage,
+};
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
 

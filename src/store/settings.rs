@@ -1,25 +1,34 @@
+use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 
-use super::{Store, StoreResult};
+use super::rows::json;
+use super::{SettingsRepo, Store, StoreResult};
 use crate::domain::EpochMillis;
 
-impl Store {
-    pub async fn load_settings_overrides(
+/// The one row of `strategy_settings`.
+struct Overrides(Map<String, Value>, EpochMillis);
+
+impl FromRow<'_, SqliteRow> for Overrides {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self(json(r, "overrides")?, r.try_get("updated_at")?))
+    }
+}
+
+#[async_trait]
+impl SettingsRepo for Store {
+    async fn load_settings_overrides(
         &self,
     ) -> StoreResult<Option<(Map<String, Value>, EpochMillis)>> {
-        let row: Option<(String, i64)> =
+        let row: Option<Overrides> =
             sqlx::query_as("SELECT overrides, updated_at FROM strategy_settings WHERE id = 1")
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|(json, at)| {
-            serde_json::from_str(&json)
-                .map(|m| (m, at))
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        })
-        .transpose()
+        Ok(row.map(|Overrides(map, at)| (map, at)))
     }
 
-    pub async fn save_settings_overrides(
+    async fn save_settings_overrides(
         &self,
         overrides: &Map<String, Value>,
         now: EpochMillis,

@@ -1,6 +1,9 @@
-use sqlx::Row;
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
 
-use super::{Store, StoreResult};
+use super::rows::{flag, json, placeholders};
+use super::{SimInstanceRepo, Store, StoreResult};
 use crate::domain::EpochMillis;
 
 /// A simulated instance as stored; its state follows from the timestamps.
@@ -20,30 +23,32 @@ pub struct SimInstanceRow {
     pub reclaimed: bool,
 }
 
-fn from_row(r: sqlx::sqlite::SqliteRow) -> StoreResult<SimInstanceRow> {
-    let tags: String = r.get("tags");
-    Ok(SimInstanceRow {
-        instance_id: r.get("instance_id"),
-        strategy: r.get("strategy"),
-        template_id: r.get("template_id"),
-        instance_type: r.get("instance_type"),
-        request_id: r.get("request_id"),
-        tags: serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        private_ip: r.get("private_ip"),
-        launched_at: r.get("launched_at"),
-        boot_ms: r.get("boot_ms"),
-        terminating_at: r.get("terminating_at"),
-        shutdown_ms: r.get("shutdown_ms"),
-        reclaimed: r.get::<i64, _>("reclaimed") != 0,
-    })
+impl FromRow<'_, SqliteRow> for SimInstanceRow {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(SimInstanceRow {
+            instance_id: r.try_get("instance_id")?,
+            strategy: r.try_get("strategy")?,
+            template_id: r.try_get("template_id")?,
+            instance_type: r.try_get("instance_type")?,
+            request_id: r.try_get("request_id")?,
+            tags: json(r, "tags")?,
+            private_ip: r.try_get("private_ip")?,
+            launched_at: r.try_get("launched_at")?,
+            boot_ms: r.try_get("boot_ms")?,
+            terminating_at: r.try_get("terminating_at")?,
+            shutdown_ms: r.try_get("shutdown_ms")?,
+            reclaimed: flag(r, "reclaimed")?,
+        })
+    }
 }
 
 const COLUMNS: &str =
     "instance_id, strategy, template_id, instance_type, request_id, tags, private_ip,
     launched_at, boot_ms, terminating_at, shutdown_ms, reclaimed";
 
-impl Store {
-    pub async fn insert_sim_instances(&self, rows: &[SimInstanceRow]) -> StoreResult<()> {
+#[async_trait]
+impl SimInstanceRepo for Store {
+    async fn insert_sim_instances(&self, rows: &[SimInstanceRow]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for row in rows {
             sqlx::query(&format!(
@@ -67,8 +72,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// The instances of `strategy` among `ids` (unknown ids are simply absent).
-    pub async fn sim_instances_by_ids(
+    async fn sim_instances_by_ids(
         &self,
         strategy: &str,
         ids: &[String],
@@ -76,8 +80,7 @@ impl Store {
         self.sim_instances_where(strategy, "instance_id", ids).await
     }
 
-    /// The instances of `strategy` made for any of `request_ids`.
-    pub async fn sim_instances_by_request(
+    async fn sim_instances_by_request(
         &self,
         strategy: &str,
         request_ids: &[String],
@@ -86,38 +89,7 @@ impl Store {
             .await
     }
 
-    /// Instances of `strategy` whose `column` is one of `values`, oldest first.
-    async fn sim_instances_where(
-        &self,
-        strategy: &str,
-        column: &str,
-        values: &[String],
-    ) -> StoreResult<Vec<SimInstanceRow>> {
-        let mut out = Vec::with_capacity(values.len());
-        // SQLite limits bound parameters; 500 values a statement stays well inside it.
-        for chunk in values.chunks(500) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
-            let sql = format!(
-                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND {column} IN ({placeholders})
-                 ORDER BY launched_at, instance_id"
-            );
-            let mut q = sqlx::query(&sql).bind(strategy);
-            for v in chunk {
-                q = q.bind(v);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(from_row(r)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Instances of `strategy` that are not yet terminated at `now`.
-    pub async fn count_live_sim_instances(
-        &self,
-        strategy: &str,
-        now: EpochMillis,
-    ) -> StoreResult<u64> {
+    async fn count_live_sim_instances(&self, strategy: &str, now: EpochMillis) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sim_instances WHERE strategy = ?1
              AND (terminating_at IS NULL OR terminating_at + shutdown_ms > ?2)",
@@ -129,8 +101,7 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Starts shutting down those of `ids` that are not already; returns the ids touched.
-    pub async fn terminate_sim_instances(
+    async fn terminate_sim_instances(
         &self,
         strategy: &str,
         ids: &[String],
@@ -157,5 +128,47 @@ impl Store {
         }
         tx.commit().await?;
         Ok(touched)
+    }
+
+    async fn prune_sim_instances(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
+        // `terminating_at < before` lets the partial index narrow the scan (shutdown_ms >= 0).
+        Ok(sqlx::query(
+            "DELETE FROM sim_instances WHERE instance_id IN
+               (SELECT instance_id FROM sim_instances
+                WHERE terminating_at IS NOT NULL AND terminating_at < ?1
+                  AND terminating_at + shutdown_ms < ?1
+                ORDER BY terminating_at LIMIT ?2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
+impl Store {
+    /// Instances of `strategy` whose `column` is one of `values`, oldest first.
+    async fn sim_instances_where(
+        &self,
+        strategy: &str,
+        column: &str,
+        values: &[String],
+    ) -> StoreResult<Vec<SimInstanceRow>> {
+        let mut out = Vec::with_capacity(values.len());
+        // SQLite limits bound parameters; 500 values a statement stays well inside it.
+        for chunk in values.chunks(500) {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND {column} IN ({})
+                 ORDER BY launched_at, instance_id",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as(&sql).bind(strategy);
+            for v in chunk {
+                q = q.bind(v);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
     }
 }

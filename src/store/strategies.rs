@@ -1,8 +1,13 @@
-use sqlx::Row;
+use std::str::FromStr;
 
-use super::{Store, StoreResult};
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
+
+use super::rows::{json, parsed};
+use super::{Store, StoreResult, StrategyRepo};
 use crate::config::StrategySpec;
-use crate::domain::EpochMillis;
+use crate::domain::{EpochMillis, UnknownValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategySource {
@@ -19,6 +24,18 @@ impl StrategySource {
     }
 }
 
+impl FromStr for StrategySource {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "config" => Ok(StrategySource::Config),
+            "api" => Ok(StrategySource::Api),
+            _ => Err(UnknownValue::new("strategy source", s)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredStrategy {
     pub spec: StrategySpec,
@@ -28,65 +45,106 @@ pub struct StoredStrategy {
     pub updated_at: EpochMillis,
 }
 
+impl FromRow<'_, SqliteRow> for StoredStrategy {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            spec: json(r, "spec")?,
+            source: parsed(r, "source")?,
+            seq: r.try_get("seq")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+/// What an insert or an upsert gives back besides the definition it was given.
+#[derive(sqlx::FromRow)]
+struct Registered {
+    seq: i64,
+    created_at: EpochMillis,
+    updated_at: EpochMillis,
+}
+
+impl Registered {
+    fn of(self, spec: &StrategySpec, source: StrategySource) -> StoredStrategy {
+        StoredStrategy {
+            spec: spec.clone(),
+            source,
+            seq: self.seq,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+const INSERT: &str = "INSERT INTO strategies (name, spec, source, seq, created_at, updated_at)
+     VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM strategies), ?4, ?4)";
+
 impl Store {
-    pub async fn list_strategies(&self) -> StoreResult<Vec<StoredStrategy>> {
-        let rows = sqlx::query(
+    /// `INSERT` followed by `conflict`, returning what [`Registered`] reads.
+    async fn write_strategy(
+        &self,
+        conflict: &str,
+        spec: &StrategySpec,
+        source: StrategySource,
+        now: EpochMillis,
+    ) -> StoreResult<Option<Registered>> {
+        let json = serde_json::to_string(spec).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query_as(&format!(
+            "{INSERT} {conflict} RETURNING seq, created_at, updated_at"
+        ))
+        .bind(&spec.name)
+        .bind(json)
+        .bind(source.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+    }
+}
+
+#[async_trait]
+impl StrategyRepo for Store {
+    async fn list_strategies(&self) -> StoreResult<Vec<StoredStrategy>> {
+        sqlx::query_as(
             "SELECT spec, source, seq, created_at, updated_at FROM strategies ORDER BY seq",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let spec: String = r.get("spec");
-                let source: String = r.get("source");
-                Ok(StoredStrategy {
-                    spec: serde_json::from_str(&spec)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    source: if source == "config" {
-                        StrategySource::Config
-                    } else {
-                        StrategySource::Api
-                    },
-                    seq: r.get("seq"),
-                    created_at: r.get("created_at"),
-                    updated_at: r.get("updated_at"),
-                })
-            })
-            .collect()
+        .await
     }
 
-    /// Inserts or replaces a strategy; an existing row keeps its `seq` and `created_at`.
-    pub async fn upsert_strategy(
+    async fn insert_strategy(
+        &self,
+        spec: &StrategySpec,
+        source: StrategySource,
+        now: EpochMillis,
+    ) -> StoreResult<Option<StoredStrategy>> {
+        // A taken name inserts nothing and returns no row.
+        let row = self
+            .write_strategy("ON CONFLICT(name) DO NOTHING", spec, source, now)
+            .await?;
+        Ok(row.map(|r| r.of(spec, source)))
+    }
+
+    async fn upsert_strategy(
         &self,
         spec: &StrategySpec,
         source: StrategySource,
         now: EpochMillis,
     ) -> StoreResult<StoredStrategy> {
-        let json = serde_json::to_string(spec).expect("spec serializes");
-        let row = sqlx::query(
-            "INSERT INTO strategies (name, spec, source, seq, created_at, updated_at)
-             VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM strategies), ?4, ?4)
-             ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, source = excluded.source,
-                 updated_at = excluded.updated_at
-             RETURNING seq, created_at, updated_at",
-        )
-        .bind(&spec.name)
-        .bind(json)
-        .bind(source.as_str())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(StoredStrategy {
-            spec: spec.clone(),
-            source,
-            seq: row.get("seq"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        })
+        let row = self
+            .write_strategy(
+                "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, source = excluded.source,
+                     updated_at = excluded.updated_at",
+                spec,
+                source,
+                now,
+            )
+            .await?;
+        row.map(|r| r.of(spec, source))
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Removes a strategy with its health and circuit state (its metrics stay as history).
-    pub async fn delete_strategy(&self, name: &str) -> StoreResult<bool> {
+    async fn delete_strategy(&self, name: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM strategies WHERE name = ?1")
             .bind(name)

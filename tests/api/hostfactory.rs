@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ohfp::hostfactory::model::{HfRequest, RequestKind, RequestState};
+use ohfp::store::HostFactoryRepo;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -599,15 +601,15 @@ async fn a_restart_mid_request_loses_nothing_and_makes_no_duplicates() {
         .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     store
-        .insert_hf_request(&ohfp::store::HfRequest {
+        .insert_hf_request(&HfRequest {
             request_id: crashed.into(),
-            kind: ohfp::store::RequestKind::Acquire,
+            kind: RequestKind::Acquire,
             template_id: Some("OnDemand-C5Large".into()),
             template: Some(json!({"templateId": "OnDemand-C5Large", "vmType": "c5.large"})),
             requested_count: 3,
             provider_name: None,
             strategy: None,
-            state: ohfp::store::RequestState::Provisioning,
+            state: RequestState::Provisioning,
             message: String::new(),
             resource_id: None,
             provider_api: None,

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, execute, register_sim};
+use crate::helpers::{TestApp, eventually, execute, register_sim, test_config};
 
 #[tokio::test]
 async fn lists_both_simulated_providers() {
@@ -356,6 +356,43 @@ async fn register_update_unregister() {
     let (status, v) = app.delete("/api/v1/providers/sim-primary").await;
     assert_eq!(status, 409, "sim-primary is a configured fallback: {v}");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_give_one_201_and_one_409() {
+    let app = TestApp::spawn().await;
+    let body = |region: &str, priority: i64| {
+        json!({"strategy_name": "sim-race", "provider_type": "simulated",
+               "strategy_config": {"region": region}, "priority": priority})
+    };
+    let ((s1, v1), (s2, v2)) = tokio::join!(
+        app.post("/api/v1/providers", body("sim-a-1", 1)),
+        app.post("/api/v1/providers", body("sim-b-1", 2)),
+    );
+    let mut statuses = [s1, s2];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{v1} {v2}");
+    let (winner, loser) = if s1 == 201 { (v1, v2) } else { (v2, v1) };
+    assert!(
+        loser["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already registered"),
+        "{loser}"
+    );
+    let (status, now) = app.get("/api/v1/providers/sim-race").await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(now["priority"], winner["priority"]);
+    assert_eq!(now["strategy_config"], winner["strategy_config"]);
+    // What is stored is the first's too: it is what a restart reads back.
+    let cfg = test_config(&app.db);
+    let dir = app.stop().await;
+    let app = TestApp::start(cfg).await;
+    let (_, stored) = app.get("/api/v1/providers/sim-race").await;
+    assert_eq!(stored["priority"], winner["priority"]);
+    assert_eq!(stored["strategy_config"], winner["strategy_config"]);
+    app.stop().await;
+    drop(dir);
 }
 
 #[tokio::test]

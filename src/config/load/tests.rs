@@ -205,3 +205,30 @@ fn reference_schema_shape_maps_onto_the_model() {
     assert_eq!(c.providers[0].weight, 10.0);
     assert!(!c.providers[1].enabled);
 }
+
+#[test]
+fn retention_defaults_are_the_documented_ones_and_bad_values_name_their_key() {
+    let (vars, lookup) = env_of(&[("OHFP_DATABASE__RETENTION__HOSTFACTORY_DAYS", "3")]);
+    let c = load_with_env(None, &vars, &lookup).unwrap();
+    assert_eq!(
+        c.database.retention,
+        crate::config::RetentionConfig {
+            hostfactory_days: 3.0,
+            ..Default::default()
+        },
+        "config/default.json shows the built-in defaults"
+    );
+    let err = load_text(
+        r#"{"database": {"retention": {"hostfactory_days": 0, "batch_size": 0}}}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "database.retention.hostfactory_days",
+            "database.retention.batch_size"
+        ]
+    );
+}

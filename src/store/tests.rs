@@ -1,0 +1,210 @@
+//! The store against a real SQLite file: typed reads, the reconciler's indexes, insert-only
+//! registration. Retention has its own file. `open`, `request` and `machine` serve other
+//! modules' tests too.
+
+mod retention;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::hostfactory::{TO_TERMINATE, TRACKED};
+use super::*;
+use crate::config::StrategySpec;
+use crate::domain::{EpochMillis, MachineState};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
+
+pub(crate) async fn open() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = Store::open(path.to_str().unwrap(), 5000, 2).await.unwrap();
+    (dir, store)
+}
+
+pub(crate) fn request(
+    id: &str,
+    kind: RequestKind,
+    state: RequestState,
+    at: EpochMillis,
+) -> HfRequest {
+    HfRequest {
+        request_id: id.into(),
+        kind,
+        template_id: Some("web".into()),
+        template: Some(json!({"templateId": "web"})),
+        requested_count: 1,
+        provider_name: None,
+        strategy: Some("sim".into()),
+        state,
+        message: String::new(),
+        resource_id: None,
+        provider_api: None,
+        attempts: 0,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+pub(crate) fn machine(
+    id: &str,
+    request_id: &str,
+    state: MachineState,
+    at: EpochMillis,
+) -> HfMachine {
+    HfMachine {
+        machine_id: id.into(),
+        request_id: request_id.into(),
+        strategy: "sim".into(),
+        state,
+        created_at: at,
+        updated_at: at,
+        ..HfMachine::default()
+    }
+}
+
+/// Runs `sql` with the CHECK constraints off: they keep unknown words out of some columns, a
+/// database written by something else may not have them.
+async fn write_unchecked(store: &Store, sql: &str) {
+    let mut conn = store.pool.acquire().await.unwrap();
+    for statement in [
+        "PRAGMA ignore_check_constraints = ON",
+        sql,
+        "PRAGMA ignore_check_constraints = OFF",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+}
+
+/// The text of a `ColumnDecode` error, or a failure if it is another error.
+fn column_error(e: sqlx::Error, column: &str) -> String {
+    match &e {
+        sqlx::Error::ColumnDecode { index, source } => {
+            assert_eq!(index, column, "{e}");
+            source.to_string()
+        }
+        other => panic!("expected a decode error on {column}, got {other:?}"),
+    }
+}
+
+/// A store holding request `r1` in progress with its machine `i-1` in `state`.
+async fn one_machine(state: MachineState) -> (TempDir, Store, HfMachine) {
+    let (dir, store) = open().await;
+    let r = request("r1", RequestKind::Acquire, RequestState::InProgress, 1);
+    store.insert_hf_request(&r).await.unwrap();
+    let m = machine("i-1", "r1", state, 1);
+    store
+        .save_observations(std::slice::from_ref(&m))
+        .await
+        .unwrap();
+    (dir, store, m)
+}
+
+#[tokio::test]
+async fn machine_state_is_stored_as_its_word_and_read_back_typed() {
+    let (_dir, store, m) = one_machine(MachineState::ShuttingDown).await;
+    let raw: String = sqlx::query_scalar("SELECT state FROM hf_machines")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(raw, "shutting-down");
+    assert_eq!(store.hf_machines_of(&["r1".into()]).await.unwrap(), vec![m]);
+}
+
+#[tokio::test]
+async fn unknown_stored_values_are_errors_naming_column_and_value() {
+    let (_dir, store, _) = one_machine(MachineState::Running).await;
+    write_unchecked(&store, "UPDATE hf_machines SET state = 'lost'").await;
+    let e = store.hf_machines_to_track().await.unwrap_err();
+    assert_eq!(column_error(e, "state"), "unknown machine state 'lost'");
+    write_unchecked(
+        &store,
+        "UPDATE hf_machines SET state = 'running', failed = 7",
+    )
+    .await;
+    let e = store.hf_machines_of(&["r1".into()]).await.unwrap_err();
+    assert!(column_error(e, "failed").contains("7 is not a flag"));
+    write_unchecked(&store, "UPDATE hf_requests SET state = 'finished'").await;
+    let e = store.hf_requests(&["r1".into()]).await.unwrap_err();
+    assert_eq!(column_error(e, "state"), "unknown request state 'finished'");
+    write_unchecked(
+        &store,
+        "UPDATE hf_requests SET state = 'done', kind = 'lease'",
+    )
+    .await;
+    let e = store.hf_requests(&["r1".into()]).await.unwrap_err();
+    assert_eq!(column_error(e, "kind"), "unknown request kind 'lease'");
+    write_unchecked(
+        &store,
+        "INSERT INTO circuit_state (strategy, state, consecutive_failures) VALUES ('s', 'ajar', 0)",
+    )
+    .await;
+    let e = store.load_circuits().await.unwrap_err();
+    assert_eq!(column_error(e, "state"), "unknown circuit state 'ajar'");
+    write_unchecked(
+        &store,
+        "INSERT INTO health_history (strategy, state, source, at) VALUES ('s', 'sickly', 'api', 1)",
+    )
+    .await;
+    let e = store.health_history("s", 10).await.unwrap_err();
+    assert_eq!(column_error(e, "state"), "unknown health state 'sickly'");
+}
+
+#[tokio::test]
+async fn the_reconciler_queries_use_their_partial_indexes() {
+    let (_dir, store) = open().await;
+    for (sql, index) in [
+        (TRACKED, "hf_machines_tracked"),
+        (TO_TERMINATE, "hf_machines_to_terminate"),
+    ] {
+        // Rows of (id, parent, notused, detail).
+        let plan: Vec<String> =
+            sqlx::query_as::<_, (i64, i64, i64, String)>(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, _, detail)| detail)
+                .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains(&format!("USING INDEX {index}"))),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{sql} sorts: {plan:?}"
+        );
+    }
+}
+
+fn spec(name: &str, priority: i64) -> StrategySpec {
+    serde_json::from_value(json!({"name": name, "type": "simulated", "priority": priority}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn registration_inserts_once_and_never_replaces() {
+    let (_dir, store) = open().await;
+    let (first, second) = (spec("x", 1), spec("x", 2));
+    let (a, b) = tokio::join!(
+        store.insert_strategy(&first, StrategySource::Api, 10),
+        store.insert_strategy(&second, StrategySource::Api, 20),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "exactly one insert wins");
+    let winner = a.or(b).unwrap();
+    let stored = store.list_strategies().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].spec, winner.spec);
+    assert_eq!(stored[0].created_at, winner.created_at);
+    // The file's path replaces, keeping registration order and creation time.
+    let replaced = store
+        .upsert_strategy(&spec("x", 9), StrategySource::Config, 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        (replaced.seq, replaced.created_at),
+        (winner.seq, winner.created_at)
+    );
+    assert_eq!(replaced.updated_at, 30);
+    assert_eq!(store.list_strategies().await.unwrap()[0].spec.priority, 9);
+}
