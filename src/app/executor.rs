@@ -478,3 +478,5 @@ impl MemberInvoker for MemberCalls {
     }
 }
 
+#[cfg(test)]
+mod tests;
