@@ -303,7 +303,8 @@ impl Engine {
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
-        if let Active::Use(entry) = self.executor.active() {
+        let active = self.executor.active();
+        if let Active::Use(entry) = &active {
             return Ok(SelectionView {
                 selected_strategy: entry.name().to_string(),
                 selection_policy: None,
@@ -319,7 +320,7 @@ impl Engine {
         Ok(SelectionView {
             selected_strategy: s.selected,
             selection_policy: Some(s.policy.as_str().to_string()),
-            selection_reason: s.reason,
+            selection_reason: format!("{}{}", s.reason, active.note()),
             alternatives: s.alternatives,
             candidates: s.verdicts,
         })

@@ -63,6 +63,18 @@ pub enum Active {
     /// Not set, or set to a name no longer registered: the selection policy decides.
     Unset,
     Use(Arc<StrategyEntry>),
+    /// Set to a disabled strategy, which takes no new work: the selection policy decides.
+    Disabled(String),
+}
+
+impl Active {
+    /// Added to how a strategy was chosen when the selection policy stood in for it.
+    pub fn note(&self) -> String {
+        match self {
+            Active::Disabled(name) => format!(" (active_strategy '{name}' is disabled)"),
+            _ => String::new(),
+        }
+    }
 }
 
 struct Resolved {
@@ -163,17 +175,22 @@ impl Executor {
             return Active::Unset;
         };
         match self.registry.get(&name) {
-            Some(entry) => Active::Use(entry),
+            Some(entry) if entry.spec.enabled => Active::Use(entry),
+            Some(_) => Active::Disabled(name),
             None => Active::Unset,
         }
     }
 
-    /// Picks the first strategy for `op` by override, active strategy or selection.
+    /// Picks the first strategy for `op` by override, active strategy or selection. A
+    /// disabled strategy is never chosen; named by the override, it runs only status polls and
+    /// terminations (of the machines it holds).
     fn resolve(&self, op: OperationType, route: &Route) -> AppResult<Resolved> {
         if let Some(name) = &route.strategy {
             let entry = self.registry.entry(name)?;
-            if !entry.spec.enabled {
-                return Err(AppError::Conflict(format!("strategy '{name}' is disabled")));
+            if !entry.runs_when_named(op) {
+                return Err(AppError::Conflict(format!(
+                    "strategy '{name}' is disabled: it takes no new work ({op}); only GET_INSTANCE_STATUS and TERMINATE_INSTANCES still run on it"
+                )));
             }
             let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
             return Ok(Resolved {
@@ -183,16 +200,23 @@ impl Executor {
                 how: "strategy_override".into(),
             });
         }
-        if let Active::Use(entry) = self.active() {
-            return Ok(Resolved {
-                guard: InFlightGuard::new(Arc::clone(&entry.runtime)),
-                entry,
-                selection: None,
-                how: "active_strategy".into(),
-            });
+        let active = self.active();
+        match &active {
+            Active::Use(entry) => {
+                return Ok(Resolved {
+                    guard: InFlightGuard::new(Arc::clone(&entry.runtime)),
+                    entry: Arc::clone(entry),
+                    selection: None,
+                    how: "active_strategy".into(),
+                });
+            }
+            Active::Disabled(name) => {
+                tracing::info!(strategy = %name, operation = %op, "active_strategy is disabled; the selection policy chooses");
+            }
+            Active::Unset => {}
         }
         let (selection, entry, guard) = self.select_reserving(op, route.criteria.as_ref())?;
-        let how = format!("selection policy {}", selection.policy);
+        let how = format!("selection policy {}{}", selection.policy, active.note());
         Ok(Resolved {
             entry,
             guard,
@@ -447,11 +471,14 @@ impl MemberInvoker for MemberCalls {
                 format!("member strategy '{strategy}' is not registered"),
             );
         };
-        if !entry.spec.enabled {
+        if !entry.runs_when_named(op.kind()) {
             return refuse(
                 ProviderErrorKind::Unsupported,
                 "STRATEGY_DISABLED",
-                format!("member strategy '{strategy}' is disabled"),
+                format!(
+                    "member strategy '{strategy}' is disabled: it takes no new work ({})",
+                    op.kind()
+                ),
             );
         }
         let timeout = timeout.unwrap_or_else(|| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::{AppError, AppResult};
 use crate::config::StrategySpec;
-use crate::domain::{Capabilities, EpochMillis, HealthStatus, now_millis};
+use crate::domain::{Capabilities, EpochMillis, HealthStatus, OperationType, now_millis};
 use crate::providers::{self, Provider, ProviderDeps, composite};
 use crate::store::{Store, StrategySource};
 use crate::strategy::composition::find_cycle;
@@ -87,6 +87,13 @@ pub struct StrategyEntry {
 impl StrategyEntry {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Whether this strategy runs `op` when it is named (a `strategy_override`, a composite's
+    /// member): an enabled strategy runs anything; a disabled one takes no new work, only
+    /// status polls and terminations of the machines it holds.
+    pub fn runs_when_named(&self, op: OperationType) -> bool {
+        self.spec.enabled || op.tends_existing_machines()
     }
 
     /// The provider's own capabilities with the declared flags laid over them.

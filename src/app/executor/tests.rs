@@ -13,8 +13,8 @@ use crate::app::settings::SettingsPatch;
 use crate::config::{StrategySettings, StrategySpec};
 use crate::domain::{Capabilities, HealthStatus, LaunchSpec};
 use crate::providers::{
-    CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
-    TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, MachineRef, Provider, StatusQuery, StatusReport,
+    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::store::StrategySource;
 use crate::strategy::{CircuitBreaker, CircuitState};
@@ -389,4 +389,108 @@ async fn caller_errors_are_not_counted_against_the_strategy_and_do_not_fail_over
     );
     assert_eq!(samples_of(&a), 0);
     assert_eq!(samples_of(&b), 0);
+}
+
+fn status() -> Operation {
+    Operation::Status(StatusQuery {
+        instance_ids: vec!["i-1".into()],
+        ..StatusQuery::default()
+    })
+}
+
+fn terminate() -> Operation {
+    Operation::Terminate(TerminateRequest {
+        machines: vec![MachineRef::bare("i-1")],
+        simulate_reclaim: false,
+    })
+}
+
+#[tokio::test]
+async fn a_disabled_active_strategy_is_passed_over_and_the_policy_chooses() {
+    let mut s = StrategySettings::default();
+    s.active_strategy = Some("a".into());
+    let h = harness(s).await;
+    let (a, b) = (Fake::new(Answer::Ok), Fake::new(Answer::Ok));
+    h.add_full("a", 0, false, CircuitBreaker::default(), &a);
+    h.add("b", 1, &b);
+    for op in [create(), status(), terminate()] {
+        let out = h.run(op, Route::default()).await;
+        assert_eq!(out.strategy_used, "b");
+        assert_eq!(
+            out.how_chosen,
+            "selection policy FIRST_AVAILABLE (active_strategy 'a' is disabled)"
+        );
+    }
+    assert_eq!((a.calls(), b.calls()), (0, 3));
+    assert!(matches!(h.executor.active(), Active::Disabled(n) if n == "a"));
+
+    // An enabled active strategy takes every operation without an override.
+    let h = {
+        let mut s = StrategySettings::default();
+        s.active_strategy = Some("a".into());
+        harness(s).await
+    };
+    h.add("a", 5, &a);
+    h.add("b", 0, &b);
+    let out = h.run(create(), Route::default()).await;
+    assert_eq!(
+        (out.strategy_used.as_str(), out.how_chosen.as_str()),
+        ("a", "active_strategy")
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_strategy_takes_no_new_work_but_still_tends_its_machines() {
+    let h = harness(StrategySettings::default()).await;
+    let fake = Fake::new(Answer::Ok);
+    h.add_full("a", 0, false, CircuitBreaker::default(), &fake);
+    for op in [
+        create(),
+        Operation::Validate(LaunchSpec::named("web")),
+        Operation::Templates,
+        Operation::Health,
+    ] {
+        let kind = op.kind();
+        match h.executor.execute(op, on("a")).await {
+            Err(AppError::Conflict(m)) => {
+                assert!(m.contains("strategy 'a' is disabled"), "{m}");
+                assert!(m.contains(kind.as_str()), "{m}");
+            }
+            other => panic!("{kind}: expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(fake.calls(), 0);
+    // Status polls and terminations of its machines go through, named by the override.
+    let polled = h.run(status(), on("a")).await;
+    assert!(polled.result.is_ok(), "{:?}", polled.result);
+    let returned = h.run(terminate(), on("a")).await;
+    let report = returned.result.unwrap().into_terminated().unwrap();
+    assert_eq!(report.terminating, ["i-1"]);
+    assert_eq!(fake.calls(), 2);
+    // Never chosen without being named.
+    assert!(matches!(
+        h.executor.execute(status(), Route::default()).await,
+        Err(AppError::NoCandidate(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_disabled_member_runs_only_status_polls_and_terminations() {
+    let h = harness(StrategySettings::default()).await;
+    let fake = Fake::new(Answer::Ok);
+    h.add_full("m", 0, false, CircuitBreaker::default(), &fake);
+    let members = MemberCalls(Arc::downgrade(&h.executor));
+    let (attempt, result) = members.invoke("m", &create(), None).await;
+    let err = result.unwrap_err();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ProviderErrorKind::Unsupported, "STRATEGY_DISABLED")
+    );
+    assert!(!attempt.success);
+    assert_eq!(fake.calls(), 0);
+    for op in [status(), terminate()] {
+        let (_, result) = members.invoke("m", &op, None).await;
+        assert!(result.is_ok(), "{:?}", result);
+    }
+    assert_eq!(fake.calls(), 2);
 }
