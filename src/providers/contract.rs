@@ -37,6 +37,10 @@ pub struct Created {
     pub provider_api: Option<ProvisioningApi>,
     /// Instances placed so far.
     pub count: usize,
+    /// What the holding resource now aims at in all, this request included, when requests
+    /// share it (an Auto Scaling group's desired capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_capacity: Option<u32>,
 }
 
 /// Where a machine came from, so that it is given back the same way (fleet capacity, group).
@@ -358,6 +362,7 @@ impl crate::strategy::composition::Merge for OperationOutput {
                 a.count += b.count;
                 a.resource_id = a.resource_id.take().or_else(|| b.resource_id.clone());
                 a.provider_api = a.provider_api.or(b.provider_api);
+                a.desired_capacity = a.desired_capacity.or(b.desired_capacity);
             }
             (O::Status(a), O::Status(b)) => {
                 for m in &b.machines {

@@ -1,15 +1,15 @@
-//! providerApi ASG: one Auto Scaling group per HostFactory template, `<prefix>-<templateId>`,
+//! The ASG API: one Auto Scaling group per template, `<prefix>-<template id>`,
 //! created at the first request and grown by later ones. Each request points the group at its
 //! own launch template version, so the instances it adds carry its request id.
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_ec2::types::Filter;
-use serde_json::{Value, json};
 
-use super::create::CreateRequest;
+use super::create::LaunchOrder;
 use super::errors::classify;
 use super::{AwsProvider, TAG_PROVIDER_API, TAG_TEMPLATE_ID};
-use crate::domain::ProviderError;
+use crate::domain::{ProviderError, ProvisioningApi};
+use crate::providers::Created;
 
 /// What a group holds: its desired capacity and its instance ids.
 pub struct GroupView {
@@ -83,25 +83,23 @@ impl AwsProvider {
             .collect())
     }
 
-    pub(super) async fn grow_group(&self, req: &CreateRequest) -> Result<Value, ProviderError> {
-        let t = &req.template;
-        let name = self.group_name(&t.template_id);
-        let lt = self.launch_template_for(t, &req.tags).await?;
-        let spec = LaunchTemplateSpecification::builder()
+    /// Grows the template's group by the order's units, making the group at the first order.
+    /// The group's maximum follows its desired capacity: it never holds more than was asked.
+    pub(super) async fn grow_group(&self, order: &LaunchOrder) -> Result<Created, ProviderError> {
+        let t = &order.spec;
+        let name = self.group_name(&t.spec.template_id);
+        let lt = self.launch_template_for(t, &order.tags).await?;
+        let launch_template = LaunchTemplateSpecification::builder()
             .launch_template_id(&lt.id)
             .version(&lt.version)
             .build();
         let _one_at_a_time = self.asg_lock.lock().await;
-        let ceiling = |desired: i32| match t.max_number {
-            Some(n) if n > 0 => (n as i32).max(desired),
-            _ => desired.max(10_000),
-        };
         let desired = match self.group(&name).await? {
             None => {
-                let subnets = if t.subnet_ids.is_empty() {
+                let subnets = if t.spec.subnets.is_empty() {
                     self.default_subnets().await?
                 } else {
-                    t.subnet_ids.clone()
+                    t.spec.subnets.clone()
                 };
                 let group_tag = |k: &str, v: &str| {
                     Tag::builder()
@@ -116,26 +114,26 @@ impl AwsProvider {
                     .autoscaling
                     .create_auto_scaling_group()
                     .auto_scaling_group_name(&name)
-                    .launch_template(spec)
+                    .launch_template(launch_template)
                     .min_size(0)
-                    .max_size(ceiling(req.count))
-                    .desired_capacity(req.count)
+                    .max_size(order.units)
+                    .desired_capacity(order.units)
                     .vpc_zone_identifier(subnets.join(","))
-                    .tags(group_tag(TAG_TEMPLATE_ID, &t.template_id))
-                    .tags(group_tag(TAG_PROVIDER_API, "ASG"))
+                    .tags(group_tag(TAG_TEMPLATE_ID, &t.spec.template_id))
+                    .tags(group_tag(TAG_PROVIDER_API, ProvisioningApi::Asg.as_str()))
                     .send()
                     .await
                     .map_err(|e| classify("CreateAutoScalingGroup", e))?;
-                req.count
+                order.units
             }
             Some(group) => {
-                let desired = group.desired + req.count;
+                let desired = group.desired + order.units;
                 self.clients
                     .autoscaling
                     .update_auto_scaling_group()
                     .auto_scaling_group_name(&name)
-                    .launch_template(spec)
-                    .max_size(ceiling(desired))
+                    .launch_template(launch_template)
+                    .max_size(desired)
                     .desired_capacity(desired)
                     .send()
                     .await
@@ -143,14 +141,12 @@ impl AwsProvider {
                 desired
             }
         };
-        Ok(json!({
-            "instance_ids": [],
-            "count": 0,
-            "instances": [],
-            "resource_id": name,
-            "provider_api": "ASG",
-            "desired_capacity": desired,
-        }))
+        Ok(Created {
+            resource_id: Some(name),
+            provider_api: Some(ProvisioningApi::Asg),
+            desired_capacity: Some(desired.unsigned_abs()),
+            ..Created::default()
+        })
     }
 
     /// Takes instances out of a group one by one, lowering its desired capacity, and deletes

@@ -1,12 +1,11 @@
-//! VALIDATE_TEMPLATE, GET_AVAILABLE_TEMPLATES, HEALTH_CHECK, and the image look-ups they share
-//! with CREATE_INSTANCES.
-
-use serde_json::{Map, Value, json};
+//! VALIDATE_TEMPLATE and HEALTH_CHECK, and the image look-ups validation shares with
+//! CREATE_INSTANCES.
 
 use super::AwsProvider;
 use super::errors::classify;
-use super::template::AwsTemplate;
-use crate::domain::{ProviderError, ProviderErrorKind};
+use super::spec::{ResolvedSpec, invalid};
+use crate::domain::{LaunchSpec, ProviderError, ProviderErrorKind, SpecField};
+use crate::providers::{HealthReport, SpecProblem, ValidationReport};
 
 /// An SSM parameter path standing for an AMI id (`/aws/service/...`, or EC2's
 /// `resolve:ssm:/...` spelling).
@@ -15,15 +14,19 @@ fn ssm_path(image: &str) -> Option<&str> {
     path.starts_with('/').then_some(path)
 }
 
-/// A failed look-up is a finding about the template when it says "no such thing", else a
-/// failure of the call itself (throttling, auth, ...), which is passed on as is.
+/// A failed look-up is a problem of the spec when it says "no such thing", else a failure of
+/// the call itself (throttling, auth, ...), which is passed on as is.
 fn finding(
     e: ProviderError,
-    what: String,
-    findings: &mut Vec<String>,
+    field: SpecField,
+    what: &str,
+    problems: &mut Vec<SpecProblem>,
 ) -> Result<(), ProviderError> {
     if e.kind == ProviderErrorKind::Validation {
-        findings.push(format!("{what}: {}", e.message));
+        problems.push(SpecProblem {
+            field,
+            message: format!("{what}: {}", e.message),
+        });
         Ok(())
     } else {
         Err(e)
@@ -31,12 +34,14 @@ fn finding(
 }
 
 impl AwsProvider {
-    /// The template's AMI id, read from SSM when it is a parameter path.
-    pub(super) async fn resolve_image(&self, t: &AwsTemplate) -> Result<String, ProviderError> {
-        let image = t
-            .image_id
-            .clone()
-            .ok_or_else(|| ProviderError::validation("template.imageId is required"))?;
+    /// The spec's AMI id, read from SSM when it is a parameter path.
+    pub(super) async fn resolve_image(&self, t: &ResolvedSpec) -> Result<String, ProviderError> {
+        let image = t.spec.image.clone().ok_or_else(|| {
+            invalid(SpecProblem {
+                field: SpecField::Image,
+                message: "an image is required".into(),
+            })
+        })?;
         let Some(path) = ssm_path(&image) else {
             return Ok(image);
         };
@@ -53,8 +58,8 @@ impl AwsProvider {
             .ok_or_else(|| ProviderError::validation(format!("SSM parameter {path} has no value")))
     }
 
-    /// The root device name of the template's AMI, for `rootDeviceVolumeSize`.
-    pub(super) async fn root_device_name(&self, t: &AwsTemplate) -> Result<String, ProviderError> {
+    /// The root device name of the spec's AMI, for its root volume.
+    pub(super) async fn root_device_name(&self, t: &ResolvedSpec) -> Result<String, ProviderError> {
         let image = self.resolve_image(t).await?;
         let out = self
             .clients
@@ -77,108 +82,100 @@ impl AwsProvider {
             })
     }
 
-    /// Checks every reference of the template against the region: the image (or its SSM
-    /// path), the instance types, the subnets, the security groups, the launch template.
-    pub(super) async fn validate_template(
+    /// Checks the spec, resolved against the strategy's defaults: the parts it cannot start
+    /// without, the user data file, and every reference against the region (the image or its
+    /// SSM path, the instance types, the subnets, the security groups, the launch template).
+    pub(super) async fn check_spec(
         &self,
-        template: &Map<String, Value>,
-    ) -> Result<Value, ProviderError> {
-        let t = AwsTemplate::parse(template, &self.cfg)?;
+        spec: &LaunchSpec,
+    ) -> Result<ValidationReport, ProviderError> {
+        let t = ResolvedSpec::new(spec, &self.cfg);
         let ec2 = &self.clients.ec2;
-        let mut findings = Vec::new();
-        if t.image_id.is_some() {
+        let mut problems = t.problems();
+        if let Err(p) = t.user_data().await {
+            problems.push(p);
+        }
+        if t.spec.image.is_some() {
             match self.resolve_image(&t).await {
                 Ok(image) => {
                     let found = ec2.describe_images().image_ids(&image).send().await;
                     match found.map_err(|e| classify("DescribeImages", e)) {
-                        Ok(out) if out.images().is_empty() => {
-                            findings.push(format!("imageId: {image} does not exist"))
-                        }
+                        Ok(out) if out.images().is_empty() => problems.push(SpecProblem {
+                            field: SpecField::Image,
+                            message: format!("{image} does not exist"),
+                        }),
                         Ok(_) => {}
-                        Err(e) => finding(e, format!("imageId {image}"), &mut findings)?,
+                        Err(e) => finding(e, SpecField::Image, &image, &mut problems)?,
                     }
                 }
-                Err(e) => finding(e, "imageId".into(), &mut findings)?,
+                Err(e) => {
+                    let image = t.spec.image.as_deref().unwrap_or_default();
+                    finding(e, SpecField::Image, image, &mut problems)?
+                }
             }
         }
-        let types: Vec<String> = t.vm_types.iter().map(|(vm, _)| vm.clone()).collect();
-        let found = ec2
-            .describe_instance_types()
-            .set_instance_types(Some(types.iter().map(|s| s.as_str().into()).collect()))
-            .send()
-            .await;
-        if let Err(e) = found {
-            finding(
-                classify("DescribeInstanceTypes", e),
-                format!("vmTypes {}", types.join(", ")),
-                &mut findings,
-            )?;
+        if !t.spec.instance_types.is_empty() {
+            let types: Vec<&str> = t
+                .spec
+                .instance_types
+                .iter()
+                .map(|w| w.instance_type.as_str())
+                .collect();
+            let found = ec2
+                .describe_instance_types()
+                .set_instance_types(Some(types.iter().map(|&s| s.into()).collect()))
+                .send()
+                .await;
+            if let Err(e) = found {
+                let e = classify("DescribeInstanceTypes", e);
+                finding(
+                    e,
+                    SpecField::InstanceTypes,
+                    &types.join(", "),
+                    &mut problems,
+                )?;
+            }
         }
-        if !t.subnet_ids.is_empty() {
+        if !t.spec.subnets.is_empty() {
             let found = ec2
                 .describe_subnets()
-                .set_subnet_ids(Some(t.subnet_ids.clone()))
+                .set_subnet_ids(Some(t.spec.subnets.clone()))
                 .send()
                 .await;
             if let Err(e) = found {
-                finding(
-                    classify("DescribeSubnets", e),
-                    "subnetId".into(),
-                    &mut findings,
-                )?;
+                let e = classify("DescribeSubnets", e);
+                let subnets = t.spec.subnets.join(", ");
+                finding(e, SpecField::Subnets, &subnets, &mut problems)?;
             }
         }
-        if !t.security_group_ids.is_empty() {
+        if !t.spec.security_groups.is_empty() {
             let found = ec2
                 .describe_security_groups()
-                .set_group_ids(Some(t.security_group_ids.clone()))
+                .set_group_ids(Some(t.spec.security_groups.clone()))
                 .send()
                 .await;
             if let Err(e) = found {
-                finding(
-                    classify("DescribeSecurityGroups", e),
-                    "securityGroupIds".into(),
-                    &mut findings,
-                )?;
+                let e = classify("DescribeSecurityGroups", e);
+                let groups = t.spec.security_groups.join(", ");
+                finding(e, SpecField::SecurityGroups, &groups, &mut problems)?;
             }
         }
-        if let Some(id) = &t.launch_template_id {
+        if let Some(id) = &t.spec.launch_template_id {
             let found = ec2
                 .describe_launch_templates()
                 .launch_template_ids(id)
                 .send()
                 .await;
             if let Err(e) = found {
-                finding(
-                    classify("DescribeLaunchTemplates", e),
-                    "launchTemplateId".into(),
-                    &mut findings,
-                )?;
+                let e = classify("DescribeLaunchTemplates", e);
+                finding(e, SpecField::LaunchTemplate, id, &mut problems)?;
             }
         }
-        if findings.is_empty() {
-            Ok(json!({"valid": true, "errors": [], "region": self.cfg.region}))
-        } else {
-            Err(ProviderError::new(
-                ProviderErrorKind::Validation,
-                "INVALID_TEMPLATE",
-                findings.join("; "),
-            ))
-        }
-    }
-
-    /// Templates are HostFactory's (awsprov_templates.json); this provider has none of its own.
-    pub(super) async fn available_templates(&self) -> Result<Value, ProviderError> {
-        Ok(json!({
-            "templates": [],
-            "region": self.cfg.region,
-            "provider_apis": ["RunInstances", "EC2Fleet", "SpotFleet", "ASG"],
-            "message": "templates come from the HostFactory template file; any of them can run here",
-        }))
+        Ok(ValidationReport::from_problems(problems))
     }
 
     /// One cheap real call; the SDK's operation timeout bounds it.
-    pub(super) async fn health(&self) -> Result<Value, ProviderError> {
+    pub(super) async fn describe_zones(&self) -> Result<HealthReport, ProviderError> {
         let out = self
             .clients
             .ec2
@@ -186,11 +183,16 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| classify("DescribeAvailabilityZones", e))?;
-        let zones: Vec<&str> = out
+        let zones: Vec<String> = out
             .availability_zones()
             .iter()
-            .filter_map(|z| z.zone_name())
+            .filter_map(|z| z.zone_name().map(str::to_string))
             .collect();
-        Ok(json!({"is_healthy": true, "region": self.cfg.region, "availability_zones": zones}))
+        let message = format!("{} availability zones answered", zones.len());
+        Ok(HealthReport {
+            region: Some(self.cfg.region.clone()),
+            availability_zones: zones,
+            ..HealthReport::healthy(message)
+        })
     }
 }

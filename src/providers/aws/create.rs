@@ -1,100 +1,139 @@
-//! CREATE_INSTANCES: reads the request, then hands it to the template's `providerApi`.
+//! CREATE_INSTANCES: resolves the spec, tags, then hands the order to the spec's API.
 
-use serde_json::{Map, Value};
+use super::spec::ResolvedSpec;
+use super::{AwsProvider, TAG_PROVIDER_API, TAG_REQUEST_ID, TAG_TEMPLATE_ID};
+use crate::domain::{ProviderError, ProvisioningApi};
+use crate::providers::{CreateRequest, Created};
 
-use super::template::{AwsTemplate, ProviderApi};
-use super::{AwsProvider, TAG_PROVIDER_API, TAG_REQUEST_ID, TAG_TEMPLATE_ID, template_param};
-use crate::domain::ProviderError;
+/// Most capacity units one creation may ask for.
+const MAX_UNITS: u32 = 10_000;
 
-/// One request, read and checked.
-pub struct CreateRequest {
-    pub count: i32,
-    pub template: AwsTemplate,
-    pub request_id: Option<String>,
-    /// Every tag the instances get: ours first, then the template's and the caller's.
+/// One creation, resolved and checked: what to start, how many units, with which tags.
+pub struct LaunchOrder {
+    pub spec: ResolvedSpec,
+    pub units: i32,
+    /// Every tag the instances get: ohfp's own first, then the spec's, then the caller's.
     pub tags: Vec<(String, String)>,
 }
 
-impl AwsProvider {
-    fn create_request(&self, params: &Map<String, Value>) -> Result<CreateRequest, ProviderError> {
-        let count = params
-            .get("count")
-            .or_else(|| params.get("machine_count"))
-            .and_then(Value::as_u64)
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| {
-                ProviderError::validation("parameters.count must be an integer from 1 to 10000")
-            })? as i32;
-        let mut template = AwsTemplate::parse(template_param(params)?, &self.cfg)?;
-        // A caller may narrow the template to one instance type or price type.
-        if let Some(t) = params.get("instance_type").and_then(Value::as_str) {
-            let weight = template.weight_of(t);
-            template.vm_types = vec![(t.to_string(), weight)];
-        }
-        match params.get("price_type").and_then(Value::as_str) {
-            Some("spot") => template.spot = true,
-            Some("ondemand") => template.spot = false,
-            _ => {}
-        }
-        let request_id = match params.get("request_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => {
-                return Err(ProviderError::validation(
-                    "parameters.request_id must be a non-empty string",
-                ));
-            }
-        };
-        let mut tags = vec![
-            (TAG_TEMPLATE_ID.to_string(), template.template_id.clone()),
-            (
-                TAG_PROVIDER_API.to_string(),
-                template.provider_api.as_str().to_string(),
-            ),
-        ];
-        if let Some(r) = &request_id {
-            tags.insert(0, (TAG_REQUEST_ID.to_string(), r.clone()));
-        }
-        tags.extend(template.instance_tags.iter().cloned());
-        match params.get("tags") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(extra)) => {
-                for (k, v) in extra {
-                    let v = v.as_str().ok_or_else(|| {
-                        ProviderError::validation(format!("parameters.tags.{k} must be a string"))
-                    })?;
-                    tags.push((k.clone(), v.to_string()));
-                }
-            }
-            Some(_) => {
-                return Err(ProviderError::validation(
-                    "parameters.tags must be an object of strings",
-                ));
-            }
-        }
-        Ok(CreateRequest {
-            count,
-            template,
-            request_id,
-            tags,
-        })
+/// ohfp's tags (request id, template id, provider API), then the spec's, then the caller's.
+fn tags_of(spec: &ResolvedSpec, req: &CreateRequest) -> Vec<(String, String)> {
+    let own = [
+        req.request_id
+            .as_ref()
+            .map(|r| (TAG_REQUEST_ID.to_string(), r.clone())),
+        Some((TAG_TEMPLATE_ID.to_string(), spec.spec.template_id.clone())),
+        Some((TAG_PROVIDER_API.to_string(), spec.api.as_str().to_string())),
+    ];
+    own.into_iter()
+        .flatten()
+        .chain(spec.spec.tags.iter().cloned())
+        .chain(req.tags.iter().cloned())
+        .collect()
+}
+
+impl LaunchOrder {
+    /// How many of the units go on demand.
+    pub fn on_demand_units(&self) -> i32 {
+        self.spec.spec.on_demand_units(self.units.unsigned_abs()) as i32
     }
 
-    pub(super) async fn create(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let req = self.create_request(params)?;
+    fn new(req: &CreateRequest, spec: ResolvedSpec) -> Result<Self, ProviderError> {
+        if !(1..=MAX_UNITS).contains(&req.units) {
+            return Err(ProviderError::validation(format!(
+                "count must be from 1 to {MAX_UNITS}, got {}",
+                req.units
+            )));
+        }
+        Ok(Self {
+            units: req.units as i32,
+            tags: tags_of(&spec, req),
+            spec,
+        })
+    }
+}
+
+impl AwsProvider {
+    pub(super) async fn launch(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+        let spec = ResolvedSpec::complete(&req.spec, &self.cfg)?;
+        let order = LaunchOrder::new(req, spec)?;
         tracing::info!(
             strategy = %self.strategy,
-            template_id = %req.template.template_id,
-            provider_api = req.template.provider_api.as_str(),
-            count = req.count,
+            template_id = %order.spec.spec.template_id,
+            provider_api = order.spec.api.as_str(),
+            units = order.units,
             request_id = req.request_id.as_deref().unwrap_or(""),
             "creating instances"
         );
-        match req.template.provider_api {
-            ProviderApi::RunInstances => self.run_instances(&req).await,
-            ProviderApi::Ec2Fleet => self.create_ec2_fleet(&req).await,
-            ProviderApi::SpotFleet => self.request_spot_fleet(&req).await,
-            ProviderApi::Asg => self.grow_group(&req).await,
+        match order.spec.api {
+            ProvisioningApi::RunInstances => self.run_instances(&order).await,
+            ProvisioningApi::Ec2Fleet => self.create_ec2_fleet(&order).await,
+            ProvisioningApi::SpotFleet => self.request_spot_fleet(&order).await,
+            ProvisioningApi::Asg => self.grow_group(&order).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{LaunchSpec, WeightedType};
+    use crate::providers::aws::AwsConfig;
+    use serde_json::json;
+
+    fn request(units: u32, request_id: Option<&str>) -> CreateRequest {
+        CreateRequest {
+            spec: LaunchSpec {
+                instance_types: vec![WeightedType {
+                    instance_type: "t3.micro".into(),
+                    weight: 1,
+                }],
+                image: Some("ami-1".into()),
+                tags: vec![("owner".into(), "gridops".into())],
+                provisioning_api: Some(ProvisioningApi::RunInstances),
+                ..LaunchSpec::named("web")
+            },
+            units,
+            request_id: request_id.map(str::to_string),
+            tags: vec![("team".into(), "hpc".into())],
+        }
+    }
+
+    fn resolve(req: &CreateRequest) -> ResolvedSpec {
+        let cfg = AwsConfig::from_spec(json!({"region": "us-east-1"}).as_object().unwrap());
+        ResolvedSpec::complete(&req.spec, &cfg.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ohfp_tags_come_first_then_the_spec_then_the_caller() {
+        let req = request(2, Some("req-1"));
+        let order = LaunchOrder::new(&req, resolve(&req)).unwrap();
+        let keys: Vec<&str> = order.tags.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                TAG_REQUEST_ID,
+                TAG_TEMPLATE_ID,
+                TAG_PROVIDER_API,
+                "owner",
+                "team"
+            ]
+        );
+        assert_eq!(order.tags[1].1, "web");
+        assert_eq!(order.tags[2].1, "RunInstances");
+        let anonymous = request(2, None);
+        let order = LaunchOrder::new(&anonymous, resolve(&anonymous)).unwrap();
+        assert_eq!(order.tags[0].0, TAG_TEMPLATE_ID);
+    }
+
+    #[test]
+    fn units_are_bounded() {
+        for units in [0, MAX_UNITS + 1] {
+            let req = request(units, None);
+            let err = LaunchOrder::new(&req, resolve(&req)).err().unwrap();
+            assert_eq!(err.kind, crate::domain::ProviderErrorKind::Validation);
+        }
+        let req = request(MAX_UNITS, None);
+        assert_eq!(LaunchOrder::new(&req, resolve(&req)).unwrap().units, 10_000);
     }
 }

@@ -1,4 +1,4 @@
-//! providerApi EC2Fleet: `instant` fleets answer with their instances; `request` and `maintain`
+//! The EC2Fleet API: `instant` fleets answer with their instances; `request` and `maintain`
 //! fleets place them later and are followed through DescribeFleetInstances.
 
 use aws_sdk_ec2::types::{
@@ -8,57 +8,75 @@ use aws_sdk_ec2::types::{
     ResourceType, SpotAllocationStrategy, SpotOptionsRequest, TagSpecification,
     TargetCapacitySpecificationRequest,
 };
-use serde_json::{Value, json};
 
-use super::create::CreateRequest;
+use super::create::LaunchOrder;
 use super::errors::{classify, kind_of_code};
 use super::launch_template::LaunchTemplateRef;
-use super::template::{AwsTemplate, FleetType};
+use super::spec::ResolvedSpec;
 use super::{AwsProvider, tag};
-use crate::domain::{Machine, ProviderError, ProviderErrorKind};
+use crate::domain::{
+    AllocationStrategy, FleetType, Machine, OnDemandAllocation, ProviderError, ProviderErrorKind,
+    ProvisioningApi,
+};
+use crate::providers::Created;
 
-/// (instance type, subnet, weight, priority) for every pool the template allows.
-pub(super) fn pools(t: &AwsTemplate) -> Vec<(String, Option<String>, f64, Option<f64>)> {
-    let subnets: Vec<Option<String>> = if t.subnet_ids.is_empty() {
-        vec![None]
-    } else {
-        t.subnet_ids.iter().cloned().map(Some).collect()
-    };
-    t.vm_types
-        .iter()
-        .flat_map(|(vm, weight)| {
-            subnets.iter().map(move |s| {
-                (
-                    vm.clone(),
-                    s.clone(),
-                    *weight,
-                    t.vm_types_priority.get(vm).copied(),
-                )
-            })
-        })
-        .collect()
-}
-
-fn spot_allocation(name: &str) -> SpotAllocationStrategy {
-    match name {
-        "capacityOptimized" => SpotAllocationStrategy::CapacityOptimized,
-        "capacityOptimizedPrioritized" => SpotAllocationStrategy::CapacityOptimizedPrioritized,
-        "diversified" => SpotAllocationStrategy::Diversified,
-        "priceCapacityOptimized" => SpotAllocationStrategy::PriceCapacityOptimized,
-        _ => SpotAllocationStrategy::LowestPrice,
+fn spot_allocation(strategy: AllocationStrategy) -> SpotAllocationStrategy {
+    match strategy {
+        AllocationStrategy::CapacityOptimized => SpotAllocationStrategy::CapacityOptimized,
+        AllocationStrategy::CapacityOptimizedPrioritized => {
+            SpotAllocationStrategy::CapacityOptimizedPrioritized
+        }
+        AllocationStrategy::Diversified => SpotAllocationStrategy::Diversified,
+        AllocationStrategy::LowestPrice => SpotAllocationStrategy::LowestPrice,
+        AllocationStrategy::PriceCapacityOptimized => {
+            SpotAllocationStrategy::PriceCapacityOptimized
+        }
     }
 }
 
-fn fleet_config(t: &AwsTemplate, lt: &LaunchTemplateRef) -> FleetLaunchTemplateConfigRequest {
-    let overrides = pools(t)
+fn on_demand_allocation(strategy: OnDemandAllocation) -> FleetOnDemandAllocationStrategy {
+    match strategy {
+        OnDemandAllocation::LowestPrice => FleetOnDemandAllocationStrategy::LowestPrice,
+        OnDemandAllocation::Prioritized => FleetOnDemandAllocationStrategy::Prioritized,
+    }
+}
+
+fn fleet_type(fleet_type: FleetType) -> SdkFleetType {
+    match fleet_type {
+        FleetType::Instant => SdkFleetType::Instant,
+        FleetType::Request => SdkFleetType::Request,
+        FleetType::Maintain => SdkFleetType::Maintain,
+    }
+}
+
+/// Spot options, always with an allocation strategy (the spec's or the default).
+fn spot_options(t: &ResolvedSpec) -> SpotOptionsRequest {
+    SpotOptionsRequest::builder()
+        .allocation_strategy(spot_allocation(t.spot_allocation()))
+        .set_instance_pools_to_use_count(t.spec.fleet.pools_count.map(|n| n as i32))
+        .set_max_total_price(t.spec.max_price.clone())
+        .build()
+}
+
+/// On-demand options, always with an allocation strategy (the spec's or the default).
+fn on_demand_options(t: &ResolvedSpec) -> OnDemandOptionsRequest {
+    OnDemandOptionsRequest::builder()
+        .allocation_strategy(on_demand_allocation(t.on_demand_allocation()))
+        .build()
+}
+
+fn fleet_config(t: &ResolvedSpec, lt: &LaunchTemplateRef) -> FleetLaunchTemplateConfigRequest {
+    let max_price = t.is_spot().then(|| t.spec.max_price.clone()).flatten();
+    let overrides = t
+        .pools()
         .into_iter()
-        .map(|(vm, subnet, weight, priority)| {
+        .map(|pool| {
             FleetLaunchTemplateOverridesRequest::builder()
-                .instance_type(vm.as_str().into())
-                .set_subnet_id(subnet)
-                .weighted_capacity(weight)
-                .set_priority(priority)
-                .set_max_price(t.spot.then(|| t.max_spot_price.clone()).flatten())
+                .instance_type(pool.instance_type.as_str().into())
+                .set_subnet_id(pool.subnet)
+                .weighted_capacity(pool.weight)
+                .set_priority(pool.priority)
+                .set_max_price(max_price.clone())
                 .build()
         })
         .collect();
@@ -76,51 +94,31 @@ fn fleet_config(t: &AwsTemplate, lt: &LaunchTemplateRef) -> FleetLaunchTemplateC
 impl AwsProvider {
     pub(super) async fn create_ec2_fleet(
         &self,
-        req: &CreateRequest,
-    ) -> Result<Value, ProviderError> {
-        let t = &req.template;
-        let lt = self.launch_template_for(t, &req.tags).await?;
-        let on_demand = t.on_demand_units(req.count);
+        order: &LaunchOrder,
+    ) -> Result<Created, ProviderError> {
+        let t = &order.spec;
+        let lt = self.launch_template_for(t, &order.tags).await?;
+        let on_demand = order.on_demand_units();
         let capacity = TargetCapacitySpecificationRequest::builder()
-            .total_target_capacity(req.count)
+            .total_target_capacity(order.units)
             .on_demand_target_capacity(on_demand)
-            .spot_target_capacity(req.count - on_demand)
-            .default_target_capacity_type(if t.spot {
+            .spot_target_capacity(order.units - on_demand)
+            .default_target_capacity_type(if t.is_spot() {
                 DefaultTargetCapacityType::Spot
             } else {
                 DefaultTargetCapacityType::OnDemand
             })
             .build();
-        let fleet_type = match t.fleet_type {
-            FleetType::Instant => SdkFleetType::Instant,
-            FleetType::Request => SdkFleetType::Request,
-            FleetType::Maintain => SdkFleetType::Maintain,
-        };
-        let mut spot = SpotOptionsRequest::builder()
-            .set_allocation_strategy(t.allocation_strategy.as_deref().map(spot_allocation))
-            .set_instance_pools_to_use_count(t.pools_count);
-        if let Some(price) = &t.max_spot_price {
-            spot = spot.max_total_price(price);
-        }
-        let on_demand_options = OnDemandOptionsRequest::builder()
-            .set_allocation_strategy(t.allocation_strategy_on_demand.as_deref().map(|s| {
-                if s == "prioritized" {
-                    FleetOnDemandAllocationStrategy::Prioritized
-                } else {
-                    FleetOnDemandAllocationStrategy::LowestPrice
-                }
-            }))
-            .build();
-        let fleet_tags: Vec<_> = req.tags.iter().map(|(k, v)| tag(k, v)).collect();
+        let fleet_tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let mut call = self
             .clients
             .ec2
             .create_fleet()
-            .r#type(fleet_type)
+            .r#type(fleet_type(t.fleet_type))
             .launch_template_configs(fleet_config(t, &lt))
             .target_capacity_specification(capacity)
-            .spot_options(spot.build())
-            .on_demand_options(on_demand_options)
+            .spot_options(spot_options(t))
+            .on_demand_options(on_demand_options(t))
             .replace_unhealthy_instances(false)
             .tag_specifications(
                 TagSpecification::builder()
@@ -172,19 +170,19 @@ impl AwsProvider {
                 .into_iter()
                 .map(|mut m| {
                     m.resource_id = Some(fleet_id.clone());
-                    m.provider_api = Some("EC2Fleet".into());
+                    m.provider_api = Some(ProvisioningApi::Ec2Fleet);
                     m
                 })
                 .collect()
         };
-        Ok(json!({
-            "instance_ids": ids,
-            "count": ids.len(),
-            "instances": machines,
-            "resource_id": fleet_id,
-            "provider_api": "EC2Fleet",
-            "fleet_type": format!("{:?}", t.fleet_type).to_ascii_lowercase(),
-        }))
+        Ok(Created {
+            count: ids.len(),
+            instance_ids: ids,
+            instances: machines,
+            resource_id: Some(fleet_id),
+            provider_api: Some(ProvisioningApi::Ec2Fleet),
+            ..Created::default()
+        })
     }
 
     /// Deletes a fleet and its instances; `false` (logged) when that failed.
@@ -204,5 +202,52 @@ impl AwsProvider {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FleetOptions, LaunchSpec, PriceType};
+    use crate::providers::aws::AwsConfig;
+    use serde_json::json;
+
+    fn resolved(spec: LaunchSpec) -> ResolvedSpec {
+        let cfg = AwsConfig::from_spec(json!({"region": "us-east-1"}).as_object().unwrap());
+        ResolvedSpec::new(&spec, &cfg.unwrap())
+    }
+
+    #[test]
+    fn a_fleet_always_names_its_allocation_strategies() {
+        let plain = resolved(LaunchSpec::named("web"));
+        assert_eq!(
+            spot_options(&plain).allocation_strategy(),
+            Some(&SpotAllocationStrategy::PriceCapacityOptimized)
+        );
+        assert_eq!(
+            on_demand_options(&plain).allocation_strategy(),
+            Some(&FleetOnDemandAllocationStrategy::LowestPrice)
+        );
+        let chosen = resolved(LaunchSpec {
+            price_type: PriceType::Spot,
+            max_price: Some("0.05".into()),
+            fleet: FleetOptions {
+                allocation_strategy: Some(AllocationStrategy::Diversified),
+                on_demand_allocation: Some(OnDemandAllocation::Prioritized),
+                pools_count: Some(2),
+                ..FleetOptions::default()
+            },
+            ..LaunchSpec::named("web")
+        });
+        let spot = spot_options(&chosen);
+        assert_eq!(
+            spot.allocation_strategy(),
+            Some(&SpotAllocationStrategy::Diversified)
+        );
+        assert_eq!(spot.instance_pools_to_use_count(), Some(2));
+        assert_eq!(
+            on_demand_options(&chosen).allocation_strategy(),
+            Some(&FleetOnDemandAllocationStrategy::Prioritized)
+        );
     }
 }

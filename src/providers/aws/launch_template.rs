@@ -1,22 +1,22 @@
 //! Launch templates for fleets and Auto Scaling groups.
 //!
-//! Lifecycle rule: a HostFactory template without `launchTemplateId` gets one launch template,
-//! `<prefix>-<templateId>`, made at its first fleet or group request and reused after. Each
+//! Lifecycle rule: a launch spec without a launch template of the user's gets one launch
+//! template, `<prefix>-<template id>`, made at its first fleet or group request and reused after. Each
 //! request adds a version whose instance tags carry that request's id (request fleets and Auto
 //! Scaling groups tag instances only from the launch template), and the fleet or group uses
 //! exactly that version. When ohfp deletes a fleet or group (its last machine was returned),
 //! the launch template is deleted too, unless a live instance of the template, an active fleet
-//! or an Auto Scaling group still refers to it. A template named by `launchTemplateId` is the
-//! user's and is never modified or deleted.
+//! or an Auto Scaling group still refers to it. A launch template the spec names is the user's
+//! and is never modified or deleted.
 
 use aws_sdk_ec2::types::{
     Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateTagSpecificationRequest,
-    RequestLaunchTemplateData, ResourceType, VolumeType,
+    RequestLaunchTemplateData, ResourceType, TagSpecification,
 };
 
 use super::errors::{classify, code_of};
-use super::template::AwsTemplate;
+use super::spec::{ResolvedSpec, invalid};
 use super::{AwsProvider, TAG_TEMPLATE_ID, tag};
 use crate::domain::ProviderError;
 
@@ -34,19 +34,19 @@ impl AwsProvider {
 
     async fn launch_template_data(
         &self,
-        t: &AwsTemplate,
+        t: &ResolvedSpec,
         tags: &[(String, String)],
     ) -> Result<RequestLaunchTemplateData, ProviderError> {
         let image = self.resolve_image(t).await?;
         let tag_list: Vec<_> = tags.iter().map(|(k, v)| tag(k, v)).collect();
         let mut data = RequestLaunchTemplateData::builder()
             .image_id(image)
-            .instance_type(t.primary_vm_type().into())
+            .instance_type(t.primary_type().into())
             .set_security_group_ids(
-                (!t.security_group_ids.is_empty()).then(|| t.security_group_ids.clone()),
+                (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
             )
-            .set_key_name(t.key_name.clone())
-            .set_user_data(t.user_data()?)
+            .set_key_name(t.spec.key_name.clone())
+            .set_user_data(t.user_data().await.map_err(invalid)?)
             .tag_specifications(
                 LaunchTemplateTagSpecificationRequest::builder()
                     .resource_type(ResourceType::Instance)
@@ -59,23 +59,24 @@ impl AwsProvider {
                     .set_tags(Some(tag_list))
                     .build(),
             );
-        if let Some(profile) = &t.instance_profile {
+        if let Some(profile) = &t.spec.instance_profile {
             data = data.iam_instance_profile(
                 LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
                     .arn(profile)
                     .build(),
             );
         }
-        if let Some(size) = t.root_device_volume_size {
+        let root = &t.spec.root_volume;
+        if let Some(size) = root.size_gib {
             let device = self.root_device_name(t).await?;
             data = data.block_device_mappings(
                 LaunchTemplateBlockDeviceMappingRequest::builder()
                     .device_name(device)
                     .ebs(
                         LaunchTemplateEbsBlockDeviceRequest::builder()
-                            .volume_size(size)
-                            .set_volume_type(t.volume_type.as_deref().map(VolumeType::from))
-                            .set_iops(t.iops)
+                            .volume_size(size as i32)
+                            .set_volume_type(root.volume_type.map(|v| v.as_str().into()))
+                            .set_iops(root.iops.map(|n| n as i32))
                             .delete_on_termination(true)
                             .build(),
                     )
@@ -89,16 +90,16 @@ impl AwsProvider {
     /// carrying this request's tags.
     pub(super) async fn launch_template_for(
         &self,
-        t: &AwsTemplate,
+        t: &ResolvedSpec,
         tags: &[(String, String)],
     ) -> Result<LaunchTemplateRef, ProviderError> {
-        if let Some(id) = &t.launch_template_id {
+        if let Some(id) = &t.spec.launch_template_id {
             return Ok(LaunchTemplateRef {
                 id: id.clone(),
                 version: "$Default".into(),
             });
         }
-        let name = self.launch_template_name(&t.template_id);
+        let name = self.launch_template_name(&t.spec.template_id);
         let data = self.launch_template_data(t, tags).await?;
         let created = self
             .clients
@@ -107,9 +108,9 @@ impl AwsProvider {
             .launch_template_name(&name)
             .launch_template_data(data.clone())
             .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
+                TagSpecification::builder()
                     .resource_type(ResourceType::LaunchTemplate)
-                    .tags(tag(TAG_TEMPLATE_ID, &t.template_id))
+                    .tags(tag(TAG_TEMPLATE_ID, &t.spec.template_id))
                     .build(),
             )
             .send()

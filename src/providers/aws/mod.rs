@@ -10,19 +10,22 @@ mod ec2_fleet;
 mod errors;
 mod launch_template;
 mod run_instances;
+mod spec;
 mod spot_fleet;
 mod status;
-mod template;
 mod terminate;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Tag;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 pub use config::AwsConfig;
 
-use super::Provider;
-use crate::domain::{Capabilities, OperationType, ProviderError, ProviderOperation};
+use super::{
+    CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
+    TerminateReport, TerminateRequest, ValidationReport,
+};
+use crate::domain::{Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi};
 use client::AwsClients;
 
 /// Tags ohfp puts on every instance (and on its fleets, groups and launch templates).
@@ -55,27 +58,28 @@ impl AwsProvider {
             asg_lock: tokio::sync::Mutex::new(()),
         }
     }
-}
 
-/// `parameters.template` as an object.
-fn template_param(params: &Map<String, Value>) -> Result<&Map<String, Value>, ProviderError> {
-    params
-        .get("template")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            ProviderError::validation(
-                "parameters.template is required (the HostFactory template object)",
-            )
-        })
+    /// Passes an answer on, logging a failure with the operation it ended.
+    fn logged<T>(
+        &self,
+        operation: OperationType,
+        result: Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        if let Err(e) = &result {
+            tracing::debug!(strategy = %self.strategy, %operation, kind = ?e.kind, code = %e.code, "aws operation failed");
+        }
+        result
+    }
 }
 
 #[async_trait]
 impl Provider for AwsProvider {
     fn capabilities(&self) -> Capabilities {
+        let provider_apis: Vec<&str> = ProvisioningApi::ALL.iter().map(|a| a.as_str()).collect();
         let features = json!({
             "instances": true,
             "region": self.cfg.region,
-            "provider_apis": ["RunInstances", "EC2Fleet", "SpotFleet", "ASG"],
+            "provider_apis": provider_apis,
             "spot": true,
         });
         let limitations = json!({
@@ -90,19 +94,42 @@ impl Provider for AwsProvider {
         }
     }
 
-    async fn execute(&self, op: &ProviderOperation) -> Result<Value, ProviderError> {
-        let p = &op.parameters;
-        let result = match op.operation_type {
-            OperationType::CreateInstances => self.create(p).await,
-            OperationType::TerminateInstances => self.terminate(p).await,
-            OperationType::GetInstanceStatus => self.status(p).await,
-            OperationType::ValidateTemplate => self.validate_template(template_param(p)?).await,
-            OperationType::GetAvailableTemplates => self.available_templates().await,
-            OperationType::HealthCheck => self.health().await,
-        };
-        if let Err(e) = &result {
-            tracing::debug!(strategy = %self.strategy, operation = %op.operation_type, kind = ?e.kind, code = %e.code, "aws operation failed");
-        }
-        result
+    async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+        let result = self.launch(req).await;
+        self.logged(OperationType::CreateInstances, result)
+    }
+
+    async fn status(&self, query: &StatusQuery) -> Result<StatusReport, ProviderError> {
+        let result = self.machines_status(query).await;
+        self.logged(OperationType::GetInstanceStatus, result)
+    }
+
+    async fn terminate(&self, req: &TerminateRequest) -> Result<TerminateReport, ProviderError> {
+        let result = self.give_back(req).await;
+        self.logged(OperationType::TerminateInstances, result)
+    }
+
+    async fn validate(&self, spec: &LaunchSpec) -> Result<ValidationReport, ProviderError> {
+        let result = self.check_spec(spec).await;
+        self.logged(OperationType::ValidateTemplate, result)
+    }
+
+    /// Templates are HostFactory's (its templates file); this provider has none of its own.
+    async fn templates(&self) -> Result<TemplatesReport, ProviderError> {
+        Ok(TemplatesReport {
+            templates: Vec::new(),
+            provider_apis: ProvisioningApi::ALL.to_vec(),
+            region: Some(self.cfg.region.clone()),
+            degraded: false,
+            message: Some(
+                "templates come from the HostFactory templates file; any of them can run here"
+                    .into(),
+            ),
+        })
+    }
+
+    async fn health(&self) -> Result<HealthReport, ProviderError> {
+        let result = self.describe_zones().await;
+        self.logged(OperationType::HealthCheck, result)
     }
 }

@@ -1,34 +1,39 @@
-//! providerApi RunInstances: on-demand (or spot through market options) instances in one call,
+//! The RunInstances API: on-demand (or spot through market options) instances in one call,
 //! tagged at launch.
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification,
-    InstanceMarketOptionsRequest, MarketType, ResourceType, TagSpecification, VolumeType,
+    InstanceMarketOptionsRequest, LaunchTemplateSpecification, MarketType, ResourceType,
+    TagSpecification,
 };
-use serde_json::{Value, json};
 
-use super::create::CreateRequest;
+use super::create::LaunchOrder;
 use super::errors::classify;
+use super::spec::invalid;
 use super::{AwsProvider, tag};
-use crate::domain::{Machine, ProviderError};
+use crate::domain::{Machine, ProviderError, ProvisioningApi};
+use crate::providers::Created;
 
 impl AwsProvider {
-    pub(super) async fn run_instances(&self, req: &CreateRequest) -> Result<Value, ProviderError> {
-        let t = &req.template;
-        let tags: Vec<_> = req.tags.iter().map(|(k, v)| tag(k, v)).collect();
+    pub(super) async fn run_instances(
+        &self,
+        order: &LaunchOrder,
+    ) -> Result<Created, ProviderError> {
+        let t = &order.spec;
+        let tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let mut call = self
             .clients
             .ec2
             .run_instances()
-            .min_count(req.count)
-            .max_count(req.count)
-            .instance_type(t.primary_vm_type().into())
-            .set_subnet_id(t.subnet_ids.first().cloned())
+            .min_count(order.units)
+            .max_count(order.units)
+            .instance_type(t.primary_type().into())
+            .set_subnet_id(t.spec.subnets.first().cloned())
             .set_security_group_ids(
-                (!t.security_group_ids.is_empty()).then(|| t.security_group_ids.clone()),
+                (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
             )
-            .set_key_name(t.key_name.clone())
-            .set_user_data(t.user_data()?)
+            .set_key_name(t.spec.key_name.clone())
+            .set_user_data(t.user_data().await.map_err(invalid)?)
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
@@ -41,37 +46,38 @@ impl AwsProvider {
                     .set_tags(Some(tags))
                     .build(),
             );
-        call = match &t.launch_template_id {
+        call = match &t.spec.launch_template_id {
             Some(id) => call.launch_template(
-                aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+                LaunchTemplateSpecification::builder()
                     .launch_template_id(id)
                     .build(),
             ),
             None => call.image_id(self.resolve_image(t).await?),
         };
-        if t.spot {
+        if t.is_spot() {
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
                     .build(),
             );
         }
-        if let Some(profile) = &t.instance_profile {
+        if let Some(profile) = &t.spec.instance_profile {
             call = call.iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
                     .arn(profile)
                     .build(),
             );
         }
-        if let Some(size) = t.root_device_volume_size {
+        let root = &t.spec.root_volume;
+        if let Some(size) = root.size_gib {
             call = call.block_device_mappings(
                 BlockDeviceMapping::builder()
                     .device_name(self.root_device_name(t).await?)
                     .ebs(
                         EbsBlockDevice::builder()
-                            .volume_size(size)
-                            .set_volume_type(t.volume_type.as_deref().map(VolumeType::from))
-                            .set_iops(t.iops)
+                            .volume_size(size as i32)
+                            .set_volume_type(root.volume_type.map(|v| v.as_str().into()))
+                            .set_iops(root.iops.map(|n| n as i32))
                             .delete_on_termination(true)
                             .build(),
                     )
@@ -83,14 +89,15 @@ impl AwsProvider {
         let machines: Vec<Machine> = out
             .instances()
             .iter()
-            .map(|i| self.machine_of(i, Some(&reservation), Some("RunInstances")))
+            .map(|i| self.machine_of(i, Some(&reservation), Some(ProvisioningApi::RunInstances)))
             .collect();
-        Ok(json!({
-            "instance_ids": machines.iter().map(|m| m.instance_id.clone()).collect::<Vec<_>>(),
-            "count": machines.len(),
-            "instances": machines,
-            "resource_id": reservation,
-            "provider_api": "RunInstances",
-        }))
+        Ok(Created {
+            instance_ids: machines.iter().map(|m| m.instance_id.clone()).collect(),
+            count: machines.len(),
+            instances: machines,
+            resource_id: Some(reservation),
+            provider_api: Some(ProvisioningApi::RunInstances),
+            ..Created::default()
+        })
     }
 }

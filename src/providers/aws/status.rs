@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, InstanceStateName};
-use serde_json::{Map, Value, json};
 
 use super::errors::{classify, code_of};
 use super::{AwsProvider, TAG_PROVIDER_API, TAG_REQUEST_ID, TAG_RETURNED};
-use crate::domain::{Machine, MachineState, ProviderError};
-use crate::providers::string_list;
+use crate::domain::{Machine, MachineState, ProviderError, ProvisioningApi};
+use crate::providers::{ResourceRef, StatusQuery, StatusReport};
 
 /// Most instance ids in one DescribeInstances call (the API's limit).
 pub const DESCRIBE_BATCH: usize = 1000;
@@ -64,12 +63,12 @@ impl AwsProvider {
         &self,
         i: &Instance,
         resource: Option<&str>,
-        api: Option<&str>,
+        api: Option<ProvisioningApi>,
     ) -> Machine {
         let (tag_resource, tag_api) = [
-            ("aws:ec2:fleet-id", "EC2Fleet"),
-            ("aws:ec2spot:fleet-request-id", "SpotFleet"),
-            ("aws:autoscaling:groupName", "ASG"),
+            ("aws:ec2:fleet-id", ProvisioningApi::Ec2Fleet),
+            ("aws:ec2spot:fleet-request-id", ProvisioningApi::SpotFleet),
+            ("aws:autoscaling:groupName", ProvisioningApi::Asg),
         ]
         .into_iter()
         .find_map(|(key, api)| tag_value(i, key).map(|v| (Some(v), Some(api))))
@@ -128,8 +127,7 @@ impl AwsProvider {
                 .or_else(|| i.spot_instance_request_id().map(str::to_string)),
             provider_api: api
                 .or(tag_api)
-                .or_else(|| tag_value(i, TAG_PROVIDER_API))
-                .map(str::to_string),
+                .or_else(|| tag_value(i, TAG_PROVIDER_API).and_then(|v| v.parse().ok())),
         }
     }
 
@@ -256,41 +254,44 @@ impl AwsProvider {
         }
     }
 
-    /// Instance ids held by each resource, as (instance id, resource id, provider api).
+    /// The instances each resource holds, by instance id; each resource is asked about once.
     async fn resource_members(
         &self,
-        resources: &[(String, String)],
-    ) -> Result<Vec<(String, String, String)>, ProviderError> {
-        let mut out = Vec::new();
+        resources: &[ResourceRef],
+    ) -> Result<BTreeMap<String, ResourceRef>, ProviderError> {
+        let mut out = BTreeMap::new();
         let mut groups = Vec::new();
         let mut reservations = Vec::new();
-        for (resource, api) in resources {
-            match api.as_str() {
-                "EC2Fleet" => {
-                    for id in self.fleet_instance_ids(resource).await? {
-                        out.push((id, resource.clone(), api.clone()));
-                    }
+        for (n, resource) in resources.iter().enumerate() {
+            if resources[..n].contains(resource) {
+                continue;
+            }
+            let ids = match resource.provider_api {
+                ProvisioningApi::Ec2Fleet => self.fleet_instance_ids(&resource.resource_id).await?,
+                ProvisioningApi::SpotFleet => {
+                    self.spot_fleet_instance_ids(&resource.resource_id).await?
                 }
-                "SpotFleet" => {
-                    for id in self.spot_fleet_instance_ids(resource).await? {
-                        out.push((id, resource.clone(), api.clone()));
-                    }
+                ProvisioningApi::Asg => {
+                    groups.push(resource.resource_id.clone());
+                    continue;
                 }
-                "ASG" => groups.push(resource.clone()),
-                "RunInstances" => reservations.push(resource.clone()),
-                other => {
-                    return Err(ProviderError::validation(format!(
-                        "parameters.resources: unknown provider_api '{other}' (RunInstances, EC2Fleet, SpotFleet, ASG)"
-                    )));
+                ProvisioningApi::RunInstances => {
+                    reservations.push(resource.resource_id.clone());
+                    continue;
                 }
+            };
+            for id in ids {
+                out.insert(id, resource.clone());
             }
         }
+        let held = |resource_id: String, provider_api| ResourceRef {
+            resource_id,
+            provider_api,
+        };
         for g in self.describe_groups(&groups).await? {
             let name = g.auto_scaling_group_name().unwrap_or_default().to_string();
-            for i in g.instances() {
-                if let Some(id) = i.instance_id() {
-                    out.push((id.to_string(), name.clone(), "ASG".into()));
-                }
+            for id in g.instances().iter().filter_map(|i| i.instance_id()) {
+                out.insert(id.to_string(), held(name.clone(), ProvisioningApi::Asg));
             }
         }
         for chunk in reservations.chunks(FILTER_VALUES) {
@@ -298,9 +299,10 @@ impl AwsProvider {
                 .name("reservation-id")
                 .set_values(Some(chunk.to_vec()))
                 .build();
-            for r in self.describe_reservations(filter).await? {
-                for i in r.1 {
-                    out.push((i, r.0.clone(), "RunInstances".into()));
+            for (reservation, ids) in self.describe_reservations(filter).await? {
+                for id in ids {
+                    let resource = held(reservation.clone(), ProvisioningApi::RunInstances);
+                    out.insert(id, resource);
                 }
             }
         }
@@ -381,24 +383,14 @@ impl AwsProvider {
         .await
     }
 
-    pub(super) async fn status(&self, params: &Map<String, Value>) -> Result<Value, ProviderError> {
-        let ids = string_list(params, "instance_ids")?;
-        let request_ids = string_list(params, "request_ids")?;
-        let resources = resource_list(params)?;
-        if ids.is_none() && request_ids.is_none() && resources.is_none() {
-            return Err(ProviderError::validation(
-                "parameters.instance_ids, parameters.request_ids or parameters.resources is required",
-            ));
-        }
-        let asked = ids.unwrap_or_default();
-        let mut held_by: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for (id, resource, api) in self
-            .resource_members(&resources.unwrap_or_default())
-            .await?
-        {
-            held_by.insert(id, (resource, api));
-        }
-        let mut all: Vec<String> = asked.clone();
+    /// Machines by id, by request tag and by the resources holding them, in the order asked,
+    /// then the rest as found.
+    pub(super) async fn machines_status(
+        &self,
+        query: &StatusQuery,
+    ) -> Result<StatusReport, ProviderError> {
+        let held_by = self.resource_members(&query.resources).await?;
+        let mut all: Vec<String> = query.instance_ids.clone();
         all.extend(held_by.keys().cloned());
         let (mut machines, not_found) = if all.is_empty() {
             (Vec::new(), Vec::new())
@@ -406,12 +398,12 @@ impl AwsProvider {
             self.describe_ids(&all).await?
         };
         for m in &mut machines {
-            if let Some((resource, api)) = held_by.get(&m.instance_id) {
-                m.resource_id = Some(resource.clone());
-                m.provider_api = Some(api.clone());
+            if let Some(resource) = held_by.get(&m.instance_id) {
+                m.resource_id = Some(resource.resource_id.clone());
+                m.provider_api = Some(resource.provider_api);
             }
         }
-        for chunk in request_ids.unwrap_or_default().chunks(FILTER_VALUES) {
+        for chunk in query.request_ids.chunks(FILTER_VALUES) {
             let filter = Filter::builder()
                 .name(format!("tag:{TAG_REQUEST_ID}"))
                 .set_values(Some(chunk.to_vec()))
@@ -429,14 +421,17 @@ impl AwsProvider {
             self.add_spot_notices(&instances, &mut extra).await;
             machines.extend(extra);
         }
-        // Answer in the order asked, then the rest as found.
         machines.sort_by_key(|m| {
-            asked
+            query
+                .instance_ids
                 .iter()
                 .position(|id| id == &m.instance_id)
                 .unwrap_or(usize::MAX)
         });
-        Ok(json!({"machines": machines, "not_found": not_found}))
+        Ok(StatusReport {
+            machines,
+            not_found,
+        })
     }
 }
 
@@ -463,39 +458,6 @@ where
             Err(e) => return Err(classify(api, e)),
         }
     }
-}
-
-/// `parameters.resources: [{resource_id, provider_api}]`.
-fn resource_list(
-    params: &Map<String, Value>,
-) -> Result<Option<Vec<(String, String)>>, ProviderError> {
-    let Some(value) = params.get("resources").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let items = value.as_array().ok_or_else(|| {
-        ProviderError::validation(
-            "parameters.resources must be a list of {resource_id, provider_api}",
-        )
-    })?;
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let field = |key: &str| {
-            item.get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ProviderError::validation(format!(
-                        "parameters.resources[{i}].{key} must be a non-empty string"
-                    ))
-                })
-        };
-        let pair = (field("resource_id")?, field("provider_api")?);
-        if !out.contains(&pair) {
-            out.push(pair);
-        }
-    }
-    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -19,39 +19,62 @@ use aws_sdk_ec2::types::{
     ExcessCapacityTerminationPolicy, FleetExcessCapacityTerminationPolicy, InstanceType,
     TargetCapacitySpecificationRequest,
 };
-use serde_json::{Map, Value, json};
 
 use super::errors::classify;
 use super::{AwsProvider, TAG_RETURNED, TAG_TEMPLATE_ID, tag};
-use crate::domain::{MachineState, ProviderError};
-use crate::providers::string_list;
+use crate::domain::{MachineState, ProviderError, ProvisioningApi};
+use crate::providers::{MachineRef, TerminateFailure, TerminateReport, TerminateRequest};
 
-/// How one instance was made, from the caller's `machines` or else from its tags.
+/// What holds a machine, and so how it is given back.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Origin {
-    provider_api: String,
-    resource_id: String,
+enum Holder {
+    Ec2Fleet(String),
+    SpotFleet(String),
+    Group(String),
+    /// Made by RunInstances, or held by nothing known: terminated on its own.
+    Nothing,
+}
+
+impl Holder {
+    /// From how the machine was made: the caller's word when it gives both the API and the
+    /// resource, else the instance's tags.
+    fn of(caller: Option<&MachineRef>, tags: (Option<ProvisioningApi>, Option<String>)) -> Self {
+        let (api, resource) = match caller {
+            Some(MachineRef {
+                provider_api: Some(api),
+                resource_id: Some(resource),
+                ..
+            }) => (Some(*api), Some(resource.clone())),
+            _ => tags,
+        };
+        match (api, resource.filter(|r| !r.is_empty())) {
+            (Some(ProvisioningApi::Ec2Fleet), Some(id)) => Holder::Ec2Fleet(id),
+            (Some(ProvisioningApi::SpotFleet), Some(id)) => Holder::SpotFleet(id),
+            (Some(ProvisioningApi::Asg), Some(name)) => Holder::Group(name),
+            _ => Holder::Nothing,
+        }
+    }
+}
+
+/// A live machine to give back: its id, instance type and template (from its tag).
+struct Member {
+    instance_id: String,
+    instance_type: String,
+    template_id: Option<String>,
 }
 
 impl AwsProvider {
-    pub(super) async fn terminate(
+    pub(super) async fn give_back(
         &self,
-        params: &Map<String, Value>,
-    ) -> Result<Value, ProviderError> {
-        let ids = string_list(params, "instance_ids")?.ok_or_else(|| {
-            ProviderError::validation(
-                "parameters.instance_ids is required (a list of instance ids)",
-            )
-        })?;
+        req: &TerminateRequest,
+    ) -> Result<TerminateReport, ProviderError> {
+        let ids = req.instance_ids();
         if ids.is_empty() {
-            return Err(ProviderError::validation(
-                "parameters.instance_ids must not be empty",
-            ));
+            return Ok(TerminateReport::default());
         }
-        let hints = machine_hints(params)?;
         let (instances, not_found) = self.describe_instances_by_id(&ids).await?;
         let mut already = Vec::new();
-        let mut live: BTreeMap<Origin, Vec<(String, String, Option<String>)>> = BTreeMap::new();
+        let mut live: BTreeMap<Holder, Vec<Member>> = BTreeMap::new();
         for i in &instances {
             let m = self.machine_of(i, None, None);
             if matches!(
@@ -61,25 +84,25 @@ impl AwsProvider {
                 already.push(m.instance_id);
                 continue;
             }
-            let origin = hints.get(&m.instance_id).cloned().unwrap_or(Origin {
-                provider_api: m
-                    .provider_api
-                    .clone()
-                    .unwrap_or_else(|| "RunInstances".into()),
-                resource_id: m.resource_id.clone().unwrap_or_default(),
-            });
-            let template = i
+            let caller = req.machines.iter().find(|r| r.instance_id == m.instance_id);
+            let holder = Holder::of(caller, (m.provider_api, m.resource_id));
+            let template_id = i
                 .tags()
                 .iter()
                 .find(|t| t.key() == Some(TAG_TEMPLATE_ID))
                 .and_then(|t| t.value())
                 .map(str::to_string);
-            let instance_type = m.instance_type.clone().unwrap_or_default();
-            live.entry(origin)
-                .or_default()
-                .push((m.instance_id, instance_type, template));
+            live.entry(holder).or_default().push(Member {
+                instance_id: m.instance_id,
+                instance_type: m.instance_type.unwrap_or_default(),
+                template_id,
+            });
         }
-        let terminating: Vec<String> = live.values().flatten().map(|(id, ..)| id.clone()).collect();
+        let terminating: Vec<String> = live
+            .values()
+            .flatten()
+            .map(|m| m.instance_id.clone())
+            .collect();
         if !terminating.is_empty() {
             self.mark_returned(&terminating).await?;
         }
@@ -87,13 +110,15 @@ impl AwsProvider {
         // error, a call the cloud lacks) must not hold up the machines of the others.
         let mut plain = Vec::new();
         let mut failed: Vec<(Vec<String>, ProviderError)> = Vec::new();
-        for (origin, members) in live {
-            let ids: Vec<String> = members.iter().map(|(id, ..)| id.clone()).collect();
-            let template = members.iter().find_map(|(.., t)| t.clone());
-            let left_to_terminate = match origin.provider_api.as_str() {
-                "EC2Fleet" | "SpotFleet" if !origin.resource_id.is_empty() => {
-                    let types: Vec<&str> = members.iter().map(|(_, t, _)| t.as_str()).collect();
-                    self.shrink_fleet(&origin, &ids, &types, template.as_deref())
+        for (holder, members) in live {
+            let ids: Vec<String> = members.iter().map(|m| m.instance_id.clone()).collect();
+            let template = members.iter().find_map(|m| m.template_id.as_deref());
+            let left_to_terminate = match &holder {
+                Holder::Ec2Fleet(fleet) | Holder::SpotFleet(fleet) => {
+                    let spot = matches!(holder, Holder::SpotFleet(_));
+                    let types: Vec<&str> =
+                        members.iter().map(|m| m.instance_type.as_str()).collect();
+                    self.shrink_fleet(fleet, spot, &ids, &types, template)
                         .await
                         // The fleet no longer wants them; they go like any other instance.
                         .map(|went_with_fleet| {
@@ -104,16 +129,13 @@ impl AwsProvider {
                             }
                         })
                 }
-                "ASG" if !origin.resource_id.is_empty() => {
-                    self.leave_group(&origin.resource_id, &ids, template.as_deref())
-                        .await
-                }
-                _ => Ok(ids.clone()),
+                Holder::Group(name) => self.leave_group(name, &ids, template).await,
+                Holder::Nothing => Ok(ids.clone()),
             };
             match left_to_terminate {
                 Ok(left) => plain.extend(left),
                 Err(e) => {
-                    tracing::warn!(strategy = %self.strategy, resource = %origin.resource_id, code = %e.code, "machines not given back: {}", e.message);
+                    tracing::warn!(strategy = %self.strategy, holder = ?holder, code = %e.code, "machines not given back: {}", e.message);
                     failed.push((ids, e));
                 }
             }
@@ -135,20 +157,24 @@ impl AwsProvider {
             // Nothing went: the call failed, as its first error says.
             return Err(failed.swap_remove(0).1);
         }
-        let terminating: Vec<&String> = terminating
+        let terminating: Vec<String> = terminating
             .iter()
             .filter(|id| !not_sent.contains(id))
+            .cloned()
             .collect();
-        let failed: Vec<Value> = failed
-            .iter()
-            .map(|(ids, e)| json!({"instance_ids": ids, "error_code": e.code, "error_message": e.message}))
-            .collect();
-        Ok(json!({
-            "terminating": terminating,
-            "already_terminating": already,
-            "not_found": not_found,
-            "failed": failed,
-        }))
+        Ok(TerminateReport {
+            terminating,
+            already_terminating: already,
+            not_found,
+            failed: failed
+                .into_iter()
+                .map(|(instance_ids, e)| TerminateFailure {
+                    instance_ids,
+                    error_code: e.code,
+                    error_message: e.message,
+                })
+                .collect(),
+        })
     }
 
     async fn mark_returned(&self, ids: &[String]) -> Result<(), ProviderError> {
@@ -171,13 +197,12 @@ impl AwsProvider {
     /// fleets already gone are left alone. Otherwise the caller terminates the instances.
     async fn shrink_fleet(
         &self,
-        origin: &Origin,
+        fleet: &str,
+        spot_fleet: bool,
         ids: &[String],
         instance_types: &[&str],
         template_id: Option<&str>,
     ) -> Result<bool, ProviderError> {
-        let fleet = &origin.resource_id;
-        let spot_fleet = origin.provider_api == "SpotFleet";
         let (target, weights) = if spot_fleet {
             match self.spot_fleet_target(fleet).await? {
                 Some(t) => t,
@@ -326,32 +351,51 @@ fn weights_by_type<'a>(
         .collect()
 }
 
-/// `parameters.machines: [{instance_id, resource_id?, provider_api?}]` by instance id.
-fn machine_hints(params: &Map<String, Value>) -> Result<BTreeMap<String, Origin>, ProviderError> {
-    let mut out = BTreeMap::new();
-    let Some(value) = params.get("machines").filter(|v| !v.is_null()) else {
-        return Ok(out);
-    };
-    let items = value.as_array().ok_or_else(|| {
-        ProviderError::validation(
-            "parameters.machines must be a list of {instance_id, resource_id, provider_api}",
-        )
-    })?;
-    for (i, item) in items.iter().enumerate() {
-        let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_string);
-        let id = text("instance_id").ok_or_else(|| {
-            ProviderError::validation(format!("parameters.machines[{i}].instance_id is required"))
-        })?;
-        if let (Some(resource_id), Some(provider_api)) = (text("resource_id"), text("provider_api"))
-        {
-            out.insert(
-                id,
-                Origin {
-                    provider_api,
-                    resource_id,
-                },
-            );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(api: Option<ProvisioningApi>, resource: Option<&str>) -> MachineRef {
+        MachineRef {
+            instance_id: "i-1".into(),
+            resource_id: resource.map(str::to_string),
+            provider_api: api,
         }
     }
-    Ok(out)
+
+    #[test]
+    fn the_callers_word_wins_only_when_it_is_whole() {
+        let tags = (Some(ProvisioningApi::Asg), Some("ohfp-web".to_string()));
+        let fleet = told(Some(ProvisioningApi::Ec2Fleet), Some("fleet-1"));
+        assert_eq!(
+            Holder::of(Some(&fleet), tags.clone()),
+            Holder::Ec2Fleet("fleet-1".into())
+        );
+        let half = told(Some(ProvisioningApi::SpotFleet), None);
+        assert_eq!(
+            Holder::of(Some(&half), tags.clone()),
+            Holder::Group("ohfp-web".into())
+        );
+        assert_eq!(Holder::of(None, tags), Holder::Group("ohfp-web".into()));
+    }
+
+    #[test]
+    fn run_instances_and_unknown_holders_are_terminated_on_their_own() {
+        let reservation = told(Some(ProvisioningApi::RunInstances), Some("r-1"));
+        assert_eq!(
+            Holder::of(Some(&reservation), (None, None)),
+            Holder::Nothing
+        );
+        assert_eq!(
+            Holder::of(
+                None,
+                (Some(ProvisioningApi::SpotFleet), Some(String::new()))
+            ),
+            Holder::Nothing
+        );
+        assert_eq!(
+            Holder::of(None, (None, Some("sir-1".into()))),
+            Holder::Nothing
+        );
+    }
 }
