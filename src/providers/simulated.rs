@@ -337,6 +337,7 @@ impl Provider for SimulatedProvider {
             resource_id: None,
             provider_api: None,
             count: rows.len(),
+            desired_capacity: None,
         })
     }
 

@@ -140,7 +140,7 @@ fn thresholds_are_checked_before_the_policy() {
         aggregate(&r, &outcomes).unwrap_err().code,
         "INSUFFICIENT_SUCCESS"
     );
-    let not_run = [("a".to_string(), None)];
+    let not_run: [(String, Option<Result<Value, ProviderError>>); 1] = [("a".to_string(), None)];
     assert_eq!(aggregate(&r, &not_run).unwrap_err().code, "NO_MEMBER_RAN");
 }
 
