@@ -222,6 +222,20 @@ fn with_breaker_threshold(failure_threshold: u32) -> StrategySettings {
     s
 }
 
+fn with_fallbacks(names: &[&str]) -> StrategySettings {
+    StrategySettings {
+        fallback_strategies: names.iter().map(|n| n.to_string()).collect(),
+        ..StrategySettings::default()
+    }
+}
+
+fn with_active(name: &str) -> StrategySettings {
+    StrategySettings {
+        active_strategy: Some(name.into()),
+        ..StrategySettings::default()
+    }
+}
+
 #[tokio::test]
 async fn an_open_circuit_never_calls_the_provider() {
     let h = harness(with_breaker_threshold(2)).await;
@@ -253,9 +267,7 @@ async fn an_open_circuit_never_calls_the_provider() {
 
 #[tokio::test]
 async fn an_open_circuit_on_a_fallback_is_passed_without_a_call() {
-    let mut s = StrategySettings::default();
-    s.fallback_strategies = vec!["b".into(), "c".into()];
-    let h = harness(s).await;
+    let h = harness(with_fallbacks(&["b", "c"])).await;
     let (a, b, c) = (
         Fake::new(Answer::Fail(ProviderErrorKind::Capacity)),
         Fake::new(Answer::Ok),
@@ -275,9 +287,7 @@ async fn an_open_circuit_on_a_fallback_is_passed_without_a_call() {
 
 #[tokio::test]
 async fn failover_goes_down_the_fallbacks_in_order_skipping_tried_and_disabled_ones() {
-    let mut s = StrategySettings::default();
-    s.fallback_strategies = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-    let h = harness(s).await;
+    let h = harness(with_fallbacks(&["a", "b", "c", "d", "e"])).await;
     let a = Fake::new(Answer::Fail(ProviderErrorKind::Capacity));
     let b = Fake::new(Answer::Ok);
     let c = Fake::new(Answer::Fail(ProviderErrorKind::Transient));
@@ -337,9 +347,7 @@ async fn a_timeout_is_a_timeout_error_and_counts_against_the_breaker() {
 
 #[tokio::test]
 async fn a_panicking_provider_is_an_error_and_the_service_goes_on() {
-    let mut s = StrategySettings::default();
-    s.fallback_strategies = vec!["b".into()];
-    let h = harness(s).await;
+    let h = harness(with_fallbacks(&["b"])).await;
     let fake = Fake::new(Answer::Panic);
     let other = Fake::new(Answer::Ok);
     let a = h.add("a", 0, &fake);
@@ -368,9 +376,11 @@ async fn a_panicking_provider_is_an_error_and_the_service_goes_on() {
 
 #[tokio::test]
 async fn caller_errors_are_not_counted_against_the_strategy_and_do_not_fail_over() {
-    let mut s = with_breaker_threshold(1);
-    s.fallback_strategies = vec!["b".into()];
-    let h = harness(s).await;
+    let h = harness(StrategySettings {
+        fallback_strategies: vec!["b".into()],
+        ..with_breaker_threshold(1)
+    })
+    .await;
     let fake = Fake::new(Answer::Fail(ProviderErrorKind::Validation));
     let other = Fake::new(Answer::Ok);
     let a = h.add("a", 0, &fake);
@@ -407,9 +417,7 @@ fn terminate() -> Operation {
 
 #[tokio::test]
 async fn a_disabled_active_strategy_is_passed_over_and_the_policy_chooses() {
-    let mut s = StrategySettings::default();
-    s.active_strategy = Some("a".into());
-    let h = harness(s).await;
+    let h = harness(with_active("a")).await;
     let (a, b) = (Fake::new(Answer::Ok), Fake::new(Answer::Ok));
     h.add_full("a", 0, false, CircuitBreaker::default(), &a);
     h.add("b", 1, &b);
@@ -425,11 +433,7 @@ async fn a_disabled_active_strategy_is_passed_over_and_the_policy_chooses() {
     assert!(matches!(h.executor.active(), Active::Disabled(n) if n == "a"));
 
     // An enabled active strategy takes every operation without an override.
-    let h = {
-        let mut s = StrategySettings::default();
-        s.active_strategy = Some("a".into());
-        harness(s).await
-    };
+    let h = harness(with_active("a")).await;
     h.add("a", 5, &a);
     h.add("b", 0, &b);
     let out = h.run(create(), Route::default()).await;
