@@ -122,7 +122,7 @@ impl App {
         tasks.join(SHUTDOWN_GRACE).await;
         // Provisioning that finished during the grace period recorded metrics after the
         // monitor's last flush.
-        engine.flush_metrics().await;
+        monitor::metrics::flush(&engine).await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
         served.map_err(Into::into)

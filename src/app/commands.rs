@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::engine::Route;
 use super::events::EventKind;
-use super::registry::{StrategyEntry, StrategyRuntime};
+use super::executor::{Active, Route};
+use super::registry::{StrategyRuntime, Write, already_registered};
 use super::settings::SettingsPatch;
 use super::views::{HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
@@ -17,22 +17,10 @@ use crate::config::{StrategySpec, check_strategy_name};
 use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
-use crate::providers::{self, Operation, composite};
-use crate::store::{StrategyRepo, StrategySource};
+use crate::monitor::health;
+use crate::providers::{self, Operation};
+use crate::store::StrategySource;
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
-
-/// How `install` stores a definition: a registration never replaces one.
-#[derive(Clone, Copy)]
-enum Write {
-    Insert,
-    Replace,
-}
-
-fn already_registered(name: &str) -> AppError {
-    AppError::Conflict(format!(
-        "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
-    ))
-}
 
 /// executeProviderOperation.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -221,6 +209,7 @@ fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     if errors.is_empty() {
         errors.extend(
             engine
+                .registry
                 .check_members(spec)
                 .into_iter()
                 .map(|(p, m)| FieldError::new(spec_field(&p), m)),
@@ -250,7 +239,7 @@ impl RegisterCommand {
 impl Engine {
     /// Runs `op`, read from `cmd.parameters` at the edge, as `cmd` routes it.
     pub async fn execute_operation(
-        self: &Arc<Self>,
+        &self,
         op: Operation,
         cmd: ExecuteCommand,
     ) -> AppResult<OperationResult> {
@@ -314,11 +303,10 @@ impl Engine {
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
-        if let Some(active) = self.settings().active_strategy
-            && self.registry.get(&active).is_some()
-        {
+        let active = self.executor.active();
+        if let Active::Use(entry) = &active {
             return Ok(SelectionView {
-                selected_strategy: active,
+                selected_strategy: entry.name().to_string(),
                 selection_policy: None,
                 selection_reason: "active_strategy is set; operations without an override go to it"
                     .into(),
@@ -326,52 +314,16 @@ impl Engine {
                 candidates: Vec::new(),
             });
         }
-        let s = self.select(cmd.operation_type, cmd.selection_criteria.as_ref())?;
+        let s = self
+            .executor
+            .select(cmd.operation_type, cmd.selection_criteria.as_ref())?;
         Ok(SelectionView {
             selected_strategy: s.selected,
             selection_policy: Some(s.policy.as_str().to_string()),
-            selection_reason: s.reason,
+            selection_reason: format!("{}{}", s.reason, active.note()),
             alternatives: s.alternatives,
             candidates: s.verdicts,
         })
-    }
-
-    async fn install(
-        &self,
-        spec: StrategySpec,
-        source: StrategySource,
-        runtime: Arc<StrategyRuntime>,
-        order: Option<u64>,
-        write: Write,
-    ) -> AppResult<StrategyView> {
-        let provider = providers::build(&spec, &self.deps)
-            .await
-            .map_err(|m| AppError::field("strategy_config", m))?;
-        let stored = match write {
-            Write::Replace => {
-                self.store
-                    .upsert_strategy(&spec, source, now_millis())
-                    .await?
-            }
-            // The store decides between concurrent registrations of one name.
-            Write::Insert => self
-                .store
-                .insert_strategy(&spec, source, now_millis())
-                .await?
-                .ok_or_else(|| already_registered(&spec.name))?,
-        };
-        let entry = StrategyEntry {
-            order: order.unwrap_or(1_000_000 + stored.seq as u64),
-            source,
-            registered_at: stored.created_at,
-            updated_at: stored.updated_at,
-            spec,
-            provider,
-            runtime,
-        };
-        let view = StrategyView::of(&entry);
-        self.registry.put(entry);
-        Ok(view)
     }
 
     pub async fn register_strategy(&self, cmd: RegisterCommand) -> AppResult<StrategyView> {
@@ -389,9 +341,11 @@ impl Engine {
             CircuitBreaker::default(),
             None,
         ));
-        let view = self
+        let entry = self
+            .registry
             .install(spec, StrategySource::Api, runtime, None, Write::Insert)
             .await?;
+        let view = StrategyView::of(&entry);
         self.events.emit(
             EventKind::Registration,
             Some(&name),
@@ -406,7 +360,7 @@ impl Engine {
         name: &str,
         cmd: RegisterCommand,
     ) -> AppResult<StrategyView> {
-        let current = self.entry(name)?;
+        let current = self.registry.entry(name)?;
         if let Some(body_name) = &cmd.strategy_name
             && body_name != name
         {
@@ -419,7 +373,8 @@ impl Engine {
         }
         let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
         validate_spec(&spec, self)?;
-        let view = self
+        let entry = self
+            .registry
             .install(
                 spec,
                 current.source,
@@ -428,6 +383,7 @@ impl Engine {
                 Write::Replace,
             )
             .await?;
+        let view = StrategyView::of(&entry);
         self.events.emit(
             EventKind::Registration,
             Some(name),
@@ -437,8 +393,8 @@ impl Engine {
     }
 
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
-        self.entry(name)?;
-        let settings = self.settings();
+        self.registry.entry(name)?;
+        let settings = self.settings.effective();
         if settings.active_strategy.as_deref() == Some(name) {
             return Err(AppError::Conflict(format!(
                 "strategy '{name}' is the active strategy; set active_strategy to null (PUT /api/v1/providers/configuration) first"
@@ -449,20 +405,14 @@ impl Engine {
                 "strategy '{name}' is in fallback_strategies; remove it there (PUT /api/v1/providers/configuration) first"
             )));
         }
-        if let Some(user) = self.registry.all().iter().find(|e| {
-            composite::members_of(&e.spec)
-                .iter()
-                .any(|(_, m)| m == name)
-        }) {
+        if let Some(user) = self.registry.user_of(name) {
             return Err(AppError::Conflict(format!(
                 "strategy '{name}' is a member of '{}' ({}); remove it there first",
                 user.name(),
                 user.spec.provider_type
             )));
         }
-        self.store.delete_strategy(name).await?;
-        self.registry.remove(name);
-        self.deps.shelf.forget(name);
+        self.registry.remove(name).await?;
         self.events.emit(
             EventKind::Registration,
             Some(name),
@@ -540,8 +490,7 @@ impl Engine {
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
-        let (_, previous, _) = self.settings_view();
-        self.replace_overrides(previous.then(&patch)).await?;
+        self.settings.apply(&patch).await?;
         self.events.emit(
             EventKind::Configuration,
             None,
@@ -554,8 +503,8 @@ impl Engine {
     }
 
     pub fn configuration(&self) -> ConfigurationView {
-        let (effective, overrides, updated_at) = self.settings_view();
-        ConfigurationView::new(&effective, &overrides, updated_at.map(rfc3339))
+        let s = self.settings.snapshot();
+        ConfigurationView::new(&s.effective, &s.overrides, s.updated_at.map(rfc3339))
     }
 
     /// An external monitor's or an operator's word on health; effective at once, until the
@@ -565,7 +514,7 @@ impl Engine {
         name: &str,
         cmd: UpdateHealthCommand,
     ) -> AppResult<HealthView> {
-        let entry = self.entry(name)?;
+        let entry = self.registry.entry(name)?;
         let source = match cmd.source.as_deref().map(str::trim) {
             None | Some("") => "api".to_string(),
             Some(s) if s.len() <= 64 => s.to_string(),
@@ -583,7 +532,7 @@ impl Engine {
             checked_at: Some(now_millis()),
             response_time_ms: None,
         };
-        self.set_health(&entry, status).await?;
-        Ok(HealthView::of(&entry, &self.breaker_config()))
+        health::record(&self.store, &self.events, &entry, status).await?;
+        Ok(HealthView::of(&entry, &self.settings.breaker()))
     }
 }

@@ -1,17 +1,24 @@
-//! The application layer: the strategy engine (registry, selection, execution with breakers
-//! and failover, health checks) and the CQRS commands and queries the routes and the CLI call.
+//! The application layer: the strategy engine and the CQRS commands and queries the routes and
+//! the CLI call. The engine is made of parts: the settings (`settings`), the registry of
+//! strategies (`registry`), the executor that runs operations with breakers and failover
+//! (`executor`), and start-up reconciliation of file and stored strategies (`startup`). Health
+//! monitoring is the background task's, in `crate::monitor`.
 
 pub mod commands;
 mod engine;
 mod error;
 pub mod events;
+pub mod executor;
 pub mod metrics;
 pub mod queries;
-mod registry;
+pub mod registry;
 pub mod settings;
+mod startup;
 pub mod views;
 
-pub use engine::{Attempt, Engine, ExecutionOutcome, Route};
+pub use crate::domain::Attempt;
+pub use engine::Engine;
 pub use error::{AppError, AppResult, FieldError};
+pub use executor::{ExecutionOutcome, Executor, Route};
 pub use registry::StrategyEntry;
 pub use settings::ConfigurationView;

@@ -185,7 +185,8 @@ pub struct CapabilitiesView {
 impl Engine {
     pub fn list_providers(&self, q: &ListQuery) -> ProviderList {
         let providers: Vec<StrategyView> = self
-            .entries()
+            .registry
+            .all()
             .iter()
             .filter(|e| {
                 q.provider_type
@@ -207,9 +208,10 @@ impl Engine {
     }
 
     pub fn health_all(&self) -> HealthList {
-        let cfg = self.breaker_config();
+        let cfg = self.settings.breaker();
         let strategies: Vec<HealthView> = self
-            .entries()
+            .registry
+            .all()
             .iter()
             .map(|e| HealthView::of(e, &cfg))
             .collect();
@@ -230,8 +232,8 @@ impl Engine {
     }
 
     pub async fn health_of(&self, name: &str, q: &HealthQuery) -> AppResult<HealthView> {
-        let entry = self.entry(name)?;
-        let mut view = HealthView::of(&entry, &self.breaker_config());
+        let entry = self.registry.entry(name)?;
+        let mut view = HealthView::of(&entry, &self.settings.breaker());
         if q.include_history {
             view.history = Some(self.store.health_history(name, 50).await?);
         }
@@ -249,7 +251,7 @@ impl Engine {
             ));
         }
         if let Some(n) = name {
-            self.entry(n)?;
+            self.registry.entry(n)?;
         }
         let now = now_millis();
         let buckets = self
@@ -257,7 +259,8 @@ impl Engine {
             .buckets(&self.store, now, q.time_range_hours, name)
             .await?;
         let mut names: Vec<String> = self
-            .entries()
+            .registry
+            .all()
             .iter()
             .map(|e| e.name().to_string())
             .filter(|n| name.is_none_or(|only| only == n))
@@ -267,7 +270,7 @@ impl Engine {
                 names.push(b.strategy.clone());
             }
         }
-        let cfg = self.breaker_config();
+        let cfg = self.settings.breaker();
         let strategies = names
             .into_iter()
             .map(|strategy| {
@@ -336,7 +339,7 @@ impl Engine {
         name: &str,
         q: &CapabilitiesQuery,
     ) -> AppResult<CapabilitiesView> {
-        let entry = self.entry(name)?;
+        let entry = self.registry.entry(name)?;
         let caps = entry.capabilities();
         let performance_metrics = if q.include_performance_metrics {
             let now = now_millis();

@@ -1,14 +1,44 @@
-//! The live set of strategies. Each entry pairs a definition and its provider with the
-//! run-time state (in-flight count, recent outcomes, health, breaker) that outlives updates.
+//! The registry: the live set of strategies. Each entry pairs a definition and its provider
+//! with the run-time state (in-flight count, recent outcomes, health, breaker) that outlives
+//! updates. The registry builds providers from definitions, installs, replaces and removes
+//! entries (in memory and in the store), and looks them up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::{AppError, AppResult};
 use crate::config::StrategySpec;
-use crate::domain::{Capabilities, EpochMillis, HealthStatus};
-use crate::providers::Provider;
-use crate::store::StrategySource;
+use crate::domain::{Capabilities, EpochMillis, HealthStatus, OperationType, now_millis};
+use crate::providers::{self, Provider, ProviderDeps, composite};
+use crate::store::{Store, StrategyRepo, StrategySource};
+use crate::strategy::composition::find_cycle;
 use crate::strategy::{Candidate, CircuitBreaker, OutcomeWindow};
+
+/// How `install` stores a definition: a registration never replaces one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Insert,
+    Replace,
+}
+
+pub fn already_registered(name: &str) -> AppError {
+    AppError::Conflict(format!(
+        "strategy '{name}' is already registered; use PUT /api/v1/providers/{name} to change it"
+    ))
+}
+
+/// Registration order of API strategies starts here; config-file strategies come first, in
+/// file order.
+const API_ORDER_BASE: u64 = 1_000_000;
+
+/// The registration order of an API strategy stored with sequence number `seq`.
+pub fn api_order(seq: i64) -> u64 {
+    API_ORDER_BASE + u64::try_from(seq).unwrap_or(0)
+}
+
+/// The registration order of a stored file strategy that the file no longer lists: after
+/// every file strategy, before every API strategy.
+pub const UNLISTED_FILE_ORDER: u64 = API_ORDER_BASE - 1;
 
 /// Run-time state of one strategy; kept across `updateProviderStrategy`.
 pub struct StrategyRuntime {
@@ -72,6 +102,13 @@ impl StrategyEntry {
         &self.spec.name
     }
 
+    /// Whether this strategy runs `op` when it is named (a `strategy_override`, a composite's
+    /// member): an enabled strategy runs anything; a disabled one takes no new work, only
+    /// status polls and terminations of the machines it holds.
+    pub fn runs_when_named(&self, op: OperationType) -> bool {
+        self.spec.enabled || op.tends_existing_machines()
+    }
+
     /// The provider's own capabilities with the declared flags laid over them.
     pub fn capabilities(&self) -> Capabilities {
         self.provider
@@ -103,12 +140,24 @@ impl StrategyEntry {
     }
 }
 
-#[derive(Default)]
 pub struct Registry {
     entries: RwLock<Vec<Arc<StrategyEntry>>>,
+    /// What providers are built with (the store, the member invoker, the state shelf).
+    deps: ProviderDeps,
 }
 
 impl Registry {
+    pub fn new(deps: ProviderDeps) -> Self {
+        Self {
+            entries: RwLock::default(),
+            deps,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.deps.store
+    }
+
     /// All entries in registration order.
     pub fn all(&self) -> Vec<Arc<StrategyEntry>> {
         self.entries.read().expect("registry lock").clone()
@@ -123,22 +172,120 @@ impl Registry {
             .cloned()
     }
 
-    /// Adds or replaces (same name) an entry, keeping registration order.
-    pub fn put(&self, entry: StrategyEntry) {
+    /// The entry named `name`, or the not-found error the routes answer with.
+    pub fn entry(&self, name: &str) -> AppResult<Arc<StrategyEntry>> {
+        self.get(name)
+            .ok_or_else(|| AppError::strategy_not_found(name))
+    }
+
+    /// Builds the provider for a (validated) definition.
+    pub async fn build(&self, spec: &StrategySpec) -> Result<Arc<dyn Provider>, String> {
+        providers::build(spec, &self.deps).await
+    }
+
+    /// Adds or replaces (same name) an entry in memory, keeping registration order.
+    pub fn put(&self, entry: StrategyEntry) -> Arc<StrategyEntry> {
         let mut entries = self.entries.write().expect("registry lock");
         let entry = Arc::new(entry);
         match entries.iter().position(|e| e.spec.name == entry.spec.name) {
-            Some(i) => entries[i] = entry,
+            Some(i) => entries[i] = Arc::clone(&entry),
             None => {
-                entries.push(entry);
+                entries.push(Arc::clone(&entry));
                 entries.sort_by_key(|e| e.order);
             }
         }
+        entry
     }
 
-    pub fn remove(&self, name: &str) -> Option<Arc<StrategyEntry>> {
-        let mut entries = self.entries.write().expect("registry lock");
-        let i = entries.iter().position(|e| e.spec.name == name)?;
-        Some(entries.remove(i))
+    /// Builds the provider, stores the definition and installs the entry. `order` keeps a
+    /// replaced entry's place; a new API strategy goes last.
+    pub async fn install(
+        &self,
+        spec: StrategySpec,
+        source: StrategySource,
+        runtime: Arc<StrategyRuntime>,
+        order: Option<u64>,
+        write: Write,
+    ) -> AppResult<Arc<StrategyEntry>> {
+        let provider = self
+            .build(&spec)
+            .await
+            .map_err(|m| AppError::field("strategy_config", m))?;
+        let stored = match write {
+            Write::Replace => {
+                self.store()
+                    .upsert_strategy(&spec, source, now_millis())
+                    .await?
+            }
+            // The store decides between concurrent registrations of one name.
+            Write::Insert => self
+                .store()
+                .insert_strategy(&spec, source, now_millis())
+                .await?
+                .ok_or_else(|| already_registered(&spec.name))?,
+        };
+        Ok(self.put(StrategyEntry {
+            order: order.unwrap_or_else(|| api_order(stored.seq)),
+            source,
+            registered_at: stored.created_at,
+            updated_at: stored.updated_at,
+            spec,
+            provider,
+            runtime,
+        }))
+    }
+
+    /// Removes a strategy from the store and from memory, with the state its composite
+    /// provider kept.
+    pub async fn remove(&self, name: &str) -> AppResult<()> {
+        self.store().delete_strategy(name).await?;
+        self.entries
+            .write()
+            .expect("registry lock")
+            .retain(|e| e.spec.name != name);
+        self.deps.shelf.forget(name);
+        Ok(())
+    }
+
+    /// Problems with the members of a composite definition (as path, message): members must
+    /// be registered, and no strategy may contain itself, directly or through others.
+    pub fn check_members(&self, spec: &StrategySpec) -> Vec<(String, String)> {
+        let members = composite::members_of(spec);
+        let mut errors: Vec<(String, String)> = members
+            .iter()
+            .filter(|(_, m)| m != &spec.name && self.get(m).is_none())
+            .map(|(path, m)| (path.clone(), format!("no strategy named '{m}'")))
+            .collect();
+        let members_of = |name: &str| -> Vec<String> {
+            if name == spec.name {
+                return members.iter().map(|(_, m)| m.clone()).collect();
+            }
+            self.get(name)
+                .map(|e| {
+                    composite::members_of(&e.spec)
+                        .into_iter()
+                        .map(|(_, m)| m)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Some(cycle) = find_cycle(&spec.name, &members_of)
+            && let Some((path, _)) = members.iter().find(|(_, m)| m == &cycle[1])
+        {
+            errors.push((
+                path.clone(),
+                format!("would make a cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+        errors
+    }
+
+    /// The first strategy that has `name` as a member, if any.
+    pub fn user_of(&self, name: &str) -> Option<Arc<StrategyEntry>> {
+        self.all().into_iter().find(|e| {
+            composite::members_of(&e.spec)
+                .iter()
+                .any(|(_, m)| m == name)
+        })
     }
 }

@@ -1,11 +1,140 @@
 //! Effective strategy settings: the file's `strategy` section with run-time overrides laid over
 //! it field by field. Overrides persist, so a restart keeps what an operator configured.
+//! [`Settings`] holds the three (file, overrides, effective) and says when they change.
+
+use std::sync::RwLock;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use tokio::sync::Notify;
 use utoipa::ToSchema;
 
+use super::AppResult;
 use crate::config::StrategySettings;
+use crate::domain::{EpochMillis, now_millis};
+use crate::store::{SettingsRepo, Store};
 use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
+
+struct State {
+    file: StrategySettings,
+    overrides: SettingsPatch,
+    effective: StrategySettings,
+    updated_at: Option<EpochMillis>,
+}
+
+/// The strategy settings in force: the file's, the stored run-time overrides, and the
+/// effective settings made of both.
+pub struct Settings {
+    store: Store,
+    state: RwLock<State>,
+    /// Serializes changes, so that two concurrent patches both land.
+    writer: tokio::sync::Mutex<()>,
+    /// Signalled when the run-time configuration changes (the monitor re-reads its interval).
+    changed: Notify,
+}
+
+/// The settings as `GET /api/v1/providers/configuration` needs them.
+pub struct SettingsSnapshot {
+    pub effective: StrategySettings,
+    pub overrides: SettingsPatch,
+    pub updated_at: Option<EpochMillis>,
+}
+
+impl Settings {
+    pub fn new(file: StrategySettings, overrides: SettingsPatch, store: Store) -> Self {
+        Self::with_state(file, overrides, None, store)
+    }
+
+    fn with_state(
+        file: StrategySettings,
+        overrides: SettingsPatch,
+        updated_at: Option<EpochMillis>,
+        store: Store,
+    ) -> Self {
+        Self {
+            state: RwLock::new(State {
+                effective: overrides.apply(&file),
+                file,
+                overrides,
+                updated_at,
+            }),
+            store,
+            writer: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The file's settings with the stored overrides laid over them. Unreadable stored
+    /// overrides are logged and left out.
+    pub async fn load(file: &StrategySettings, store: Store) -> anyhow::Result<Self> {
+        let (overrides, updated_at) = match store.load_settings_overrides().await? {
+            Some((map, at)) => (
+                serde_json::from_value(Value::Object(map)).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "stored strategy configuration unreadable; using the file's");
+                    SettingsPatch::default()
+                }),
+                Some(at),
+            ),
+            None => (SettingsPatch::default(), None),
+        };
+        Ok(Self::with_state(file.clone(), overrides, updated_at, store))
+    }
+
+    /// The effective settings now.
+    pub fn effective(&self) -> StrategySettings {
+        self.state.read().expect("settings lock").effective.clone()
+    }
+
+    pub fn breaker(&self) -> BreakerConfig {
+        self.state
+            .read()
+            .expect("settings lock")
+            .effective
+            .circuit_breaker
+    }
+
+    pub fn snapshot(&self) -> SettingsSnapshot {
+        let s = self.state.read().expect("settings lock");
+        SettingsSnapshot {
+            effective: s.effective.clone(),
+            overrides: s.overrides.clone(),
+            updated_at: s.updated_at,
+        }
+    }
+
+    /// Lays a (validated) patch over the stored overrides, persists them first, and answers
+    /// the new effective settings.
+    pub async fn apply(&self, patch: &SettingsPatch) -> AppResult<StrategySettings> {
+        let _writing = self.writer.lock().await;
+        let overrides = self
+            .state
+            .read()
+            .expect("settings lock")
+            .overrides
+            .then(patch);
+        let now = now_millis();
+        let map = match serde_json::to_value(&overrides).expect("serializes") {
+            Value::Object(m) => m,
+            _ => unreachable!("a struct serializes to an object"),
+        };
+        self.store.save_settings_overrides(&map, now).await?;
+        let effective = {
+            let mut s = self.state.write().expect("settings lock");
+            s.effective = overrides.apply(&s.file);
+            s.overrides = overrides;
+            s.updated_at = Some(now);
+            s.effective.clone()
+        };
+        // One stored permit: a change made while the monitor is busy is seen when it is done.
+        self.changed.notify_one();
+        Ok(effective)
+    }
+
+    /// Completes after the next run-time configuration change.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
 
 /// `Some(None)` for an explicit `null`, `None` when the key is absent.
 pub fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

@@ -36,6 +36,16 @@ impl OperationType {
             OperationType::HealthCheck => "HEALTH_CHECK",
         }
     }
+
+    /// Status polls and terminations: operations on machines a strategy already made. A
+    /// disabled strategy takes no new work, but still runs these when it is named (a
+    /// `strategy_override`, a composite's member), so that its machines are not stranded.
+    pub fn tends_existing_machines(self) -> bool {
+        matches!(
+            self,
+            OperationType::GetInstanceStatus | OperationType::TerminateInstances
+        )
+    }
 }
 
 impl fmt::Display for OperationType {

@@ -1,9 +1,13 @@
 //! The background task: health checks every `health_check_interval` (re-read at once when
-//! configureProviderStrategy changes it: the next round comes that long after the last one), breaker open → half-open on time,
-//! metrics flushed to the store, old metrics pruned, rows past their retention pruned every
-//! `database.retention.prune_interval_seconds` (see [`retention`]). Stops when the token is
-//! cancelled.
+//! configureProviderStrategy changes it: the next round comes that long after the last one),
+//! breaker open → half-open on time, metrics flushed to the store, old metrics pruned, rows past
+//! their retention pruned every `database.retention.prune_interval_seconds`. Stops when the
+//! token is cancelled. A module per concern: `health` (the check of one strategy and health
+//! recording), `breakers`, `metrics`, `retention`; this one keeps the loop.
 
+pub mod breakers;
+pub mod health;
+pub mod metrics;
 pub mod retention;
 
 use std::sync::Arc;
@@ -20,24 +24,20 @@ const TICK: Duration = Duration::from_secs(1);
 const FLUSH_EVERY_TICKS: u32 = 5;
 const PRUNE_EVERY_TICKS: u32 = 3600;
 
-/// One round of health checks over every strategy, concurrently.
-pub async fn check_all(engine: &Engine) {
-    let entries = engine.entries();
-    futures::future::join_all(entries.iter().map(|e| engine.check_health(e))).await;
-}
+pub use health::check_all;
 
 fn interval_of(engine: &Engine) -> Duration {
-    Duration::from_secs_f64(engine.settings().health_check_interval.max(1.0))
+    Duration::from_secs_f64(engine.settings().effective().health_check_interval.max(1.0))
 }
 
 pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next_check =
-        Instant::now() + Duration::from_secs_f64(engine.settings().health_check_initial_delay);
+    let mut next_check = Instant::now()
+        + Duration::from_secs_f64(engine.settings().effective().health_check_initial_delay);
     let mut ticks: u32 = 0;
     let mut last_round = Instant::now();
-    engine.prune_metrics().await;
+    metrics::prune(&engine).await;
     let prune_every = Duration::from_secs_f64(keep.prune_interval_seconds);
     retention::prune(engine.store(), &keep, now_millis()).await;
     let mut next_prune = Instant::now() + prune_every;
@@ -53,17 +53,17 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
                 last_round = Instant::now();
                 next_check = last_round + interval_of(&engine);
             }
-            _ = engine.settings_changed() => {
+            _ = engine.settings().changed() => {
                 next_check = last_round + interval_of(&engine);
             }
             _ = ticker.tick() => {
                 ticks = ticks.wrapping_add(1);
-                engine.tick_breakers().await;
+                breakers::tick_all(&engine).await;
                 if ticks.is_multiple_of(FLUSH_EVERY_TICKS) {
-                    engine.flush_metrics().await;
+                    metrics::flush(&engine).await;
                 }
                 if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
-                    engine.prune_metrics().await;
+                    metrics::prune(&engine).await;
                 }
                 if Instant::now() >= next_prune {
                     retention::prune(engine.store(), &keep, now_millis()).await;
@@ -72,6 +72,6 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
             }
         }
     }
-    engine.flush_metrics().await;
+    metrics::flush(&engine).await;
     tracing::info!("background monitor stopped");
 }

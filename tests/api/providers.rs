@@ -80,6 +80,95 @@ async fn instance_lifecycle_through_operations() {
 }
 
 #[tokio::test]
+async fn a_disabled_strategy_takes_no_new_work_but_still_polls_and_returns_its_machines() {
+    let app = TestApp::spawn().await;
+    let made = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"template_id": "web-server", "count": 2},
+               "strategy_override": "sim-secondary"}),
+    )
+    .await;
+    assert_eq!(made["success"], true, "{made}");
+    let ids = made["data"]["instance_ids"].clone();
+    assert_eq!(ids.as_array().unwrap().len(), 2);
+
+    // Disabled, with its settings kept.
+    let (_, current) = app.get("/api/v1/providers/sim-secondary").await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-secondary",
+            json!({"provider_type": "simulated", "strategy_config": current["strategy_config"],
+                   "enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["enabled"], false);
+
+    // No new work: refused by name, passed over as the active strategy.
+    let create = json!({"operation_type": "CREATE_INSTANCES",
+                        "parameters": {"template_id": "web-server", "count": 1}});
+    let mut named = create.clone();
+    named["strategy_override"] = json!("sim-secondary");
+    let (status, v) = app.post("/api/v1/providers/operations", named).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("strategy 'sim-secondary' is disabled"),
+        "{v}"
+    );
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"active_strategy": "sim-secondary"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let v = execute(&app, create).await;
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary", "{v}");
+    assert_eq!(
+        v["metadata"]["chosen_by"],
+        "selection policy FIRST_AVAILABLE (active_strategy 'sim-secondary' is disabled)"
+    );
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/selection",
+            json!({"operation_type": "CREATE_INSTANCES"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["selected_strategy"], "sim-primary");
+    assert!(
+        v["selection_reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("(active_strategy 'sim-secondary' is disabled)"),
+        "{v}"
+    );
+
+    // Its machines are still polled and given back on it by name.
+    let status = execute(
+        &app,
+        json!({"operation_type": "GET_INSTANCE_STATUS", "parameters": {"instance_ids": ids},
+               "strategy_override": "sim-secondary"}),
+    )
+    .await;
+    assert_eq!(status["success"], true, "{status}");
+    assert_eq!(status["metadata"]["strategy_used"], "sim-secondary");
+    assert_eq!(status["data"]["machines"].as_array().unwrap().len(), 2);
+    let gone = execute(
+        &app,
+        json!({"operation_type": "TERMINATE_INSTANCES", "parameters": {"instance_ids": ids},
+               "strategy_override": "sim-secondary"}),
+    )
+    .await;
+    assert_eq!(gone["success"], true, "{gone}");
+    assert_eq!(gone["data"]["terminating"], ids);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_problem_answers_naming_the_field() {
     let app = TestApp::spawn().await;
     let res = app

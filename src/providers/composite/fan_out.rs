@@ -156,14 +156,17 @@ impl Combinator for Composite {
         if let Some(answer) = self.members.health_answer(op, self.cfg.min_success_count) {
             return answer;
         }
-        // Members that cannot take the operation do not run (and count neither way).
+        // Members that cannot take the operation do not run (and count neither way). A
+        // disabled member takes no new work, but still polls and returns the machines it holds.
         let runnable: Vec<bool> = self
             .members
             .candidates()
             .iter()
             .map(|c| {
-                c.as_ref()
-                    .is_some_and(|c| c.enabled && c.capabilities.supports(op.kind()))
+                c.as_ref().is_some_and(|c| {
+                    (c.enabled || op.kind().tends_existing_machines())
+                        && c.capabilities.supports(op.kind())
+                })
             })
             .collect();
         let names = &self.members.names;

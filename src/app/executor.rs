@@ -1,0 +1,509 @@
+//! The executor: runs one operation. It resolves a strategy (`strategy_override`, else the
+//! active strategy, else the selection policy), checks the strategy's circuit breaker (an open
+//! circuit never reaches the provider), calls the provider in a task of its own under a
+//! deadline (a panic becomes a `PROVIDER_PANICKED` error), feeds the outcome to the breaker,
+//! the outcome window, the metrics and the events, and on an error another strategy may not
+//! have, goes down `fallback_strategies`. Composite strategies call their members through
+//! [`MemberCalls`], so the same accounting applies to every member call.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use serde_json::json;
+
+use super::events::{EventBus, EventKind};
+use super::metrics::MetricsRecorder;
+use super::registry::{InFlightGuard, Registry, StrategyEntry};
+use super::settings::Settings;
+use super::{AppError, AppResult};
+use crate::domain::{
+    Attempt, OperationType, ProviderError, ProviderErrorKind, now_millis, rfc3339,
+};
+use crate::providers::{
+    MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
+};
+use crate::store::{CircuitRepo, CircuitRow, Store};
+use crate::strategy::{
+    Candidate, Selection, SelectionCriteria, SelectorState, Transition, selection,
+};
+
+/// How an operation finds its strategy.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// Go straight to this strategy (no selection), as `strategy_override` does.
+    pub strategy: Option<String>,
+    /// Laid over the configured criteria for this call.
+    pub criteria: Option<SelectionCriteria>,
+    /// Shorter (or longer) than the configured operation timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// The result of an operation after selection, breaker checks and failover.
+#[derive(Debug, Clone)]
+pub struct ExecutionOutcome {
+    pub result: Result<OperationOutput, ProviderError>,
+    pub strategy_used: String,
+    pub attempts: Vec<Attempt>,
+    pub selection: Option<Selection>,
+    pub how_chosen: String,
+    pub response_time_ms: f64,
+}
+
+impl ExecutionOutcome {
+    pub fn fallback_used(&self) -> bool {
+        self.attempts.len() > 1 && self.result.is_ok()
+    }
+}
+
+/// What `active_strategy` says for operations without an override.
+pub enum Active {
+    /// Not set, or set to a name no longer registered: the selection policy decides.
+    Unset,
+    Use(Arc<StrategyEntry>),
+    /// Set to a disabled strategy, which takes no new work: the selection policy decides.
+    Disabled(String),
+}
+
+impl Active {
+    /// Added to how a strategy was chosen when the selection policy stood in for it.
+    pub fn note(&self) -> String {
+        match self {
+            Active::Disabled(name) => format!(" (active_strategy '{name}' is disabled)"),
+            _ => String::new(),
+        }
+    }
+}
+
+struct Resolved {
+    entry: Arc<StrategyEntry>,
+    guard: InFlightGuard,
+    selection: Option<Selection>,
+    how: String,
+}
+
+/// Runs operations on the registry's strategies.
+pub struct Executor {
+    registry: Arc<Registry>,
+    settings: Arc<Settings>,
+    metrics: Arc<MetricsRecorder>,
+    events: Arc<EventBus>,
+    /// Where breaker transitions are kept.
+    store: Store,
+    selector: Mutex<SelectorState>,
+}
+
+impl Executor {
+    /// An executor with an empty registry whose providers call members through it.
+    pub fn new(
+        store: Store,
+        settings: Arc<Settings>,
+        metrics: Arc<MetricsRecorder>,
+        events: Arc<EventBus>,
+    ) -> Arc<Self> {
+        let seed = settings.effective().random_seed;
+        Arc::new_cyclic(|me: &Weak<Executor>| Self {
+            registry: Arc::new(Registry::new(ProviderDeps {
+                store: store.clone(),
+                invoker: Arc::new(MemberCalls(me.clone())),
+                shelf: Arc::new(StateShelf::default()),
+            })),
+            settings,
+            metrics,
+            events,
+            store,
+            selector: Mutex::new(SelectorState::new(seed)),
+        })
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Runs the selection pipeline with the configured policy and criteria (`extra` laid over).
+    pub fn select(
+        &self,
+        op: OperationType,
+        extra: Option<&SelectionCriteria>,
+    ) -> AppResult<Selection> {
+        self.select_reserving(op, extra)
+            .map(|(selection, _, _)| selection)
+    }
+
+    /// Selection that also counts the operation in flight on the chosen strategy, under the
+    /// same lock, so that concurrent selections see each other (LEAST_CONNECTIONS).
+    fn select_reserving(
+        &self,
+        op: OperationType,
+        extra: Option<&SelectionCriteria>,
+    ) -> AppResult<(Selection, Arc<StrategyEntry>, InFlightGuard)> {
+        let settings = self.settings.effective();
+        let criteria = match extra {
+            Some(c) => settings.selection_criteria.overlay(c),
+            None => settings.selection_criteria.clone(),
+        };
+        let mut state = self.selector.lock().expect("selector lock");
+        let entries = self.registry.all();
+        let candidates: Vec<_> = entries.iter().map(|e| e.candidate()).collect();
+        let selection = selection::select(
+            &candidates,
+            op,
+            &criteria,
+            settings.selection_policy,
+            &mut state,
+        )
+        .map_err(AppError::NoCandidate)?;
+        let entry = entries
+            .into_iter()
+            .find(|e| e.name() == selection.selected)
+            .expect("the selected strategy is one of the candidates");
+        let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
+        drop(state);
+        self.events.emit(
+            EventKind::Selection,
+            Some(&selection.selected),
+            json!({"operation_type": op, "policy": selection.policy, "reason": selection.reason}),
+        );
+        Ok((selection, entry, guard))
+    }
+
+    /// What `active_strategy` says now.
+    pub fn active(&self) -> Active {
+        let Some(name) = self.settings.effective().active_strategy else {
+            return Active::Unset;
+        };
+        match self.registry.get(&name) {
+            Some(entry) if entry.spec.enabled => Active::Use(entry),
+            Some(_) => Active::Disabled(name),
+            None => Active::Unset,
+        }
+    }
+
+    /// Picks the first strategy for `op` by override, active strategy or selection. A
+    /// disabled strategy is never chosen; named by the override, it runs only status polls and
+    /// terminations (of the machines it holds).
+    fn resolve(&self, op: OperationType, route: &Route) -> AppResult<Resolved> {
+        if let Some(name) = &route.strategy {
+            let entry = self.registry.entry(name)?;
+            if !entry.runs_when_named(op) {
+                return Err(AppError::Conflict(format!(
+                    "strategy '{name}' is disabled: it takes no new work ({op}); only GET_INSTANCE_STATUS and TERMINATE_INSTANCES still run on it"
+                )));
+            }
+            let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
+            return Ok(Resolved {
+                entry,
+                guard,
+                selection: None,
+                how: "strategy_override".into(),
+            });
+        }
+        let active = self.active();
+        match &active {
+            Active::Use(entry) => {
+                return Ok(Resolved {
+                    guard: InFlightGuard::new(Arc::clone(&entry.runtime)),
+                    entry: Arc::clone(entry),
+                    selection: None,
+                    how: "active_strategy".into(),
+                });
+            }
+            Active::Disabled(name) => {
+                tracing::info!(strategy = %name, operation = %op, "active_strategy is disabled; the selection policy chooses");
+            }
+            Active::Unset => {}
+        }
+        let (selection, entry, guard) = self.select_reserving(op, route.criteria.as_ref())?;
+        let how = format!("selection policy {}{}", selection.policy, active.note());
+        Ok(Resolved {
+            entry,
+            guard,
+            selection: Some(selection),
+            how,
+        })
+    }
+
+    /// Executes `op`: resolve a strategy, call it through its breaker, and on an error that
+    /// allows it, go down the configured `fallback_strategies` (skipping those already tried,
+    /// disabled ones and those that do not support the operation). An explicit
+    /// `strategy_override` runs on that strategy only.
+    pub async fn execute(
+        self: &Arc<Self>,
+        op: Operation,
+        route: Route,
+    ) -> AppResult<ExecutionOutcome> {
+        let started = Instant::now();
+        let Resolved {
+            entry,
+            guard,
+            selection,
+            how,
+        } = self.resolve(op.kind(), &route)?;
+        let settings = self.settings.effective();
+        let timeout = route
+            .timeout
+            .unwrap_or_else(|| Duration::from_secs_f64(settings.operation_timeout));
+        let may_fail_over = route.strategy.is_none();
+        let mut attempts = Vec::new();
+        let mut next = Some((entry, guard));
+        let mut last = None;
+        while let Some((entry, guard)) = next.take() {
+            let (attempt, result) = self.call(&entry, &op, timeout, guard).await;
+            attempts.push(attempt);
+            let failover = may_fail_over && matches!(&result, Err(e) if e.kind.allows_failover());
+            last = Some((entry.name().to_string(), result));
+            if failover {
+                next = settings
+                    .fallback_strategies
+                    .iter()
+                    .filter(|name| !attempts.iter().any(|a| &a.strategy == *name))
+                    .filter_map(|name| self.registry.get(name))
+                    .find(|e| e.spec.enabled && e.capabilities().supports(op.kind()))
+                    .map(|e| {
+                        let guard = InFlightGuard::new(Arc::clone(&e.runtime));
+                        (e, guard)
+                    });
+            }
+        }
+        let (strategy_used, result) = last.expect("at least one attempt");
+        Ok(ExecutionOutcome {
+            result,
+            strategy_used,
+            attempts,
+            selection,
+            how_chosen: how,
+            response_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Calls one strategy in a task of its own, so that a caller that goes away cannot leave a
+    /// probe slot or an in-flight count taken.
+    async fn call(
+        self: &Arc<Self>,
+        entry: &Arc<StrategyEntry>,
+        op: &Operation,
+        timeout: Duration,
+        in_flight: InFlightGuard,
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
+        let executor = Arc::clone(self);
+        let entry = Arc::clone(entry);
+        let op = op.clone();
+        let name = entry.name().to_string();
+        let task = tokio::spawn(async move {
+            let done = executor.call_inner(&entry, &op, timeout).await;
+            drop(in_flight);
+            done
+        });
+        match task.await {
+            Ok(done) => done,
+            // The provider's panic is caught in `call_inner`; this is the executor's own.
+            Err(e) => {
+                let result = Err(panicked(e.to_string()));
+                (Attempt::of(&name, &result, 0.0), result)
+            }
+        }
+    }
+
+    /// Breaker check first (an open circuit never reaches the provider), then the provider
+    /// under the deadline, then the outcome to breaker, window, metrics and events.
+    async fn call_inner(
+        &self,
+        entry: &Arc<StrategyEntry>,
+        op: &Operation,
+        timeout: Duration,
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
+        let cfg = self.settings.breaker();
+        let name = entry.name();
+        let (decision, transition) = {
+            let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+            slot.breaker.try_acquire(&cfg, now_millis())
+        };
+        if let Some(t) = transition {
+            self.record_transition(entry, t).await;
+        }
+        let permit = match decision {
+            Ok(p) => p,
+            Err(reason) => {
+                let err =
+                    ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
+                let result = Err(err);
+                self.metrics.record(
+                    name,
+                    op.kind().as_str(),
+                    now_millis(),
+                    false,
+                    0.0,
+                    Some(("CIRCUIT_OPEN", "rejected by the circuit breaker")),
+                );
+                return (Attempt::of(name, &result, 0.0), result);
+            }
+        };
+        let started = Instant::now();
+        let traced = AssertUnwindSafe(entry.provider.execute_traced(op)).catch_unwind();
+        let Traced {
+            result,
+            members,
+            contributors,
+        } = match tokio::time::timeout(timeout, traced).await {
+            Ok(Ok(traced)) => traced,
+            Ok(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(strategy = name, operation = %op.kind(), panic = %message, "provider panicked");
+                Traced::plain(Err(panicked(message)))
+            }
+            Err(_) => Traced::plain(Err(ProviderError::new(
+                ProviderErrorKind::Timeout,
+                "TIMEOUT",
+                format!("no answer within {:.1}s", timeout.as_secs_f64()),
+            ))),
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let now = now_millis();
+        let transition = {
+            let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+            match &result {
+                Ok(_) => slot.breaker.on_success(&cfg, permit, now),
+                Err(e) if e.kind.counts_as_failure() => slot.breaker.on_failure(&cfg, permit, now),
+                Err(_) => {
+                    slot.breaker.release(permit);
+                    None
+                }
+            }
+        };
+        // The caller's own mistakes say nothing of the strategy's performance.
+        if !matches!(&result, Err(e) if !e.kind.counts_as_failure()) {
+            entry
+                .runtime
+                .window
+                .lock()
+                .expect("window lock")
+                .record(result.is_ok(), ms);
+        }
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| (e.code.as_str(), e.message.as_str()));
+        self.metrics
+            .record(name, op.kind().as_str(), now, result.is_ok(), ms, error);
+        self.events.emit(
+            EventKind::Operation,
+            Some(name),
+            json!({
+                "operation_type": op.kind(),
+                "success": result.is_ok(),
+                "response_time_ms": ms,
+                "error_code": result.as_ref().err().map(|e| e.code.clone()),
+            }),
+        );
+        if let Some(t) = transition {
+            self.record_transition(entry, t).await;
+        }
+        let mut attempt = Attempt::of(name, &result, ms);
+        attempt.members = members;
+        attempt.contributors = contributors;
+        (attempt, result)
+    }
+
+    /// Persists a breaker transition and emits its event.
+    pub async fn record_transition(&self, entry: &StrategyEntry, t: Transition) {
+        let row = {
+            let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+            slot.last_reason = Some(t.reason.clone());
+            CircuitRow {
+                breaker: slot.breaker.clone(),
+                last_reason: slot.last_reason.clone(),
+            }
+        };
+        tracing::warn!(strategy = entry.name(), from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "circuit transition");
+        if let Err(e) = self.store.save_circuit(entry.name(), &row).await {
+            tracing::error!(strategy = entry.name(), error = %e, "cannot persist circuit state");
+        }
+        self.events.emit(
+            EventKind::CircuitTransition,
+            Some(entry.name()),
+            json!({"from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
+        );
+    }
+}
+
+fn panicked(message: String) -> ProviderError {
+    ProviderError::new(ProviderErrorKind::Internal, "PROVIDER_PANICKED", message)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the provider panicked: {what}")
+}
+
+/// The executor as composite strategies see it. Weak, so that providers held by the registry
+/// do not keep the executor alive.
+struct MemberCalls(Weak<Executor>);
+
+#[async_trait]
+impl MemberInvoker for MemberCalls {
+    async fn invoke(
+        &self,
+        strategy: &str,
+        op: &Operation,
+        timeout: Option<Duration>,
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
+        let refuse = |kind, code: &str, message: String| {
+            let result = Err(ProviderError::new(kind, code, message));
+            (Attempt::of(strategy, &result, 0.0), result)
+        };
+        let Some(executor) = self.0.upgrade() else {
+            return refuse(
+                ProviderErrorKind::Internal,
+                "SHUTTING_DOWN",
+                "the service is shutting down".into(),
+            );
+        };
+        let Some(entry) = executor.registry.get(strategy) else {
+            return refuse(
+                ProviderErrorKind::Internal,
+                "STRATEGY_NOT_FOUND",
+                format!("member strategy '{strategy}' is not registered"),
+            );
+        };
+        if !entry.runs_when_named(op.kind()) {
+            return refuse(
+                ProviderErrorKind::Unsupported,
+                "STRATEGY_DISABLED",
+                format!(
+                    "member strategy '{strategy}' is disabled: it takes no new work ({})",
+                    op.kind()
+                ),
+            );
+        }
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs_f64(executor.settings.effective().operation_timeout)
+        });
+        let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
+        executor.call(&entry, op, timeout, guard).await
+    }
+
+    fn candidate(&self, strategy: &str) -> Option<Candidate> {
+        let executor = self.0.upgrade()?;
+        executor.registry.get(strategy).map(|e| e.candidate())
+    }
+
+    fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition) {
+        tracing::warn!(strategy, member, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "member circuit transition");
+        if let Some(executor) = self.0.upgrade() {
+            executor.events.emit(
+                EventKind::CircuitTransition,
+                Some(strategy),
+                json!({"member": member, "from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
