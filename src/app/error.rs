@@ -1,6 +1,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::hostfactory::HfError;
 use crate::strategy::{NoCandidate, Verdict};
 
 /// One bad field, by its JSON path in the request (`selection_criteria.min_success_rate`).
@@ -38,6 +39,9 @@ pub enum AppError {
     Unauthorized,
     #[error("{0}")]
     Unavailable(String),
+    /// What the HostFactory lifecycle refused, on the operator routes.
+    #[error(transparent)]
+    HostFactory(#[from] HfError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

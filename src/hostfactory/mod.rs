@@ -1,7 +1,10 @@
 //! The HostFactory side: templates, the five provider calls in HostFactory's wire format, the
 //! request lifecycle in the store, and the background reconciler that keeps it fresh.
 
+pub mod error;
+mod ghosts;
 pub mod model;
+mod provisioning;
 mod reconciler;
 mod service;
 pub mod status;

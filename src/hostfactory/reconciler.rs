@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
-use super::service::{HostFactory, machine_row, placed_units};
+use super::provisioning::{machine_row, placed_units};
+use super::service::HostFactory;
 use crate::app::Route;
 use crate::domain::{EpochMillis, MachineState, now_millis};
 use crate::providers::{
@@ -366,6 +367,21 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
     row.price_type = m.price_type.clone().or_else(|| t.price_type.clone());
     row.resource_id = m.resource_id.clone().or_else(|| t.resource_id.clone());
     row.provider_api = m.provider_api.or(t.provider_api);
+    // Gone before it ever ran: say why, rather than leave HostFactory a bare failure.
+    if !row.delivered
+        && is_gone(row.state)
+        && t.return_request_id.is_none()
+        && row.message.is_empty()
+    {
+        row.message = format!(
+            "The cloud took the machine back before it started ({}{}).",
+            row.state.as_str(),
+            m.reclaim_notice
+                .as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        );
+    }
     // The cloud taking back a machine HostFactory still holds.
     let taken = m.reclaim_notice.is_some() || (row.delivered && is_gone(row.state));
     if t.return_request_id.is_none() && taken {

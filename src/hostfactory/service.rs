@@ -5,38 +5,17 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
+use super::provisioning::{placed_units, spec_of};
 use super::status::{self, MachineResult, RequestStatus};
-use super::templates::{Template, TemplateCatalog, launch_spec};
+use super::templates::{Template, TemplateCatalog};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
-use crate::app::{Engine, Route};
+use crate::app::Engine;
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
-use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
+use crate::domain::{EpochMillis, MachineState, now_millis};
 use crate::store::{HostFactoryRepo, Store};
 use crate::tasks::Tasks;
 
-/// A rejected call: HTTP status and the message HostFactory prints.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HfError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl HfError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "hostfactory call failed");
-        Self::new(500, "the service could not record the request; see its log")
-    }
-}
-
-pub type HfResult<T> = Result<T, HfError>;
+pub use super::error::{HfError, HfResult};
 
 /// The HostFactory side of the service; one per process.
 pub struct HostFactory {
@@ -72,10 +51,7 @@ async fn lookup_hosts<'h>(
         .iter()
         .flat_map(|h| h.machine_id.iter().chain(h.name.iter()).cloned())
         .collect();
-    let found = store
-        .hf_machines_by_keys(&keys)
-        .await
-        .map_err(HfError::internal)?;
+    let found = store.hf_machines_by_keys(&keys).await?;
     Ok(hosts
         .iter()
         .map(|h| {
@@ -93,67 +69,6 @@ async fn lookup_hosts<'h>(
             (h, by_id.or_else(by_name).cloned())
         })
         .collect())
-}
-
-/// The launch spec an acquire request was made with, read from the template stored with it.
-pub(super) fn spec_of(r: &HfRequest) -> LaunchSpec {
-    let id = r.template_id.clone().unwrap_or_default();
-    match r
-        .template
-        .as_ref()
-        .and_then(Value::as_object)
-        .map(launch_spec)
-    {
-        Some(Ok(spec)) => spec,
-        // Stored templates were valid when stored; one that no longer reads counts machines.
-        Some(Err(problems)) => {
-            tracing::warn!(request_id = %r.request_id, ?problems, "stored template no longer reads; counting machines");
-            LaunchSpec::named(id)
-        }
-        None => LaunchSpec::named(id),
-    }
-}
-
-/// Units of `r` placed so far among `machines` (any machines; those of other requests are skipped).
-pub(super) fn placed_units<'m>(
-    r: &HfRequest,
-    machines: impl IntoIterator<Item = &'m HfMachine>,
-) -> i64 {
-    let spec = spec_of(r);
-    machines
-        .into_iter()
-        .filter(|m| m.request_id == r.request_id)
-        .map(|m| spec.units_of(m.instance_type.as_deref()))
-        .sum()
-}
-
-/// The row for a machine a provider reported.
-pub(super) fn machine_row(
-    req: &HfRequest,
-    strategy: &str,
-    m: &Machine,
-    now: EpochMillis,
-) -> HfMachine {
-    HfMachine {
-        machine_id: m.instance_id.clone(),
-        request_id: req.request_id.clone(),
-        template_id: req.template_id.clone(),
-        strategy: strategy.to_string(),
-        state: m.state,
-        delivered: m.state == MachineState::Running,
-        private_ip: m.private_ip.clone(),
-        public_ip: m.public_ip.clone(),
-        private_dns: m.private_dns.clone(),
-        instance_type: m.instance_type.clone(),
-        price_type: m.price_type.clone(),
-        launch_time: m.launch_time,
-        resource_id: m.resource_id.clone(),
-        provider_api: m.provider_api,
-        reclaim_notice: m.reclaim_notice.clone(),
-        created_at: now,
-        updated_at: now,
-        ..HfMachine::default()
-    }
 }
 
 impl HostFactory {
@@ -186,17 +101,14 @@ impl HostFactory {
     pub fn template(&self, id: &str) -> HfResult<Template> {
         self.catalog.get(id).ok_or_else(|| {
             let known: Vec<String> = self.catalog.all().iter().map(|t| t.id.clone()).collect();
-            HfError::new(
-                404,
-                format!(
-                    "Template '{id}' is not defined. Known templates: {}.",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            )
+            HfError::UnknownTemplate {
+                id: id.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            }
         })
     }
 
@@ -206,11 +118,7 @@ impl HostFactory {
         if t.max_number < 0 {
             return Ok(None);
         }
-        let (live, open) = self
-            .store
-            .hf_template_usage(&t.id)
-            .await
-            .map_err(HfError::internal)?;
+        let (live, open) = self.store.hf_template_usage(&t.id).await?;
         let units = |types: &[Option<String>]| -> i64 {
             types
                 .iter()
@@ -226,49 +134,36 @@ impl HostFactory {
 
     /// requestMachines: checks, records the request, answers at once; provisioning follows in
     /// the background.
+    /// `count` has passed [`check_machine_count`](super::error::check_machine_count) at the
+    /// edge that read it.
     pub async fn request_machines(&self, template_id: &str, count: i64) -> HfResult<WireRequestId> {
         let t = self.template(template_id)?;
         if t.is_disabled() {
-            return Err(HfError::new(
-                409,
-                format!("Template '{}' is disabled (maxNumber 0).", t.id),
-            ));
+            return Err(HfError::TemplateDisabled(t.id));
         }
         if let Some(provider) = &t.provider_name
             && self.engine.entry(provider).is_err()
         {
-            return Err(HfError::new(
-                409,
-                format!(
-                    "Template '{}' names provider '{provider}', which is not registered.",
-                    t.id
-                ),
-            ));
-        }
-        if count < 1 {
-            return Err(HfError::new(
-                400,
-                format!("machineCount must be at least 1, got {count}."),
-            ));
+            return Err(HfError::UnknownProvider {
+                template: t.id.clone(),
+                provider: provider.clone(),
+            });
         }
         let _admission = self.admission.lock().await;
         if let Some(room) = self.available(&t).await?
             && count > room
         {
-            return Err(HfError::new(
-                409,
-                format!(
-                    "Template '{}' allows at most {} {}: {} are held or on their way, {count} more requested would exceed the limit.",
-                    t.id,
-                    t.max_number,
-                    if t.launch.weighted {
-                        "capacity units"
-                    } else {
-                        "machines"
-                    },
-                    t.max_number - room
-                ),
-            ));
+            return Err(HfError::OverLimit {
+                template: t.id.clone(),
+                max: t.max_number,
+                unit: if t.launch.weighted {
+                    "capacity units"
+                } else {
+                    "machines"
+                },
+                held: t.max_number - room,
+                asked: count,
+            });
         }
         let now = now_millis();
         let request = HfRequest {
@@ -287,10 +182,7 @@ impl HostFactory {
             created_at: now,
             updated_at: now,
         };
-        self.store
-            .insert_hf_request(&request)
-            .await
-            .map_err(HfError::internal)?;
+        self.store.insert_hf_request(&request).await?;
         drop(_admission);
         tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
         self.wake.notify_one();
@@ -301,158 +193,6 @@ impl HostFactory {
                 t.id
             ),
         })
-    }
-
-    /// Provisions one acquire request. An earlier attempt (before a restart) may have made
-    /// machines already: they are found by their request-id tag first, and only the rest is made.
-    pub(super) async fn provision(self: Arc<Self>, req: HfRequest) {
-        let id = req.request_id.clone();
-        let now = now_millis();
-        if let Err(e) = self.store.start_provisioning(&id, now).await {
-            tracing::error!(request_id = %id, error = %e, "cannot mark provisioning");
-            self.provisioning
-                .lock()
-                .expect("provisioning lock")
-                .remove(&id);
-            return;
-        }
-        let mut made: Vec<(String, Machine)> = Vec::new();
-        if req.attempts > 0 {
-            made = self.adopt(&id).await;
-        }
-        let spec = spec_of(&req);
-        let made_units: i64 = made
-            .iter()
-            .map(|(_, m)| spec.units_of(m.instance_type.as_deref()))
-            .sum();
-        let missing = req.requested_count - made_units;
-        let mut strategy = made.first().map(|(s, _)| s.clone());
-        let (mut resource_id, mut provider_api, mut message) =
-            (None, req.provider_api, String::new());
-        let mut failed = false;
-        if missing > 0 {
-            let op = Operation::Create(CreateRequest {
-                spec,
-                units: u32::try_from(missing).unwrap_or(u32::MAX),
-                request_id: Some(id.clone()),
-                tags: Vec::new(),
-            });
-            let route = Route {
-                strategy: req.provider_name.clone(),
-                ..Route::default()
-            };
-            match self.engine.execute(op, route).await {
-                Ok(outcome) => {
-                    let tried: Vec<&str> = outcome
-                        .attempts
-                        .iter()
-                        .map(|a| a.strategy.as_str())
-                        .collect();
-                    match outcome
-                        .result
-                        .clone()
-                        .and_then(OperationOutput::into_created)
-                    {
-                        Ok(created) => {
-                            strategy = Some(outcome.strategy_used.clone());
-                            resource_id = created.resource_id;
-                            provider_api = created.provider_api.or(provider_api);
-                            made.extend(
-                                created
-                                    .instances
-                                    .into_iter()
-                                    .map(|m| (outcome.strategy_used.clone(), m)),
-                            );
-                        }
-                        Err(e) => {
-                            failed = made.is_empty();
-                            message =
-                                format!("{}: {} (tried {})", e.code, e.message, tried.join(", "));
-                        }
-                    }
-                }
-                Err(e) => {
-                    failed = made.is_empty();
-                    message = e.to_string();
-                }
-            }
-        }
-        let now = now_millis();
-        let rows: Vec<HfMachine> = made
-            .iter()
-            .map(|(s, m)| machine_row(&req, s, m, now))
-            .collect();
-        let state = if failed {
-            RequestState::Failed
-        } else {
-            RequestState::InProgress
-        };
-        if failed {
-            tracing::warn!(request_id = %id, %message, "provisioning failed");
-        }
-        let saved = self
-            .store
-            .finish_provisioning(
-                &id,
-                state,
-                &message,
-                strategy.as_deref(),
-                resource_id.as_deref(),
-                provider_api,
-                &rows,
-                now,
-            )
-            .await;
-        if let Err(e) = saved {
-            // The machines carry the request id in the cloud; the next attempt adopts them.
-            tracing::error!(request_id = %id, error = %e, "cannot record provisioning; will retry");
-        }
-        self.provisioning
-            .lock()
-            .expect("provisioning lock")
-            .remove(&id);
-        self.wake.notify_one();
-    }
-
-    /// Machines already made for `request_id`, asked of every strategy that can tell.
-    async fn adopt(&self, request_id: &str) -> Vec<(String, Machine)> {
-        let mut found = Vec::new();
-        for entry in self.engine.entries() {
-            if !entry.spec.enabled
-                || !entry
-                    .capabilities()
-                    .supports(OperationType::GetInstanceStatus)
-            {
-                continue;
-            }
-            let op = Operation::Status(StatusQuery {
-                request_ids: vec![request_id.to_string()],
-                ..StatusQuery::default()
-            });
-            let route = Route {
-                strategy: Some(entry.name().to_string()),
-                ..Route::default()
-            };
-            let answer = self.engine.execute(op, route).await;
-            if let Ok(report) = answer.map(|o| o.result.and_then(OperationOutput::into_status)) {
-                let Ok(report) = report else { continue };
-                for m in report.machines {
-                    if m.request_id.as_deref() == Some(request_id)
-                        && m.state != MachineState::Terminated
-                    {
-                        found.push((entry.name().to_string(), m));
-                    }
-                }
-            }
-        }
-        if !found.is_empty() {
-            tracing::info!(
-                request_id,
-                count = found.len(),
-                "adopted machines made before a restart"
-            );
-        }
-        found
     }
 
     /// getRequestStatus, from the store only. Every id gets its own answer, in the order asked.
@@ -474,16 +214,8 @@ impl HostFactory {
 
     /// Each id's answer from the store, `None` for an id this service never issued.
     pub async fn known_requests(&self, ids: &[String]) -> HfResult<Vec<Option<WireRequest>>> {
-        let requests = self
-            .store
-            .hf_requests(ids)
-            .await
-            .map_err(HfError::internal)?;
-        let machines = self
-            .store
-            .hf_machines_of(ids)
-            .await
-            .map_err(HfError::internal)?;
+        let requests = self.store.hf_requests(ids).await?;
+        let machines = self.store.hf_machines_of(ids).await?;
         Ok(ids
             .iter()
             .map(|id| {
@@ -501,7 +233,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.request_id == r.request_id)
                 .map(|m| {
-                    let result = status::acquire_result(m.state.as_str(), m.failed, m.delivered);
+                    let result = status::acquire_result(m.state, m.failed, m.delivered);
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -509,7 +241,7 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
                 .map(|m| {
-                    let result = status::return_result(m.state.as_str());
+                    let result = status::return_result(m.state);
                     (wire_machine(m, result), result)
                 })
                 .unzip(),
@@ -525,10 +257,22 @@ impl HostFactory {
         };
         let status = status::request_status(&results, more_expected, shortfall);
         let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
+        // Weighted templates are asked for in capacity units: say so, beside the machines.
+        let asked = if r.kind == RequestKind::Acquire && spec_of(r).weighted {
+            format!(
+                "{placed} of {} capacity unit(s) placed; ",
+                r.requested_count
+            )
+        } else {
+            String::new()
+        };
         let message = if !r.message.is_empty() {
             r.message.clone()
         } else {
             match (r.kind, status) {
+                (RequestKind::Acquire, RequestStatus::Running) if !asked.is_empty() => {
+                    format!("{asked}{} machine(s) ready.", count(MachineResult::Succeed))
+                }
                 (RequestKind::Acquire, RequestStatus::Running) => {
                     format!(
                         "{} of {} machine(s) ready.",
@@ -537,7 +281,14 @@ impl HostFactory {
                     )
                 }
                 (RequestKind::Acquire, RequestStatus::Complete) => {
-                    format!("{} machine(s) ready.", known)
+                    format!("{asked}{known} machine(s) ready.")
+                }
+                (RequestKind::Acquire, RequestStatus::CompleteWithError) if !asked.is_empty() => {
+                    format!(
+                        "{asked}{} machine(s) ready, {} failed.",
+                        count(MachineResult::Succeed),
+                        count(MachineResult::Fail)
+                    )
                 }
                 (RequestKind::Acquire, RequestStatus::CompleteWithError) => format!(
                     "{} of {} machine(s) ready; {} failed.",
@@ -642,8 +393,7 @@ impl HostFactory {
         };
         self.store
             .insert_return_request(&request, &to_return)
-            .await
-            .map_err(HfError::internal)?;
+            .await?;
         tracing::info!(request_id = %request.request_id, machines = to_return.len(), unknown = unknown.len(), "machines returned");
         self.wake.notify_one();
         Ok(WireRequestId {
@@ -653,22 +403,30 @@ impl HostFactory {
     }
 
     /// getReturnRequests: of the hosts HostFactory lists, those the cloud is taking back or has
-    /// taken (spot interruption, termination outside HostFactory), with the seconds left.
-    /// Hosts this service does not know, and healthy ones, are not listed.
+    /// taken (spot interruption, termination outside HostFactory), with the seconds left; and
+    /// of the hosts this service has no record of, those the cloud reports gone or does not
+    /// know (gracePeriod 0). Healthy hosts are not listed.
     pub async fn reclaimed(&self, hosts: &[Host]) -> HfResult<Vec<WireReturn>> {
         let now = now_millis();
-        Ok(lookup_hosts(&self.store, hosts)
-            .await?
-            .into_iter()
+        let looked_up = lookup_hosts(&self.store, hosts).await?;
+        let unknown: Vec<&Host> = looked_up
+            .iter()
+            .filter(|(_, m)| m.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        let mut answer: Vec<WireReturn> = looked_up
+            .iter()
             .filter_map(|(h, m)| {
-                let m = m?;
+                let m = m.as_ref()?;
                 let reclaimed_at = m.reclaimed_at.filter(|_| m.return_request_id.is_none())?;
                 Some(WireReturn {
-                    machine: h.name.clone().unwrap_or_else(|| host_name(&m)),
-                    grace_period: self.grace_period(&m, reclaimed_at, now),
+                    machine: h.name.clone().unwrap_or_else(|| host_name(m)),
+                    grace_period: self.grace_period(m, reclaimed_at, now),
                 })
             })
-            .collect())
+            .collect();
+        answer.extend(self.ghosts(&unknown).await);
+        Ok(answer)
     }
 
     pub(super) fn grace_period(

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::MachineState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MachineResult {
@@ -21,24 +23,24 @@ pub enum RequestStatus {
 
 /// A machine of an acquire request. `delivered`: it was seen running at least once, so
 /// HostFactory has it, whatever happens to it later (a return, a reclaim: other calls say so).
-pub fn acquire_result(state: &str, failed: bool, delivered: bool) -> MachineResult {
+pub fn acquire_result(state: MachineState, failed: bool, delivered: bool) -> MachineResult {
+    use MachineState as S;
     if failed {
         return MachineResult::Fail;
     }
     match state {
-        "running" => MachineResult::Succeed,
+        S::Running => MachineResult::Succeed,
         _ if delivered => MachineResult::Succeed,
-        "pending" => MachineResult::Executing,
+        S::Pending => MachineResult::Executing,
         // Gone or going before it ever ran.
-        "shutting-down" | "terminated" | "stopping" | "stopped" => MachineResult::Fail,
-        _ => MachineResult::Executing,
+        S::ShuttingDown | S::Terminated | S::Stopping | S::Stopped => MachineResult::Fail,
     }
 }
 
 /// A machine of a return request: done once terminated or stopped, and held open until then.
-pub fn return_result(state: &str) -> MachineResult {
+pub fn return_result(state: MachineState) -> MachineResult {
     match state {
-        "terminated" | "stopped" => MachineResult::Succeed,
+        MachineState::Terminated | MachineState::Stopped => MachineResult::Succeed,
         _ => MachineResult::Executing,
     }
 }
@@ -65,39 +67,40 @@ mod tests {
 
     use super::*;
 
-    const STATES: [&str; 7] = [
-        "pending",
-        "running",
-        "shutting-down",
-        "terminated",
-        "stopping",
-        "stopped",
-        "odd",
+    use MachineState as S;
+
+    const STATES: [MachineState; 6] = [
+        S::Pending,
+        S::Running,
+        S::ShuttingDown,
+        S::Terminated,
+        S::Stopping,
+        S::Stopped,
     ];
 
     #[test]
     fn acquire_and_return_mappings() {
         assert_eq!(
-            acquire_result("pending", false, false),
+            acquire_result(S::Pending, false, false),
             MachineResult::Executing
         );
         assert_eq!(
-            acquire_result("running", false, false),
+            acquire_result(S::Running, false, false),
             MachineResult::Succeed
         );
         assert_eq!(
-            acquire_result("terminated", false, false),
+            acquire_result(S::Terminated, false, false),
             MachineResult::Fail
         );
         assert_eq!(
-            acquire_result("terminated", false, true),
+            acquire_result(S::Terminated, false, true),
             MachineResult::Succeed
         );
-        assert_eq!(acquire_result("running", true, true), MachineResult::Fail);
-        assert_eq!(return_result("shutting-down"), MachineResult::Executing);
-        assert_eq!(return_result("terminated"), MachineResult::Succeed);
-        assert_eq!(return_result("stopped"), MachineResult::Succeed);
-        assert_eq!(return_result("running"), MachineResult::Executing);
+        assert_eq!(acquire_result(S::Running, true, true), MachineResult::Fail);
+        assert_eq!(return_result(S::ShuttingDown), MachineResult::Executing);
+        assert_eq!(return_result(S::Terminated), MachineResult::Succeed);
+        assert_eq!(return_result(S::Stopped), MachineResult::Succeed);
+        assert_eq!(return_result(S::Running), MachineResult::Executing);
     }
 
     fn result() -> impl Strategy<Value = MachineResult> {
@@ -124,14 +127,14 @@ mod tests {
         }
 
         #[test]
-        fn a_return_is_never_failed_and_done_only_when_gone(i in 0usize..7) {
+        fn a_return_is_never_failed_and_done_only_when_gone(i in 0usize..6) {
             let r = return_result(STATES[i]);
             prop_assert!(r != MachineResult::Fail);
-            prop_assert_eq!(r == MachineResult::Succeed, matches!(STATES[i], "terminated" | "stopped"));
+            prop_assert_eq!(r == MachineResult::Succeed, matches!(STATES[i], S::Terminated | S::Stopped));
         }
 
         #[test]
-        fn a_delivered_machine_never_fails_unless_marked(i in 0usize..7) {
+        fn a_delivered_machine_never_fails_unless_marked(i in 0usize..6) {
             prop_assert_eq!(acquire_result(STATES[i], false, true), MachineResult::Succeed);
         }
     }

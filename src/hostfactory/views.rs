@@ -161,11 +161,7 @@ impl HostFactory {
 
     /// Every machine the cloud took back that HostFactory has not returned.
     pub async fn reclaim_list(&self) -> HfResult<ReclaimList> {
-        let machines = self
-            .store
-            .hf_machines_not_returned()
-            .await
-            .map_err(|e| super::service::HfError::new(500, e.to_string()))?;
+        let machines = self.store.hf_machines_not_returned().await?;
         let now = now_millis();
         Ok(ReclaimList {
             requests: machines

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::{AppError, FieldError};
+use crate::hostfactory::HfError;
 use crate::strategy::Verdict;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -174,6 +175,55 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The status of each HostFactory refusal, for both of its renderings (`{"message"}` on
+/// HostFactory's routes, problem+json on the operator routes).
+pub fn hostfactory_status(e: &HfError) -> StatusCode {
+    match e {
+        HfError::Malformed(_) => StatusCode::BAD_REQUEST,
+        HfError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        HfError::UnknownTemplate { .. } | HfError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+        HfError::TemplateDisabled(_)
+        | HfError::UnknownProvider { .. }
+        | HfError::OverLimit { .. } => StatusCode::CONFLICT,
+        HfError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn hostfactory_problem(e: &HfError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        HfError::Malformed(_) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "Malformed request",
+            detail,
+        ),
+        HfError::Invalid { field, message } => Problem {
+            errors: vec![FieldError::new(field.clone(), message.clone())],
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid request",
+                detail,
+            )
+        },
+        HfError::UnknownTemplate { .. } | HfError::UnknownRequest(_) => {
+            Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+        }
+        HfError::TemplateDisabled(_)
+        | HfError::UnknownProvider { .. }
+        | HfError::OverLimit { .. } => {
+            Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+        }
+        HfError::Store(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        ),
+    }
+}
+
 /// Handlers return `Result<_, ApiError>`; `?` converts from `AppError`.
 #[derive(Debug)]
 pub struct ApiError(pub AppError);
@@ -242,6 +292,7 @@ impl From<&AppError> for Problem {
                 "Service unavailable",
                 detail,
             ),
+            AppError::HostFactory(e) => hostfactory_problem(e),
             AppError::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -7,10 +7,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, hostfactory_status};
 use super::extract::{ApiJson, ApiPath};
 use crate::app::AppError;
 use crate::hostfactory::HfError;
+use crate::hostfactory::error::check_machine_count;
 use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
     TemplateList,
@@ -26,21 +27,20 @@ pub struct HfReject(HfError);
 
 impl IntoResponse for HfReject {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (
-            status,
+            hostfactory_status(&self.0),
             Json(WireMessage {
-                message: self.0.message,
+                message: self.0.to_string(),
             }),
         )
             .into_response()
     }
 }
 
+/// A body that is not HostFactory's format.
 impl From<String> for HfReject {
     fn from(message: String) -> Self {
-        HfReject(HfError::new(400, message))
+        HfReject(HfError::Malformed(message))
     }
 }
 
@@ -76,6 +76,7 @@ pub async fn get_available_templates(
     request_body(content = Object, description = "`{\"template\": {\"templateId\": \"…\", \"machineCount\": 3}}`"),
     responses((status = 200, body = WireRequestId),
         (status = 400, description = REJECTED, body = WireMessage),
+        (status = 422, description = "machineCount out of range (1 to 10000)", body = WireMessage),
         (status = 404, description = "Unknown template", body = WireMessage),
         (status = 409, description = "Template disabled or maxNumber would be exceeded", body = WireMessage)))]
 pub async fn request_machines(
@@ -83,6 +84,7 @@ pub async fn request_machines(
     body: Bytes,
 ) -> HfAnswer<WireRequestId> {
     let (template_id, count) = wire::parse_request_machines(&body)?;
+    let count = check_machine_count("machineCount", count)?;
     Ok(Json(
         state
             .hostfactory
@@ -138,15 +140,7 @@ pub async fn get_return_requests(
 
 impl From<HfError> for ApiError {
     fn from(e: HfError) -> Self {
-        ApiError(match e.status {
-            404 => AppError::NotFound {
-                what: "resource",
-                name: e.message,
-            },
-            409 => AppError::Conflict(e.message),
-            s if s < 500 => AppError::BadRequest(e.message),
-            _ => AppError::Internal(anyhow::anyhow!(e.message)),
-        })
+        ApiError(AppError::HostFactory(e))
     }
 }
 
@@ -168,15 +162,10 @@ pub async fn create_request(
     State(state): State<AppState>,
     ApiJson(cmd): ApiJson<RequestMachinesCommand>,
 ) -> Result<(StatusCode, Json<RequestAccepted>), ApiError> {
-    if cmd.machine_count < 1 {
-        return Err(ApiError(AppError::field(
-            "machine_count",
-            "must be at least 1",
-        )));
-    }
+    let count = check_machine_count("machine_count", cmd.machine_count)?;
     let ok = state
         .hostfactory
-        .request_machines(&cmd.template_id, cmd.machine_count)
+        .request_machines(&cmd.template_id, count)
         .await?;
     Ok((
         StatusCode::ACCEPTED,

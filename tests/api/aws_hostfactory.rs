@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, eventually};
 use crate::hostfactory::{shim, status_of, wait_status};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
@@ -336,7 +336,16 @@ async fn every_provider_api_through_the_shims_while_a_stuck_return_holds_up_no_o
     let fleet_ids: Vec<String> = fleet_machines.iter().map(machine_id).collect();
     let stuck = give_back(app, &fleet_machines[..1]).await;
     wait_for_calls(&moto, "ModifyFleet", 2).await;
-    let r = status_of(app, &stuck).await;
+    // The SDK retries moto's 500 within one call: the refusal is recorded once it gives up.
+    let stuck_ref = &stuck;
+    let r = eventually("the refused return is explained", || async move {
+        let r = status_of(app, stuck_ref).await;
+        let noted = r["machines"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty());
+        noted.then_some(r)
+    })
+    .await;
     assert_eq!(r["status"], "running", "{r}");
     assert_eq!(r["machines"][0]["result"], "executing", "{r}");
     // HostFactory is told why, on the machine and in the request's message.

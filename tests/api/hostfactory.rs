@@ -386,6 +386,33 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
     assert_eq!(list[0]["machine"], victim["name"]);
     let grace = list[0]["gracePeriod"].as_i64().expect("an integer");
     assert!((0..=120).contains(&grace));
+
+    // Hosts the service has no record of: the strategies are asked. One no cloud knows is
+    // listed at once (it must not stay in HostFactory); a healthy one the cloud has, found by
+    // its id, is not; a bare name cannot be asked about and is not invented.
+    let stray = execute(
+        app,
+        json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "sim-secondary",
+               "parameters": {"count": 1}}),
+    )
+    .await;
+    let stray_id = stray["data"]["instance_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hosts = json!({"machines": [
+        {"name": "ghost-1.example", "machineId": "i-0000000000ghost01"},
+        {"name": "stray-1.example", "machineId": stray_id},
+        {"name": "nameless-1.example"},
+    ]})
+    .to_string();
+    let (code, v) = shim(app, "getReturnRequests", &hosts).await;
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["requests"],
+        json!([{"machine": "ghost-1.example", "gracePeriod": 0}]),
+        "{v}"
+    );
     hf.app.stop().await;
 }
 
@@ -655,7 +682,13 @@ async fn operator_routes_and_cli_commands() {
         )
         .await;
     assert_eq!(status, 404);
-    assert!(v["detail"].as_str().unwrap().contains("nope"));
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Template 'nope' is not defined. Known templates: "),
+        "{v}"
+    );
     let (status, v) = app
         .post(
             "/api/v1/requests",
