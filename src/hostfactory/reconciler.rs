@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
@@ -19,10 +20,19 @@ use crate::providers::{
 };
 use crate::store::HostFactoryRepo;
 
+/// Strategies asked at once in a round: one hung provider costs its own answers (bounded by the
+/// operation timeout), never the others'.
+const STRATEGIES_AT_ONCE: usize = 8;
+
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
     loop {
-        Arc::clone(&hf).reconcile().await;
+        // A round stops where it is at shutdown: every step is saved as it completes, and
+        // provider calls run in tasks of their own, so the next start picks up from there.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = Arc::clone(&hf).reconcile() => {}
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
@@ -120,24 +130,26 @@ impl HostFactory {
                     .push(r.request_id.clone());
             }
         }
-        for (strategy, poll) in polls {
-            let batch = self.cfg.status_batch_size.max(1);
-            let mut chunks: Vec<(Vec<String>, Vec<String>)> = poll
-                .instance_ids
-                .chunks(batch)
-                .map(|c| (c.to_vec(), Vec::new()))
-                .collect();
-            if !poll.request_ids.is_empty() {
-                match chunks.first_mut() {
-                    Some(first) => first.1 = poll.request_ids.clone(),
-                    None => chunks.push((Vec::new(), poll.request_ids.clone())),
+        let batch = self.cfg.status_batch_size.max(1);
+        futures::stream::iter(polls)
+            .for_each_concurrent(STRATEGIES_AT_ONCE, |(strategy, poll)| async move {
+                let mut chunks: Vec<(Vec<String>, Vec<String>)> = poll
+                    .instance_ids
+                    .chunks(batch)
+                    .map(|c| (c.to_vec(), Vec::new()))
+                    .collect();
+                if !poll.request_ids.is_empty() {
+                    match chunks.first_mut() {
+                        Some(first) => first.1 = poll.request_ids.clone(),
+                        None => chunks.push((Vec::new(), poll.request_ids.clone())),
+                    }
                 }
-            }
-            for (ids, request_ids) in chunks {
-                self.poll_one(&strategy, ids, request_ids, tracked, in_progress, now)
-                    .await;
-            }
-        }
+                for (ids, request_ids) in chunks {
+                    self.poll_one(&strategy, ids, request_ids, tracked, in_progress, now)
+                        .await;
+                }
+            })
+            .await;
     }
 
     async fn poll_one(
@@ -248,64 +260,71 @@ impl HostFactory {
             }
             Err(e) => tracing::error!(error = %e, "cannot read failed machines"),
         }
-        for (strategy, list) in by_strategy {
-            let ids: Vec<String> = list.iter().map(|m| m.machine_id.clone()).collect();
-            let op = Operation::Terminate(TerminateRequest {
-                machines: list
+        futures::stream::iter(by_strategy)
+            .for_each_concurrent(STRATEGIES_AT_ONCE, |(strategy, list)| {
+                self.terminate_on(strategy, list)
+            })
+            .await;
+    }
+
+    /// One TERMINATE_INSTANCES for the machines of one strategy.
+    async fn terminate_on(&self, strategy: String, list: Vec<HfMachine>) {
+        let ids: Vec<String> = list.iter().map(|m| m.machine_id.clone()).collect();
+        let op = Operation::Terminate(TerminateRequest {
+            machines: list
+                .iter()
+                .map(|m| MachineRef {
+                    instance_id: m.machine_id.clone(),
+                    resource_id: m.resource_id.clone(),
+                    provider_api: m.provider_api,
+                })
+                .collect(),
+            simulate_reclaim: false,
+        });
+        let route = Route {
+            strategy: Some(strategy.clone()),
+            ..Route::default()
+        };
+        let answer = self
+            .engine
+            .execute(op, route)
+            .await
+            .map(|o| o.result.and_then(OperationOutput::into_terminated));
+        match answer {
+            Ok(Ok(report)) => {
+                // Machines the provider could not give back stay unsent: retried next round.
+                let failed: Vec<&str> = report
+                    .failed
                     .iter()
-                    .map(|m| MachineRef {
-                        instance_id: m.machine_id.clone(),
-                        resource_id: m.resource_id.clone(),
-                        provider_api: m.provider_api,
-                    })
-                    .collect(),
-                simulate_reclaim: false,
-            });
-            let route = Route {
-                strategy: Some(strategy.clone()),
-                ..Route::default()
-            };
-            let answer = self
-                .engine
-                .execute(op, route)
-                .await
-                .map(|o| o.result.and_then(OperationOutput::into_terminated));
-            match answer {
-                Ok(Ok(report)) => {
-                    // Machines the provider could not give back stay unsent: retried next round.
-                    let failed: Vec<&str> = report
-                        .failed
-                        .iter()
-                        .flat_map(|f| &f.instance_ids)
-                        .map(String::as_str)
-                        .collect();
-                    if !failed.is_empty() {
-                        tracing::warn!(%strategy, failed = ?report.failed, "some terminations failed; retrying them next round");
-                    }
-                    for f in &report.failed {
-                        let reason = format!("{}: {}", f.error_code, f.error_message);
-                        self.note_termination_problem(&strategy, &f.instance_ids, &reason)
-                            .await;
-                    }
-                    let sent: Vec<String> = ids
-                        .into_iter()
-                        .filter(|id| !failed.contains(&id.as_str()))
-                        .collect();
-                    if let Err(e) = self.store.mark_return_sent(&sent, now_millis()).await {
-                        tracing::error!(%strategy, error = %e, "cannot record terminations");
-                    }
-                    tracing::info!(%strategy, count = sent.len(), "terminations sent");
+                    .flat_map(|f| &f.instance_ids)
+                    .map(String::as_str)
+                    .collect();
+                if !failed.is_empty() {
+                    tracing::warn!(%strategy, failed = ?report.failed, "some terminations failed; retrying them next round");
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round");
-                    self.note_termination_problem(&strategy, &ids, &e.to_string())
+                for f in &report.failed {
+                    let reason = format!("{}: {}", f.error_code, f.error_message);
+                    self.note_termination_problem(&strategy, &f.instance_ids, &reason)
                         .await;
                 }
-                Err(e) => {
-                    tracing::warn!(%strategy, error = %e, "terminate not possible; retrying next round");
-                    self.note_termination_problem(&strategy, &ids, &e.to_string())
-                        .await;
+                let sent: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| !failed.contains(&id.as_str()))
+                    .collect();
+                if let Err(e) = self.store.mark_return_sent(&sent, now_millis()).await {
+                    tracing::error!(%strategy, error = %e, "cannot record terminations");
                 }
+                tracing::info!(%strategy, count = sent.len(), "terminations sent");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%strategy, error = %e, "terminate failed; retrying next round");
+                self.note_termination_problem(&strategy, &ids, &e.to_string())
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(%strategy, error = %e, "terminate not possible; retrying next round");
+                self.note_termination_problem(&strategy, &ids, &e.to_string())
+                    .await;
             }
         }
     }
