@@ -4,10 +4,11 @@
 //! machines that never start, and sends terminations for returned machines.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
@@ -20,9 +21,10 @@ use crate::providers::{
 };
 use crate::store::HostFactoryRepo;
 
-/// Strategies asked at once in a round: one hung provider costs its own answers (bounded by the
-/// operation timeout), never the others'.
-const STRATEGIES_AT_ONCE: usize = 8;
+/// How long a round waits for its polls and terminations before it settles requests; calls
+/// still under way go on by themselves, and their strategy is skipped by later rounds until
+/// they end. So one hung provider costs its own answers, never the others'.
+const ROUND_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
@@ -31,7 +33,7 @@ pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
         // provider calls run in tasks of their own, so the next start picks up from there.
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = Arc::clone(&hf).reconcile() => {}
+            _ = Arc::clone(&hf).reconcile(&shutdown) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -62,7 +64,7 @@ fn is_gone(state: MachineState) -> bool {
 impl HostFactory {
     /// One round. Errors are logged and retried next round; nothing here fails a request
     /// because a provider was briefly unreachable.
-    pub async fn reconcile(self: Arc<Self>) {
+    pub async fn reconcile(self: Arc<Self>, shutdown: &CancellationToken) {
         let now = now_millis();
         let open = match self
             .store
@@ -94,19 +96,55 @@ impl HostFactory {
             Ok(m) => m,
             Err(e) => return tracing::error!(error = %e, "reconciler cannot read machines"),
         };
-        let in_progress: Vec<&HfRequest> = open
-            .iter()
+        let in_progress: Vec<HfRequest> = open
+            .into_iter()
             .filter(|r| r.kind == RequestKind::Acquire && r.state == RequestState::InProgress)
             .collect();
-        self.poll(&tracked, &in_progress, now).await;
-        self.send_terminations().await;
+        let (tracked, in_progress) = (Arc::new(tracked), Arc::new(in_progress));
+        let mut chores = self.poll(&tracked, &in_progress, now, shutdown);
+        chores.extend(self.send_terminations(shutdown).await);
+        let _ = tokio::time::timeout(ROUND_WAIT, futures::future::join_all(chores)).await;
         self.settle(&in_progress, now).await;
     }
 
-    async fn poll(&self, tracked: &[HfMachine], in_progress: &[&HfRequest], now: EpochMillis) {
+    /// Runs `work` for `strategy` in a task of its own, unless the same chore from an earlier
+    /// round is still under way there. The task ends at shutdown.
+    fn chore(
+        self: &Arc<Self>,
+        what: &'static str,
+        strategy: &str,
+        shutdown: &CancellationToken,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> Option<JoinHandle<()>> {
+        let key = format!("{what}:{strategy}");
+        if !self.chores.lock().expect("chores lock").insert(key.clone()) {
+            tracing::debug!(
+                strategy,
+                what,
+                "still under way from an earlier round; skipped"
+            );
+            return None;
+        }
+        let (hf, token) = (Arc::clone(self), shutdown.clone());
+        Some(tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = work => {}
+            }
+            hf.chores.lock().expect("chores lock").remove(&key);
+        }))
+    }
+
+    fn poll(
+        self: &Arc<Self>,
+        tracked: &Arc<Vec<HfMachine>>,
+        in_progress: &Arc<Vec<HfRequest>>,
+        now: EpochMillis,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         let live_every = (self.cfg.live_check_interval_seconds * 1000.0) as i64;
         let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
-        for m in tracked {
+        for m in tracked.iter() {
             let due = m.state != MachineState::Running
                 || m.return_request_id.is_some()
                 || now - m.updated_at >= live_every;
@@ -119,9 +157,9 @@ impl HostFactory {
             }
         }
         // Fleets and groups place machines after the create call answered: look them up by tag.
-        for r in in_progress {
+        for r in in_progress.iter() {
             if let Some(strategy) = &r.strategy
-                && placed_units(r, tracked) < r.requested_count
+                && placed_units(r, tracked.iter()) < r.requested_count
             {
                 polls
                     .entry(strategy.clone())
@@ -131,8 +169,15 @@ impl HostFactory {
             }
         }
         let batch = self.cfg.status_batch_size.max(1);
-        futures::stream::iter(polls)
-            .for_each_concurrent(STRATEGIES_AT_ONCE, |(strategy, poll)| async move {
+        let mut chores = Vec::new();
+        for (strategy, poll) in polls {
+            let (hf, tracked, in_progress) = (
+                Arc::clone(self),
+                Arc::clone(tracked),
+                Arc::clone(in_progress),
+            );
+            let name = strategy.clone();
+            let work = async move {
                 let mut chunks: Vec<(Vec<String>, Vec<String>)> = poll
                     .instance_ids
                     .chunks(batch)
@@ -145,11 +190,13 @@ impl HostFactory {
                     }
                 }
                 for (ids, request_ids) in chunks {
-                    self.poll_one(&strategy, ids, request_ids, tracked, in_progress, now)
+                    hf.poll_one(&name, ids, request_ids, &tracked, &in_progress, now)
                         .await;
                 }
-            })
-            .await;
+            };
+            chores.extend(self.chore("poll", &strategy, shutdown, work));
+        }
+        chores
     }
 
     async fn poll_one(
@@ -158,7 +205,7 @@ impl HostFactory {
         ids: Vec<String>,
         request_ids: Vec<String>,
         tracked: &[HfMachine],
-        in_progress: &[&HfRequest],
+        in_progress: &[HfRequest],
         now: EpochMillis,
     ) {
         let resources: Vec<ResourceRef> = in_progress
@@ -240,10 +287,16 @@ impl HostFactory {
 
     /// TERMINATE_INSTANCES for returned machines not yet handed to their provider, and for
     /// machines failed for not starting; one call per strategy.
-    async fn send_terminations(&self) {
+    async fn send_terminations(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         let machines = match self.store.hf_machines_to_track().await {
             Ok(m) => m,
-            Err(e) => return tracing::error!(error = %e, "cannot read machines to terminate"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read machines to terminate");
+                return Vec::new();
+            }
         };
         let mut by_strategy: BTreeMap<String, Vec<HfMachine>> = BTreeMap::new();
         for m in machines {
@@ -260,11 +313,16 @@ impl HostFactory {
             }
             Err(e) => tracing::error!(error = %e, "cannot read failed machines"),
         }
-        futures::stream::iter(by_strategy)
-            .for_each_concurrent(STRATEGIES_AT_ONCE, |(strategy, list)| {
-                self.terminate_on(strategy, list)
-            })
-            .await;
+        let mut chores = Vec::new();
+        for (strategy, list) in by_strategy {
+            let hf = Arc::clone(self);
+            let work = {
+                let strategy = strategy.clone();
+                async move { hf.terminate_on(strategy, list).await }
+            };
+            chores.extend(self.chore("terminate", &strategy, shutdown, work));
+        }
+        chores
     }
 
     /// One TERMINATE_INSTANCES for the machines of one strategy.
@@ -339,7 +397,7 @@ impl HostFactory {
 
     /// Closes acquire requests whose machines are all known, and ends those that never got
     /// all their machines within the pending timeout.
-    async fn settle(&self, in_progress: &[&HfRequest], now: EpochMillis) {
+    async fn settle(&self, in_progress: &[HfRequest], now: EpochMillis) {
         let ids: Vec<String> = in_progress.iter().map(|r| r.request_id.clone()).collect();
         let machines = match self.store.hf_machines_of(&ids).await {
             Ok(m) => m,

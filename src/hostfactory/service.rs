@@ -29,6 +29,8 @@ pub struct HostFactory {
     pub(super) provisioning: Mutex<HashSet<String>>,
     /// Wakes the reconciler early (a new request, a return).
     pub(super) wake: Notify,
+    /// Reconciler chores (`poll:<strategy>`, `terminate:<strategy>`) still under way.
+    pub(super) chores: Mutex<HashSet<String>>,
     /// Provisioning runs as tracked tasks: shutdown waits for them before the store closes.
     pub(super) tasks: Tasks,
 }
@@ -87,6 +89,7 @@ impl HostFactory {
             admission: tokio::sync::Mutex::new(()),
             provisioning: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            chores: Mutex::new(HashSet::new()),
         })
     }
 

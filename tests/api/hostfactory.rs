@@ -770,3 +770,41 @@ async fn the_shim_fails_cleanly_when_the_service_is_down() {
     assert!(v["message"].as_str().unwrap().contains("unreachable"));
     assert!(!out.stderr.is_empty(), "diagnostics on stderr");
 }
+
+#[tokio::test]
+async fn one_hung_provider_stalls_no_other_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = hf_config(dir.path(), 0.2);
+    // Calls are allowed to take long, so the hang below lasts the whole test.
+    cfg.strategy.operation_timeout = 3600.0;
+    let app = TestApp::start(cfg).await;
+    let (_, v) = shim(
+        &app,
+        "requestMachines",
+        &json!({"template": {"templateId": "Secondary-C6i-Large", "machineCount": 1}}).to_string(),
+    )
+    .await;
+    let on_secondary = v["requestId"].as_str().unwrap().to_string();
+    wait_status(&app, &on_secondary, "complete").await;
+    // From now on every call to sim-secondary takes ten minutes; the reconciler keeps asking
+    // about its machine.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-secondary",
+            json!({"provider_type": "simulated",
+                   "strategy_config": {"latency_ms": 600000, "boot_seconds": 0.2}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = shim(
+        &app,
+        "requestMachines",
+        &json!({"template": {"templateId": "OnDemand-C5Large", "machineCount": 2}}).to_string(),
+    )
+    .await;
+    let on_primary = v["requestId"].as_str().unwrap().to_string();
+    // Polled one strategy after the other, this request would wait for the hung call.
+    let done = wait_status(&app, &on_primary, "complete").await;
+    assert_eq!(done["machines"].as_array().unwrap().len(), 2, "{done}");
+    app.stop().await;
+}
