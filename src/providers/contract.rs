@@ -503,7 +503,11 @@ mod tests {
         assert_eq!(err.code, "INVALID_TEMPLATE");
         assert_eq!(
             err.message,
-            "imageId: ami-1 does not exist; vmTypes: t9.mega is not offered"
+            format!(
+                "{}: ami-1 does not exist; {}: t9.mega is not offered",
+                SpecField::Image.file_key(),
+                SpecField::InstanceTypes.file_key()
+            )
         );
         assert!(
             ValidationReport::from_problems(vec![])
