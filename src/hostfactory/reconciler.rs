@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{machine_row, placed_units};
 use super::service::HostFactory;
+use super::status::{self, MachineResult};
 use crate::app::Route;
 use crate::domain::{EpochMillis, MachineState, now_millis};
 use crate::providers::{
@@ -96,15 +97,43 @@ impl HostFactory {
             Ok(m) => m,
             Err(e) => return tracing::error!(error = %e, "reconciler cannot read machines"),
         };
-        let in_progress: Vec<HfRequest> = open
+        let (in_progress, returns): (Vec<HfRequest>, Vec<HfRequest>) = open
             .into_iter()
-            .filter(|r| r.kind == RequestKind::Acquire && r.state == RequestState::InProgress)
-            .collect();
+            .filter(|r| r.state == RequestState::InProgress)
+            .partition(|r| r.kind == RequestKind::Acquire);
         let (tracked, in_progress) = (Arc::new(tracked), Arc::new(in_progress));
         let mut chores = self.poll(&tracked, &in_progress, now, shutdown);
         chores.extend(self.send_terminations(shutdown).await);
         let _ = tokio::time::timeout(ROUND_WAIT, futures::future::join_all(chores)).await;
         self.settle(&in_progress, now).await;
+        self.close_returns(&returns, now).await;
+    }
+
+    /// Marks done the return requests whose machines are all gone, so that they leave the
+    /// rounds (their answers come from the machines and do not change).
+    async fn close_returns(&self, returns: &[HfRequest], now: EpochMillis) {
+        let ids: Vec<String> = returns.iter().map(|r| r.request_id.clone()).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let machines = match self.store.hf_machines_of(&ids).await {
+            Ok(m) => m,
+            Err(e) => return tracing::error!(error = %e, "cannot read returned machines"),
+        };
+        for r in returns {
+            let done = machines
+                .iter()
+                .filter(|m| m.return_request_id.as_deref() == Some(r.request_id.as_str()))
+                .all(|m| status::return_result(m.state) == MachineResult::Succeed);
+            if done
+                && let Err(e) = self
+                    .store
+                    .set_request_state(&r.request_id, RequestState::Done, &r.message, now)
+                    .await
+            {
+                tracing::error!(request_id = %r.request_id, error = %e, "cannot close return");
+            }
+        }
     }
 
     /// Runs `work` for `strategy` in a task of its own, unless the same chore from an earlier

@@ -321,6 +321,20 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
             "{ret}"
         );
     }
+    // Once its machines are gone the return leaves the reconciler's rounds: it is done.
+    let store = ohfp::store::Store::open(app.db.to_str().unwrap(), 5000, 1)
+        .await
+        .unwrap();
+    let (store_ref, ret_ref) = (&store, &ret_a);
+    eventually("the return is closed", || async move {
+        let stored = store_ref
+            .hf_requests(std::slice::from_ref(ret_ref))
+            .await
+            .unwrap();
+        (stored[0].state == ohfp::hostfactory::model::RequestState::Done).then_some(())
+    })
+    .await;
+    store.close().await;
     // The third machine keeps running, and the acquire request still reports what it delivered.
     let a = status_of(app, &req_a).await;
     assert_eq!(a["status"], "complete", "{a}");
