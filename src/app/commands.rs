@@ -13,7 +13,7 @@ use super::registry::{StrategyRuntime, Write, already_registered};
 use super::settings::SettingsPatch;
 use super::views::{HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
-use crate::config::{StrategySpec, check_strategy_name};
+use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
 use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
@@ -244,11 +244,11 @@ impl Engine {
         cmd: ExecuteCommand,
     ) -> AppResult<OperationResult> {
         if let Some(t) = cmd.timeout_seconds
-            && !(t.is_finite() && t > 0.0 && t <= 3600.0)
+            && !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECONDS)
         {
             return Err(AppError::field(
                 "timeout_seconds",
-                "must be more than 0 and at most 3600",
+                format!("must be more than 0 and at most {MAX_TIMEOUT_SECONDS}"),
             ));
         }
         let errors = criteria_errors(cmd.selection_criteria.as_ref());
@@ -425,68 +425,12 @@ impl Engine {
     }
 
     pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
-        let mut errors = Vec::new();
-        if let Some(Some(active)) = &patch.active_strategy
-            && self.registry.get(active).is_none()
-        {
-            errors.push(FieldError::new(
-                "active_strategy",
-                format!("no strategy named '{active}'"),
-            ));
-        }
-        for (i, name) in patch.fallback_strategies.iter().flatten().enumerate() {
-            if self.registry.get(name).is_none() {
-                errors.push(FieldError::new(
-                    format!("fallback_strategies[{i}]"),
-                    format!("no strategy named '{name}'"),
-                ));
-            }
-        }
-        if let Some(i) = patch.health_check_interval
-            && !(i.is_finite() && i >= 1.0)
-        {
-            errors.push(FieldError::new(
-                "health_check_interval",
-                "must be at least 1 second",
-            ));
-        }
-        if let Some(t) = patch.health_check_timeout
-            && !(t.is_finite() && t > 0.0 && t <= 600.0)
-        {
-            errors.push(FieldError::new(
-                "health_check_timeout",
-                "must be more than 0 and at most 600 seconds",
-            ));
-        }
-        if patch.health_check_retries.is_some_and(|r| r > 10) {
-            errors.push(FieldError::new(
-                "health_check_retries",
-                "must be at most 10",
-            ));
-        }
-        if let Some(b) = &patch.circuit_breaker_config {
-            if b.failure_threshold == Some(0) {
-                errors.push(FieldError::new(
-                    "circuit_breaker_config.failure_threshold",
-                    "must be at least 1",
-                ));
-            }
-            if b.half_open_max_calls == Some(0) {
-                errors.push(FieldError::new(
-                    "circuit_breaker_config.half_open_max_calls",
-                    "must be at least 1",
-                ));
-            }
-            if let Some(t) = b.recovery_timeout
-                && !(t.is_finite() && t > 0.0)
-            {
-                errors.push(FieldError::new(
-                    "circuit_breaker_config.recovery_timeout",
-                    "must be a positive number of seconds",
-                ));
-            }
-        }
-        errors.extend(criteria_errors(patch.selection_criteria.as_ref()));
+        let known = |name: &str| self.registry.get(name).is_some();
+        let errors: Vec<FieldError> = patch
+            .problems(&self.settings.effective(), &known)
+            .into_iter()
+            .map(|(path, message)| FieldError::new(path, message))
+            .collect();
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }

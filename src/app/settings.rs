@@ -77,7 +77,12 @@ impl Settings {
             ),
             None => (SettingsPatch::default(), None),
         };
-        Ok(Self::with_state(file.clone(), overrides, updated_at, store))
+        Ok(Self::with_state(
+            file.clone(),
+            without_problems(overrides, file),
+            updated_at,
+            store,
+        ))
     }
 
     /// The effective settings now.
@@ -136,6 +141,25 @@ impl Settings {
     }
 }
 
+/// Stored overrides outside today's bounds (saved by a version with looser checks) are logged
+/// and left out, field by field, so that the service never runs on them.
+fn without_problems(mut overrides: SettingsPatch, file: &StrategySettings) -> SettingsPatch {
+    for (path, message) in overrides.problems(file, &|_| true) {
+        tracing::warn!(field = %path, %message, "stored strategy configuration out of bounds; using the file's value");
+        overrides.clear(&path);
+    }
+    overrides
+}
+
+/// The request's path for a path of [`StrategySettings::problems`].
+fn patch_path(path: &str) -> String {
+    match path.strip_prefix("circuit_breaker.") {
+        Some(rest) => format!("circuit_breaker_config.{rest}"),
+        None if path == "selection_policy" => "default_selection_policy".into(),
+        None => path.to_string(),
+    }
+}
+
 /// `Some(None)` for an explicit `null`, `None` when the key is absent.
 pub fn explicit_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -151,17 +175,20 @@ where
 pub struct BreakerPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// Consecutive failures that open the circuit: 1 to 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u32>,
-    /// Seconds.
+    /// Seconds an open circuit waits: more than 0, at most 86400 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_timeout: Option<f64>,
+    /// Probes allowed at once while half open: 1 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_open_max_calls: Option<u32>,
 }
 
 /// Body of `PUT /api/v1/providers/configuration`: every field optional, absent fields keep
-/// their value. `active_strategy: null` hands the choice back to the policy.
+/// their value. `active_strategy: null` hands the choice back to the policy. The values are
+/// checked as the configuration file's `strategy` section is, with the same bounds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"default_selection_policy": "ROUND_ROBIN", "active_strategy": null,
@@ -180,15 +207,16 @@ pub struct SettingsPatch {
     )]
     #[schema(value_type = Option<String>, nullable = true)]
     pub active_strategy: Option<Option<String>>,
+    /// Registered strategies, at most 100, no duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_strategies: Option<Vec<String>>,
-    /// Seconds between background health checks.
+    /// Seconds between background health checks: 1 to 86400 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_interval: Option<f64>,
-    /// Seconds one health check may take.
+    /// Seconds one health check may take: more than 0, at most 3600 (one hour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_timeout: Option<f64>,
-    /// Extra attempts of a failed health check before it counts.
+    /// Extra attempts of a failed health check before it counts: 0 to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +289,66 @@ impl SettingsPatch {
             cb.half_open_max_calls = b.half_open_max_calls.unwrap_or(cb.half_open_max_calls);
         }
         s
+    }
+
+    /// Problems with the values this patch sets, as (request path, message): the one
+    /// validation of [`StrategySettings::problems`], run on `base` with the patch laid over it,
+    /// so that the file and the API accept exactly the same values. `known` says whether a
+    /// strategy name may be used.
+    pub fn problems(
+        &self,
+        base: &StrategySettings,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        self.apply(base)
+            .problems(known)
+            .into_iter()
+            .map(|(path, message)| (patch_path(&path), message))
+            .filter(|(path, _)| self.sets(path))
+            .collect()
+    }
+
+    /// Whether this patch sets the value at a request path such as `fallback_strategies[1]` or
+    /// `circuit_breaker_config.recovery_timeout`.
+    fn sets(&self, path: &str) -> bool {
+        let top = path.split(['.', '[']).next().unwrap_or(path);
+        match (&self.circuit_breaker_config, top) {
+            (Some(b), "circuit_breaker_config") => match path.split_once('.') {
+                Some((_, "enabled")) => b.enabled.is_some(),
+                Some((_, "failure_threshold")) => b.failure_threshold.is_some(),
+                Some((_, "recovery_timeout")) => b.recovery_timeout.is_some(),
+                Some((_, "half_open_max_calls")) => b.half_open_max_calls.is_some(),
+                _ => true,
+            },
+            _ => self.fields().contains(&top),
+        }
+    }
+
+    /// Unsets the value at a request path (the whole field for a top-level path or a list
+    /// entry).
+    fn clear(&mut self, path: &str) {
+        let top = path.split(['.', '[']).next().unwrap_or(path);
+        match top {
+            "default_selection_policy" => self.default_selection_policy = None,
+            "selection_criteria" => self.selection_criteria = None,
+            "active_strategy" => self.active_strategy = None,
+            "fallback_strategies" => self.fallback_strategies = None,
+            "health_check_interval" => self.health_check_interval = None,
+            "health_check_timeout" => self.health_check_timeout = None,
+            "health_check_retries" => self.health_check_retries = None,
+            "circuit_breaker_config" => {
+                if let Some(b) = &mut self.circuit_breaker_config {
+                    match path.split_once('.') {
+                        Some((_, "enabled")) => b.enabled = None,
+                        Some((_, "failure_threshold")) => b.failure_threshold = None,
+                        Some((_, "recovery_timeout")) => b.recovery_timeout = None,
+                        Some((_, "half_open_max_calls")) => b.half_open_max_calls = None,
+                        _ => self.circuit_breaker_config = None,
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Names of the fields set.
@@ -340,33 +428,4 @@ impl ConfigurationView {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patches_accumulate_and_null_clears_active_strategy() {
-        let first: SettingsPatch = serde_json::from_str(
-            r#"{"active_strategy": "a", "circuit_breaker_config": {"failure_threshold": 2}}"#,
-        )
-        .unwrap();
-        let second: SettingsPatch = serde_json::from_str(
-            r#"{"active_strategy": null, "circuit_breaker_config": {"recovery_timeout": 9}}"#,
-        )
-        .unwrap();
-        let both = first.then(&second);
-        assert_eq!(both.active_strategy, Some(None));
-        let base = StrategySettings {
-            active_strategy: Some("file".into()),
-            ..Default::default()
-        };
-        let eff = both.apply(&base);
-        assert_eq!(eff.active_strategy, None);
-        assert_eq!(eff.circuit_breaker.failure_threshold, 2);
-        assert_eq!(eff.circuit_breaker.recovery_timeout, 9.0);
-        // A stored patch reads back the same, explicit null included.
-        let text = serde_json::to_string(&both).unwrap();
-        assert_eq!(serde_json::from_str::<SettingsPatch>(&text).unwrap(), both);
-        let absent: SettingsPatch = serde_json::from_str("{}").unwrap();
-        assert_eq!(absent.active_strategy, None);
-    }
-}
+mod tests;

@@ -218,44 +218,6 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     for (field, message) in config.database.retention.validate() {
         err(format!("database.retention.{field}"), message);
     }
-    let s = &config.strategy;
-    for (field, value) in [
-        ("health_check_interval", s.health_check_interval),
-        ("health_check_timeout", s.health_check_timeout),
-        ("operation_timeout", s.operation_timeout),
-        (
-            "circuit_breaker.recovery_timeout",
-            s.circuit_breaker.recovery_timeout,
-        ),
-    ] {
-        if !(value.is_finite() && value > 0.0) {
-            err(
-                format!("strategy.{field}"),
-                format!("must be a positive number of seconds, got {value}"),
-            );
-        }
-    }
-    if !(s.health_check_initial_delay.is_finite() && s.health_check_initial_delay >= 0.0) {
-        err(
-            "strategy.health_check_initial_delay".into(),
-            "must be 0 or more seconds".into(),
-        );
-    }
-    if s.circuit_breaker.failure_threshold == 0 {
-        err(
-            "strategy.circuit_breaker.failure_threshold".into(),
-            "must be at least 1".into(),
-        );
-    }
-    if s.circuit_breaker.half_open_max_calls == 0 {
-        err(
-            "strategy.circuit_breaker.half_open_max_calls".into(),
-            "must be at least 1".into(),
-        );
-    }
-    for (field, message) in s.selection_criteria.validate() {
-        err(format!("strategy.selection_criteria.{field}"), message);
-    }
     let hf = &config.hostfactory;
     for (field, value) in [
         ("reconcile_interval_seconds", hf.reconcile_interval_seconds),
@@ -299,22 +261,10 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             err(format!("providers[{i}].{path}"), message);
         }
     }
+    // Names in `strategy` refer to strategies of this file only.
     let known = |name: &str| config.providers.iter().any(|p| p.name == name);
-    if let Some(active) = &s.active_strategy
-        && !known(active)
-    {
-        err(
-            "strategy.active_strategy".into(),
-            format!("names no strategy defined in this file: '{active}'"),
-        );
-    }
-    for (i, name) in s.fallback_strategies.iter().enumerate() {
-        if !known(name) {
-            err(
-                format!("strategy.fallback_strategies[{i}]"),
-                format!("names no strategy defined in this file: '{name}'"),
-            );
-        }
+    for (field, message) in config.strategy.problems(&known) {
+        err(format!("strategy.{field}"), message);
     }
     errors
 }

@@ -5,6 +5,7 @@ mod expand;
 mod guide;
 mod load;
 mod retention;
+mod strategy;
 
 use std::net::SocketAddr;
 
@@ -13,10 +14,14 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::CapabilityFlags;
-use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
 
 pub use load::{ConfigError, ConfigErrors, load, load_with_env};
 pub use retention::RetentionConfig;
+pub use strategy::{
+    MAX_FAILURE_THRESHOLD, MAX_FALLBACK_STRATEGIES, MAX_HALF_OPEN_MAX_CALLS,
+    MAX_HEALTH_CHECK_RETRIES, MAX_INTERVAL_SECONDS, MAX_RECOVERY_TIMEOUT_SECONDS,
+    MAX_TIMEOUT_SECONDS, MIN_HEALTH_CHECK_INTERVAL_SECONDS, StrategySettings,
+};
 
 /// The embedded default configuration (`config/default.json`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.json");
@@ -171,49 +176,6 @@ impl Default for LoggingConfig {
             format: LogFormat::Text,
             dir: Some("logs".into()),
             max_files: 7,
-        }
-    }
-}
-
-/// The strategy layer's settings; `PUT /api/v1/providers/configuration` overrides them at run time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StrategySettings {
-    pub selection_policy: SelectionPolicy,
-    pub selection_criteria: SelectionCriteria,
-    /// While set, operations without an override go to this strategy.
-    pub active_strategy: Option<String>,
-    /// Tried in order when the chosen strategy fails with an error another strategy may not have.
-    pub fallback_strategies: Vec<String>,
-    /// Seconds between background health checks.
-    pub health_check_interval: f64,
-    /// Seconds after start before the first round of health checks.
-    pub health_check_initial_delay: f64,
-    /// Seconds one health check may take.
-    pub health_check_timeout: f64,
-    /// Extra attempts of a failed health check before it counts.
-    pub health_check_retries: u32,
-    /// Seconds one provider operation may take.
-    pub operation_timeout: f64,
-    pub circuit_breaker: BreakerConfig,
-    /// Seed for the RANDOM policy (tests); random when absent.
-    pub random_seed: Option<u64>,
-}
-
-impl Default for StrategySettings {
-    fn default() -> Self {
-        Self {
-            selection_policy: SelectionPolicy::FirstAvailable,
-            selection_criteria: SelectionCriteria::default(),
-            active_strategy: None,
-            fallback_strategies: Vec::new(),
-            health_check_interval: 30.0,
-            health_check_initial_delay: 0.0,
-            health_check_timeout: 5.0,
-            health_check_retries: 0,
-            operation_timeout: 30.0,
-            circuit_breaker: BreakerConfig::default(),
-            random_seed: None,
         }
     }
 }

@@ -96,6 +96,9 @@ impl<'de> Deserialize<'de> for SelectionPolicy {
     }
 }
 
+/// Largest `max_response_time_ms`: one hour.
+pub const MAX_RESPONSE_TIME_MS: f64 = 3_600_000.0;
+
 /// Criteria a caller or the configuration puts on selection. Every field is optional so that a
 /// request's criteria can be laid over the configured ones field by field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -110,7 +113,8 @@ pub struct SelectionCriteria {
     /// Percent, 0–100; judged only after MIN_SAMPLES_FOR_CRITERIA (5) recent operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_success_rate: Option<f64>,
-    /// Judged only after MIN_SAMPLES_FOR_CRITERIA (5) recent operations.
+    /// More than 0, at most 3600000 (one hour). Judged only after MIN_SAMPLES_FOR_CRITERIA (5)
+    /// recent operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_response_time_ms: Option<f64>,
     /// Drop unhealthy strategies and open circuits (default true).
@@ -160,11 +164,13 @@ impl SelectionCriteria {
             ));
         }
         if let Some(ms) = self.max_response_time_ms
-            && !(ms.is_finite() && ms > 0.0)
+            && !(ms.is_finite() && ms > 0.0 && ms <= MAX_RESPONSE_TIME_MS)
         {
             errors.push((
                 "max_response_time_ms".into(),
-                format!("must be a positive number of milliseconds, got {ms}"),
+                format!(
+                    "must be more than 0 and at most {MAX_RESPONSE_TIME_MS} milliseconds, got {ms}"
+                ),
             ));
         }
         errors

@@ -595,6 +595,50 @@ async fn configuration_switches_policy_and_active_strategy() {
 }
 
 #[tokio::test]
+async fn huge_seconds_are_refused_by_name_and_the_service_keeps_working() {
+    let app = TestApp::spawn().await;
+    for body in [
+        json!({"health_check_interval": 1e20}),
+        json!({"circuit_breaker_config": {"recovery_timeout": 1e308}}),
+    ] {
+        let (status, v) = app
+            .put("/api/v1/providers/configuration", body.clone())
+            .await;
+        assert_eq!(status, 422, "{body}: {v}");
+        let field = if body.get("health_check_interval").is_some() {
+            "health_check_interval"
+        } else {
+            "circuit_breaker_config.recovery_timeout"
+        };
+        assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["errors"][0]["path"], field, "{v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 86400 seconds"),
+            "{v}"
+        );
+    }
+    // Nothing changed, and the service still answers and runs operations.
+    let (status, v) = app.get("/api/v1/providers/configuration").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["overridden_fields"], json!([]));
+    assert_eq!(v["health_check_interval"], 3600.0);
+    let v = execute(&app, json!({"operation_type": "health_check"})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"health_check_interval": 86400}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["configuration"]["health_check_interval"], 86400.0);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn weighted_round_robin_follows_the_weights() {
     let app = TestApp::spawn().await;
     app.put(

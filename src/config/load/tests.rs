@@ -232,3 +232,29 @@ fn retention_defaults_are_the_documented_ones_and_bad_values_name_their_key() {
         ]
     );
 }
+
+#[test]
+fn strategy_settings_out_of_bounds_are_errors_at_their_key() {
+    let err = load_text(
+        r#"{"strategy": {"health_check_interval": 1e20, "operation_timeout": 1e308,
+            "fallback_strategies": ["a", "a"]},
+            "providers": [{"name": "a", "type": "simulated"}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "strategy.fallback_strategies[1]",
+            "strategy.health_check_interval",
+            "strategy.operation_timeout"
+        ]
+    );
+    assert!(
+        err.to_string().contains(
+            "strategy.health_check_interval: must be at least 1 and at most 86400 seconds, got 1e20"
+        ),
+        "{err}"
+    );
+}
