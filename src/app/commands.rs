@@ -146,6 +146,14 @@ pub struct RegisterCommand {
 #[schema(example = json!({"health_status": {"is_healthy": false, "status_message": "maintenance window",
     "error_details": {"ticket": "OPS-1234"}}, "source": "nagios"}))]
 pub struct UpdateHealthCommand {
+    /// The strategy, as the guide's body names it; when given it must match the path.
+    #[serde(default)]
+    pub provider_name: Option<String>,
+    /// The same, under the name the other commands use.
+    #[serde(default)]
+    pub strategy_name: Option<String>,
+    /// `error_details.retry_after` (seconds, at most 86400) holds the report against the
+    /// background checks until that long after it was made.
     pub health_status: HealthReport,
     /// Who reports (recorded with the status); default `api`.
     #[serde(default)]
@@ -459,6 +467,36 @@ impl Engine {
         cmd: UpdateHealthCommand,
     ) -> AppResult<HealthView> {
         let entry = self.registry.entry(name)?;
+        for (field, given) in [
+            ("provider_name", &cmd.provider_name),
+            ("strategy_name", &cmd.strategy_name),
+        ] {
+            if let Some(given) = given
+                && given != name
+            {
+                return Err(AppError::field(
+                    field,
+                    format!("'{given}' does not match the strategy in the path ('{name}')"),
+                ));
+            }
+        }
+        if let Some(v) = cmd
+            .health_status
+            .error_details
+            .as_ref()
+            .and_then(|d| d.get("retry_after"))
+            && !v
+                .as_f64()
+                .is_some_and(|s| (0.0..=health::MAX_RETRY_AFTER_SECONDS).contains(&s))
+        {
+            return Err(AppError::field(
+                "health_status.error_details.retry_after",
+                format!(
+                    "must be a number of seconds from 0 to {}, got {v}",
+                    health::MAX_RETRY_AFTER_SECONDS
+                ),
+            ));
+        }
         let source = match cmd.source.as_deref().map(str::trim) {
             None | Some("") => "api".to_string(),
             Some(s) if s.len() <= 64 => s.to_string(),

@@ -11,14 +11,47 @@ use super::breakers;
 use crate::app::events::{EventBus, EventKind};
 use crate::app::{AppResult, Engine, StrategyEntry};
 use crate::domain::{
-    HealthState, HealthStatus, OperationType, ProviderError, ProviderErrorKind, now_millis,
+    EpochMillis, HealthState, HealthStatus, OperationType, ProviderError, ProviderErrorKind,
+    now_millis,
 };
 use crate::providers::HealthReport;
 use crate::store::{HealthRepo, Store};
 
-/// One round of health checks over every strategy, concurrently.
+/// Longest `retry_after` an outside report may hold its mark for (one day).
+pub const MAX_RETRY_AFTER_SECONDS: f64 = 86_400.0;
+
+/// Until when an outside report holds against the background checks: its
+/// `error_details.retry_after` seconds after it was made. The background's own results hold
+/// nothing.
+pub fn held_until(h: &HealthStatus) -> Option<EpochMillis> {
+    if h.source == CHECK_SOURCE {
+        return None;
+    }
+    let seconds = h.error_details.as_ref()?.get("retry_after")?.as_f64()?;
+    Some(h.checked_at? + (seconds.clamp(0.0, MAX_RETRY_AFTER_SECONDS) * 1000.0) as i64)
+}
+
+/// Who the background checks report as.
+const CHECK_SOURCE: &str = "health_check";
+
+/// One round of health checks over every strategy, concurrently. A strategy whose outside
+/// report holds (see [`held_until`]) is left alone until the hold ends.
 pub async fn check_all(engine: &Engine) {
-    let entries = engine.entries();
+    let now = now_millis();
+    let entries: Vec<_> = engine
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            let held = held_until(&e.runtime.health()).is_some_and(|until| until > now);
+            if held {
+                tracing::debug!(
+                    strategy = e.name(),
+                    "an outside health report holds; not checked"
+                );
+            }
+            !held
+        })
+        .collect();
     futures::future::join_all(entries.iter().map(|e| check(engine, e))).await;
 }
 
@@ -93,11 +126,13 @@ pub async fn check(engine: &Engine, entry: &Arc<StrategyEntry>) -> HealthStatus 
         state,
         status_message: Some(status_message),
         error_details,
-        source: "health_check".into(),
+        source: CHECK_SOURCE.into(),
         checked_at: Some(now),
         response_time_ms: Some(ms),
     };
-    if let Err(e) = record(engine.store(), engine.events(), entry, health.clone()).await {
+    // An outside report that arrived while this check ran still holds.
+    let held = held_until(&entry.runtime.health()).is_some_and(|until| until > now);
+    if !held && let Err(e) = record(engine.store(), engine.events(), entry, health.clone()).await {
         tracing::error!(strategy = entry.name(), error = %e, "cannot persist health");
     }
     breakers::account_check(engine, entry, outcome.is_ok(), now).await;
@@ -125,4 +160,38 @@ pub async fn record(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report(source: &str, details: serde_json::Value) -> HealthStatus {
+        HealthStatus {
+            state: HealthState::Unhealthy,
+            status_message: None,
+            error_details: Some(details),
+            source: source.into(),
+            checked_at: Some(1_000_000),
+            response_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_outside_report_holds_for_its_retry_after_and_a_check_never_does() {
+        let held = report("monitoring_system", json!({"retry_after": 300}));
+        assert_eq!(held_until(&held), Some(1_000_000 + 300_000));
+        assert_eq!(
+            held_until(&report("monitoring_system", json!({"ticket": 1}))),
+            None
+        );
+        assert_eq!(
+            held_until(&report(CHECK_SOURCE, json!({"retry_after": 300}))),
+            None
+        );
+        let huge = report("api", json!({"retry_after": 1e308}));
+        assert_eq!(held_until(&huge), Some(1_000_000 + 86_400_000));
+    }
 }

@@ -729,3 +729,80 @@ async fn metrics_and_capabilities() {
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_guides_health_report_is_taken_and_holds_for_its_retry_after() {
+    let app = TestApp::spawn().await;
+    // The guide's body, as its CLI example sends it.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/sim-primary/health",
+            json!({"provider_name": "sim-primary",
+                   "health_status": {"is_healthy": false, "status_message": "Rate limit exceeded",
+                       "error_details": {"error_code": "RATE_LIMIT", "retry_after": 300}},
+                   "source": "monitoring_system"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/sim-primary/health",
+            json!({"provider_name": "sim-secondary", "health_status": {"is_healthy": true}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "provider_name");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/sim-primary/health",
+            json!({"health_status": {"is_healthy": false, "error_details": {"retry_after": "soon"}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["path"],
+        "health_status.error_details.retry_after"
+    );
+    // Background checks every second: they reach sim-secondary, and leave the mark alone.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"health_check_interval": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let app_ref = &app;
+    eventually(
+        "sim-secondary is checked in the background",
+        || async move {
+            let (_, h) = app_ref.get("/api/v1/providers/sim-secondary/health").await;
+            (h["source"] == "health_check").then_some(())
+        },
+    )
+    .await;
+    eventually("a second round has run", || async move {
+        let (_, m) = app_ref.get("/api/v1/providers/sim-secondary/metrics").await;
+        (m["operations"]["HEALTH_CHECK"]["count"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/api/v1/providers/sim-primary/health").await;
+    assert_eq!(h["source"], "monitoring_system", "{h}");
+    assert_eq!(h["is_healthy"], false, "{h}");
+    // A report without a hold is replaced by the next check.
+    let (status, _) = app
+        .post(
+            "/api/v1/providers/sim-primary/health",
+            json!({"health_status": {"is_healthy": false}, "source": "operator"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(
+        "the next check replaces a report without a hold",
+        || async move {
+            let (_, h) = app_ref.get("/api/v1/providers/sim-primary/health").await;
+            (h["source"] == "health_check" && h["is_healthy"] == true).then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}
