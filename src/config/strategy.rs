@@ -46,7 +46,7 @@ pub const MAX_FALLBACK_STRATEGIES: usize = 100;
 
 /// The strategy layer's settings; `PUT /api/v1/providers/configuration` overrides them at run
 /// time. Both paths accept what [`StrategySettings::problems`] accepts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StrategySettings {
     pub selection_policy: SelectionPolicy,
@@ -77,13 +77,17 @@ impl Default for StrategySettings {
     fn default() -> Self {
         Self {
             selection_policy: SelectionPolicy::FirstAvailable,
-            selection_criteria: SelectionCriteria::default(),
+            // Written out as config/default.json shows it (absent means the same).
+            selection_criteria: SelectionCriteria {
+                require_healthy: Some(true),
+                ..SelectionCriteria::default()
+            },
             active_strategy: None,
             fallback_strategies: Vec::new(),
             health_check_interval: 30.0,
             health_check_initial_delay: 0.0,
             health_check_timeout: 5.0,
-            health_check_retries: 0,
+            health_check_retries: 1,
             operation_timeout: 30.0,
             circuit_breaker: BreakerConfig::default(),
             random_seed: None,

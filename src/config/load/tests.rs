@@ -258,3 +258,17 @@ fn strategy_settings_out_of_bounds_are_errors_at_their_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
+    let c = load_with_env(None, &[], &|_| None).unwrap();
+    // Its fallback list names its own two providers; everything else is a default.
+    let shown = crate::config::StrategySettings {
+        fallback_strategies: Vec::new(),
+        ..c.strategy
+    };
+    assert_eq!(shown, crate::config::StrategySettings::default());
+    // And a file that leaves the section out gets the same values.
+    let bare = load_text(r#"{"providers": []}"#, &[]).unwrap();
+    assert_eq!(bare.strategy, crate::config::StrategySettings::default());
+}
