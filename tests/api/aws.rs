@@ -682,3 +682,29 @@ async fn the_production_config_runs_against_moto() {
     app.stop().await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn no_credentials_fail_fast_as_an_auth_error() {
+    let moto = Moto::start().await;
+    // No keys, and a profile no credentials file has: the standard chain finds nothing.
+    let spec: StrategySpec = serde_json::from_value(json!({
+        "name": "aws-nokeys", "type": "aws",
+        "config": {"region": "us-east-1", "endpoint_url": moto.url,
+                   "profile": "ohfp-test-no-such-profile", "max_attempts": 3,
+                   "operation_timeout_seconds": 20}
+    }))
+    .unwrap();
+    let app = aws_app(vec![spec]).await;
+    let v = op(&app, "aws-nokeys", "HEALTH_CHECK", json!({})).await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "CREDENTIALS_UNAVAILABLE", "{v}");
+    assert_eq!(v["metadata"]["attempted"][0]["error_kind"], "auth", "{v}");
+    let calls = moto.calls().await;
+    assert!(
+        calls
+            .get("DescribeAvailabilityZones")
+            .is_none_or(|n| n == 0),
+        "nothing was sent: {calls}"
+    );
+    app.stop().await;
+}

@@ -6,6 +6,8 @@ use std::error::Error as StdError;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use aws_credential_types::provider::error::CredentialsError;
+
 use crate::domain::{ProviderError, ProviderErrorKind};
 
 /// Error codes meaning "slow down". Never capacity: a throttled region may have room.
@@ -71,12 +73,33 @@ pub fn kind_of_code(code: &str) -> ProviderErrorKind {
     }
 }
 
+/// Whether a credentials provider failed somewhere below `err`: no credentials in the chain,
+/// an unreadable profile, a refused role. Not retried, not failed over: another try finds none
+/// either.
+fn credentials_failed(err: &(dyn StdError + 'static)) -> bool {
+    let mut at = Some(err);
+    while let Some(e) = at {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
+
 /// Classifies a failed call of `api`; the message names the call and never carries credentials.
 pub fn classify<E>(api: &str, err: SdkError<E, HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
+    if credentials_failed(&err) {
+        return ProviderError::new(
+            ProviderErrorKind::Auth,
+            "CREDENTIALS_UNAVAILABLE",
+            format!("{api}: no usable AWS credentials: {detail}"),
+        );
+    }
     match &err {
         SdkError::TimeoutError(_) => ProviderError::new(
             ProviderErrorKind::Timeout,
@@ -127,7 +150,37 @@ pub fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str>
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_ec2::error::ConnectorError;
+    use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesError;
+
     use super::*;
+
+    type Failure = SdkError<DescribeAvailabilityZonesError, HttpResponse>;
+
+    #[test]
+    fn missing_credentials_are_an_auth_failure_wherever_the_sdk_reports_them() {
+        let not_loaded =
+            || CredentialsError::not_loaded("no providers in chain provided credentials");
+        for err in [
+            Failure::dispatch_failure(ConnectorError::other(Box::new(not_loaded()), None)),
+            Failure::construction_failure(not_loaded()),
+        ] {
+            let e = classify("DescribeAvailabilityZones", err);
+            assert_eq!(
+                (e.kind, e.code.as_str()),
+                (ProviderErrorKind::Auth, "CREDENTIALS_UNAVAILABLE"),
+                "{e:?}"
+            );
+            assert!(!e.kind.is_retryable());
+        }
+        // A connection that fails is still transient.
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = classify(
+            "DescribeAvailabilityZones",
+            Failure::dispatch_failure(ConnectorError::io(Box::new(io))),
+        );
+        assert_eq!(e.code, "ENDPOINT_UNREACHABLE");
+    }
 
     #[test]
     fn throttling_is_never_capacity_and_auth_is_not_validation() {
