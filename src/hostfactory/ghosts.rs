@@ -42,8 +42,15 @@ impl HostFactory {
                     ..Route::default()
                 };
                 let answer = self.engine.execute(op, route).await;
-                match answer.map(|o| o.result.and_then(OperationOutput::into_status)) {
-                    Ok(Ok(report)) => {
+                let report = match answer {
+                    Ok(outcome) => outcome
+                        .result
+                        .and_then(OperationOutput::into_status)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match report {
+                    Ok(report) => {
                         for m in report.machines {
                             let going = matches!(
                                 m.state,
@@ -55,10 +62,6 @@ impl HostFactory {
                                 live.insert(m.instance_id);
                             }
                         }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(strategy = entry.name(), error = %e, "cannot ask about unknown hosts");
-                        unanswered.extend(batch.iter().cloned());
                     }
                     Err(e) => {
                         tracing::warn!(strategy = entry.name(), error = %e, "cannot ask about unknown hosts");

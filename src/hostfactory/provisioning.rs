@@ -33,12 +33,13 @@ pub(super) fn spec_of(r: &HfRequest) -> LaunchSpec {
     }
 }
 
-/// Units of `r` placed so far among `machines` (any machines; those of other requests are skipped).
+/// Units of `r` placed so far among `machines` (any machines; those of other requests are
+/// skipped), counted with `spec`, the request's launch spec.
 pub(super) fn placed_units<'m>(
+    spec: &LaunchSpec,
     r: &HfRequest,
     machines: impl IntoIterator<Item = &'m HfMachine>,
 ) -> i64 {
-    let spec = spec_of(r);
     machines
         .into_iter()
         .filter(|m| m.request_id == r.request_id)

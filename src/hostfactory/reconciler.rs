@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
-use super::provisioning::{machine_row, placed_units};
+use super::provisioning::{machine_row, placed_units, spec_of};
 use super::service::HostFactory;
 use super::status::{self, MachineResult};
 use crate::app::Route;
@@ -188,7 +188,7 @@ impl HostFactory {
         // Fleets and groups place machines after the create call answered: look them up by tag.
         for r in in_progress.iter() {
             if let Some(strategy) = &r.strategy
-                && placed_units(r, tracked.iter()) < r.requested_count
+                && placed_units(&spec_of(r), r, tracked.iter()) < r.requested_count
             {
                 polls
                     .entry(strategy.clone())
@@ -434,7 +434,7 @@ impl HostFactory {
         };
         let timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
         for r in in_progress {
-            let known = placed_units(r, &machines);
+            let known = placed_units(&spec_of(r), r, &machines);
             let outcome = if known >= r.requested_count {
                 Some((RequestState::Done, r.message.clone()))
             } else if now - r.created_at > timeout {

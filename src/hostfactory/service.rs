@@ -250,7 +250,8 @@ impl HostFactory {
                 .unzip(),
         };
         let known = machines.len() as i64;
-        let placed = placed_units(r, all);
+        let spec = spec_of(r);
+        let placed = placed_units(&spec, r, all);
         let (more_expected, shortfall) = match (r.kind, r.state) {
             (RequestKind::Return, _) => (false, false),
             (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
@@ -261,7 +262,7 @@ impl HostFactory {
         let status = status::request_status(&results, more_expected, shortfall);
         let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
         // Weighted templates are asked for in capacity units: say so, beside the machines.
-        let asked = if r.kind == RequestKind::Acquire && spec_of(r).weighted {
+        let asked = if r.kind == RequestKind::Acquire && spec.weighted {
             format!(
                 "{placed} of {} capacity unit(s) placed; ",
                 r.requested_count
