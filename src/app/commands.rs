@@ -12,14 +12,16 @@ use super::executor::{Active, Route};
 use super::registry::{StrategyRuntime, Write, already_registered};
 use super::settings::SettingsPatch;
 use super::views::{HealthView, StrategyView};
-use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
+use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError, StrategyEntry};
 use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
 use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
 use crate::monitor::health;
+use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
 use crate::store::StrategySource;
+use crate::strategy::balancing::{WeightError, with_weight};
 use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
 
 /// executeProviderOperation.
@@ -169,6 +171,15 @@ pub struct HealthReport {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub error_details: Option<Value>,
+}
+
+/// setStrategyWeight: one load balancer member's weight.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"weight": 0.8}))]
+pub struct SetWeightCommand {
+    /// Any positive number, fractions too; the other members keep theirs.
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -380,6 +391,18 @@ impl Engine {
             ));
         }
         let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
+        self.replace_spec(&current, spec, json!({"action": "updated"}))
+            .await
+    }
+
+    /// Installs `spec` in place of `current`'s definition, keeping its run-time state and
+    /// registration order, and emits a registration event with `detail`.
+    async fn replace_spec(
+        &self,
+        current: &StrategyEntry,
+        spec: StrategySpec,
+        detail: Value,
+    ) -> AppResult<StrategyView> {
         validate_spec(&spec, self)?;
         let entry = self
             .registry
@@ -392,12 +415,45 @@ impl Engine {
             )
             .await?;
         let view = StrategyView::of(&entry);
-        self.events.emit(
-            EventKind::Registration,
-            Some(name),
-            json!({"action": "updated"}),
-        );
+        self.events
+            .emit(EventKind::Registration, Some(entry.name()), detail);
         Ok(view)
+    }
+
+    /// setStrategyWeight: sets one member's weight of a load balancer; the other members keep
+    /// theirs, and the stored definition then names every member's weight.
+    pub async fn set_member_weight(
+        &self,
+        name: &str,
+        member: &str,
+        cmd: SetWeightCommand,
+    ) -> AppResult<StrategyView> {
+        let current = self.registry.entry(name)?;
+        if current.spec.provider_type != "load_balancer" {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is a {}, not a load_balancer: only load balancer members have weights",
+                current.spec.provider_type
+            )));
+        }
+        let cfg = LoadBalancerConfig::from_spec(&current.spec.config)
+            .map_err(|(p, m)| AppError::field(spec_field(&p), m))?;
+        let weights = with_weight(&cfg.strategies, &cfg.weights, member, cmd.weight).map_err(
+            |e| match e {
+                WeightError::NotAMember => AppError::NotFound {
+                    what: "load balancer member",
+                    name: member.to_string(),
+                },
+                WeightError::Invalid(m) => AppError::field("weight", m),
+            },
+        )?;
+        let mut spec = current.spec.clone();
+        spec.config.insert("weights".into(), json!(weights));
+        self.replace_spec(
+            &current,
+            spec,
+            json!({"action": "weight_updated", "member": member, "weight": cmd.weight}),
+        )
+        .await
     }
 
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {

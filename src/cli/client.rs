@@ -56,6 +56,14 @@ fn name_of(args: &ClientArgs, data: &mut Option<Value>, remove: bool) -> Option<
     None
 }
 
+/// Takes a string field out of the data: it goes in the path, not the body.
+fn take_string(data: &mut Option<Value>, key: &str) -> Option<String> {
+    data.as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|o| o.remove(key))
+        .and_then(|v| v.as_str().map(str::to_string))
+}
+
 fn query_of(data: Option<Value>) -> Result<Vec<(String, String)>, String> {
     match data {
         None => Ok(Vec::new()),
@@ -88,6 +96,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
+        SetStrategyWeight(a) => (a, Method::PUT, "/api/v1/providers/{name}/weights/{member}"),
         GetAvailableTemplates(a) => (a, Method::GET, "/api/v1/templates"),
         RequestMachines(a) => (a, Method::POST, "/api/v1/requests"),
         GetRequestStatus(a) => (a, Method::GET, "/api/v1/requests/{request_id}"),
@@ -97,15 +106,10 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
     let mut data = read_data(args)?;
     let is_get = method == Method::GET || method == Method::DELETE;
     let path = if route.contains("{request_id}") {
-        let from_data = data
-            .as_mut()
-            .and_then(Value::as_object_mut)
-            .and_then(|o| o.remove("request_id"))
-            .and_then(|v| v.as_str().map(str::to_string));
         let id = args
             .request_id
             .clone()
-            .or(from_data)
+            .or_else(|| take_string(&mut data, "request_id"))
             .ok_or("this command needs the request: --request-id req-…")?;
         route.replace("{request_id}", &urlencode(&id))
     } else if route.contains("{name?}") {
@@ -117,7 +121,14 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         // A body names the strategy itself (updateProviderStrategy keeps strategy_name in it).
         let n = name_of(args, &mut data, is_get)
             .ok_or("this command needs the strategy: --name NAME (or strategy_name in --data)")?;
-        route.replace("{name}", &urlencode(&n))
+        let route = route.replace("{name}", &urlencode(&n));
+        if route.contains("{member}") {
+            let member = take_string(&mut data, "member")
+                .ok_or("this command needs the member: \"member\" in --data")?;
+            route.replace("{member}", &urlencode(&member))
+        } else {
+            route
+        }
     } else {
         route.to_string()
     };
@@ -271,6 +282,20 @@ mod tests {
         );
         let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
         assert_eq!((c.method, c.body), (Method::DELETE, None));
+    }
+
+    #[test]
+    fn a_member_in_the_data_goes_in_the_path() {
+        let data = r#"{"member": "aws", "weight": 0.8}"#;
+        let c = planned(&["ohfp", "setStrategyWeight", "--name", "lb", "--data", data]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            (
+                Method::PUT,
+                "/api/v1/providers/lb/weights/aws",
+                Some(serde_json::json!({"weight": 0.8}))
+            )
+        );
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/{name}/capabilities
     #[command(name = "getProviderCapabilities")]
     GetProviderCapabilities(ClientArgs),
+    /// PUT /api/v1/providers/{name}/weights/{member} (--name lb --data '{"member": "aws", "weight": 0.8}')
+    #[command(name = "setStrategyWeight")]
+    SetStrategyWeight(ClientArgs),
     /// GET /api/v1/templates
     #[command(name = "getAvailableTemplates")]
     GetAvailableTemplates(ClientArgs),

@@ -9,7 +9,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::operation::operation_from_parameters;
 use crate::app::commands::{
     ConfigureView, ExecuteCommand, OperationResult, RegisterCommand, SelectCommand, SelectionView,
-    UnregisterView, UpdateHealthCommand,
+    SetWeightCommand, UnregisterView, UpdateHealthCommand,
 };
 use crate::app::queries::{
     CapabilitiesQuery, CapabilitiesView, HealthList, HealthQuery, ListQuery, MetricsQuery,
@@ -120,6 +120,28 @@ pub async fn update_strategy(
     ApiJson(cmd): ApiJson<RegisterCommand>,
 ) -> ApiResult<StrategyView> {
     Ok(Json(state.engine.update_strategy(&name, cmd).await?))
+}
+
+/// setStrategyWeight: one load balancer member's weight (the guide's
+/// `set_strategy_weight(member, weight)`); the other members keep theirs. Persisted like an
+/// update; the balancer's statistics are kept.
+#[utoipa::path(put, path = "/api/v1/providers/{name}/weights/{member}", tag = "providers",
+    operation_id = "setStrategyWeight",
+    params(("name" = String, Path, description = "The load balancer"),
+        ("member" = String, Path, description = "One of its members")),
+    request_body = SetWeightCommand,
+    responses((status = 200, body = StrategyView),
+        (status = 404, description = "No such strategy, or not a member of it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The strategy is not a load balancer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The weight is not a positive number", body = Problem, content_type = "application/problem+json")))]
+pub async fn set_weight(
+    State(state): State<AppState>,
+    ApiPath((name, member)): ApiPath<(String, String)>,
+    ApiJson(cmd): ApiJson<SetWeightCommand>,
+) -> ApiResult<StrategyView> {
+    Ok(Json(
+        state.engine.set_member_weight(&name, &member, cmd).await?,
+    ))
 }
 
 /// unregisterProviderStrategy.

@@ -95,6 +95,62 @@ async fn weighted_load_balancer_splits_calls_by_fractional_weights() {
         m["live"]["strategy_stats"]["member_stats"][0]["total_requests"],
         heavy + 5
     );
+
+    // A PUT naming some members' weights only is refused, naming the ones left out.
+    let (status, v) = app
+        .put("/api/v1/providers/lb", json!({"provider_type": "load_balancer", "strategy_config":
+            {"strategies": ["sim-a", "sim-b"], "weights": {"sim-a": 3}, "algorithm": "WEIGHTED_ROUND_ROBIN"}}))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "strategy_config.weights", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not sim-b"),
+        "{v}"
+    );
+
+    // One member's weight (the guide's set_strategy_weight); the other keeps its own.
+    let (status, v) = app
+        .put("/api/v1/providers/lb/weights/sim-a", json!({"weight": 3}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["strategy_config"]["weights"],
+        json!({"sim-a": 3.0, "sim-b": 1.0})
+    );
+    let mut third = HashMap::<String, usize>::new();
+    for _ in 0..8 {
+        let v = run_on(&app, "lb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        *third.entry(members_called(&v)[0].clone()).or_default() += 1;
+    }
+    assert_eq!((third["sim-a"], third["sim-b"]), (6, 2), "{third:?}");
+    for (path, body, status) in [
+        (
+            "/api/v1/providers/lb/weights/sim-c",
+            json!({"weight": 1}),
+            404,
+        ),
+        (
+            "/api/v1/providers/lb/weights/sim-a",
+            json!({"weight": -1}),
+            422,
+        ),
+        (
+            "/api/v1/providers/sim-a/weights/sim-b",
+            json!({"weight": 1}),
+            409,
+        ),
+        (
+            "/api/v1/providers/nope/weights/sim-a",
+            json!({"weight": 1}),
+            404,
+        ),
+    ] {
+        let (got, v) = app.put(path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+    }
     app.stop().await;
 }
 

@@ -12,13 +12,16 @@ use super::Combinator;
 use super::{Members, check_names};
 use crate::domain::{Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{Operation, ProviderDeps, Traced, parse_config};
-use crate::strategy::balancing::{Algorithm, Balancer, BalancerConfig, HealthCheckMode};
+use crate::strategy::balancing::{
+    Algorithm, Balancer, BalancerConfig, HealthCheckMode, weight_problems,
+};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerConfig {
     pub strategies: Vec<String>,
-    /// Member name → weight (any positive number, fractions too); members left out weigh 1.
+    /// Member name → weight (any positive number, fractions too): every member, or none (each
+    /// then weighs 1).
     #[serde(default)]
     pub weights: HashMap<String, f64>,
     #[serde(default = "default_algorithm")]
@@ -58,21 +61,16 @@ impl LoadBalancerConfig {
             );
         }
         check_names("strategies", &cfg.strategies)?;
-        let mut weights: Vec<_> = cfg.weights.iter().collect();
-        weights.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, w) in weights {
-            if !cfg.strategies.contains(name) {
-                return bad(
-                    &format!("weights.{name}"),
-                    format!("'{name}' is not in strategies"),
-                );
-            }
-            if !(w.is_finite() && *w > 0.0) {
-                return bad(
-                    &format!("weights.{name}"),
-                    format!("must be a positive number, got {w}"),
-                );
-            }
+        if let Some((key, message)) = weight_problems(&cfg.strategies, &cfg.weights)
+            .into_iter()
+            .next()
+        {
+            let path = if key.is_empty() {
+                "weights".to_string()
+            } else {
+                format!("weights.{key}")
+            };
+            return bad(&path, message);
         }
         if cfg.max_connections_per_strategy == Some(0) {
             return bad("max_connections_per_strategy", "must be at least 1".into());
