@@ -11,7 +11,7 @@ use super::events::EventKind;
 use super::executor::{Active, Route};
 use super::registry::{StrategyRuntime, Write, already_registered};
 use super::settings::SettingsPatch;
-use super::views::{HealthView, StrategyView};
+use super::views::{CircuitView, HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError, StrategyEntry};
 use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
 use crate::domain::{
@@ -20,9 +20,9 @@ use crate::domain::{
 use crate::monitor::health;
 use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
-use crate::store::StrategySource;
+use crate::store::{CircuitRow, StrategySource};
 use crate::strategy::balancing::{WeightError, with_weight};
-use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
+use crate::strategy::{CircuitMode, ModeSetting, SelectionCriteria, Verdict};
 
 /// executeProviderOperation.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -171,6 +171,37 @@ pub struct HealthReport {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub error_details: Option<Value>,
+}
+
+/// setProviderCircuit: an operator's decision on a strategy's circuit.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"mode": "open", "source": "ops-oncall", "reason": "provider maintenance"}))]
+pub struct SetCircuitCommand {
+    /// `open` (also `forced_open`): reject every call until told otherwise; `closed` (also
+    /// `forced_closed`): admit every call, failures not counted; `auto`: the breaker's rules
+    /// decide again, from the state it is in.
+    #[schema(value_type = String, example = "open")]
+    pub mode: CircuitMode,
+    /// Who decides (recorded with the mode and in the event); default `api`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Why (at most 500 characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest `reason` of setProviderCircuit.
+const MAX_REASON_CHARS: usize = 500;
+
+/// A report's or a decision's `source`: trimmed, `api` when absent or blank, at most 64
+/// characters.
+fn source_of(given: Option<&str>) -> AppResult<String> {
+    match given.map(str::trim) {
+        None | Some("") => Ok("api".to_string()),
+        Some(s) if s.chars().count() <= 64 => Ok(s.to_string()),
+        Some(_) => Err(AppError::field("source", "must be at most 64 characters")),
+    }
 }
 
 /// setStrategyWeight: one load balancer member's weight.
@@ -357,8 +388,7 @@ impl Engine {
         }
         let runtime = Arc::new(StrategyRuntime::new(
             HealthStatus::unknown(),
-            CircuitBreaker::default(),
-            None,
+            CircuitRow::default(),
         ));
         let entry = self
             .registry
@@ -553,11 +583,7 @@ impl Engine {
                 ),
             ));
         }
-        let source = match cmd.source.as_deref().map(str::trim) {
-            None | Some("") => "api".to_string(),
-            Some(s) if s.len() <= 64 => s.to_string(),
-            Some(_) => return Err(AppError::field("source", "must be at most 64 characters")),
-        };
+        let source = source_of(cmd.source.as_deref())?;
         let status = HealthStatus {
             state: if cmd.health_status.is_healthy {
                 HealthState::Healthy
@@ -572,5 +598,34 @@ impl Engine {
         };
         health::record(&self.store, &self.events, &entry, status).await?;
         Ok(HealthView::of(&entry, &self.settings.breaker()))
+    }
+
+    /// setProviderCircuit: forces a strategy's circuit open or closed, or hands it back to
+    /// its rules; persisted with who did it, and announced.
+    pub async fn set_circuit(&self, name: &str, cmd: SetCircuitCommand) -> AppResult<CircuitView> {
+        let entry = self.registry.entry(name)?;
+        let source = source_of(cmd.source.as_deref())?;
+        let reason = cmd
+            .reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+        {
+            return Err(AppError::field(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let setting = ModeSetting {
+            source,
+            reason,
+            at: now_millis(),
+        };
+        self.executor
+            .set_circuit_mode(&entry, cmd.mode, setting)
+            .await?;
+        Ok(CircuitView::of(&entry, &self.settings.breaker()))
     }
 }

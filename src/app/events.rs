@@ -14,6 +14,8 @@ pub enum EventKind {
     Operation,
     HealthChange,
     CircuitTransition,
+    /// An operator forced a circuit open or closed, or handed it back to its rules.
+    CircuitControl,
     Registration,
     Configuration,
 }

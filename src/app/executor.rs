@@ -25,9 +25,10 @@ use crate::domain::{
 use crate::providers::{
     MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
 };
-use crate::store::{CircuitRepo, CircuitRow, Store};
+use crate::store::{CircuitRepo, Store, StoreResult};
 use crate::strategy::{
-    Candidate, Selection, SelectionCriteria, SelectorState, Transition, selection,
+    Candidate, CircuitMode, ModeSetting, Selection, SelectionCriteria, SelectorState, Transition,
+    selection,
 };
 
 /// How an operation finds its strategy.
@@ -411,20 +412,57 @@ impl Executor {
         let row = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             slot.last_reason = Some(t.reason.clone());
-            CircuitRow {
-                breaker: slot.breaker.clone(),
-                last_reason: slot.last_reason.clone(),
-            }
+            slot.row()
         };
-        tracing::warn!(strategy = entry.name(), from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "circuit transition");
         if let Err(e) = self.store.save_circuit(entry.name(), &row).await {
             tracing::error!(strategy = entry.name(), error = %e, "cannot persist circuit state");
         }
+        self.announce_transition(entry, &t);
+    }
+
+    fn announce_transition(&self, entry: &StrategyEntry, t: &Transition) {
+        tracing::warn!(strategy = entry.name(), from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "circuit transition");
         self.events.emit(
             EventKind::CircuitTransition,
             Some(entry.name()),
             json!({"from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
         );
+    }
+
+    /// An operator's decision on a strategy's circuit: applied, persisted (an error if it
+    /// cannot be, since the operator must know it will not survive a restart), announced as a
+    /// `circuit_control` event, and as a `circuit_transition` when the state changed.
+    pub async fn set_circuit_mode(
+        &self,
+        entry: &StrategyEntry,
+        mode: CircuitMode,
+        setting: ModeSetting,
+    ) -> StoreResult<()> {
+        let reason = match &setting.reason {
+            Some(why) => format!("{} by {}: {why}", mode.as_str(), setting.source),
+            None => format!("{} by {}", mode.as_str(), setting.source),
+        };
+        let (transition, row) = {
+            let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+            let t = slot.breaker.set_mode(mode, setting.at, reason.clone());
+            if t.is_some() {
+                slot.last_reason = Some(reason.clone());
+            }
+            slot.mode_set = Some(setting.clone());
+            (t, slot.row())
+        };
+        self.store.save_circuit(entry.name(), &row).await?;
+        tracing::warn!(strategy = entry.name(), mode = mode.as_str(), source = %setting.source, "circuit mode set");
+        self.events.emit(
+            EventKind::CircuitControl,
+            Some(entry.name()),
+            json!({"mode": mode, "source": setting.source, "reason": setting.reason,
+                   "state": row.breaker.state, "at": rfc3339(setting.at)}),
+        );
+        if let Some(t) = transition {
+            self.announce_transition(entry, &t);
+        }
+        Ok(())
     }
 }
 

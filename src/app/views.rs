@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::StrategyEntry;
 use crate::domain::{Capabilities, HealthState, rfc3339};
 use crate::store::HealthHistoryEntry;
-use crate::strategy::{BreakerConfig, CircuitState, RecentStats};
+use crate::strategy::{BreakerConfig, CircuitMode, CircuitState, RecentStats};
 
 /// Circuit breaker state of one strategy.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -20,6 +20,12 @@ pub struct CircuitView {
     pub next_probe_at: Option<String>,
     pub last_reason: Option<String>,
     pub probes_in_flight: u32,
+    /// `auto` (the breaker's rules decide), or `forced_open`/`forced_closed` by an operator.
+    pub mode: CircuitMode,
+    /// Who set the mode (setProviderCircuit's `source`), why and when; null when never set.
+    pub mode_source: Option<String>,
+    pub mode_reason: Option<String>,
+    pub mode_set_at: Option<String>,
 }
 
 impl CircuitView {
@@ -34,6 +40,10 @@ impl CircuitView {
             next_probe_at: b.retry_at(cfg).map(rfc3339),
             last_reason: slot.last_reason.clone(),
             probes_in_flight: b.probes_in_flight,
+            mode: b.mode,
+            mode_source: slot.mode_set.as_ref().map(|m| m.source.clone()),
+            mode_reason: slot.mode_set.as_ref().and_then(|m| m.reason.clone()),
+            mode_set_at: slot.mode_set.as_ref().map(|m| rfc3339(m.at)),
         }
     }
 }
@@ -44,7 +54,8 @@ impl CircuitView {
     "state": "healthy", "status_message": "health check passed", "error_details": null, "source": "health_check",
     "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3, "circuit": {"state": "closed",
     "consecutive_failures": 0, "opened_at": null, "last_transition_at": null, "next_probe_at": null,
-    "last_reason": null, "probes_in_flight": 0}}))]
+    "last_reason": null, "probes_in_flight": 0, "mode": "auto", "mode_source": null,
+    "mode_reason": null, "mode_set_at": null}}))]
 pub struct HealthView {
     pub strategy_name: String,
     pub provider_type: String,

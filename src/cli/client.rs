@@ -97,6 +97,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
         SetStrategyWeight(a) => (a, Method::PUT, "/api/v1/providers/{name}/weights/{member}"),
+        SetProviderCircuit(a) => (a, Method::PUT, "/api/v1/providers/{name}/circuit"),
         GetAvailableTemplates(a) => (a, Method::GET, "/api/v1/templates"),
         RequestMachines(a) => (a, Method::POST, "/api/v1/requests"),
         GetRequestStatus(a) => (a, Method::GET, "/api/v1/requests/{request_id}"),

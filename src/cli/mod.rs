@@ -131,6 +131,9 @@ pub enum ClientCommand {
     /// PUT /api/v1/providers/{name}/weights/{member} (--name lb --data '{"member": "aws", "weight": 0.8}')
     #[command(name = "setStrategyWeight")]
     SetStrategyWeight(ClientArgs),
+    /// PUT /api/v1/providers/{name}/circuit (--name x --data '{"mode": "open", "source": "ops"}')
+    #[command(name = "setProviderCircuit")]
+    SetProviderCircuit(ClientArgs),
     /// GET /api/v1/templates
     #[command(name = "getAvailableTemplates")]
     GetAvailableTemplates(ClientArgs),

@@ -64,6 +64,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::metrics_one))
         .routes(routes!(providers::capabilities))
         .routes(routes!(providers::set_weight))
+        .routes(routes!(providers::set_circuit))
         .routes(routes!(service::events))
         .routes(routes!(hostfactory::get_available_templates))
         .routes(routes!(hostfactory::request_machines))

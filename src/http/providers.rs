@@ -9,13 +9,13 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::operation::operation_from_parameters;
 use crate::app::commands::{
     ConfigureView, ExecuteCommand, OperationResult, RegisterCommand, SelectCommand, SelectionView,
-    SetWeightCommand, UnregisterView, UpdateHealthCommand,
+    SetCircuitCommand, SetWeightCommand, UnregisterView, UpdateHealthCommand,
 };
 use crate::app::queries::{
     CapabilitiesQuery, CapabilitiesView, HealthList, HealthQuery, ListQuery, MetricsQuery,
     MetricsReport, ProviderList, StrategyMetrics,
 };
-use crate::app::views::{HealthView, StrategyView};
+use crate::app::views::{CircuitView, HealthView, StrategyView};
 use crate::app::{AppError, ConfigurationView};
 use crate::state::AppState;
 
@@ -215,6 +215,24 @@ pub async fn update_health(
     ApiJson(cmd): ApiJson<UpdateHealthCommand>,
 ) -> ApiResult<HealthView> {
     Ok(Json(state.engine.update_health(&name, cmd).await?))
+}
+
+/// setProviderCircuit: force a strategy's circuit open or closed, or hand it back to its
+/// rules (`auto`). Recorded with its `source`, persisted (survives restarts) and announced as a
+/// `circuit_control` event (and a `circuit_transition` when the state changes).
+#[utoipa::path(put, path = "/api/v1/providers/{name}/circuit", tag = "providers",
+    operation_id = "setProviderCircuit",
+    params(("name" = String, Path, description = "Strategy name")),
+    request_body = SetCircuitCommand,
+    responses((status = 200, body = CircuitView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn set_circuit(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(cmd): ApiJson<SetCircuitCommand>,
+) -> ApiResult<CircuitView> {
+    Ok(Json(state.engine.set_circuit(&name, cmd).await?))
 }
 
 /// getProviderMetrics for every strategy (including unregistered ones that still have data).

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{TestApp, eventually, execute, register_sim};
+use crate::helpers::{TestApp, eventually, execute, next_event, register_sim};
 
 #[tokio::test]
 async fn failover_within_one_call_when_the_first_strategy_fails() {
@@ -171,4 +171,128 @@ async fn least_connections_spreads_concurrent_calls() {
         "20 concurrent calls split about evenly, got {primary} on sim-primary"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_forces_a_circuit_open_closed_and_back_to_auto() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
+    )
+    .await;
+    let mut events = app.events().await;
+    let health_check =
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-primary"});
+
+    // Forced open: recorded with its source, announced, and no call reaches the provider.
+    let (status, c) = app
+        .put(
+            "/api/v1/providers/sim-primary/circuit",
+            json!({"mode": "open", "source": "ops-alice", "reason": "provider maintenance"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (
+            &c["state"],
+            &c["mode"],
+            &c["mode_source"],
+            &c["mode_reason"]
+        ),
+        (
+            &json!("open"),
+            &json!("forced_open"),
+            &json!("ops-alice"),
+            &json!("provider maintenance")
+        ),
+        "{c}"
+    );
+    assert!(
+        c["next_probe_at"].is_null(),
+        "no recovery while forced: {c}"
+    );
+    let control = next_event(&mut events, "circuit_control").await;
+    assert_eq!(control["strategy"], "sim-primary");
+    assert_eq!(
+        (&control["detail"]["mode"], &control["detail"]["source"]),
+        (&json!("forced_open"), &json!("ops-alice"))
+    );
+    let transition = next_event(&mut events, "circuit_transition").await;
+    assert_eq!(transition["detail"]["to"], "open");
+    assert_eq!(
+        execute(&app, health_check.clone()).await["error_code"],
+        "CIRCUIT_OPEN"
+    );
+
+    // Forced closed: every call goes through and failures do not open it.
+    let (status, c) = app
+        .put(
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "closed", "source": "ops-bob"}),
+        )
+        .await;
+    assert_eq!((status, &c["mode"]), (200, &json!("forced_closed")), "{c}");
+    let bad_check = json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"});
+    for _ in 0..3 {
+        assert_eq!(
+            execute(&app, bad_check.clone()).await["error_code"],
+            "SIMULATED_FAILURE"
+        );
+    }
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "closed", "{h}");
+
+    // Both choices survive a restart.
+    let cfg = crate::helpers::test_config(&app.db);
+    drop(events);
+    let dir = app.stop().await;
+    let app = TestApp::start(cfg).await;
+    let (_, h) = app.get("/api/v1/providers/sim-primary/health").await;
+    assert_eq!(
+        (&h["circuit"]["mode"], &h["circuit"]["mode_source"]),
+        (&json!("forced_open"), &json!("ops-alice")),
+        "{h}"
+    );
+    assert_eq!(
+        execute(&app, health_check.clone()).await["error_code"],
+        "CIRCUIT_OPEN"
+    );
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["mode"], "forced_closed", "{h}");
+
+    // Back to auto: the breaker's rules decide again (threshold 1 opens at the next failure).
+    let (status, c) = app
+        .put("/api/v1/providers/sim-bad/circuit", json!({"mode": "auto"}))
+        .await;
+    assert_eq!(
+        (status, &c["mode"], &c["mode_source"]),
+        (200, &json!("auto"), &json!("api"))
+    );
+    execute(&app, bad_check.clone()).await;
+    assert_eq!(execute(&app, bad_check).await["error_code"], "CIRCUIT_OPEN");
+
+    for (path, body, status) in [
+        (
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "ajar"}),
+            422,
+        ),
+        (
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "auto", "source": "x".repeat(65)}),
+            422,
+        ),
+        (
+            "/api/v1/providers/nope/circuit",
+            json!({"mode": "auto"}),
+            404,
+        ),
+    ] {
+        let (got, v) = app.put(path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+    }
+    app.stop().await;
+    drop(dir);
 }

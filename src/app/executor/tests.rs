@@ -16,7 +16,7 @@ use crate::providers::{
     CreateRequest, Created, HealthReport, MachineRef, Provider, StatusQuery, StatusReport,
     TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
-use crate::store::{CircuitRepo, StrategySource};
+use crate::store::{CircuitRepo, CircuitRow, StrategySource};
 use crate::strategy::{CircuitBreaker, CircuitState};
 
 #[derive(Debug, Clone)]
@@ -168,7 +168,13 @@ impl Harness {
             registered_at: 0,
             updated_at: 0,
             provider: Arc::clone(provider) as Arc<dyn Provider>,
-            runtime: Arc::new(StrategyRuntime::new(HealthStatus::unknown(), breaker, None)),
+            runtime: Arc::new(StrategyRuntime::new(
+                HealthStatus::unknown(),
+                CircuitRow {
+                    breaker,
+                    ..CircuitRow::default()
+                },
+            )),
         })
     }
 
