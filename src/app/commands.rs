@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::events::EventKind;
 use super::executor::{Active, Route};
 use super::registry::{StrategyRuntime, Write, already_registered};
-use super::settings::SettingsPatch;
+use super::settings::{SettingsPatch, explicit_null};
 use super::views::{CircuitView, HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError, StrategyEntry};
 use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
@@ -22,7 +22,7 @@ use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
 use crate::store::{CircuitRow, StrategySource};
 use crate::strategy::balancing::{WeightError, with_weight};
-use crate::strategy::{CircuitMode, ModeSetting, SelectionCriteria, Verdict};
+use crate::strategy::{BreakerPatch, CircuitMode, ModeSetting, SelectionCriteria, Verdict};
 
 /// executeProviderOperation.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -140,6 +140,12 @@ pub struct RegisterCommand {
     pub weight: Option<f64>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// This strategy's own circuit-breaker settings, laid over the global ones field by field
+    /// (`{"failure_threshold": 10}`), with the same bounds. Left out on an update, the
+    /// strategy keeps its own; `null` removes them.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<BreakerPatch>, nullable = true)]
+    pub circuit_breaker: Option<Option<BreakerPatch>>,
 }
 
 /// updateProviderHealth.
@@ -282,6 +288,9 @@ impl RegisterCommand {
             weight: self.weight.or(previous.map(|p| p.weight)).unwrap_or(100.0),
             capabilities: self.capabilities.unwrap_or_default(),
             config: self.strategy_config,
+            circuit_breaker: self
+                .circuit_breaker
+                .unwrap_or_else(|| previous.and_then(|p| p.circuit_breaker)),
         }
     }
 }

@@ -27,8 +27,8 @@ use crate::providers::{
 };
 use crate::store::{CircuitRepo, Store, StoreResult};
 use crate::strategy::{
-    Candidate, CircuitMode, ModeSetting, Selection, SelectionCriteria, SelectorState, Transition,
-    selection,
+    BreakerConfig, Candidate, CircuitMode, ModeSetting, Selection, SelectionCriteria,
+    SelectorState, Transition, selection,
 };
 
 /// How an operation finds its strategy.
@@ -315,7 +315,7 @@ impl Executor {
         op: &Operation,
         timeout: Duration,
     ) -> (Attempt, Result<OperationOutput, ProviderError>) {
-        let cfg = self.settings.breaker();
+        let cfg = entry.spec.breaker(&self.settings.breaker());
         let name = entry.name();
         let (decision, transition) = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
@@ -529,6 +529,12 @@ impl MemberInvoker for MemberCalls {
     fn candidate(&self, strategy: &str) -> Option<Candidate> {
         let executor = self.0.upgrade()?;
         executor.registry.get(strategy).map(|e| e.candidate())
+    }
+
+    fn breaker(&self, strategy: &str) -> Option<BreakerConfig> {
+        let executor = self.0.upgrade()?;
+        let entry = executor.registry.get(strategy)?;
+        Some(entry.spec.breaker(&executor.settings.breaker()))
     }
 
     fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition) {

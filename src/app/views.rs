@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::StrategyEntry;
 use crate::domain::{Capabilities, HealthState, rfc3339};
 use crate::store::HealthHistoryEntry;
-use crate::strategy::{BreakerConfig, CircuitMode, CircuitState, RecentStats};
+use crate::strategy::{BreakerConfig, BreakerPatch, CircuitMode, CircuitState, RecentStats};
 
 /// Circuit breaker state of one strategy.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -26,10 +26,15 @@ pub struct CircuitView {
     pub mode_source: Option<String>,
     pub mode_reason: Option<String>,
     pub mode_set_at: Option<String>,
+    /// The settings this circuit follows: the strategy's own `circuit_breaker` laid over the
+    /// global ones.
+    pub settings: BreakerConfig,
 }
 
 impl CircuitView {
-    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+    /// The circuit of `entry`, whose settings are its own laid over `global`.
+    pub fn of(entry: &StrategyEntry, global: &BreakerConfig) -> Self {
+        let cfg = entry.spec.breaker(global);
         let slot = entry.runtime.breaker.lock().expect("breaker lock");
         let b = &slot.breaker;
         Self {
@@ -37,13 +42,14 @@ impl CircuitView {
             consecutive_failures: b.consecutive_failures,
             opened_at: b.opened_at.map(rfc3339),
             last_transition_at: b.last_transition_at.map(rfc3339),
-            next_probe_at: b.retry_at(cfg).map(rfc3339),
+            next_probe_at: b.retry_at(&cfg).map(rfc3339),
             last_reason: slot.last_reason.clone(),
             probes_in_flight: b.probes_in_flight,
             mode: b.mode,
             mode_source: slot.mode_set.as_ref().map(|m| m.source.clone()),
             mode_reason: slot.mode_set.as_ref().and_then(|m| m.reason.clone()),
             mode_set_at: slot.mode_set.as_ref().map(|m| rfc3339(m.at)),
+            settings: cfg,
         }
     }
 }
@@ -55,7 +61,8 @@ impl CircuitView {
     "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3, "circuit": {"state": "closed",
     "consecutive_failures": 0, "opened_at": null, "last_transition_at": null, "next_probe_at": null,
     "last_reason": null, "probes_in_flight": 0, "mode": "auto", "mode_source": null,
-    "mode_reason": null, "mode_set_at": null}}))]
+    "mode_reason": null, "mode_set_at": null, "settings": {"enabled": true, "failure_threshold": 5,
+    "recovery_timeout": 60.0, "half_open_max_calls": 1}}}))]
 pub struct HealthView {
     pub strategy_name: String,
     pub provider_type: String,
@@ -74,7 +81,7 @@ pub struct HealthView {
 }
 
 impl HealthView {
-    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+    pub fn of(entry: &StrategyEntry, global: &BreakerConfig) -> Self {
         let h = entry.runtime.health();
         Self {
             strategy_name: entry.spec.name.clone(),
@@ -90,7 +97,7 @@ impl HealthView {
             source: h.source,
             last_check: h.checked_at.map(rfc3339),
             response_time_ms: h.response_time_ms,
-            circuit: CircuitView::of(entry, cfg),
+            circuit: CircuitView::of(entry, global),
             history: None,
         }
     }
@@ -148,6 +155,9 @@ pub struct StrategyView {
     #[schema(value_type = Object)]
     pub strategy_config: Map<String, Value>,
     pub capabilities: Capabilities,
+    /// This strategy's own circuit-breaker settings (laid over the global ones), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerPatch>,
     pub health: HealthState,
     pub circuit_state: CircuitState,
     pub in_flight: u64,
@@ -168,6 +178,7 @@ impl StrategyView {
             source: entry.source.as_str().to_string(),
             strategy_config: redacted(&entry.spec.config),
             capabilities: c.capabilities,
+            circuit_breaker: entry.spec.circuit_breaker,
             health: c.health,
             circuit_state: c.circuit,
             in_flight: c.in_flight,

@@ -14,13 +14,14 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::CapabilityFlags;
+use crate::strategy::{BreakerConfig, BreakerPatch};
 
 pub use load::{ConfigError, ConfigErrors, load, load_with_env};
 pub use retention::RetentionConfig;
 pub use strategy::{
     MAX_FAILURE_THRESHOLD, MAX_FALLBACK_STRATEGIES, MAX_HALF_OPEN_MAX_CALLS,
     MAX_HEALTH_CHECK_RETRIES, MAX_INTERVAL_SECONDS, MAX_RECOVERY_TIMEOUT_SECONDS,
-    MAX_TIMEOUT_SECONDS, MIN_HEALTH_CHECK_INTERVAL_SECONDS, StrategySettings,
+    MAX_TIMEOUT_SECONDS, MIN_HEALTH_CHECK_INTERVAL_SECONDS, StrategySettings, breaker_problems,
 };
 
 /// The embedded default configuration (`config/default.json`).
@@ -211,6 +212,17 @@ pub struct StrategySpec {
     #[serde(default, alias = "strategy_config")]
     #[schema(value_type = Object)]
     pub config: Map<String, Value>,
+    /// This strategy's own circuit-breaker settings, laid over the global `circuit_breaker`
+    /// field by field, with the same bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerPatch>,
+}
+
+impl StrategySpec {
+    /// The breaker settings this strategy's circuit follows: its own over `global`.
+    pub fn breaker(&self, global: &BreakerConfig) -> BreakerConfig {
+        self.circuit_breaker.map_or(*global, |own| own.over(global))
+    }
 }
 
 /// Route segments that a strategy name may not take.

@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::config::StrategySpec;
+use crate::config::{StrategySpec, breaker_problems};
 use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
 use crate::store::Store;
-use crate::strategy::{Candidate, Transition};
+use crate::strategy::{BreakerConfig, Candidate, Transition};
 
 pub use contract::{
     CreateRequest, Created, HealthReport, MachineRef, MemberHealth, OfferedTemplate, Operation,
@@ -107,6 +107,9 @@ pub trait MemberInvoker: Send + Sync {
     /// `None` when no strategy has that name.
     fn candidate(&self, strategy: &str) -> Option<Candidate>;
 
+    /// The circuit-breaker settings the strategy's own circuit follows now.
+    fn breaker(&self, strategy: &str) -> Option<BreakerConfig>;
+
     /// Records a transition of a circuit breaker that a composite keeps over one member.
     fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition);
 }
@@ -172,6 +175,14 @@ pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
             "weight".into(),
             format!("must be a positive number, got {}", spec.weight),
         ));
+    }
+    if let Some(own) = &spec.circuit_breaker {
+        // Laid over the defaults, which are in bounds, a problem is one of the fields given.
+        errors.extend(
+            breaker_problems(&own.over(&BreakerConfig::default()))
+                .into_iter()
+                .map(|(field, m)| (format!("circuit_breaker.{field}"), m)),
+        );
     }
     match spec.provider_type.as_str() {
         "aws" => errors.extend(aws::AwsConfig::from_spec(&spec.config).err()),

@@ -352,8 +352,8 @@ impl Balancer {
         }
         s.window.record(success, response_ms);
         let recent = s.window.stats();
-        s.success_rate = Some(recent.success_rate);
-        s.average_response_time_ms = Some(recent.mean_response_ms);
+        s.success_rate = recent.success_rate;
+        s.average_response_time_ms = recent.mean_response_ms;
         if success {
             s.successful_requests += 1;
             s.consecutive_failures = 0;

@@ -85,7 +85,9 @@ pub struct ModeSetting {
     pub at: EpochMillis,
 }
 
+/// Circuit-breaker settings; keys left out of a file's `circuit_breaker` take the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
 pub struct BreakerConfig {
     pub enabled: bool,
     /// Consecutive failures that open the circuit.
@@ -110,6 +112,47 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     fn recovery_ms(&self) -> EpochMillis {
         (self.recovery_timeout * 1000.0).round() as EpochMillis
+    }
+}
+
+/// Partial circuit-breaker settings: a run-time change of the global ones
+/// (`circuit_breaker_config`), or a strategy's own (`circuit_breaker` in its definition), laid
+/// over the global settings field by field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Consecutive failures that open the circuit: 1 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Seconds an open circuit waits: more than 0, at most 86400 (one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_timeout: Option<f64>,
+    /// Probes allowed at once while half open: 1 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_max_calls: Option<u32>,
+}
+
+impl BreakerPatch {
+    /// `base` with the fields this patch sets replaced.
+    pub fn over(&self, base: &BreakerConfig) -> BreakerConfig {
+        BreakerConfig {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            failure_threshold: self.failure_threshold.unwrap_or(base.failure_threshold),
+            recovery_timeout: self.recovery_timeout.unwrap_or(base.recovery_timeout),
+            half_open_max_calls: self.half_open_max_calls.unwrap_or(base.half_open_max_calls),
+        }
+    }
+
+    /// `newer` wins field by field.
+    pub fn then(&self, newer: &BreakerPatch) -> BreakerPatch {
+        BreakerPatch {
+            enabled: newer.enabled.or(self.enabled),
+            failure_threshold: newer.failure_threshold.or(self.failure_threshold),
+            recovery_timeout: newer.recovery_timeout.or(self.recovery_timeout),
+            half_open_max_calls: newer.half_open_max_calls.or(self.half_open_max_calls),
+        }
     }
 }
 

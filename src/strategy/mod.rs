@@ -9,7 +9,8 @@ pub mod selection;
 pub mod window;
 
 pub use breaker::{
-    BreakerConfig, CircuitBreaker, CircuitMode, CircuitState, ModeSetting, Permit, Transition,
+    BreakerConfig, BreakerPatch, CircuitBreaker, CircuitMode, CircuitState, ModeSetting, Permit,
+    Transition,
 };
 pub use selection::{
     Candidate, MIN_SAMPLES_FOR_CRITERIA, NoCandidate, Selection, SelectionCriteria,

@@ -316,9 +316,101 @@ async fn fallback_circuit_breaker_mode_stops_calling_the_primary() {
         "the open circuit skips the primary"
     );
     let (_, caps) = app.get("/api/v1/providers/fb/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
     assert_eq!(
-        caps["performance_metrics"]["primary_circuit"]["state"], "open",
+        (
+            &circuit["state"],
+            &circuit["failure_count"],
+            &circuit["failure_rate"]
+        ),
+        (&json!("open"), &json!(2), &json!(100.0)),
         "{caps}"
+    );
+    app.stop().await;
+}
+
+/// The guide's fallback with `circuit_breaker_threshold` 10 over a primary whose own breaker
+/// (the global threshold, 5) opens first; then over a primary with a breaker of its own.
+#[tokio::test]
+async fn a_fallback_threshold_above_the_primarys_takes_effect_with_the_primarys_own_breaker() {
+    let app = TestApp::spawn().await;
+    let fallback = |primary: &str| {
+        json!({"primary": primary, "fallbacks": ["sim-good"], "mode": "circuit_breaker",
+            "circuit_breaker_threshold": 10, "circuit_breaker_timeout_seconds": 120})
+    };
+    register_sim(&app, "sim-good", json!({}), json!({})).await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    register_ok(&app, "fb", "fallback", fallback("sim-bad")).await;
+    for _ in 0..10 {
+        let v = run_on(&app, "fb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        assert_eq!(v["success"], true, "{v}");
+    }
+    let (_, caps) = app.get("/api/v1/providers/fb/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &circuit["effective_threshold"],
+            &circuit["primary_breaker_threshold"]
+        ),
+        (&json!(5), &json!(5)),
+        "{circuit}"
+    );
+    assert!(
+        circuit["note"]
+            .as_str()
+            .unwrap()
+            .contains("circuit_breaker.failure_threshold of at least 10"),
+        "{circuit}"
+    );
+    assert_eq!(circuit["state"], "closed", "the primary's own opened first");
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "open", "{h}");
+
+    // The primary's own breaker with a higher threshold: the fallback's 10 now decides.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "sim-bad-2", "provider_type": "simulated",
+                "strategy_config": {"failure_rate": 1.0}, "circuit_breaker": {"failure_threshold": 0}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "circuit_breaker.failure_threshold");
+    register_sim(
+        &app,
+        "sim-bad-2",
+        json!({"failure_rate": 1.0}),
+        json!({"circuit_breaker": {"failure_threshold": 20}}),
+    )
+    .await;
+    register_ok(&app, "fb-2", "fallback", fallback("sim-bad-2")).await;
+    for _ in 0..10 {
+        let v = run_on(&app, "fb-2", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        assert_eq!(members_called(&v), ["sim-bad-2", "sim-good"], "{v}");
+    }
+    let v = run_on(&app, "fb-2", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(members_called(&v), ["sim-good"], "open after 10: {v}");
+    let (_, caps) = app.get("/api/v1/providers/fb-2/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &circuit["state"],
+            &circuit["failure_count"],
+            &circuit["effective_threshold"],
+            &circuit["failure_rate"]
+        ),
+        (&json!("open"), &json!(10), &json!(10), &json!(100.0)),
+        "{circuit}"
+    );
+    assert!(circuit["note"].is_null());
+    let (_, h) = app.get("/api/v1/providers/sim-bad-2/health").await;
+    assert_eq!(
+        (
+            &h["circuit"]["state"],
+            &h["circuit"]["settings"]["failure_threshold"]
+        ),
+        (&json!("closed"), &json!(20)),
+        "{h}"
     );
     app.stop().await;
 }

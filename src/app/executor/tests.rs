@@ -162,6 +162,7 @@ impl Harness {
                 weight: 100.0,
                 capabilities: Default::default(),
                 config: Map::new(),
+                circuit_breaker: None,
             },
             source: StrategySource::Api,
             order,
@@ -344,7 +345,7 @@ async fn a_timeout_is_a_timeout_error_and_counts_against_the_breaker() {
     );
     assert_eq!(breaker_of(&a).consecutive_failures, 1);
     let recent = a.runtime.window.lock().unwrap().stats();
-    assert_eq!((recent.samples, recent.success_rate), (1, 0.0));
+    assert_eq!((recent.samples, recent.success_rate), (1, Some(0.0)));
     h.run(create(), route).await;
     assert_eq!(breaker_of(&a).state, CircuitState::Open);
     // The abandoned calls do not stay counted in flight.

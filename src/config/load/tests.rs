@@ -260,6 +260,32 @@ fn strategy_settings_out_of_bounds_are_errors_at_their_key() {
 }
 
 #[test]
+fn a_strategys_own_breaker_is_laid_over_the_global_one_with_the_same_bounds() {
+    let err = load_text(
+        r#"{"providers": [{"name": "a", "type": "simulated",
+            "circuit_breaker": {"failure_threshold": 1001, "recovery_timeout": 0}}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "providers[0].circuit_breaker.failure_threshold",
+            "providers[0].circuit_breaker.recovery_timeout"
+        ]
+    );
+    let cfg = load_text(
+        r#"{"strategy": {"circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 30}},
+            "providers": [{"name": "a", "type": "simulated", "circuit_breaker": {"failure_threshold": 10}}]}"#,
+        &[],
+    )
+    .unwrap();
+    let own = cfg.providers[0].breaker(&cfg.strategy.circuit_breaker);
+    assert_eq!((own.failure_threshold, own.recovery_timeout), (10, 30.0));
+}
+
+#[test]
 fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
     let c = load_with_env(None, &[], &|_| None).unwrap();
     // Its fallback list names its own two providers; everything else is a default.
