@@ -20,7 +20,7 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppError, AppResult};
 use crate::domain::{
-    Attempt, OperationType, ProviderError, ProviderErrorKind, now_millis, rfc3339,
+    Attempt, OperationType, Outcome, ProviderError, ProviderErrorKind, now_millis, rfc3339,
 };
 use crate::providers::{
     MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
@@ -330,14 +330,8 @@ impl Executor {
                 let err =
                     ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
                 let result = Err(err);
-                self.metrics.record(
-                    name,
-                    op.kind().as_str(),
-                    now_millis(),
-                    false,
-                    0.0,
-                    Some(("CIRCUIT_OPEN", "rejected by the circuit breaker")),
-                );
+                self.metrics
+                    .record(name, op.kind().as_str(), now_millis(), &result, 0.0);
                 return (Attempt::of(name, &result, 0.0), result);
             }
         };
@@ -374,7 +368,7 @@ impl Executor {
             }
         };
         // The caller's own mistakes say nothing of the strategy's performance.
-        if !matches!(&result, Err(e) if !e.kind.counts_as_failure()) {
+        if Outcome::of(&result).judges_provider() {
             entry
                 .runtime
                 .window
@@ -382,12 +376,8 @@ impl Executor {
                 .expect("window lock")
                 .record(result.is_ok(), ms);
         }
-        let error = result
-            .as_ref()
-            .err()
-            .map(|e| (e.code.as_str(), e.message.as_str()));
         self.metrics
-            .record(name, op.kind().as_str(), now, result.is_ok(), ms, error);
+            .record(name, op.kind().as_str(), now, &result, ms);
         self.events.emit(
             EventKind::Operation,
             Some(name),

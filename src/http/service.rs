@@ -85,10 +85,10 @@ fn label(v: &str) -> String {
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let lifetime = state.engine.metrics_recorder().lifetime();
-    out.push_str("# HELP ohfp_operations_total Provider operations by strategy, operation type and outcome.\n");
+    out.push_str("# HELP ohfp_operations_total Provider operations by strategy, operation type and outcome (success, failure, caller_error, rejected).\n");
     out.push_str("# TYPE ohfp_operations_total counter\n");
-    for ((strategy, op, ok), (n, _)) in &lifetime {
-        let outcome = if *ok { "success" } else { "failure" };
+    for ((strategy, op, outcome), (n, _)) in &lifetime {
+        let outcome = outcome.as_str();
         let _ = writeln!(
             out,
             "ohfp_operations_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}",
@@ -97,8 +97,8 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     }
     out.push_str("# HELP ohfp_operation_seconds_total Time spent in provider operations.\n");
     out.push_str("# TYPE ohfp_operation_seconds_total counter\n");
-    for ((strategy, op, ok), (_, secs)) in &lifetime {
-        let outcome = if *ok { "success" } else { "failure" };
+    for ((strategy, op, outcome), (_, secs)) in &lifetime {
+        let outcome = outcome.as_str();
         let _ = writeln!(
             out,
             "ohfp_operation_seconds_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {secs}",

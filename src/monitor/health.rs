@@ -95,17 +95,12 @@ pub async fn check(engine: &Engine, entry: &Arc<StrategyEntry>) -> HealthStatus 
     let timeout = Duration::from_secs_f64(settings.health_check_timeout);
     let (outcome, ms) = probe(entry, timeout, settings.health_check_retries).await;
     let now = now_millis();
-    let error = outcome
-        .as_ref()
-        .err()
-        .map(|e| (e.code.as_str(), e.message.as_str()));
     engine.metrics_recorder().record(
         entry.name(),
         OperationType::HealthCheck.as_str(),
         now,
-        outcome.is_ok(),
+        &outcome,
         ms,
-        error,
     );
     let (state, status_message, error_details) = match &outcome {
         Ok(report) => (
