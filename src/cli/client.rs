@@ -286,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn a_member_in_the_data_goes_in_the_path() {
+    fn weight_and_circuit_commands_name_their_path() {
         let data = r#"{"member": "aws", "weight": 0.8}"#;
         let c = planned(&["ohfp", "setStrategyWeight", "--name", "lb", "--data", data]).unwrap();
         assert_eq!(
@@ -296,6 +296,19 @@ mod tests {
                 "/api/v1/providers/lb/weights/aws",
                 Some(serde_json::json!({"weight": 0.8}))
             )
+        );
+        let c = planned(&[
+            "ohfp",
+            "setProviderCircuit",
+            "--name",
+            "a",
+            "--data",
+            r#"{"mode": "open"}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::PUT, "/api/v1/providers/a/circuit")
         );
     }
 

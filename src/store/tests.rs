@@ -208,3 +208,47 @@ async fn registration_inserts_once_and_never_replaces() {
     assert_eq!(replaced.updated_at, 30);
     assert_eq!(store.list_strategies().await.unwrap()[0].spec.priority, 9);
 }
+
+/// A bucket written before caller errors and rejections were counted apart has them moved out
+/// of its failures, by its error codes, when the migration runs.
+#[tokio::test]
+async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let path = path.to_str().unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let mut older = sqlx::migrate!("./migrations");
+    older.migrations = older
+        .migrations
+        .iter()
+        .filter(|m| m.version < 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    older.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO metric_buckets (strategy, operation, minute, count, successes, failures,
+             total_ms, max_ms, histogram, error_codes, last_error)
+         VALUES ('s', 'CREATE_INSTANCES', 1, 10, 3, 7, 0, 0, '[]',
+             '{\"CIRCUIT_OPEN\": 2, \"INVALID_TEMPLATE\": 1, \"TIMEOUT\": 4}', NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let store = Store::open(path, 5000, 1).await.unwrap();
+    let b = &store.load_metric_buckets(0, Some("s")).await.unwrap()[0];
+    assert_eq!(
+        (
+            b.count,
+            b.successes,
+            b.failures,
+            b.caller_errors,
+            b.rejected
+        ),
+        (10, 3, 4, 1, 2)
+    );
+}
