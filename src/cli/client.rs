@@ -1,4 +1,4 @@
-use std::io::Read;
+use std::io::{Read, Write};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -19,6 +19,33 @@ struct Call {
     query: Vec<(String, String)>,
 }
 
+/// The text with `#` comments (to the end of a line, outside strings) taken out, so a body
+/// annotated as the guide's troubleshooting example is (`"require_healthy": false # Relax …`)
+/// is read as written.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    for c in text.chars() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '#' if !in_string => in_comment = true,
+            '"' if !escaped => in_string = !in_string,
+            _ => {}
+        }
+        escaped = in_string && c == '\\' && !escaped;
+        if !in_comment {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn read_data(args: &ClientArgs) -> Result<Option<Value>, String> {
     let text = match (&args.data, &args.file) {
         (Some(d), _) => d.clone(),
@@ -34,7 +61,7 @@ fn read_data(args: &ClientArgs) -> Result<Option<Value>, String> {
         }
         (None, None) => return Ok(None),
     };
-    serde_json::from_str(&text)
+    serde_json::from_str(&without_comments(&text))
         .map(Some)
         .map_err(|e| format!("--data/--file is not valid JSON: {e}"))
 }
@@ -192,7 +219,8 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         .map(|v| pretty(&v))
         .unwrap_or(text);
     if status.is_success() {
-        println!("{shown}");
+        // A reader that stops early (`| head`) is not an error of ours.
+        let _ = writeln!(std::io::stdout(), "{shown}");
         0
     } else {
         eprintln!("{shown}");
@@ -271,6 +299,13 @@ mod tests {
         );
         let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
         assert_eq!((c.method, c.body), (Method::DELETE, None));
+    }
+
+    #[test]
+    fn hash_comments_outside_strings_are_ignored() {
+        let text = "{\n\"a\": false # relax\n, \"b\": \"x # y\\\" # z\"}";
+        let value: Value = serde_json::from_str(&without_comments(text)).unwrap();
+        assert_eq!(value, serde_json::json!({"a": false, "b": "x # y\" # z"}));
     }
 
     #[test]

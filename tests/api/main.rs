@@ -7,7 +7,9 @@ mod support;
 mod aws;
 mod aws_hostfactory;
 mod cli;
+
 mod composites;
+mod guides;
 mod hostfactory;
 mod openapi;
 mod providers;
