@@ -401,7 +401,14 @@ impl Engine {
     }
 
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
-        self.registry.entry(name)?;
+        if let Err(not_found) = self.registry.entry(name) {
+            // A stored strategy that start-up could not build is in the store only; deleting
+            // it is how an operator clears it (it is in no setting and no composite yet).
+            if !self.registry.remove_unbuilt(name).await? {
+                return Err(not_found);
+            }
+            return Ok(self.unregistered(name));
+        }
         let settings = self.settings.effective();
         if settings.active_strategy.as_deref() == Some(name) {
             return Err(AppError::Conflict(format!(
@@ -421,15 +428,19 @@ impl Engine {
             )));
         }
         self.registry.remove(name).await?;
+        Ok(self.unregistered(name))
+    }
+
+    fn unregistered(&self, name: &str) -> UnregisterView {
         self.events.emit(
             EventKind::Registration,
             Some(name),
             json!({"action": "unregistered"}),
         );
-        Ok(UnregisterView {
+        UnregisterView {
             strategy_name: name.to_string(),
             status: "unregistered".into(),
-        })
+        }
     }
 
     pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
