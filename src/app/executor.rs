@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::FutureExt;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::events::{EventBus, EventKind};
 use super::metrics::MetricsRecorder;
@@ -20,8 +21,9 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppError, AppResult};
 use crate::domain::{
-    Attempt, OperationType, ProviderError, ProviderErrorKind, now_millis, rfc3339,
+    Attempt, EpochMillis, OperationType, ProviderError, ProviderErrorKind, now_millis, rfc3339,
 };
+use crate::monitor::health::{self, Checker};
 use crate::providers::{
     MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
 };
@@ -245,7 +247,8 @@ impl Executor {
         let timeout = route
             .timeout
             .unwrap_or_else(|| Duration::from_secs_f64(settings.operation_timeout));
-        let may_fail_over = route.strategy.is_none();
+        tracing::debug!(strategy = entry.name(), chosen_by = %how, "strategy resolved");
+        let may_fail_over = route.strategy.is_none() && settings.failover_enabled;
         let mut attempts = Vec::new();
         let mut next = Some((entry, guard));
         let mut last = None;
@@ -265,6 +268,11 @@ impl Executor {
                         let guard = InFlightGuard::new(Arc::clone(&e.runtime));
                         (e, guard)
                     });
+                tracing::debug!(
+                    from = entry.name(),
+                    to = next.as_ref().map(|(e, _)| e.name()),
+                    "failing over down fallback_strategies"
+                );
             }
         }
         let (strategy_used, result) = last.expect("at least one attempt");
@@ -291,11 +299,15 @@ impl Executor {
         let entry = Arc::clone(entry);
         let op = op.clone();
         let name = entry.name().to_string();
-        let task = tokio::spawn(async move {
-            let done = executor.call_inner(&entry, &op, timeout).await;
-            drop(in_flight);
-            done
-        });
+        // The caller's span (the operation's trace_id and debug flag) goes with the call.
+        let task = tokio::spawn(
+            async move {
+                let done = executor.call_inner(&entry, &op, timeout).await;
+                drop(in_flight);
+                done
+            }
+            .in_current_span(),
+        );
         match task.await {
             Ok(done) => done,
             // The provider's panic is caught in `call_inner`; this is the executor's own.
@@ -306,8 +318,9 @@ impl Executor {
         }
     }
 
-    /// Breaker check first (an open circuit never reaches the provider), then the provider
-    /// under the deadline, then the outcome to breaker, window, metrics and events.
+    /// An operation the strategy does not support is refused, and the breaker checked (an open
+    /// circuit never reaches the provider); then the provider under the deadline, then the
+    /// outcome to breaker, window, metrics, events and, for a HEALTH_CHECK, the cached health.
     async fn call_inner(
         &self,
         entry: &Arc<StrategyEntry>,
@@ -316,6 +329,28 @@ impl Executor {
     ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         let cfg = self.settings.breaker();
         let name = entry.name();
+        let capabilities = entry.capabilities();
+        if !capabilities.supports(op.kind()) {
+            let supported: Vec<&str> = capabilities
+                .supported_operations
+                .iter()
+                .map(|o| o.as_str())
+                .collect();
+            let message = format!(
+                "strategy '{name}' does not support {}; it supports {}",
+                op.kind(),
+                supported.join(", ")
+            );
+            return self.refuse(
+                name,
+                op,
+                ProviderError::new(
+                    ProviderErrorKind::Unsupported,
+                    "UNSUPPORTED_OPERATION",
+                    message,
+                ),
+            );
+        }
         let (decision, transition) = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             slot.breaker.try_acquire(&cfg, now_millis())
@@ -328,18 +363,10 @@ impl Executor {
             Err(reason) => {
                 let err =
                     ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
-                let result = Err(err);
-                self.metrics.record(
-                    name,
-                    op.kind().as_str(),
-                    now_millis(),
-                    false,
-                    0.0,
-                    Some(("CIRCUIT_OPEN", "rejected by the circuit breaker")),
-                );
-                return (Attempt::of(name, &result, 0.0), result);
+                return self.refuse(name, op, err);
             }
         };
+        tracing::debug!(strategy = name, operation = %op.kind(), timeout_s = timeout.as_secs_f64(), "calling the provider");
         let started = Instant::now();
         let traced = AssertUnwindSafe(entry.provider.execute_traced(op)).catch_unwind();
         let Traced {
@@ -385,8 +412,9 @@ impl Executor {
             .as_ref()
             .err()
             .map(|e| (e.code.as_str(), e.message.as_str()));
-        self.metrics
-            .record(name, op.kind().as_str(), now, result.is_ok(), ms, error);
+        tracing::debug!(strategy = name, operation = %op.kind(), success = result.is_ok(), response_time_ms = ms, error = ?error, "the provider answered");
+        self.record_metric(name, op, now, result.is_ok(), ms, error);
+        self.record_health(entry, op, &result, now, ms).await;
         self.events.emit(
             EventKind::Operation,
             Some(name),
@@ -404,6 +432,62 @@ impl Executor {
         attempt.members = members;
         attempt.contributors = contributors;
         (attempt, result)
+    }
+
+    /// A call refused without reaching the provider: counted in the metrics with its code,
+    /// never against the breaker or the selection window.
+    fn refuse(
+        &self,
+        name: &str,
+        op: &Operation,
+        err: ProviderError,
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
+        tracing::debug!(strategy = name, operation = %op.kind(), error_code = %err.code, reason = %err.message, "refused without calling the provider");
+        self.record_metric(
+            name,
+            op,
+            now_millis(),
+            false,
+            0.0,
+            Some((err.code.as_str(), err.message.as_str())),
+        );
+        let result = Err(err);
+        (Attempt::of(name, &result, 0.0), result)
+    }
+
+    /// Into the metrics, unless `metrics_collection_enabled` is off.
+    fn record_metric(
+        &self,
+        name: &str,
+        op: &Operation,
+        at: EpochMillis,
+        success: bool,
+        ms: f64,
+        error: Option<(&str, &str)>,
+    ) {
+        if self.settings.metrics_collection_enabled() {
+            self.metrics
+                .record(name, op.kind().as_str(), at, success, ms, error);
+        }
+    }
+
+    /// A HEALTH_CHECK's answer is an observation of the strategy's health, like a background
+    /// check's (an outside report that holds stays). A caller's mistake says nothing of it.
+    async fn record_health(
+        &self,
+        entry: &StrategyEntry,
+        op: &Operation,
+        result: &Result<OperationOutput, ProviderError>,
+        at: EpochMillis,
+        ms: f64,
+    ) {
+        let outcome = match (op, result) {
+            (Operation::Health, Ok(OperationOutput::Health(report))) => Ok(report),
+            (Operation::Health, Err(e)) if e.kind.counts_as_failure() => Err(e),
+            _ => return,
+        };
+        let observed = health::observed(outcome, Checker::Operation, at, ms);
+        health::record_unless_held(&self.store, &self.events, entry, observed).await;
     }
 
     /// Persists a breaker transition and emits its event.

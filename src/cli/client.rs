@@ -112,6 +112,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetProviderStrategyConfig(a) => (a, Method::GET, "/api/v1/providers/configuration"),
         UpdateProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health"),
         GetProviderHealth(a) => (a, Method::GET, "/api/v1/providers/{name?}/health"),
+        CheckProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health/check"),
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
@@ -122,7 +123,9 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetReturnRequests(a) => (a, Method::GET, "/api/v1/returns"),
     };
     let mut data = read_data(args)?;
-    let is_get = method == Method::GET || method == Method::DELETE;
+    // Commands without a body: the data names the strategy, the rest are query parameters.
+    let is_get =
+        method == Method::GET || method == Method::DELETE || matches!(cmd, CheckProviderHealth(_));
     let path = if route.contains("{request_id}") {
         let from_data = data
             .as_mut()
@@ -299,6 +302,22 @@ mod tests {
         );
         let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
         assert_eq!((c.method, c.body), (Method::DELETE, None));
+        let c = planned(&[
+            "ohfp",
+            "checkProviderHealth",
+            "--data",
+            r#"{"provider_name": "aws-primary"}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            (
+                Method::POST,
+                "/api/v1/providers/aws-primary/health/check",
+                None
+            )
+        );
+        assert!(c.query.is_empty());
     }
 
     #[test]

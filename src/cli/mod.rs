@@ -122,6 +122,9 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/health, or /api/v1/providers/{name}/health with --name
     #[command(name = "getProviderHealth")]
     GetProviderHealth(ClientArgs),
+    /// POST /api/v1/providers/{name}/health/check: probe one strategy now (--name NAME)
+    #[command(name = "checkProviderHealth")]
+    CheckProviderHealth(ClientArgs),
     /// GET /api/v1/providers (--data '{"healthy_only": true}')
     #[command(name = "listAvailableProviders")]
     ListAvailableProviders(ClientArgs),

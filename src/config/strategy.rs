@@ -69,6 +69,12 @@ pub struct StrategySettings {
     /// `failure_threshold` 1 to 1000; `recovery_timeout` more than 0, at most 86400 seconds
     /// (one day); `half_open_max_calls` 1 to 100.
     pub circuit_breaker: BreakerConfig,
+    /// `false`: an operation that fails is not retried down `fallback_strategies` (a
+    /// `fallback` strategy still does its own job).
+    pub failover_enabled: bool,
+    /// `false`: operations and health checks are not recorded into the metrics (breakers,
+    /// health and the selection window still see every outcome).
+    pub metrics_collection_enabled: bool,
     /// Seed for the RANDOM policy (tests); random when absent.
     pub random_seed: Option<u64>,
 }
@@ -90,6 +96,8 @@ impl Default for StrategySettings {
             health_check_retries: 1,
             operation_timeout: 30.0,
             circuit_breaker: BreakerConfig::default(),
+            failover_enabled: true,
+            metrics_collection_enabled: true,
             random_seed: None,
         }
     }

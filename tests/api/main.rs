@@ -10,6 +10,7 @@ mod cli;
 
 mod composites;
 mod guides;
+mod health_checks;
 mod hostfactory;
 mod openapi;
 mod providers;

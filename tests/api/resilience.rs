@@ -43,10 +43,12 @@ async fn breaker_opens_rejects_without_calling_and_persists() {
         json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 3600}}),
     )
     .await;
+    // Not HEALTH_CHECK: its failure would also mark sim-bad unhealthy, and selection would
+    // name that reason before the circuit.
     for _ in 0..2 {
         let v = execute(
             &app,
-            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"}),
+            json!({"operation_type": "GET_AVAILABLE_TEMPLATES", "strategy_override": "sim-bad"}),
         )
         .await;
         assert_eq!(v["error_code"], "SIMULATED_FAILURE");
