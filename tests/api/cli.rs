@@ -70,6 +70,19 @@ async fn client_commands_print_json_and_fail_clearly() {
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 2);
 
+    let (code, out, _) = ohfp(&[
+        "checkProviderHealth",
+        "--url",
+        &url,
+        "--data",
+        r#"{"provider_name": "sim-secondary"}"#,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["check"]["is_healthy"], true, "{v}");
+    assert_eq!(v["health"]["source"], "on_demand_check");
+
     let (code, _, err) = ohfp(&["getProviderMetrics", "--url", "http://127.0.0.1:9"]).await;
     assert_eq!(code, 3);
     assert!(err.contains("cannot reach the service"), "{err}");

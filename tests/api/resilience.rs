@@ -174,3 +174,53 @@ async fn least_connections_spreads_concurrent_calls() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn failover_can_be_turned_off() {
+    let app = TestApp::spawn().await;
+    register_sim(
+        &app,
+        "sim-broken",
+        json!({"failure_rate": 1.0}),
+        json!({"priority": -1}),
+    )
+    .await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"fallback_strategies": ["sim-broken", "sim-primary"], "failover_enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["configuration"]["failover_enabled"], false);
+    assert!(
+        v["configuration"]["overridden_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("failover_enabled")),
+        "{v}"
+    );
+    let create = json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}});
+    let v = execute(&app, create.clone()).await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "SIMULATED_FAILURE");
+    assert_eq!(v["metadata"]["attempts"], 1);
+    // Back on: the same call fails over.
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"failover_enabled": true}),
+    )
+    .await;
+    let v = execute(&app, create).await;
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary", "{v}");
+    assert_eq!(v["metadata"]["fallback_used"], true);
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"failover_enabled": "no"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "failover_enabled");
+    app.stop().await;
+}
