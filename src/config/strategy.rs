@@ -58,7 +58,8 @@ pub struct StrategySettings {
     pub fallback_strategies: Vec<String>,
     /// Seconds between background health checks: 1 to 86400 (one day).
     pub health_check_interval: f64,
-    /// Seconds after start before the first round of health checks: 0 to 86400 (one day).
+    /// Seconds after start before the first round of health checks, and after a strategy is
+    /// registered or changed before its first check: 0 to 86400 (one day).
     pub health_check_initial_delay: f64,
     /// Seconds one health check may take: more than 0, at most 3600 (one hour).
     pub health_check_timeout: f64,
