@@ -67,7 +67,7 @@ pub struct OperationContext {
 }
 
 /// Longest `context.trace_id`.
-pub const MAX_TRACE_ID_CHARS: usize = 128;
+const MAX_TRACE_ID_CHARS: usize = 128;
 
 impl OperationContext {
     fn problems(&self) -> Vec<FieldError> {
@@ -329,8 +329,11 @@ impl Engine {
         let outcome = async {
             tracing::debug!(?route, "operation received");
             let outcome = self.execute(op, route).await;
-            if let Ok(o) = &outcome {
-                tracing::debug!(strategy_used = %o.strategy_used, attempts = o.attempts.len(), success = o.result.is_ok(), response_time_ms = o.response_time_ms, "operation done");
+            match &outcome {
+                Ok(o) => {
+                    tracing::debug!(strategy_used = %o.strategy_used, attempts = o.attempts.len(), success = o.result.is_ok(), response_time_ms = o.response_time_ms, "operation done");
+                }
+                Err(e) => tracing::debug!(error = %e, "operation not run"),
             }
             outcome
         }
