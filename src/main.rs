@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
                 1
             }
         },
-        Command::CheckConfig { file } => ohfp::run::check_config(&file),
+        Command::CheckConfig { files } => ohfp::run::check_config(&files),
         Command::Openapi => {
             println!("{}", ohfp::run::openapi_json());
             0

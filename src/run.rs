@@ -1,14 +1,16 @@
 //! What the binary's subcommands do, kept out of `main` so that they are testable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::app::views::redacted;
 use crate::cli::ServeArgs;
 use crate::hostfactory::{self, templates::TemplateCatalog};
 use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg = config::load(args.config.as_deref())?;
+    let files: Vec<&Path> = args.config.iter().map(PathBuf::as_path).collect();
+    let mut cfg = config::load(&files)?;
     if let Some(bind) = args.bind {
         cfg.server.bind = bind;
     }
@@ -17,9 +19,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.run(shutdown_signal()).await
 }
 
-/// Prints what is wrong, or a short summary; returns the exit code.
-pub fn check_config(file: &Path) -> i32 {
-    match config::load(Some(file)) {
+/// Prints what is wrong, or a short summary and the merged configuration (secrets redacted);
+/// returns the exit code.
+pub fn check_config(files: &[PathBuf]) -> i32 {
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    match config::load(&files) {
         Ok(cfg) => {
             let templates = hostfactory::templates_path(
                 &cfg.hostfactory,
@@ -40,14 +44,26 @@ pub fn check_config(file: &Path) -> i32 {
                 .iter()
                 .map(|p| format!("{} ({})", p.name, p.provider_type))
                 .collect();
+            let source = if files.is_empty() {
+                "embedded config/default.json".to_string()
+            } else {
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            };
+            let env = std::env::var("OHFP_ENV")
+                .map(|e| format!(" (OHFP_ENV={e})"))
+                .unwrap_or_default();
             println!(
-                "{}: ok; {} strategies: {}; policy {}; database {}; {templates}",
-                file.display(),
+                "{source}{env}: ok; {} strategies: {}; policy {}; database {}; {templates}",
                 names.len(),
                 names.join(", "),
                 cfg.strategy.selection_policy,
                 cfg.database.path
             );
+            println!("{}", merged_json(&cfg));
             0
         }
         Err(e) => {
@@ -55,6 +71,15 @@ pub fn check_config(file: &Path) -> i32 {
             1
         }
     }
+}
+
+/// The configuration as the service would run it, each strategy's secrets redacted.
+fn merged_json(cfg: &config::Config) -> String {
+    let mut shown = cfg.clone();
+    for spec in &mut shown.providers {
+        spec.config = redacted(&spec.config);
+    }
+    serde_json::to_string_pretty(&shown).expect("the configuration serializes")
 }
 
 pub fn openapi_json() -> String {

@@ -10,6 +10,18 @@ use tracing_subscriber::{EnvFilter, Layer, fmt};
 
 use crate::config::{LogFormat, LoggingConfig};
 
+/// Inside an operation's span with `debug=true` (executeProviderOperation's
+/// `context.debug`, see `crate::app::commands::operation_span`) everything down to debug is
+/// logged, whatever the level.
+const DEBUG_OPERATION: &str = "[operation{debug=true}]=debug";
+
+/// The level (an EnvFilter directive list) plus the per-operation debug directive.
+fn filter(level: &str) -> anyhow::Result<EnvFilter> {
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("bad log level '{level}': {e}"))?;
+    Ok(filter.add_directive(DEBUG_OPERATION.parse()?))
+}
+
 /// Keep the guard alive for as long as logs should reach the file.
 pub fn init(cfg: &LoggingConfig, format: Option<LogFormat>) -> anyhow::Result<Option<WorkerGuard>> {
     let level = std::env::var("HF_LOG_LEVEL")
@@ -22,8 +34,7 @@ pub fn init(cfg: &LoggingConfig, format: Option<LogFormat>) -> anyhow::Result<Op
                 .filter(|v| !v.trim().is_empty())
         })
         .unwrap_or_else(|| cfg.level.clone());
-    let filter =
-        EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("bad log level '{level}': {e}"))?;
+    let filter = filter(&level)?;
     let json = format.unwrap_or(cfg.format) == LogFormat::Json;
     let stderr = if json {
         fmt::layer().json().with_writer(std::io::stderr).boxed()
@@ -62,4 +73,69 @@ pub fn init(cfg: &LoggingConfig, format: Option<LogFormat>) -> anyhow::Result<Op
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::app::commands::{OperationContext, operation_span};
+    use crate::domain::OperationType;
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_under(level: &str, context: &OperationContext) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(filter(level).unwrap())
+            .with(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let _in = operation_span(OperationType::CreateInstances, context).entered();
+            tracing::debug!("a step");
+            tracing::info!("done");
+        });
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn an_operation_with_debug_logs_its_steps_at_debug_whatever_the_level() {
+        let debug = OperationContext {
+            debug: true,
+            trace_id: Some("debug-123".into()),
+        };
+        for level in ["info", "warn"] {
+            let text = logged_under(level, &debug);
+            assert!(text.contains("a step"), "{level}: {text}");
+            assert!(text.contains("trace_id=\"debug-123\""), "{text}");
+        }
+        let plain = OperationContext {
+            debug: false,
+            trace_id: Some("t-1".into()),
+        };
+        let text = logged_under("info", &plain);
+        assert!(!text.contains("a step"), "{text}");
+        assert!(
+            text.contains("done") && text.contains("trace_id=\"t-1\""),
+            "{text}"
+        );
+    }
 }

@@ -5,19 +5,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::events::EventKind;
 use super::executor::{Active, Route};
 use super::registry::{StrategyRuntime, Write, already_registered};
 use super::settings::{SettingsPatch, explicit_null};
-use super::views::{CircuitView, HealthView, StrategyView};
+use super::views::{CheckView, CircuitView, HealthCheckView, HealthView, StrategyView};
 use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError, StrategyEntry};
 use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
 use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
-use crate::monitor::health;
+use crate::monitor::health::{self, Checker};
 use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
 use crate::store::{CircuitRow, StrategySource};
@@ -42,13 +43,63 @@ pub struct ExecuteCommand {
     /// Laid over the configured criteria for this call only.
     #[serde(default)]
     pub selection_criteria: Option<SelectionCriteria>,
-    /// Accepted from the reference's clients and logged; providers do not see it.
+    /// About this one call: `trace_id` is echoed in `metadata.trace_id` and put on the
+    /// operation's log span, `debug` logs its steps at debug level whatever the service's
+    /// level. Providers do not see it.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub context: Option<Map<String, Value>>,
+    pub context: Option<OperationContext>,
     /// Per-attempt deadline in seconds (default: the configured operation_timeout).
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
+}
+
+/// executeProviderOperation's `context`. Other keys are refused (422 naming
+/// `context.<key>`), as everywhere in the API.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"debug": true, "trace_id": "debug-123"}))]
+pub struct OperationContext {
+    /// Logs this operation's steps (resolution, each call, failover) at debug level, even
+    /// when the service logs at info.
+    #[serde(default)]
+    pub debug: bool,
+    /// The caller's id for this call: 1 to 128 characters, no control characters.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+}
+
+/// Longest `context.trace_id`.
+const MAX_TRACE_ID_CHARS: usize = 128;
+
+impl OperationContext {
+    fn problems(&self) -> Vec<FieldError> {
+        match &self.trace_id {
+            Some(t)
+                if t.is_empty()
+                    || t.chars().count() > MAX_TRACE_ID_CHARS
+                    || t.chars().any(char::is_control) =>
+            {
+                vec![FieldError::new(
+                    "context.trace_id",
+                    format!(
+                        "must be 1 to {MAX_TRACE_ID_CHARS} characters without control characters"
+                    ),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The span an operation runs in: named `operation` (the log filter turns on debug level
+/// inside it when `debug` is true, see `crate::telemetry`), with the caller's `trace_id`.
+pub fn operation_span(kind: OperationType, context: &OperationContext) -> tracing::Span {
+    tracing::info_span!(
+        "operation",
+        operation = %kind,
+        trace_id = context.trace_id.as_deref(),
+        debug = context.debug,
+    )
 }
 
 /// Metadata of an operation result.
@@ -61,6 +112,9 @@ pub struct ResultMetadata {
     /// `strategy_override`, `active_strategy` or `selection policy <NAME>`.
     pub chosen_by: String,
     pub attempted: Vec<Attempt>,
+    /// `context.trace_id` of the request, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// `{success, data, error_message, error_code, metadata}`.
@@ -127,7 +181,8 @@ pub struct RegisterCommand {
     /// retry_delay_seconds?, circuit_breaker_threshold?, circuit_breaker_timeout_seconds?,
     /// enable_graceful_degradation?}`. Composite: `{strategies, mode (PARALLEL, SEQUENTIAL,
     /// REDUNDANT), aggregation_policy (MERGE_ALL, FIRST_SUCCESS, MAJORITY_WINS),
-    /// min_success_count?, failure_threshold?, max_concurrent_operations?, timeout_seconds?}`.
+    /// min_success_count?, failure_threshold?, max_concurrent_operations?, timeout_seconds?,
+    /// require_all_success?}`.
     /// Names in any case; members must be registered and must not form a cycle.
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -310,19 +365,31 @@ impl Engine {
                 format!("must be more than 0 and at most {MAX_TIMEOUT_SECONDS}"),
             ));
         }
-        let errors = criteria_errors(cmd.selection_criteria.as_ref());
+        let context = cmd.context.unwrap_or_default();
+        let mut errors = criteria_errors(cmd.selection_criteria.as_ref());
+        errors.extend(context.problems());
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
-        }
-        if let Some(context) = &cmd.context {
-            tracing::debug!(operation = %op.kind(), ?context, "operation context");
         }
         let route = Route {
             strategy: cmd.strategy_override,
             criteria: cmd.selection_criteria,
             timeout: cmd.timeout_seconds.map(Duration::from_secs_f64),
         };
-        let outcome = self.execute(op, route).await?;
+        let span = operation_span(op.kind(), &context);
+        let outcome = async {
+            tracing::debug!(?route, "operation received");
+            let outcome = self.execute(op, route).await;
+            match &outcome {
+                Ok(o) => {
+                    tracing::debug!(strategy_used = %o.strategy_used, attempts = o.attempts.len(), success = o.result.is_ok(), response_time_ms = o.response_time_ms, "operation done");
+                }
+                Err(e) => tracing::debug!(error = %e, "operation not run"),
+            }
+            outcome
+        }
+        .instrument(span)
+        .await?;
         let fallback_used = outcome.fallback_used();
         let (success, data, error_message, error_code) = match outcome.result {
             Ok(output) => {
@@ -353,6 +420,7 @@ impl Engine {
                 fallback_used,
                 chosen_by: outcome.how_chosen,
                 attempted: outcome.attempts,
+                trace_id: context.trace_id,
             },
         })
     }
@@ -404,6 +472,7 @@ impl Engine {
             .install(spec, StrategySource::Api, runtime, None, Write::Insert)
             .await?;
         let view = StrategyView::of(&entry);
+        self.schedule_first_check(&name);
         self.events.emit(
             EventKind::Registration,
             Some(&name),
@@ -454,6 +523,7 @@ impl Engine {
             )
             .await?;
         let view = StrategyView::of(&entry);
+        self.schedule_first_check(entry.name());
         self.events
             .emit(EventKind::Registration, Some(entry.name()), detail);
         Ok(view)
@@ -495,8 +565,23 @@ impl Engine {
         .await
     }
 
+    /// A new or changed strategy is checked in the background `health_check_initial_delay`
+    /// after the change, so that selection does not run on "unknown" for a whole interval.
+    fn schedule_first_check(&self, name: &str) {
+        let delay = self.settings.effective().health_check_initial_delay;
+        self.due_checks
+            .schedule(name, Duration::from_secs_f64(delay));
+    }
+
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
-        self.registry.entry(name)?;
+        if let Err(not_found) = self.registry.entry(name) {
+            // A stored strategy that start-up could not build is in the store only; deleting
+            // it is how an operator clears it (it is in no setting and no composite yet).
+            if !self.registry.remove_unbuilt(name).await? {
+                return Err(not_found);
+            }
+            return Ok(self.unregistered(name));
+        }
         let settings = self.settings.effective();
         if settings.active_strategy.as_deref() == Some(name) {
             return Err(AppError::Conflict(format!(
@@ -516,15 +601,19 @@ impl Engine {
             )));
         }
         self.registry.remove(name).await?;
+        Ok(self.unregistered(name))
+    }
+
+    fn unregistered(&self, name: &str) -> UnregisterView {
         self.events.emit(
             EventKind::Registration,
             Some(name),
             json!({"action": "unregistered"}),
         );
-        Ok(UnregisterView {
+        UnregisterView {
             strategy_name: name.to_string(),
             status: "unregistered".into(),
-        })
+        }
     }
 
     pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
@@ -552,6 +641,19 @@ impl Engine {
     pub fn configuration(&self) -> ConfigurationView {
         let s = self.settings.snapshot();
         ConfigurationView::new(&s.effective, &s.overrides, s.updated_at.map(rfc3339))
+    }
+
+    /// checkProviderHealth: probes the strategy now (with the health check's timeout and
+    /// retries, counted in its metrics and by its breaker as a background check is) and
+    /// records the result, unless an outside report holds: a mark with `retry_after` is
+    /// lifted only by another report, never by a check.
+    pub async fn check_health_now(&self, name: &str) -> AppResult<HealthCheckView> {
+        let entry = self.registry.entry(name)?;
+        let checked = health::check(self, &entry, Checker::OnDemand).await;
+        Ok(HealthCheckView {
+            check: CheckView::of(checked.observed, checked.recorded),
+            health: HealthView::of(&entry, &self.settings.breaker()),
+        })
     }
 
     /// An external monitor's or an operator's word on health; effective at once, until the

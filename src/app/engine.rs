@@ -18,6 +18,7 @@ use super::registry::{Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppResult, startup};
 use crate::config::Config;
+use crate::monitor::health::DueChecks;
 use crate::providers::Operation;
 use crate::store::Store;
 
@@ -29,6 +30,8 @@ pub struct Engine {
     pub(super) executor: Arc<Executor>,
     pub(super) metrics: Arc<MetricsRecorder>,
     pub(super) events: Arc<EventBus>,
+    /// First checks of strategies registered or changed, run by the background task.
+    pub(super) due_checks: DueChecks,
 }
 
 impl Engine {
@@ -53,6 +56,7 @@ impl Engine {
             executor,
             metrics,
             events,
+            due_checks: DueChecks::default(),
         }))
     }
 
@@ -78,6 +82,10 @@ impl Engine {
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    pub fn due_checks(&self) -> &DueChecks {
+        &self.due_checks
     }
 
     pub fn entry(&self, name: &str) -> AppResult<Arc<StrategyEntry>> {

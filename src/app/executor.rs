@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::FutureExt;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::events::{EventBus, EventKind};
 use super::metrics::MetricsRecorder;
@@ -20,8 +21,10 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppError, AppResult};
 use crate::domain::{
-    Attempt, OperationType, Outcome, ProviderError, ProviderErrorKind, now_millis, rfc3339,
+    Attempt, EpochMillis, OperationType, Outcome, ProviderError, ProviderErrorKind, now_millis,
+    rfc3339,
 };
+use crate::monitor::health::{self, Checker};
 use crate::providers::{
     MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
 };
@@ -246,7 +249,8 @@ impl Executor {
         let timeout = route
             .timeout
             .unwrap_or_else(|| Duration::from_secs_f64(settings.operation_timeout));
-        let may_fail_over = route.strategy.is_none();
+        tracing::debug!(strategy = entry.name(), chosen_by = %how, "strategy resolved");
+        let may_fail_over = route.strategy.is_none() && settings.failover_enabled;
         let mut attempts = Vec::new();
         let mut next = Some((entry, guard));
         let mut last = None;
@@ -266,6 +270,11 @@ impl Executor {
                         let guard = InFlightGuard::new(Arc::clone(&e.runtime));
                         (e, guard)
                     });
+                tracing::debug!(
+                    from = entry.name(),
+                    to = next.as_ref().map(|(e, _)| e.name()),
+                    "failing over down fallback_strategies"
+                );
             }
         }
         let (strategy_used, result) = last.expect("at least one attempt");
@@ -292,11 +301,15 @@ impl Executor {
         let entry = Arc::clone(entry);
         let op = op.clone();
         let name = entry.name().to_string();
-        let task = tokio::spawn(async move {
-            let done = executor.call_inner(&entry, &op, timeout).await;
-            drop(in_flight);
-            done
-        });
+        // The caller's span (the operation's trace_id and debug flag) goes with the call.
+        let task = tokio::spawn(
+            async move {
+                let done = executor.call_inner(&entry, &op, timeout).await;
+                drop(in_flight);
+                done
+            }
+            .in_current_span(),
+        );
         match task.await {
             Ok(done) => done,
             // The provider's panic is caught in `call_inner`; this is the executor's own.
@@ -307,8 +320,9 @@ impl Executor {
         }
     }
 
-    /// Breaker check first (an open circuit never reaches the provider), then the provider
-    /// under the deadline, then the outcome to breaker, window, metrics and events.
+    /// An operation the strategy does not support is refused, and the breaker checked (an open
+    /// circuit never reaches the provider); then the provider under the deadline, then the
+    /// outcome to breaker, window, metrics, events and, for a HEALTH_CHECK, the cached health.
     async fn call_inner(
         &self,
         entry: &Arc<StrategyEntry>,
@@ -317,6 +331,28 @@ impl Executor {
     ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         let cfg = entry.spec.breaker(&self.settings.breaker());
         let name = entry.name();
+        let capabilities = entry.capabilities();
+        if !capabilities.supports(op.kind()) {
+            let supported: Vec<&str> = capabilities
+                .supported_operations
+                .iter()
+                .map(|o| o.as_str())
+                .collect();
+            let message = format!(
+                "strategy '{name}' does not support {}; it supports {}",
+                op.kind(),
+                supported.join(", ")
+            );
+            return self.refuse(
+                name,
+                op,
+                ProviderError::new(
+                    ProviderErrorKind::Unsupported,
+                    "UNSUPPORTED_OPERATION",
+                    message,
+                ),
+            );
+        }
         let (decision, transition) = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             slot.breaker.try_acquire(&cfg, now_millis())
@@ -329,12 +365,10 @@ impl Executor {
             Err(reason) => {
                 let err =
                     ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
-                let result = Err(err);
-                self.metrics
-                    .record(name, op.kind().as_str(), now_millis(), &result, 0.0);
-                return (Attempt::of(name, &result, 0.0), result);
+                return self.refuse(name, op, err);
             }
         };
+        tracing::debug!(strategy = name, operation = %op.kind(), timeout_s = timeout.as_secs_f64(), "calling the provider");
         let started = Instant::now();
         let traced = AssertUnwindSafe(entry.provider.execute_traced(op)).catch_unwind();
         let Traced {
@@ -376,8 +410,9 @@ impl Executor {
                 .expect("window lock")
                 .record(result.is_ok(), ms);
         }
-        self.metrics
-            .record(name, op.kind().as_str(), now, &result, ms);
+        tracing::debug!(strategy = name, operation = %op.kind(), success = result.is_ok(), response_time_ms = ms, error_code = ?result.as_ref().err().map(|e| &e.code), "the provider answered");
+        self.record_metric(name, op, now, &result, ms);
+        self.record_health(entry, op, &result, now, ms).await;
         self.events.emit(
             EventKind::Operation,
             Some(name),
@@ -395,6 +430,54 @@ impl Executor {
         attempt.members = members;
         attempt.contributors = contributors;
         (attempt, result)
+    }
+
+    /// A call refused without reaching the provider: counted in the metrics with its code,
+    /// never against the breaker or the selection window.
+    fn refuse(
+        &self,
+        name: &str,
+        op: &Operation,
+        err: ProviderError,
+    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
+        tracing::debug!(strategy = name, operation = %op.kind(), error_code = %err.code, reason = %err.message, "refused without calling the provider");
+        let result = Err(err);
+        self.record_metric(name, op, now_millis(), &result, 0.0);
+        (Attempt::of(name, &result, 0.0), result)
+    }
+
+    /// Into the metrics, unless `metrics_collection_enabled` is off.
+    fn record_metric(
+        &self,
+        name: &str,
+        op: &Operation,
+        at: EpochMillis,
+        result: &Result<OperationOutput, ProviderError>,
+        ms: f64,
+    ) {
+        if self.settings.metrics_collection_enabled() {
+            self.metrics
+                .record(name, op.kind().as_str(), at, result, ms);
+        }
+    }
+
+    /// A HEALTH_CHECK's answer is an observation of the strategy's health, like a background
+    /// check's (an outside report that holds stays). A caller's mistake says nothing of it.
+    async fn record_health(
+        &self,
+        entry: &StrategyEntry,
+        op: &Operation,
+        result: &Result<OperationOutput, ProviderError>,
+        at: EpochMillis,
+        ms: f64,
+    ) {
+        let outcome = match (op, result) {
+            (Operation::Health, Ok(OperationOutput::Health(report))) => Ok(report),
+            (Operation::Health, Err(e)) if e.kind.counts_as_failure() => Err(e),
+            _ => return,
+        };
+        let observed = health::observed(outcome, Checker::Operation, at, ms);
+        health::record_unless_held(&self.store, &self.events, entry, observed).await;
     }
 
     /// Persists a breaker transition and emits its event.

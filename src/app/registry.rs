@@ -261,6 +261,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes a stored strategy that is not in memory (start-up could not build it); `false`
+    /// when the store has none of that name.
+    pub async fn remove_unbuilt(&self, name: &str) -> AppResult<bool> {
+        Ok(self.store().delete_strategy(name).await?)
+    }
+
     /// Problems with the members of a composite definition (as path, message): members must
     /// be registered, and no strategy may contain itself, directly or through others.
     pub fn check_members(&self, spec: &StrategySpec) -> Vec<(String, String)> {

@@ -98,6 +98,14 @@ impl Settings {
             .circuit_breaker
     }
 
+    pub fn metrics_collection_enabled(&self) -> bool {
+        self.state
+            .read()
+            .expect("settings lock")
+            .effective
+            .metrics_collection_enabled
+    }
+
     pub fn snapshot(&self) -> SettingsSnapshot {
         let s = self.state.read().expect("settings lock");
         SettingsSnapshot {
@@ -204,6 +212,12 @@ pub struct SettingsPatch {
     pub health_check_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_config: Option<BreakerPatch>,
+    /// `false`: a failed operation is not retried down `fallback_strategies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_enabled: Option<bool>,
+    /// `false`: operations and health checks are not recorded into the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_collection_enabled: Option<bool>,
 }
 
 impl SettingsPatch {
@@ -233,6 +247,10 @@ impl SettingsPatch {
             health_check_timeout: newer.health_check_timeout.or(self.health_check_timeout),
             health_check_retries: newer.health_check_retries.or(self.health_check_retries),
             circuit_breaker_config: breaker,
+            failover_enabled: newer.failover_enabled.or(self.failover_enabled),
+            metrics_collection_enabled: newer
+                .metrics_collection_enabled
+                .or(self.metrics_collection_enabled),
         }
     }
 
@@ -261,6 +279,12 @@ impl SettingsPatch {
         }
         if let Some(b) = &self.circuit_breaker_config {
             s.circuit_breaker = b.over(&s.circuit_breaker);
+        }
+        if let Some(f) = self.failover_enabled {
+            s.failover_enabled = f;
+        }
+        if let Some(m) = self.metrics_collection_enabled {
+            s.metrics_collection_enabled = m;
         }
         s
     }
@@ -310,6 +334,8 @@ impl SettingsPatch {
             "health_check_interval" => self.health_check_interval = None,
             "health_check_timeout" => self.health_check_timeout = None,
             "health_check_retries" => self.health_check_retries = None,
+            "failover_enabled" => self.failover_enabled = None,
+            "metrics_collection_enabled" => self.metrics_collection_enabled = None,
             "circuit_breaker_config" => {
                 if let Some(b) = &mut self.circuit_breaker_config {
                     match path.split_once('.') {
@@ -346,6 +372,11 @@ impl SettingsPatch {
                 "circuit_breaker_config",
                 self.circuit_breaker_config.is_some(),
             ),
+            ("failover_enabled", self.failover_enabled.is_some()),
+            (
+                "metrics_collection_enabled",
+                self.metrics_collection_enabled.is_some(),
+            ),
         ];
         for (name, on) in set {
             if on {
@@ -362,6 +393,7 @@ impl SettingsPatch {
     "active_strategy": null, "fallback_strategies": ["sim-primary", "sim-secondary"], "health_check_interval": 30.0,
     "health_check_timeout": 5.0, "health_check_retries": 1, "operation_timeout": 30.0,
     "circuit_breaker_config": {"enabled": true, "failure_threshold": 5, "recovery_timeout": 60.0, "half_open_max_calls": 1},
+    "failover_enabled": true, "metrics_collection_enabled": true,
     "overridden_fields": [], "updated_at": null}))]
 pub struct ConfigurationView {
     #[schema(value_type = String, example = "FIRST_AVAILABLE")]
@@ -374,6 +406,8 @@ pub struct ConfigurationView {
     pub health_check_retries: u32,
     pub operation_timeout: f64,
     pub circuit_breaker_config: BreakerConfig,
+    pub failover_enabled: bool,
+    pub metrics_collection_enabled: bool,
     /// Fields set at run time (they override the configuration file and survive restarts).
     pub overridden_fields: Vec<&'static str>,
     pub updated_at: Option<String>,
@@ -395,6 +429,8 @@ impl ConfigurationView {
             health_check_retries: s.health_check_retries,
             operation_timeout: s.operation_timeout,
             circuit_breaker_config: s.circuit_breaker,
+            failover_enabled: s.failover_enabled,
+            metrics_collection_enabled: s.metrics_collection_enabled,
             overridden_fields: overrides.fields(),
             updated_at,
         }

@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::StrategyEntry;
-use crate::domain::{Capabilities, HealthState, rfc3339};
+use crate::domain::{Capabilities, HealthState, HealthStatus, now_millis, rfc3339};
+use crate::monitor::health;
 use crate::store::HealthHistoryEntry;
 use crate::strategy::{BreakerConfig, BreakerPatch, CircuitMode, CircuitState, RecentStats};
 
@@ -75,6 +76,10 @@ pub struct HealthView {
     pub source: String,
     pub last_check: Option<String>,
     pub response_time_ms: Option<f64>,
+    /// Until when this outside report (updateProviderHealth with
+    /// `error_details.retry_after`) holds: the service's own checks leave it alone until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
     pub circuit: CircuitView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HealthHistoryEntry>>,
@@ -83,6 +88,9 @@ pub struct HealthView {
 impl HealthView {
     pub fn of(entry: &StrategyEntry, global: &BreakerConfig) -> Self {
         let h = entry.runtime.health();
+        let held_until = health::held_until(&h)
+            .filter(|until| *until > now_millis())
+            .map(rfc3339);
         Self {
             strategy_name: entry.spec.name.clone(),
             provider_type: entry.spec.provider_type.clone(),
@@ -97,10 +105,53 @@ impl HealthView {
             source: h.source,
             last_check: h.checked_at.map(rfc3339),
             response_time_ms: h.response_time_ms,
+            held_until,
             circuit: CircuitView::of(entry, global),
             history: None,
         }
     }
+}
+
+/// What one check of a strategy saw.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckView {
+    pub is_healthy: bool,
+    pub status_message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub error_details: Option<Value>,
+    pub checked_at: Option<String>,
+    pub response_time_ms: Option<f64>,
+    /// Whether it became the strategy's health: not while an outside report holds.
+    pub recorded: bool,
+}
+
+impl CheckView {
+    pub fn of(observed: HealthStatus, recorded: bool) -> Self {
+        Self {
+            is_healthy: observed.state == HealthState::Healthy,
+            status_message: observed.status_message,
+            error_details: observed.error_details,
+            checked_at: observed.checked_at.map(rfc3339),
+            response_time_ms: observed.response_time_ms,
+            recorded,
+        }
+    }
+}
+
+/// checkProviderHealth: the check just made, and the strategy's health in force after it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"check": {"is_healthy": true, "status_message": "simulated region sim-east-1 answers (0 live instances)",
+    "error_details": null, "checked_at": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3, "recorded": true},
+    "health": {"strategy_name": "sim-primary", "provider_type": "simulated", "is_healthy": true, "state": "healthy",
+    "status_message": "simulated region sim-east-1 answers (0 live instances)", "error_details": null,
+    "source": "on_demand_check", "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3,
+    "circuit": {"state": "closed", "consecutive_failures": 0, "opened_at": null, "last_transition_at": null,
+    "next_probe_at": null, "last_reason": null, "probes_in_flight": 0}}}))]
+pub struct HealthCheckView {
+    pub check: CheckView,
+    /// As `GET /api/v1/providers/{name}/health` now answers: the check's result, or the
+    /// outside report that holds (with `held_until`).
+    pub health: HealthView,
 }
 
 /// Keys whose values never leave the service.

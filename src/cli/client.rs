@@ -1,4 +1,4 @@
-use std::io::Read;
+use std::io::{Read, Write};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -19,6 +19,33 @@ struct Call {
     query: Vec<(String, String)>,
 }
 
+/// The text with `#` comments (to the end of a line, outside strings) taken out, so a body
+/// annotated as the guide's troubleshooting example is (`"require_healthy": false # Relax …`)
+/// is read as written.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    for c in text.chars() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '#' if !in_string => in_comment = true,
+            '"' if !escaped => in_string = !in_string,
+            _ => {}
+        }
+        escaped = in_string && c == '\\' && !escaped;
+        if !in_comment {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn read_data(args: &ClientArgs) -> Result<Option<Value>, String> {
     let text = match (&args.data, &args.file) {
         (Some(d), _) => d.clone(),
@@ -34,7 +61,7 @@ fn read_data(args: &ClientArgs) -> Result<Option<Value>, String> {
         }
         (None, None) => return Ok(None),
     };
-    serde_json::from_str(&text)
+    serde_json::from_str(&without_comments(&text))
         .map(Some)
         .map_err(|e| format!("--data/--file is not valid JSON: {e}"))
 }
@@ -93,6 +120,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetProviderStrategyConfig(a) => (a, Method::GET, "/api/v1/providers/configuration"),
         UpdateProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health"),
         GetProviderHealth(a) => (a, Method::GET, "/api/v1/providers/{name?}/health"),
+        CheckProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health/check"),
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
@@ -105,7 +133,9 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetReturnRequests(a) => (a, Method::GET, "/api/v1/returns"),
     };
     let mut data = read_data(args)?;
-    let is_get = method == Method::GET || method == Method::DELETE;
+    // Commands without a body: the data names the strategy, the rest are query parameters.
+    let is_get =
+        method == Method::GET || method == Method::DELETE || matches!(cmd, CheckProviderHealth(_));
     let path = if route.contains("{request_id}") {
         let id = args
             .request_id
@@ -204,7 +234,8 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         .map(|v| pretty(&v))
         .unwrap_or(text);
     if status.is_success() {
-        println!("{shown}");
+        // A reader that stops early (`| head`) is not an error of ours.
+        let _ = writeln!(std::io::stdout(), "{shown}");
         0
     } else {
         eprintln!("{shown}");
@@ -283,6 +314,29 @@ mod tests {
         );
         let c = planned(&["ohfp", "unregisterProviderStrategy", "--name", "x"]).unwrap();
         assert_eq!((c.method, c.body), (Method::DELETE, None));
+        let c = planned(&[
+            "ohfp",
+            "checkProviderHealth",
+            "--data",
+            r#"{"provider_name": "aws-primary"}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            (
+                Method::POST,
+                "/api/v1/providers/aws-primary/health/check",
+                None
+            )
+        );
+        assert!(c.query.is_empty());
+    }
+
+    #[test]
+    fn hash_comments_outside_strings_are_ignored() {
+        let text = "{\n\"a\": false # relax\n, \"b\": \"x # y\\\" # z\"}";
+        let value: Value = serde_json::from_str(&without_comments(text)).unwrap();
+        assert_eq!(value, serde_json::json!({"a": false, "b": "x # y\" # z"}));
     }
 
     #[test]

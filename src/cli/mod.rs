@@ -27,10 +27,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the service.
     Serve(ServeArgs),
-    /// Validate a configuration file without starting.
+    /// Validate configuration files without starting, and print the merged result.
     CheckConfig {
-        /// The file to check (env overrides and ${VAR} expansion apply, as at start-up).
-        file: PathBuf,
+        /// Files laid over each other in order, as `serve --config A --config B` would; the
+        /// embedded default when none. OHFP_ENV, env overrides and ${VAR} expansion apply, as at
+        /// start-up.
+        files: Vec<PathBuf>,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -40,9 +42,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Configuration file; the embedded config/default.json when absent.
-    #[arg(long, env = "OHFP_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Configuration file; repeat to lay files over each other in order (OHFP_CONFIG takes a
+    /// comma-separated list). The embedded config/default.json when absent.
+    #[arg(long, env = "OHFP_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
     /// Listen address, overriding server.bind.
     #[arg(long)]
     pub bind: Option<String>,
@@ -119,6 +122,9 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/health, or /api/v1/providers/{name}/health with --name
     #[command(name = "getProviderHealth")]
     GetProviderHealth(ClientArgs),
+    /// POST /api/v1/providers/{name}/health/check: probe one strategy now (--name NAME)
+    #[command(name = "checkProviderHealth")]
+    CheckProviderHealth(ClientArgs),
     /// GET /api/v1/providers (--data '{"healthy_only": true}')
     #[command(name = "listAvailableProviders")]
     ListAvailableProviders(ClientArgs),

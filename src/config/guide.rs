@@ -5,7 +5,11 @@
 //!   `provider.active_provider`, `provider.health_check_interval`, `provider.circuit_breaker`.
 //!
 //! A `load_balancing` section becomes a strategy named `load_balancer`, a `fallback` section
-//! one named `fallback`; the outermost of them becomes the active strategy.
+//! one named `fallback`; the outermost of them becomes the active strategy. Members they leave
+//! out are filled in once every layer is merged ([`fill_composite_members`]), so an overlay such
+//! as the guide's production.json can add them over providers a base file defines.
+//! `provider.type` names the default provider: the instance section of that name (or the first
+//! of that type) is the active strategy unless a composite section takes that place.
 
 use serde_json::{Map, Value, json};
 
@@ -73,22 +77,45 @@ pub fn normalize(mut value: Value) -> MapResult<Value> {
     }
     let load_balancing = provider.shift_remove("load_balancing");
     let fallback = provider.shift_remove("fallback");
+    let default_type = match provider.shift_remove("type") {
+        None => None,
+        Some(Value::String(t)) => Some(t),
+        Some(_) => return Err(("provider.type".into(), "must be a string".into())),
+    };
 
-    let instance_names: Vec<String> = provider.keys().cloned().collect();
+    let first_instance = providers.len();
     for (name, section) in provider {
         providers.push(instance(&name, section)?);
+    }
+    if let Some(wanted) = default_type {
+        let sections = &providers[first_instance..];
+        let named = |key: &str| {
+            sections
+                .iter()
+                .find(|p| p[key] == wanted.as_str())
+                .map(|p| p["name"].clone())
+        };
+        match named("name").or_else(|| named("type")) {
+            Some(name) => {
+                strategy.insert("active_strategy".into(), name);
+            }
+            // A type with no section of its own (an overlay) says nothing more here.
+            None if crate::providers::PROVIDER_TYPES.contains(&wanted.as_str()) => {}
+            None => {
+                return Err((
+                    "provider.type".into(),
+                    format!(
+                        "'{wanted}' names no provider section here and no provider type (one of {})",
+                        crate::providers::PROVIDER_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
     }
     if let Some(lb) = load_balancing {
         let Value::Object(mut lb) = lb else {
             return Err(("provider.load_balancing".into(), "must be an object".into()));
         };
-        if !lb.contains_key("strategies") {
-            let members: Vec<Value> = match lb.get("weights") {
-                Some(Value::Object(w)) => w.keys().cloned().map(Value::String).collect(),
-                _ => instance_names.iter().cloned().map(Value::String).collect(),
-            };
-            lb.insert("strategies".into(), Value::Array(members));
-        }
         let name = lb
             .shift_remove("name")
             .unwrap_or_else(|| json!("load_balancer"));
@@ -122,10 +149,12 @@ fn instance(name: &str, section: Value) -> MapResult<Value> {
         Some(_) => return Err((format!("{path}.type"), "must be a string".into())),
         None if name.starts_with("aws") => "aws".into(),
         None if name.starts_with("sim") => "simulated".into(),
+        // The guide's generic providers (provider1, provider2) are reached over HTTP.
+        None if section.contains_key("endpoint_url") => "http".into(),
         None => {
             return Err((
                 path,
-                "cannot tell the provider type from the name; add \"type\": \"aws\" or \"simulated\"".into(),
+                "cannot tell the provider type: add \"type\" (aws, simulated or http), or start the name with aws or sim, or give an endpoint_url (http)".into(),
             ));
         }
     };

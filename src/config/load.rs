@@ -1,10 +1,10 @@
 use std::collections::HashSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, EMBEDDED_DEFAULT, check_strategy_name, expand, guide};
+use super::{Config, EMBEDDED_DEFAULT, check_strategy_name, expand, guide, layers};
 
 /// One problem, at a JSON path such as `providers[1].config.failure_rate`.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,34 +52,45 @@ fn one(source: &str, path: &str, message: impl Into<String>) -> ConfigErrors {
     }
 }
 
-/// Loads `file` (the embedded default when `None`), then applies `OHFP_*` overrides from the
-/// process environment, then expands `${VAR}`. A named file stands alone: keys it leaves out
-/// take the built-in defaults, not the embedded file's values.
-pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+/// Loads the configuration: the files in order, each laid over the ones before (the embedded
+/// default when none is given), then `<NAME>.json` when `OHFP_ENV=NAME` (next to the last file,
+/// or in `config/` for the embedded default), then `OHFP_*` overrides from the process
+/// environment, then `${VAR}` expansion. Keys no layer gives take the built-in defaults, so a
+/// single named file stands alone.
+pub fn load(files: &[&Path]) -> Result<Config, ConfigErrors> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
-    load_with_env(file, &vars, &|name| std::env::var(name).ok())
+    load_with_env(files, &vars, &|name| std::env::var(name).ok())
 }
 
 /// [`load`] with the environment passed in (tests).
 pub fn load_with_env(
-    file: Option<&Path>,
+    files: &[&Path],
     vars: &[(String, String)],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let (text, source) = match file {
-        Some(path) => {
-            let name = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| one(&name, "", format!("cannot read {name}: {e}")))?;
-            (text, name)
-        }
-        None => (
-            EMBEDDED_DEFAULT.to_string(),
-            "embedded config/default.json".to_string(),
-        ),
-    };
-    let mut tree =
-        guide::normalize(parse_json(&text, &source)?).map_err(|(p, m)| one(&source, &p, m))?;
+    let mut tree = Value::Object(Map::new());
+    let mut sources = Vec::new();
+    for layer in layers(files, vars)? {
+        let (text, source) = match &layer {
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| one(&name, "", format!("cannot read {name}: {e}")))?;
+                (text, name)
+            }
+            None => (
+                EMBEDDED_DEFAULT.to_string(),
+                "embedded config/default.json".to_string(),
+            ),
+        };
+        let normalized =
+            guide::normalize(parse_json(&text, &source)?).map_err(|(p, m)| one(&source, &p, m))?;
+        layers::merge(&mut tree, normalized);
+        sources.push(source);
+    }
+    // Problems of the merged result are those of every layer together.
+    let source = sources.join(" + ");
+    layers::fill_composite_members(&mut tree);
     apply_env_overrides(&mut tree, vars).map_err(|(p, m)| one(&source, &p, m))?;
     expand::expand_tree(&mut tree, "", lookup).map_err(|(p, m)| one(&source, &p, m))?;
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
@@ -96,6 +107,52 @@ pub fn load_with_env(
     } else {
         Err(ConfigErrors { source, errors })
     }
+}
+
+/// The files to read, in order; `None` is the embedded default.
+fn layers(
+    files: &[&Path],
+    vars: &[(String, String)],
+) -> Result<Vec<Option<PathBuf>>, ConfigErrors> {
+    let mut layers: Vec<Option<PathBuf>> = if files.is_empty() {
+        vec![None]
+    } else {
+        files.iter().map(|f| Some(f.to_path_buf())).collect()
+    };
+    let Some((_, env)) = vars.iter().find(|(k, _)| k == "OHFP_ENV") else {
+        return Ok(layers);
+    };
+    let valid = !env.is_empty()
+        && env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if !valid {
+        return Err(one(
+            "OHFP_ENV",
+            "OHFP_ENV",
+            format!("'{env}' is not an environment name: use letters, digits, '-' or '_'"),
+        ));
+    }
+    let dir = match files.last().and_then(|f| f.parent()) {
+        Some(parent) => parent.to_path_buf(),
+        None => PathBuf::from("config"),
+    };
+    let env_file = dir.join(format!("{env}.json"));
+    if !env_file.is_file() {
+        return Err(one(
+            "OHFP_ENV",
+            "OHFP_ENV",
+            format!(
+                "OHFP_ENV={env} asks for {}, which does not exist",
+                env_file.display()
+            ),
+        ));
+    }
+    // Naming the environment's file explicitly as well does not apply it twice.
+    if !files.contains(&env_file.as_path()) {
+        layers.push(Some(env_file));
+    }
+    Ok(layers)
 }
 
 fn parse_json(text: &str, source: &str) -> Result<Value, ConfigErrors> {
@@ -117,7 +174,7 @@ fn parse_json(text: &str, source: &str) -> Result<Value, ConfigErrors> {
 }
 
 /// Only `OHFP_` variables with a `__` are overrides (`OHFP_SERVER__BIND`); `OHFP_URL`,
-/// `OHFP_TOKEN` and `OHFP_CONFIG` belong to the CLI. A segment indexes an array by position or,
+/// `OHFP_TOKEN`, `OHFP_CONFIG` and `OHFP_ENV` are not. A segment indexes an array by position or,
 /// for the providers list, by strategy name (`OHFP_PROVIDERS__SIM_PRIMARY__CONFIG__FAILURE_RATE`,
 /// `_` matching `-`). Values are read as JSON when they parse, else as strings.
 fn apply_env_overrides(

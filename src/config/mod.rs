@@ -1,8 +1,9 @@
-//! Configuration: typed model, layered loading (embedded default → file → `OHFP_*` env →
-//! `${VAR}` expansion), validation with errors that name the bad key.
+//! Configuration: typed model, layered loading (embedded default or files in order →
+//! `OHFP_ENV`'s file → `OHFP_*` env → `${VAR}` expansion), validation with errors that name the bad key.
 
 mod expand;
 mod guide;
+mod layers;
 mod load;
 mod retention;
 mod strategy;

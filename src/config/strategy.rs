@@ -58,7 +58,8 @@ pub struct StrategySettings {
     pub fallback_strategies: Vec<String>,
     /// Seconds between background health checks: 1 to 86400 (one day).
     pub health_check_interval: f64,
-    /// Seconds after start before the first round of health checks: 0 to 86400 (one day).
+    /// Seconds after start before the first round of health checks, and after a strategy is
+    /// registered or changed before its first check: 0 to 86400 (one day).
     pub health_check_initial_delay: f64,
     /// Seconds one health check may take: more than 0, at most 3600 (one hour).
     pub health_check_timeout: f64,
@@ -69,6 +70,12 @@ pub struct StrategySettings {
     /// `failure_threshold` 1 to 1000; `recovery_timeout` more than 0, at most 86400 seconds
     /// (one day); `half_open_max_calls` 1 to 100.
     pub circuit_breaker: BreakerConfig,
+    /// `false`: an operation that fails is not retried down `fallback_strategies` (a
+    /// `fallback` strategy still does its own job).
+    pub failover_enabled: bool,
+    /// `false`: operations and health checks are not recorded into the metrics (breakers,
+    /// health and the selection window still see every outcome).
+    pub metrics_collection_enabled: bool,
     /// Seed for the RANDOM policy (tests); random when absent.
     pub random_seed: Option<u64>,
 }
@@ -90,6 +97,8 @@ impl Default for StrategySettings {
             health_check_retries: 1,
             operation_timeout: 30.0,
             circuit_breaker: BreakerConfig::default(),
+            failover_enabled: true,
+            metrics_collection_enabled: true,
             random_seed: None,
         }
     }

@@ -61,6 +61,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             providers::unregister_strategy
         ))
         .routes(routes!(providers::health_one, providers::update_health))
+        .routes(routes!(providers::check_health))
         .routes(routes!(providers::metrics_one))
         .routes(routes!(providers::capabilities))
         .routes(routes!(providers::set_weight))

@@ -117,17 +117,22 @@ impl<'a> Params<'a> {
 
     /// The launch spec: a whole template object, else a template of the templates file by
     /// id, else a spec that only names the template (providers that need more say so).
+    /// `template_config` is the guide's name for the template object (its provider example
+    /// reads `parameters['template_config']`).
     fn spec(&mut self, hostfactory: &HostFactory) -> LaunchSpec {
-        if let Some(template) = self.get("template") {
+        let given = ["template", "template_config"]
+            .into_iter()
+            .find_map(|key| self.get(key).map(|v| (key, v)));
+        if let Some((key, template)) = given {
             let Some(raw) = template.as_object() else {
-                self.bad("template", "must be a template object");
+                self.bad(key, "must be a template object");
                 return LaunchSpec::default();
             };
             return match launch_spec(raw) {
                 Ok(spec) => spec,
                 Err(problems) => {
-                    for (key, message) in problems {
-                        self.bad(&format!("template.{key}"), message);
+                    for (field, message) in problems {
+                        self.bad(&format!("{key}.{field}"), message);
                     }
                     LaunchSpec::default()
                 }
@@ -149,6 +154,7 @@ impl<'a> Params<'a> {
                 "count",
                 "machine_count",
                 "template",
+                "template_config",
                 "template_id",
                 "request_id",
                 "instance_type",
@@ -315,7 +321,7 @@ pub fn operation_from_parameters(
         OperationType::GetInstanceStatus => p.status(),
         OperationType::TerminateInstances => p.terminate(),
         OperationType::ValidateTemplate => {
-            p.only(op, &["template", "template_id"]);
+            p.only(op, &["template", "template_config", "template_id"]);
             Some(Operation::Validate(p.spec(hostfactory)))
         }
         OperationType::GetAvailableTemplates => {

@@ -15,7 +15,7 @@ use crate::app::queries::{
     CapabilitiesQuery, CapabilitiesView, HealthList, HealthQuery, ListQuery, MetricsQuery,
     MetricsReport, ProviderList, StrategyMetrics,
 };
-use crate::app::views::{CircuitView, HealthView, StrategyView};
+use crate::app::views::{CircuitView, HealthCheckView, HealthView, StrategyView};
 use crate::app::{AppError, ConfigurationView};
 use crate::state::AppState;
 
@@ -233,6 +233,21 @@ pub async fn set_circuit(
     ApiJson(cmd): ApiJson<SetCircuitCommand>,
 ) -> ApiResult<CircuitView> {
     Ok(Json(state.engine.set_circuit(&name, cmd).await?))
+}
+
+/// checkProviderHealth: probe one strategy now and answer the fresh result (the GETs answer
+/// the cached health and never probe). It is recorded as the strategy's health unless an
+/// outside report with `retry_after` holds; `check.recorded` says which.
+#[utoipa::path(post, path = "/api/v1/providers/{name}/health/check", tag = "providers",
+    operation_id = "checkProviderHealth",
+    params(("name" = String, Path, description = "Strategy name")),
+    responses((status = 200, body = HealthCheckView),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn check_health(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<HealthCheckView> {
+    Ok(Json(state.engine.check_health_now(&name).await?))
 }
 
 /// getProviderMetrics for every strategy (including unregistered ones that still have data).

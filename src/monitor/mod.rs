@@ -1,5 +1,7 @@
 //! The background task: health checks every `health_check_interval` (re-read at once when
 //! configureProviderStrategy changes it: the next round comes that long after the last one),
+//! the first check of a strategy registered or changed when it is due (see
+//! [`health::DueChecks`]),
 //! breaker open → half-open on time, metrics flushed to the store, old metrics pruned, rows past
 //! their retention pruned every `database.retention.prune_interval_seconds`. Stops when the
 //! token is cancelled. A module per concern: `health` (the check of one strategy and health
@@ -24,10 +26,19 @@ const TICK: Duration = Duration::from_secs(1);
 const FLUSH_EVERY_TICKS: u32 = 5;
 const PRUNE_EVERY_TICKS: u32 = 3600;
 
-pub use health::check_all;
+pub use health::{check_all, check_due};
 
 fn interval_of(engine: &Engine) -> Duration {
     Duration::from_secs_f64(engine.settings().effective().health_check_interval.max(1.0))
+}
+
+/// Completes when the earliest first check of a new or changed strategy is due; never when
+/// none is waiting.
+async fn sleep_until_due(engine: &Engine) {
+    match engine.due_checks().next_due() {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: CancellationToken) {
@@ -55,6 +66,14 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
             }
             _ = engine.settings().changed() => {
                 next_check = last_round + interval_of(&engine);
+            }
+            // Wakes the loop so that the sleep below is taken with the new time.
+            _ = engine.due_checks().added() => {}
+            _ = sleep_until_due(&engine) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = check_due(&engine) => {}
+                }
             }
             _ = ticker.tick() => {
                 ticks = ticks.wrapping_add(1);

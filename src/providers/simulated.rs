@@ -53,6 +53,11 @@ pub struct SimulatedConfig {
     pub boot_seconds: f64,
     #[serde(default = "default_shutdown")]
     pub shutdown_seconds: f64,
+    /// The operations it takes, as a provider that implements only some would (any case);
+    /// every one when absent. Must include HEALTH_CHECK, which the health checks use. The
+    /// engine answers `UNSUPPORTED_OPERATION` for the others without calling it.
+    #[serde(default = "all_operations")]
+    pub supported_operations: Vec<OperationType>,
 }
 
 fn default_latency() -> Latency {
@@ -69,6 +74,9 @@ fn default_boot() -> f64 {
 }
 fn default_shutdown() -> f64 {
     3.0
+}
+fn all_operations() -> Vec<OperationType> {
+    OperationType::ALL.to_vec()
 }
 
 impl SimulatedConfig {
@@ -105,6 +113,15 @@ impl SimulatedConfig {
         }
         if cfg.region.trim().is_empty() {
             return bad("region", "must not be empty".into());
+        }
+        if !cfg
+            .supported_operations
+            .contains(&OperationType::HealthCheck)
+        {
+            return bad(
+                "supported_operations",
+                "must include HEALTH_CHECK: the health checks use it".into(),
+            );
         }
         Ok(cfg)
     }
@@ -249,7 +266,10 @@ impl Provider for SimulatedProvider {
         limitations.insert("max_instances_per_request".into(), json!(10_000));
         Capabilities {
             provider_type: "simulated".into(),
-            supported_operations: OperationType::ALL.to_vec(),
+            supported_operations: OperationType::ALL
+                .into_iter()
+                .filter(|op| self.cfg.supported_operations.contains(op))
+                .collect(),
             features: features.as_object().cloned().unwrap_or_default(),
             limitations,
             performance_metrics: Some(

@@ -340,11 +340,14 @@ impl HostFactoryRepo for Store {
     }
 
     async fn hf_template_usage(&self, template_id: &str) -> StoreResult<TemplateUsage> {
+        // One read transaction, so both reads see the same moment: read apart, a request that
+        // placed its machines and finished in between would be counted in neither.
+        let mut tx = self.pool.begin().await?;
         let live: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT instance_type FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated'",
         )
         .bind(template_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let rows: Vec<OpenPlacement> = sqlx::query_as(
             "SELECT r.request_id, r.requested_count, m.machine_id, m.instance_type
@@ -354,8 +357,9 @@ impl HostFactoryRepo for Store {
              ORDER BY r.request_id",
         )
         .bind(template_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut open: Vec<(String, i64, Vec<Option<String>>)> = Vec::new();
         for r in rows {
             if open.last().is_none_or(|(last, _, _)| last != &r.request_id) {

@@ -33,6 +33,9 @@ pub struct AggregationRules {
     pub min_success_count: usize,
     /// The share (0–1) of failed members above which the whole operation fails.
     pub failure_threshold: f64,
+    /// Any member failure fails the whole operation (members that did not run count
+    /// neither way).
+    pub require_all_success: bool,
 }
 
 /// Answers that MERGE_ALL can combine: `merge` folds a later member's answer into an
@@ -87,6 +90,18 @@ pub fn aggregate<T: Merge + PartialEq + Clone>(
             ProviderErrorKind::Unsupported,
             "NO_MEMBER_RAN",
             "no member of the composite could take this operation",
+        ));
+    }
+    if rules.require_all_success && !failures.is_empty() {
+        return Err(ProviderError::new(
+            common_kind(failures.iter().map(|(_, e)| *e)),
+            "MEMBER_FAILED",
+            format!(
+                "{} of {} members failed and require_all_success is set ({})",
+                failures.len(),
+                ran.len(),
+                describe()
+            ),
         ));
     }
     let failure_rate = failures.len() as f64 / ran.len() as f64;

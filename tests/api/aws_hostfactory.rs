@@ -1,4 +1,4 @@
-//! The HostFactory calls through the real shims, with config/production.json pointed at moto:
+//! The HostFactory calls through the real shims, with config/aws.json pointed at moto:
 //! the lifecycle of every providerApi, batched status polls, failover between two regions and
 //! a reclaim behind the service's back.
 
@@ -12,7 +12,7 @@ use crate::hostfactory::{shim, status_of, wait_status};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
-/// The regions config/production.json gives aws-primary and aws-secondary.
+/// The regions config/aws.json gives aws-primary and aws-secondary.
 const PRIMARY_REGION: &str = "eu-central-1";
 const SECONDARY_REGION: &str = "eu-west-1";
 
@@ -78,7 +78,7 @@ struct AwsHf {
     _dir: tempfile::TempDir,
 }
 
-/// The service on config/production.json with aws-primary on `primary` and aws-secondary on
+/// The service on config/aws.json with aws-primary on `primary` and aws-secondary on
 /// `secondary`, the templates above and a reconciler round every `round` seconds that also
 /// asks about running machines (so that reclaims show in the next round).
 async fn aws_hf_app(primary: &Moto, secondary: &Moto, round: f64) -> AwsHf {

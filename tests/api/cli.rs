@@ -11,10 +11,16 @@ use crate::helpers::{PATIENCE, TestApp, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
 async fn ohfp(args: &[&str]) -> (i32, String, String) {
+    ohfp_in_env(args, &[]).await
+}
+
+async fn ohfp_in_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("OHFP_URL")
         .env_remove("OHFP_TOKEN")
+        .env_remove("OHFP_ENV")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run ohfp");
@@ -64,6 +70,19 @@ async fn client_commands_print_json_and_fail_clearly() {
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 2);
 
+    let (code, out, _) = ohfp(&[
+        "checkProviderHealth",
+        "--url",
+        &url,
+        "--data",
+        r#"{"provider_name": "sim-secondary"}"#,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["check"]["is_healthy"], true, "{v}");
+    assert_eq!(v["health"]["source"], "on_demand_check");
+
     let (code, _, err) = ohfp(&["getProviderMetrics", "--url", "http://127.0.0.1:9"]).await;
     assert_eq!(code, 3);
     assert!(err.contains("cannot reach the service"), "{err}");
@@ -82,10 +101,33 @@ async fn check_config_and_openapi_commands() {
     let (code, _, err) = ohfp(&["check-config", bad.to_str().unwrap()]).await;
     assert_eq!(code, 1);
     assert!(err.contains("strategy.selection_policy"), "{err}");
-    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/config/development.json");
-    let (code, out, err) = ohfp(&["check-config", dev]).await;
+    // The default with the development overlay: the merged result is printed.
+    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.json");
+    let (code, out, err) =
+        ohfp_in_env(&["check-config", default], &[("OHFP_ENV", "development")]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok; 3 strategies"), "{out}");
+    let (summary, merged) = out.split_once('\n').unwrap();
+    assert!(
+        summary.contains("(OHFP_ENV=development): ok; 2 strategies"),
+        "{summary}"
+    );
+    let merged: Value = serde_json::from_str(merged).unwrap();
+    assert_eq!(merged["strategy"]["health_check_interval"], 60.0);
+    assert_eq!(merged["database"]["path"], "data/ohfp-dev.db");
+    assert_eq!(merged["providers"][0]["name"], "sim-primary");
+    // Files given in order are laid over each other; a problem names the layers.
+    let overlay = dir.path().join("overlay.json");
+    std::fs::write(
+        &overlay,
+        r#"{"providers": [{"name": "sim-primary", "config": {"failure_rate": 2}}]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = ohfp(&["check-config", default, overlay.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(" + ") && err.contains("providers[0].config.failure_rate"),
+        "{err}"
+    );
     let templates = dir.path().join("templates.json");
     std::fs::write(
         &templates,

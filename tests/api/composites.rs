@@ -786,3 +786,66 @@ async fn sequential_stops_at_the_first_success_and_redundant_answers_without_the
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn require_all_success_fails_the_composite_on_any_member_failure() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-down", json!({"failure_rate": 1.0}), json!({})).await;
+    register_sim(&app, "sim-up", json!({}), json!({})).await;
+    let members = json!(["sim-up", "sim-down"]);
+    register_ok(
+        &app,
+        "all-or-nothing",
+        "composite",
+        json!({"strategies": members, "mode": "parallel", "aggregation_policy": "merge_all",
+            "require_all_success": true}),
+    )
+    .await;
+    register_ok(
+        &app,
+        "best-effort",
+        "composite",
+        json!({"strategies": members, "mode": "parallel", "aggregation_policy": "merge_all",
+            "require_all_success": false}),
+    )
+    .await;
+    let v = run_on(&app, "all-or-nothing", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "MEMBER_FAILED");
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("sim-down: SIMULATED_FAILURE"),
+        "{v}"
+    );
+    let v = run_on(&app, "best-effort", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["success"], true, "{v}");
+    // SEQUENTIAL stops at the first failure: the members after it are not called.
+    register_ok(
+        &app,
+        "chain",
+        "composite",
+        json!({"strategies": ["sim-down", "sim-up"], "mode": "sequential",
+            "aggregation_policy": "merge_all", "require_all_success": true}),
+    )
+    .await;
+    let v = run_on(&app, "chain", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(v["error_code"], "MEMBER_FAILED", "{v}");
+    assert_eq!(members_called(&v), ["sim-down"]);
+    let (_, c) = app.get("/api/v1/providers/chain/capabilities").await;
+    assert_eq!(c["performance_metrics"]["require_all_success"], true, "{c}");
+    let (status, v) = register(
+        &app,
+        "bad",
+        "composite",
+        json!({"strategies": members, "require_all_success": "yes"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["path"],
+        "strategy_config.require_all_success"
+    );
+    app.stop().await;
+}

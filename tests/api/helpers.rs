@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 /// The embedded default with test-friendly settings: port 0, no log files, fast simulators.
 pub fn test_config(db: &Path) -> Config {
-    let mut cfg = config::load_with_env(None, &[], &|_| None).expect("embedded default loads");
+    let mut cfg = config::load_with_env(&[], &[], &|_| None).expect("embedded default loads");
     cfg.server.bind = "127.0.0.1:0".into();
     cfg.database.path = db.display().to_string();
     cfg.logging.dir = None;

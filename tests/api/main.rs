@@ -7,7 +7,10 @@ mod support;
 mod aws;
 mod aws_hostfactory;
 mod cli;
+
 mod composites;
+mod guides;
+mod health_checks;
 mod hostfactory;
 mod openapi;
 mod providers;

@@ -841,3 +841,173 @@ async fn the_guides_health_report_is_taken_and_holds_for_its_retry_after() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_collection_can_be_turned_off_and_breakers_still_count() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"metrics_collection_enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["configuration"]["metrics_collection_enabled"], false);
+    let on = |name: &str| json!({"operation_type": "GET_AVAILABLE_TEMPLATES", "strategy_override": name});
+    execute(&app, on("sim-primary")).await;
+    execute(&app, on("sim-bad")).await;
+    app.post("/api/v1/providers/sim-primary/health/check", json!({}))
+        .await;
+    let (_, m) = app.get("/api/v1/providers/sim-primary/metrics").await;
+    assert_eq!(m["totals"]["count"], 0, "{m}");
+    assert_eq!(
+        m["live"]["recent"]["samples"], 1,
+        "the selection window still sees it: {m}"
+    );
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(
+        h["circuit"]["consecutive_failures"], 1,
+        "the breaker still sees it: {h}"
+    );
+    let (_, text) = app.get("/metrics").await;
+    assert!(
+        !text.as_str().unwrap().contains("ohfp_operations_total{"),
+        "{text}"
+    );
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"metrics_collection_enabled": true}),
+    )
+    .await;
+    execute(&app, on("sim-primary")).await;
+    let (_, m) = app.get("/api/v1/providers/sim-primary/metrics").await;
+    assert_eq!(m["totals"]["count"], 1, "{m}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_guides_operation_context_is_echoed_and_checked() {
+    let app = TestApp::spawn().await;
+    // The guide's debug example.
+    let v = execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "parameters": {},
+            "context": {"debug": true, "trace_id": "debug-123"}}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["trace_id"], "debug-123");
+    let v = execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
+    assert!(v["metadata"].get("trace_id").is_none(), "{v}");
+    for (context, path) in [
+        (json!({"trace_id": "x".repeat(129)}), "context.trace_id"),
+        (json!({"trace_id": ""}), "context.trace_id"),
+        (json!({"trace_id": "a\nb"}), "context.trace_id"),
+        (json!({"trace_id": 7}), "context.trace_id"),
+        (json!({"debug": "yes"}), "context.debug"),
+        (json!({"user": "x"}), "context.user"),
+    ] {
+        let (status, v) = app
+            .post(
+                "/api/v1/providers/operations",
+                json!({"operation_type": "HEALTH_CHECK", "context": context}),
+            )
+            .await;
+        assert_eq!(status, 422, "{context}: {v}");
+        assert_eq!(v["errors"][0]["path"], path, "{context}: {v}");
+    }
+    let (_, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "context": {"user": "x"}}),
+        )
+        .await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `user`"),
+        "{v}"
+    );
+    let v = execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "context": {"trace_id": "x".repeat(128)}}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operation_a_strategy_does_not_support_is_unsupported_operation() {
+    let app = TestApp::spawn().await;
+    // The operations the guide's Provider1 supports.
+    register_sim(
+        &app,
+        "provider1",
+        json!({"supported_operations": ["CREATE_INSTANCES", "TERMINATE_INSTANCES",
+            "GET_INSTANCE_STATUS", "HEALTH_CHECK"]}),
+        json!({"priority": -1}),
+    )
+    .await;
+    let v = execute(
+        &app,
+        json!({"operation_type": "VALIDATE_TEMPLATE", "parameters": {"template_id": "web-server"},
+            "strategy_override": "provider1"}),
+    )
+    .await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "UNSUPPORTED_OPERATION");
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("does not support VALIDATE_TEMPLATE"),
+        "{v}"
+    );
+    let (_, h) = app.get("/api/v1/providers/provider1/health").await;
+    assert_eq!(
+        h["circuit"]["consecutive_failures"], 0,
+        "not the strategy's failure: {h}"
+    );
+    let (_, c) = app.get("/api/v1/providers/provider1/capabilities").await;
+    assert_eq!(
+        c["supported_operations"].as_array().unwrap().len(),
+        4,
+        "{c}"
+    );
+    // Selection passes it over; as the active strategy it is refused and failover goes on.
+    let (_, sel) = app
+        .post(
+            "/api/v1/providers/selection",
+            json!({"operation_type": "GET_AVAILABLE_TEMPLATES"}),
+        )
+        .await;
+    assert_eq!(sel["selected_strategy"], "sim-primary", "{sel}");
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"active_strategy": "provider1", "fallback_strategies": ["sim-primary"]}),
+    )
+    .await;
+    let v = execute(&app, json!({"operation_type": "GET_AVAILABLE_TEMPLATES"})).await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(
+        v["metadata"]["attempted"][0]["error_code"],
+        "UNSUPPORTED_OPERATION"
+    );
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "no-health", "provider_type": "simulated",
+                "strategy_config": {"supported_operations": ["CREATE_INSTANCES"]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["errors"][0]["path"],
+        "strategy_config.supported_operations"
+    );
+    app.stop().await;
+}

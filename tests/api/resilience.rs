@@ -43,10 +43,12 @@ async fn breaker_opens_rejects_without_calling_and_persists() {
         json!({"circuit_breaker_config": {"failure_threshold": 2, "recovery_timeout": 3600}}),
     )
     .await;
+    // Not HEALTH_CHECK: its failure would also mark sim-bad unhealthy, and selection would
+    // name that reason before the circuit.
     for _ in 0..2 {
         let v = execute(
             &app,
-            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"}),
+            json!({"operation_type": "GET_AVAILABLE_TEMPLATES", "strategy_override": "sim-bad"}),
         )
         .await;
         assert_eq!(v["error_code"], "SIMULATED_FAILURE");
@@ -295,4 +297,54 @@ async fn an_operator_forces_a_circuit_open_closed_and_back_to_auto() {
     }
     app.stop().await;
     drop(dir);
+}
+
+#[tokio::test]
+async fn failover_can_be_turned_off() {
+    let app = TestApp::spawn().await;
+    register_sim(
+        &app,
+        "sim-broken",
+        json!({"failure_rate": 1.0}),
+        json!({"priority": -1}),
+    )
+    .await;
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"fallback_strategies": ["sim-broken", "sim-primary"], "failover_enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["configuration"]["failover_enabled"], false);
+    assert!(
+        v["configuration"]["overridden_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("failover_enabled")),
+        "{v}"
+    );
+    let create = json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}});
+    let v = execute(&app, create.clone()).await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "SIMULATED_FAILURE");
+    assert_eq!(v["metadata"]["attempts"], 1);
+    // Back on: the same call fails over.
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"failover_enabled": true}),
+    )
+    .await;
+    let v = execute(&app, create).await;
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary", "{v}");
+    assert_eq!(v["metadata"]["fallback_used"], true);
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"failover_enabled": "no"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "failover_enabled");
+    app.stop().await;
 }

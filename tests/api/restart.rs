@@ -72,3 +72,31 @@ async fn registered_strategies_and_configuration_survive_a_restart() {
     app.stop().await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_stored_strategy_that_cannot_be_built_can_be_deleted_and_registered_again() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-api", json!({"capacity": 9}), json!({})).await;
+    let cfg = test_config(&app.db);
+    let dir = app.stop().await;
+    // What an older version stored and this one refuses to build.
+    let url = format!("sqlite://{}", cfg.database.path);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE strategies SET spec = json_set(spec, '$.config.capacity', -1) WHERE name = 'sim-api'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let app = TestApp::start(cfg).await;
+    let (status, _) = app.get("/api/v1/providers/sim-api").await;
+    assert_eq!(status, 404, "skipped at start-up");
+    let (status, v) = app.delete("/api/v1/providers/sim-api").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "unregistered");
+    register_sim(&app, "sim-api", json!({"capacity": 3}), json!({})).await;
+    let (status, _) = app.delete("/api/v1/providers/nowhere").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+    drop(dir);
+}

@@ -137,7 +137,7 @@ fn file_accepts(strategy: serde_json::Value) -> bool {
     let text = json!({"strategy": strategy, "providers": [
         {"name": "a", "type": "simulated"}, {"name": "b", "type": "simulated"}]});
     std::io::Write::write_all(&mut f, text.to_string().as_bytes()).unwrap();
-    crate::config::load_with_env(Some(f.path()), &[], &|_| None).is_ok()
+    crate::config::load_with_env(&[f.path()], &[], &|_| None).is_ok()
 }
 
 /// Whether `PUT /api/v1/providers/configuration` accepts `body` (with `a` and `b` registered):

@@ -27,13 +27,13 @@ fn file_with(text: &str) -> tempfile::NamedTempFile {
 fn load_text(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
     let f = file_with(text);
     let (vars, lookup) = env_of(pairs);
-    load_with_env(Some(f.path()), &vars, &lookup)
+    load_with_env(&[f.path()], &vars, &lookup)
 }
 
 #[test]
 fn embedded_default_has_two_simulated_providers() {
     let (vars, lookup) = env_of(&[]);
-    let c = load_with_env(None, &vars, &lookup).unwrap();
+    let c = load_with_env(&[], &vars, &lookup).unwrap();
     let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["sim-primary", "sim-secondary"]);
     assert!(c.providers.iter().all(|p| p.provider_type == "simulated"));
@@ -43,20 +43,85 @@ fn embedded_default_has_two_simulated_providers() {
 
 #[test]
 fn shipped_config_files_are_valid() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    for name in ["default.json", "development.json", "production.json"] {
-        let path = std::path::Path::new(dir).join(name);
-        let (vars, lookup) = env_of(&[]);
-        let res = load_with_env(Some(&path), &vars, &lookup);
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    for name in ["default.json", "aws.json"] {
+        let path = dir.join(name);
+        let res = load_with_env(&[&path], &[], &|_| None);
         assert!(res.is_ok(), "{name}: {}", res.unwrap_err());
     }
+    // The environment files are overlays of the default.
+    for env in ["development", "production"] {
+        let pairs = [("OHFP_ENV", env)];
+        let (vars, lookup) = env_of(&pairs);
+        let res = load_with_env(&[&dir.join("default.json")], &vars, &lookup);
+        assert!(res.is_ok(), "{env}: {}", res.unwrap_err());
+    }
+}
+
+#[test]
+fn files_are_laid_over_each_other_in_order() {
+    let base = file_with(
+        r#"{"server": {"bind": "127.0.0.1:7000", "request_timeout_seconds": 5},
+            "providers": [{"name": "a", "type": "simulated", "config": {"region": "r1", "capacity": 5}}]}"#,
+    );
+    let overlay = file_with(
+        r#"{"server": {"bind": "127.0.0.1:7001"},
+            "providers": [{"name": "a", "config": {"capacity": 50}}, {"name": "b", "type": "simulated"}]}"#,
+    );
+    let c = load_with_env(&[base.path(), overlay.path()], &[], &|_| None).unwrap();
+    assert_eq!(c.server.bind, "127.0.0.1:7001");
+    assert_eq!(c.server.request_timeout_seconds, 5.0);
+    let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(c.providers[0].config["region"], "r1");
+    assert_eq!(c.providers[0].config["capacity"], 50);
+    // A problem of the merged result names every layer.
+    let bad = file_with(r#"{"providers": [{"name": "a", "config": {"capacity": -1}}]}"#);
+    let err = load_with_env(&[base.path(), bad.path()], &[], &|_| None).unwrap_err();
+    assert_eq!(err.errors[0].path, "providers[0].config.capacity");
+    assert!(err.source.contains(" + "), "{}", err.source);
+    // A layer that is not JSON is named alone.
+    let broken = file_with("{");
+    let err = load_with_env(&[base.path(), broken.path()], &[], &|_| None).unwrap_err();
+    assert_eq!(err.source, broken.path().display().to_string());
+}
+
+#[test]
+fn ohfp_env_lays_its_file_over_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("site.json");
+    std::fs::write(
+        &base,
+        r#"{"providers": [{"name": "sim-a", "type": "simulated"}, {"name": "sim-b", "type": "simulated", "priority": 1}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("staging.json"),
+        r#"{"provider": {"strategy": {"health_check_interval_seconds": 45}, "fallback": {"circuit_breaker_threshold": 3}}}"#,
+    )
+    .unwrap();
+    let (vars, lookup) = env_of(&[("OHFP_ENV", "staging")]);
+    let c = load_with_env(&[&base], &vars, &lookup).unwrap();
+    assert_eq!(c.strategy.health_check_interval, 45.0);
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("fallback"));
+    let fallback = c.providers.iter().find(|p| p.name == "fallback").unwrap();
+    assert_eq!(fallback.config["primary"], "sim-a");
+    assert_eq!(fallback.config["fallbacks"], serde_json::json!(["sim-b"]));
+
+    let (vars, lookup) = env_of(&[("OHFP_ENV", "nowhere")]);
+    let err = load_with_env(&[&base], &vars, &lookup).unwrap_err();
+    assert_eq!(err.errors[0].path, "OHFP_ENV");
+    assert!(err.to_string().contains("nowhere.json"), "{err}");
+    let (vars, lookup) = env_of(&[("OHFP_ENV", "../etc/passwd")]);
+    let err = load_with_env(&[&base], &vars, &lookup).unwrap_err();
+    assert!(err.to_string().contains("not an environment name"), "{err}");
 }
 
 #[test]
 fn log_files_kept_are_configurable_and_at_least_one() {
     let (vars, lookup) = env_of(&[]);
     assert_eq!(
-        load_with_env(None, &vars, &lookup)
+        load_with_env(&[], &vars, &lookup)
             .unwrap()
             .logging
             .max_files,
@@ -77,7 +142,7 @@ fn env_overrides_nest_with_double_underscore_and_index_providers_by_name() {
         ("OHFP_PROVIDERS__0__PRIORITY", "7"),
         ("OHFP_URL", "http://elsewhere"),
     ]);
-    let c = load_with_env(None, &vars, &lookup).unwrap();
+    let c = load_with_env(&[], &vars, &lookup).unwrap();
     assert_eq!(c.server.bind, "0.0.0.0:9000");
     assert_eq!(c.strategy.selection_policy, SelectionPolicy::RoundRobin);
     assert_eq!(c.providers[1].config["failure_rate"], 0.5);
@@ -209,7 +274,7 @@ fn reference_schema_shape_maps_onto_the_model() {
 #[test]
 fn retention_defaults_are_the_documented_ones_and_bad_values_name_their_key() {
     let (vars, lookup) = env_of(&[("OHFP_DATABASE__RETENTION__HOSTFACTORY_DAYS", "3")]);
-    let c = load_with_env(None, &vars, &lookup).unwrap();
+    let c = load_with_env(&[], &vars, &lookup).unwrap();
     assert_eq!(
         c.database.retention,
         crate::config::RetentionConfig {
@@ -287,7 +352,7 @@ fn a_strategys_own_breaker_is_laid_over_the_global_one_with_the_same_bounds() {
 
 #[test]
 fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
-    let c = load_with_env(None, &[], &|_| None).unwrap();
+    let c = load_with_env(&[], &[], &|_| None).unwrap();
     // Its fallback list names its own two providers; everything else is a default.
     let shown = crate::config::StrategySettings {
         fallback_strategies: Vec::new(),

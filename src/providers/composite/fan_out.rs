@@ -36,6 +36,10 @@ pub struct CompositeConfig {
     /// Deadline of each member call.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: f64,
+    /// Any member failure fails the whole operation. SEQUENTIAL then stops at the first
+    /// failure, and REDUNDANT waits for every member (a late failure would fail the whole).
+    #[serde(default)]
+    pub require_all_success: bool,
 }
 
 fn default_mode() -> CompositionMode {
@@ -103,6 +107,7 @@ impl CompositeConfig {
             policy: self.aggregation_policy,
             min_success_count: self.min_success_count,
             failure_threshold: self.failure_threshold,
+            require_all_success: self.require_all_success,
         }
     }
 }
@@ -145,6 +150,7 @@ impl Combinator for Composite {
             "min_success_count": self.cfg.min_success_count,
             "failure_threshold": self.cfg.failure_threshold,
             "timeout_seconds": self.cfg.timeout_seconds,
+            "require_all_success": self.cfg.require_all_success,
         });
         self.members.capabilities(
             Map::from_iter([("composite".to_string(), json!(true))]),
@@ -197,7 +203,12 @@ impl Combinator for Composite {
                     let (_, o) = call(i).await;
                     let ok = o.1.is_ok();
                     outcomes[i] = Some(o);
-                    if ok && self.cfg.aggregation_policy == AggregationPolicy::FirstSuccess {
+                    let decided = if ok {
+                        self.cfg.aggregation_policy == AggregationPolicy::FirstSuccess
+                    } else {
+                        self.cfg.require_all_success
+                    };
+                    if decided {
                         break;
                     }
                 }
@@ -208,8 +219,14 @@ impl Combinator for Composite {
                 // Members still running when the answer is ready finish on their own (the
                 // engine runs each call in its own task) and are left out of the answer.
                 while let Some((i, o)) = stream.next().await {
+                    let failed = o.1.is_err();
                     outcomes[i] = Some(o);
-                    if self.enough(&outcomes, to_run.len()) {
+                    let decided = if self.cfg.require_all_success {
+                        failed
+                    } else {
+                        self.enough(&outcomes, to_run.len())
+                    };
+                    if decided {
                         break;
                     }
                 }

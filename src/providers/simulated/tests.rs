@@ -26,6 +26,19 @@ fn config_validation_names_the_field() {
     assert!(err.1.contains("unknown field `failure_rat`"), "{err:?}");
     let ok = cfg(json!({"latency_ms": [5, 20], "seed": 7, "capacity": 3})).unwrap();
     assert_eq!(ok.latency_ms, Latency::Range([5.0, 20.0]));
+    assert_eq!(ok.supported_operations, OperationType::ALL);
+    assert_eq!(
+        cfg(json!({"supported_operations": ["create_instances"]}))
+            .unwrap_err()
+            .0,
+        "config.supported_operations"
+    );
+    assert!(
+        cfg(json!({"supported_operations": ["CREATE_INSTANCES", "FLY"]}))
+            .unwrap_err()
+            .1
+            .contains("unknown operation type 'FLY'")
+    );
 }
 
 async fn store() -> (tempfile::TempDir, Store) {

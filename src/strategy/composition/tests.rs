@@ -48,7 +48,29 @@ fn rules(policy: AggregationPolicy) -> AggregationRules {
         policy,
         min_success_count: 1,
         failure_threshold: 1.0,
+        require_all_success: false,
     }
+}
+
+#[test]
+fn require_all_success_fails_the_whole_on_any_member_failure() {
+    let strict = AggregationRules {
+        require_all_success: true,
+        ..rules(AggregationPolicy::MergeAll)
+    };
+    let outcomes = [
+        ok("a", json!({"count": 1})),
+        err("b", ProviderErrorKind::Capacity),
+        ok("c", json!({"count": 2})),
+    ];
+    let e = aggregate(&strict, &outcomes).unwrap_err();
+    assert_eq!(e.code, "MEMBER_FAILED");
+    assert_eq!(e.kind, ProviderErrorKind::Capacity);
+    assert!(e.message.contains("b: BOOM"), "{}", e.message);
+    // Without it, the same outcomes merge; a member that did not run counts neither way.
+    assert!(aggregate(&rules(AggregationPolicy::MergeAll), &outcomes).is_ok());
+    let out = aggregate(&strict, &[ok("a", json!({"count": 1})), ("b".into(), None)]).unwrap();
+    assert_eq!(out.contributors, ["a"]);
 }
 
 #[test]

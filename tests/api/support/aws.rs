@@ -1,4 +1,4 @@
-//! What the AWS tests share: provider-level templates, and config/production.json pointed at
+//! What the AWS tests share: provider-level templates, and config/aws.json pointed at
 //! moto the way an operator would point it at a region.
 
 use std::path::Path;
@@ -21,18 +21,17 @@ pub fn template(id: &str) -> Value {
         .unwrap_or_else(|| panic!("no template {id}"))
 }
 
-/// config/production.json loaded through its `${AWS_ENDPOINT_URL}` and
+/// config/aws.json loaded through its `${AWS_ENDPOINT_URL}` and
 /// `${AWS_SECONDARY_ENDPOINT_URL}` variables, on port 0 with a database in `dir`.
 pub fn production_config(dir: &Path, primary: &Moto, secondary: &Moto) -> Config {
     let (primary, secondary) = (primary.url.clone(), secondary.url.clone());
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/aws.json");
     let lookup = move |name: &str| match name {
         "AWS_ENDPOINT_URL" => Some(primary.clone()),
         "AWS_SECONDARY_ENDPOINT_URL" => Some(secondary.clone()),
         _ => None,
     };
-    let mut cfg =
-        ohfp::config::load_with_env(Some(&path), &[], &lookup).expect("production.json loads");
+    let mut cfg = ohfp::config::load_with_env(&[&path], &[], &lookup).expect("aws.json loads");
     cfg.server.bind = "127.0.0.1:0".into();
     cfg.database.path = dir.join("ohfp.db").display().to_string();
     cfg.logging.dir = None;

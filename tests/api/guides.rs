@@ -1,0 +1,440 @@
+//! Every example of the two guides that define the product, run as written:
+//! - the Provider Strategy Guide: each `python run.py <command> --data '…'` as
+//!   `ohfp <command> --data '…'` with the guide's JSON unchanged, against strategies carrying
+//!   the guide's names (`aws-primary`, `aws-backup`, …) on simulated clouds (the AWS provider
+//!   itself is proven against moto in `aws.rs`);
+//! - the Provider Strategy Pattern usage guide: each Python call that has a service meaning, as
+//!   the route or command the README maps it to, and its configuration files as printed, with
+//!   only environment variables set.
+
+use std::path::Path;
+use std::process::Output;
+
+use ohfp::config::Config;
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::helpers::{TestApp, eventually, test_config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
+
+/// `ohfp <command> [args] --data '<json>'` against `app`; the answer on stdout, parsed.
+async fn ohfp(app: &TestApp, command: &str, args: &[&str], data: Option<&str>) -> Value {
+    let out = run(app, command, args, data).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command} {args:?} {data:?}: exit {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{command}: {e}: {stdout}"))
+}
+
+/// The problem a command was refused with (exit 1, problem+json on stderr).
+async fn ohfp_refused(app: &TestApp, command: &str, args: &[&str], data: Option<&str>) -> Value {
+    let out = run(app, command, args, data).await;
+    assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+    serde_json::from_slice(&out.stderr).expect("a problem on stderr")
+}
+
+async fn run(app: &TestApp, command: &str, args: &[&str], data: Option<&str>) -> Output {
+    let url = format!("http://{}", app.addr);
+    let mut cmd = Command::new(BIN);
+    cmd.arg(command).args(args).args(["--url", &url]);
+    if let Some(data) = data {
+        cmd.args(["--data", data]);
+    }
+    cmd.env_remove("OHFP_URL")
+        .env_remove("OHFP_TOKEN")
+        .output()
+        .await
+        .expect("run ohfp")
+}
+
+/// One HostFactory template named as the guide's requestMachines example names it.
+fn web_template(dir: &Path) -> String {
+    let path = dir.join("templates.json");
+    let templates = json!({"templates": [{
+        "templateId": "web", "maxNumber": 10, "imageId": "ami-0123456789abcdef0",
+        "vmType": "m5.large", "subnetId": "subnet-0123456789abcdef0",
+        "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "2"],
+                       "nram": ["Numeric", "8192"]}
+    }]});
+    std::fs::write(&path, templates.to_string()).unwrap();
+    path.display().to_string()
+}
+
+/// The strategies the Provider Strategy Guide's examples name.
+fn strategy_guide_config(dir: &Path) -> Config {
+    let mut cfg = test_config(&dir.join("ohfp.db"));
+    let sim = |name: &str, priority: i64, capabilities: Value| {
+        serde_json::from_value(json!({
+            "name": name, "type": "simulated", "priority": priority,
+            "capabilities": capabilities,
+            "config": {"region": format!("{name}-1"), "latency_ms": 0, "boot_seconds": 0.2,
+                       "shutdown_seconds": 0.2}
+        }))
+        .unwrap()
+    };
+    cfg.providers = vec![
+        sim("aws-primary", 0, json!(["instances", "load_balancers"])),
+        sim("aws-secondary", 1, json!(["instances"])),
+        sim("aws-backup", 2, json!(["instances"])),
+        sim("aws-spot", 3, json!(["instances", "spot_instances"])),
+    ];
+    cfg.strategy.fallback_strategies = vec!["aws-secondary".into(), "aws-backup".into()];
+    cfg.hostfactory.templates_path = Some(web_template(dir));
+    cfg.hostfactory.reconcile_interval_seconds = 0.1;
+    cfg
+}
+
+#[tokio::test]
+async fn the_provider_strategy_guide_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(strategy_guide_config(dir.path())).await;
+
+    // GETTING STARTED 1: health of all providers, then of one.
+    let all = ohfp(&app, "getProviderHealth", &[], None).await;
+    assert_eq!(all["strategies"].as_array().unwrap().len(), 4, "{all}");
+    let one = ohfp(&app, "getProviderHealth", &["--name", "aws-primary"], None).await;
+    assert_eq!(one["strategy_name"], "aws-primary", "{one}");
+
+    // 2: every provider, then the healthy ones.
+    let listed = ohfp(&app, "listAvailableProviders", &[], None).await;
+    assert_eq!(listed["count"], 4, "{listed}");
+    let healthy = ohfp(
+        &app,
+        "listAvailableProviders",
+        &[],
+        Some(r#"{"healthy_only": true}"#),
+    )
+    .await;
+    assert!(healthy["count"].as_u64().unwrap() <= 4, "{healthy}");
+
+    // 3: an operation with automatic selection, then on a named provider.
+    let created = ohfp(
+        &app,
+        "executeProviderOperation",
+        &[],
+        Some(
+            r#"{
+"operation_type": "CREATE_INSTANCES",
+"parameters": {
+"template_id": "web-server",
+"count": 2
+}
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created["success"], true, "{created}");
+    assert_eq!(created["data"]["instance_ids"].as_array().unwrap().len(), 2);
+    let overridden = ohfp(
+        &app,
+        "executeProviderOperation",
+        &[],
+        Some(
+            r#"{
+"operation_type": "CREATE_INSTANCES",
+"parameters": {
+"template_id": "web-server",
+"count": 2
+},
+"strategy_override": "aws-primary"
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(overridden["metadata"]["strategy_used"], "aws-primary");
+
+    // PROVIDER OPERATIONS: each of the six operation types.
+    let ids = overridden["data"]["instance_ids"].clone();
+    for (operation, parameters) in [
+        ("GET_INSTANCE_STATUS", json!({"instance_ids": ids})),
+        (
+            "VALIDATE_TEMPLATE",
+            json!({"template_config": {"templateId": "t", "imageId": "ami-1", "vmType": "m5.large"}}),
+        ),
+        ("VALIDATE_TEMPLATE", json!({"template_id": "web"})),
+        ("GET_AVAILABLE_TEMPLATES", json!({})),
+        ("HEALTH_CHECK", json!({})),
+        ("TERMINATE_INSTANCES", json!({"instance_ids": ids})),
+    ] {
+        let body = json!({"operation_type": operation, "parameters": parameters,
+                          "strategy_override": "aws-primary"});
+        let answer = ohfp(
+            &app,
+            "executeProviderOperation",
+            &[],
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(answer["success"], true, "{operation}: {answer}");
+    }
+
+    // Provider Selection Criteria, as printed.
+    let criteria = r#"{
+"required_capabilities": ["instances", "load_balancers"],
+"min_success_rate": 95.0,
+"max_response_time_ms": 5000,
+"require_healthy": true,
+"exclude_strategies": ["aws-backup"],
+"prefer_strategies": ["aws-primary"]
+}"#;
+    let body =
+        format!(r#"{{"operation_type": "CREATE_INSTANCES", "selection_criteria": {criteria}}}"#);
+    let selected = ohfp(&app, "selectProviderStrategy", &[], Some(&body)).await;
+    assert_eq!(selected["selected_strategy"], "aws-primary", "{selected}");
+
+    // CONFIGURATION: each selection policy, then the guide's configureProviderStrategy.
+    for policy in [
+        "FIRST_AVAILABLE",
+        "ROUND_ROBIN",
+        "WEIGHTED_ROUND_ROBIN",
+        "LEAST_CONNECTIONS",
+        "FASTEST_RESPONSE",
+        "HIGHEST_SUCCESS_RATE",
+        "CAPABILITY_BASED",
+        "HEALTH_BASED",
+        "RANDOM",
+    ] {
+        let body = format!(r#"{{"default_selection_policy": "{policy}"}}"#);
+        ohfp(&app, "configureProviderStrategy", &[], Some(&body)).await;
+        let selected = ohfp(
+            &app,
+            "selectProviderStrategy",
+            &[],
+            Some(r#"{"operation_type": "CREATE_INSTANCES"}"#),
+        )
+        .await;
+        assert_eq!(selected["selection_policy"], policy, "{selected}");
+        assert!(selected["selected_strategy"].is_string(), "{selected}");
+    }
+    let configured = ohfp(
+        &app,
+        "configureProviderStrategy",
+        &[],
+        Some(
+            r#"{
+"default_selection_policy": "CAPABILITY_BASED",
+"selection_criteria": {
+"min_success_rate": 95.0,
+"require_healthy": true
+},
+"fallback_strategies": ["aws-backup", "aws-secondary"],
+"health_check_interval": 300,
+"circuit_breaker_config": {
+"failure_threshold": 5,
+"recovery_timeout": 60
+}
+}"#,
+        ),
+    )
+    .await;
+    let shown = &configured["configuration"];
+    assert_eq!(shown["default_selection_policy"], "CAPABILITY_BASED");
+    assert_eq!(
+        shown["fallback_strategies"],
+        json!(["aws-backup", "aws-secondary"])
+    );
+    assert_eq!(shown["health_check_interval"], 300.0);
+    assert_eq!(shown["circuit_breaker_config"]["failure_threshold"], 5);
+    assert_eq!(shown["circuit_breaker_config"]["recovery_timeout"], 60.0);
+
+    // MONITORING & METRICS.
+    let metrics = ohfp(
+        &app,
+        "getProviderMetrics",
+        &[],
+        Some(
+            r#"{
+"provider_name": "aws-primary",
+"time_range_hours": 24,
+"include_operation_breakdown": true
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(metrics["strategy_name"], "aws-primary", "{metrics}");
+    assert!(
+        metrics["operations"]["CREATE_INSTANCES"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{metrics}"
+    );
+    let capabilities = ohfp(
+        &app,
+        "getProviderCapabilities",
+        &[],
+        Some(
+            r#"{
+"provider_name": "aws-primary",
+"include_performance_metrics": true,
+"include_limitations": true
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(capabilities["strategy_name"], "aws-primary");
+    assert!(
+        capabilities["performance_metrics"].is_object(),
+        "{capabilities}"
+    );
+    assert!(capabilities["limitations"].is_object(), "{capabilities}");
+
+    // INTEGRATION WITH EXISTING OPERATIONS: templates, a request, its status.
+    let templates = ohfp(&app, "getAvailableTemplates", &[], None).await;
+    assert_eq!(
+        templates["templates"][0]["template_id"], "web",
+        "{templates}"
+    );
+    let requested = ohfp(
+        &app,
+        "requestMachines",
+        &[],
+        Some(r#"{"template_id": "web", "machine_count": 2}"#),
+    )
+    .await;
+    let request_id = requested["request_id"].as_str().unwrap().to_string();
+    let done = eventually("the guide's request completes", || {
+        let (app, id) = (&app, request_id.clone());
+        async move {
+            let v = ohfp(app, "getRequestStatus", &["--request-id", &id], None).await;
+            (v["status"] == "complete").then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(done["machines"].as_array().unwrap().len(), 2, "{done}");
+    // The guide's own id names no request here: a clear 404, not an empty answer.
+    let unknown = ohfp_refused(
+        &app,
+        "getRequestStatus",
+        &["--request-id", "req-12345"],
+        None,
+    )
+    .await;
+    assert_eq!(unknown["status"], 404);
+
+    // ADVANCED USAGE: custom selection, registration, health status updates.
+    let spot = ohfp(
+        &app,
+        "selectProviderStrategy",
+        &[],
+        Some(
+            r#"{
+"operation_type": "CREATE_INSTANCES",
+"selection_criteria": {
+"required_capabilities": ["spot_instances"],
+"max_response_time_ms": 3000,
+"prefer_strategies": ["aws-spot"]
+}
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(spot["selected_strategy"], "aws-spot", "{spot}");
+    let registered = ohfp(
+        &app,
+        "registerProviderStrategy",
+        &[],
+        Some(
+            r#"{
+"strategy_name": "aws-west",
+"provider_type": "aws",
+"strategy_config": {
+"region": "us-west-2",
+"profile": "production"
+},
+"capabilities": {
+"instances": true,
+"spot_instances": true,
+"load_balancers": false
+},
+"priority": 1
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(registered["strategy_name"], "aws-west");
+    assert_eq!(registered["provider_type"], "aws");
+    let marked = ohfp(
+        &app,
+        "updateProviderHealth",
+        &[],
+        Some(
+            r#"{
+"provider_name": "aws-primary",
+"health_status": {
+"is_healthy": false,
+"status_message": "Rate limit exceeded",
+"error_details": {
+"error_code": "RATE_LIMIT",
+"retry_after": 300
+}
+},
+"source": "monitoring_system"
+}"#,
+        ),
+    )
+    .await;
+    assert_eq!(marked["is_healthy"], false, "{marked}");
+    let health = ohfp(&app, "getProviderHealth", &["--name", "aws-primary"], None).await;
+    assert_eq!(health["is_healthy"], false, "{health}");
+    assert_eq!(health["status_message"], "Rate limit exceeded");
+
+    // TROUBLESHOOTING: with aws-primary marked down, healthy selection passes it over, and
+    // relaxing the health requirement (the guide's comment included) lets it be chosen again.
+    ohfp(&app, "listAvailableProviders", &[], None).await;
+    ohfp(&app, "getProviderHealth", &[], None).await;
+    let strict = ohfp(
+        &app,
+        "selectProviderStrategy",
+        &[],
+        Some(r#"{"operation_type": "CREATE_INSTANCES", "selection_criteria": {"prefer_strategies": ["aws-primary"]}}"#),
+    )
+    .await;
+    assert_ne!(strict["selected_strategy"], "aws-primary", "{strict}");
+    let relaxed = ohfp(
+        &app,
+        "selectProviderStrategy",
+        &[],
+        Some(
+            r#"{
+"operation_type": "CREATE_INSTANCES",
+"selection_criteria": {
+"require_healthy": false # Relax health requirement
+}
+}"#,
+        ),
+    )
+    .await;
+    assert!(relaxed["selected_strategy"].is_string(), "{relaxed}");
+    let recent = ohfp(
+        &app,
+        "getProviderMetrics",
+        &[],
+        Some(
+            r#"{
+"time_range_hours": 1,
+"include_operation_breakdown": true,
+"include_error_details": true
+}"#,
+        ),
+    )
+    .await;
+    assert!(recent["totals"]["count"].as_u64().unwrap() >= 7, "{recent}");
+    assert!(recent["strategies"][0]["errors"].is_object(), "{recent}");
+
+    // Debug Mode: the health check the guide runs with HF_LOG_LEVEL=DEBUG.
+    let checked = ohfp(
+        &app,
+        "executeProviderOperation",
+        &[],
+        Some(r#"{"operation_type": "HEALTH_CHECK", "parameters": {}}"#),
+    )
+    .await;
+    assert_eq!(checked["success"], true, "{checked}");
+    app.stop().await;
+}
