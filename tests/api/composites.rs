@@ -412,6 +412,34 @@ async fn a_fallback_threshold_above_the_primarys_takes_effect_with_the_primarys_
         (&json!("closed"), &json!(20)),
         "{h}"
     );
+
+    // An update that leaves it out keeps the strategy's own breaker; null removes it.
+    let update = |extra: Value| {
+        let mut body =
+            json!({"provider_type": "simulated", "strategy_config": {"failure_rate": 1.0}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, v) = app
+        .put("/api/v1/providers/sim-bad-2", update(json!({})))
+        .await;
+    assert_eq!(
+        (status, &v["circuit_breaker"]),
+        (200, &json!({"failure_threshold": 20})),
+        "{v}"
+    );
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-bad-2",
+            update(json!({"circuit_breaker": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("circuit_breaker").is_none(), "{v}");
+    let (_, h) = app.get("/api/v1/providers/sim-bad-2/health").await;
+    assert_eq!(h["circuit"]["settings"]["failure_threshold"], 5, "{h}");
     app.stop().await;
 }
 
