@@ -186,7 +186,13 @@ where
     "fallback_strategies": ["sim-secondary"], "health_check_interval": 15,
     "circuit_breaker_config": {"failure_threshold": 3, "recovery_timeout": 30, "half_open_max_calls": 1}}))]
 pub struct SettingsPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Also read as `selection_policy`, the file's name (the usage guide's
+    /// `set_selection_policy`).
+    #[serde(
+        default,
+        alias = "selection_policy",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, example = "ROUND_ROBIN")]
     pub default_selection_policy: Option<SelectionPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,8 +42,6 @@ pub fn normalize(mut value: Value) -> MapResult<Value> {
                 "health_check_interval_seconds" => {
                     strategy.insert("health_check_interval".into(), v);
                 }
-                // Metrics are always collected; failover follows the fallback settings.
-                "metrics_collection_enabled" | "failover_enabled" => {}
                 _ => {
                     strategy.insert(key, v);
                 }

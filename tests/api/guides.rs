@@ -438,3 +438,299 @@ async fn the_provider_strategy_guide_runs_as_written() {
     assert_eq!(checked["success"], true, "{checked}");
     app.stop().await;
 }
+
+/// A strategy of the usage guide through the API; `config` is its `strategy_config`.
+async fn register(app: &TestApp, name: &str, provider_type: &str, config: Value) {
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": name, "provider_type": provider_type, "strategy_config": config}),
+        )
+        .await;
+    assert_eq!(status, 201, "{name}: {v}");
+}
+
+/// `context.execute_operation(operation)` on `strategy` (None: selection decides).
+async fn execute_on(app: &TestApp, strategy: Option<&str>, operation: &str) -> Value {
+    let mut body = json!({"operation_type": operation, "parameters": {}});
+    if let Some(name) = strategy {
+        body["strategy_override"] = json!(name);
+    }
+    let (status, v) = app.post("/api/v1/providers/operations", body).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// The usage guide's three providers, as simulated clouds.
+async fn usage_guide_app() -> TestApp {
+    let app = TestApp::spawn_with(|cfg| cfg.providers.clear()).await;
+    for name in ["aws", "provider1", "provider2"] {
+        register(&app, name, "simulated", json!({"latency_ms": 0})).await;
+    }
+    app
+}
+
+#[tokio::test]
+async fn the_usage_guide_quick_start_switching_and_load_balancing() {
+    let app = usage_guide_app().await;
+
+    // Quick Start 1: a HEALTH_CHECK operation.
+    let result = execute_on(&app, None, "HEALTH_CHECK").await;
+    assert_eq!(result["success"], true, "{result}");
+
+    // 2. Runtime Provider Switching: set_strategy is the active strategy.
+    for name in ["aws", "provider1"] {
+        let (status, v) = app
+            .put(
+                "/api/v1/providers/configuration",
+                json!({"active_strategy": name}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let used = execute_on(&app, None, "HEALTH_CHECK").await;
+        assert_eq!(used["metadata"]["strategy_used"], name, "{used}");
+        let (_, current) = app.get("/api/v1/providers/configuration").await;
+        assert_eq!(current["active_strategy"], name);
+    }
+
+    // Load Balancing: the guide's setup, then each of its algorithms.
+    register(
+        &app,
+        "load_balancer",
+        "load_balancer",
+        json!({"algorithm": "ROUND_ROBIN", "health_check_mode": "HYBRID",
+               "max_connections_per_strategy": 50,
+               "strategies": ["aws", "provider1", "provider2"],
+               "weights": {"aws": 0.5, "provider1": 0.3, "provider2": 0.2}}),
+    )
+    .await;
+    let result = execute_on(&app, Some("load_balancer"), "HEALTH_CHECK").await;
+    assert_eq!(result["success"], true, "{result}");
+    for extra in [
+        json!({"algorithm": "WEIGHTED_ROUND_ROBIN"}),
+        json!({"algorithm": "LEAST_CONNECTIONS"}),
+        json!({"algorithm": "ADAPTIVE", "weight_adjustment_factor": 0.1}),
+        json!({"algorithm": "HASH_BASED"}),
+    ] {
+        let mut config = json!({"strategies": ["aws", "provider1", "provider2"],
+                                "weights": {"aws": 0.5, "provider1": 0.3, "provider2": 0.2}});
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, v) = app
+            .put(
+                "/api/v1/providers/load_balancer",
+                json!({"provider_type": "load_balancer", "strategy_config": config}),
+            )
+            .await;
+        assert_eq!(status, 200, "{extra}: {v}");
+        for _ in 0..3 {
+            let result = execute_on(&app, Some("load_balancer"), "GET_AVAILABLE_TEMPLATES").await;
+            assert_eq!(result["success"], true, "{extra}: {result}");
+        }
+    }
+
+    // Load Balancer Monitoring: strategy_stats per member, and its health.
+    let (_, metrics) = app.get("/api/v1/providers/load_balancer/metrics").await;
+    let stats = metrics["live"]["strategy_stats"]["member_stats"]
+        .as_array()
+        .unwrap();
+    assert_eq!(stats.len(), 3, "{metrics}");
+    for member in stats {
+        assert!(member["active_connections"].is_number(), "{member}");
+        assert!(member["average_response_time_ms"].is_number(), "{member}");
+    }
+    let calls: u64 = stats
+        .iter()
+        .map(|m| m["total_requests"].as_u64().unwrap())
+        .sum();
+    // Each balanced call reached one member (a HEALTH_CHECK asks the balancer itself).
+    assert_eq!(
+        calls, metrics["operations"]["GET_AVAILABLE_TEMPLATES"]["count"],
+        "{metrics}"
+    );
+    let (_, health) = app.get("/api/v1/providers/load_balancer/health").await;
+    assert!(health["is_healthy"].is_boolean(), "{health}");
+
+    // Runtime Configuration Updates: a policy by the reference's name, and new criteria.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"active_strategy": null, "selection_policy": "LEAST_RESPONSE_TIME",
+                   "selection_criteria": {"min_success_rate": 99.0, "max_response_time_ms": 1000,
+                                          "require_healthy": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["configuration"]["default_selection_policy"],
+        "FASTEST_RESPONSE"
+    );
+    assert_eq!(
+        v["configuration"]["selection_criteria"]["min_success_rate"],
+        99.0
+    );
+
+    // Monitoring and Metrics: one strategy's figures, then all of them.
+    let (_, aws) = app.get("/api/v1/providers/aws/metrics").await;
+    assert!(aws["totals"]["count"].as_u64().unwrap() >= 2, "{aws}");
+    assert_eq!(aws["totals"]["success_rate"], 100.0);
+    assert!(aws["totals"]["mean_response_time_ms"].is_number());
+    let (_, all) = app.get("/api/v1/providers/metrics").await;
+    assert!(all["strategies"].as_array().unwrap().len() >= 4, "{all}");
+
+    // Health Monitoring: check_strategy_health is a fresh check, for each strategy.
+    for name in ["aws", "provider1", "provider2"] {
+        let (status, v) = app
+            .post(&format!("/api/v1/providers/{name}/health/check"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["check"]["is_healthy"], true, "{v}");
+        assert!(v["check"]["status_message"].is_string(), "{v}");
+    }
+
+    // Debug Mode: the operation's context.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "HEALTH_CHECK", "parameters": {},
+                   "context": {"debug": true, "trace_id": "debug-123"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["metadata"]["trace_id"], "debug-123", "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_usage_guides_new_provider_answers_unsupported_operation() {
+    let app = TestApp::spawn_with(|cfg| cfg.providers.clear()).await;
+    // Provider1Strategy's capabilities: four operations; anything else is UNSUPPORTED_OPERATION.
+    register(
+        &app,
+        "provider1",
+        "simulated",
+        json!({"supported_operations": ["CREATE_INSTANCES", "TERMINATE_INSTANCES",
+                                        "GET_INSTANCE_STATUS", "HEALTH_CHECK"]}),
+    )
+    .await;
+    let (_, caps) = app.get("/api/v1/providers/provider1/capabilities").await;
+    assert_eq!(
+        caps["supported_operations"].as_array().unwrap().len(),
+        4,
+        "{caps}"
+    );
+    let refused = execute_on(&app, Some("provider1"), "GET_AVAILABLE_TEMPLATES").await;
+    assert_eq!(refused["success"], false, "{refused}");
+    assert_eq!(refused["error_code"], "UNSUPPORTED_OPERATION");
+    let created = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "CREATE_INSTANCES",
+                   "parameters": {"template_config": {"templateId": "t", "imageId": "ami-1"}, "count": 2},
+                   "strategy_override": "provider1"}),
+        )
+        .await;
+    assert_eq!(created.0, 200, "{}", created.1);
+    assert_eq!(
+        created.1["data"]["instance_ids"].as_array().unwrap().len(),
+        2
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_usage_guide_fallback_and_composition() {
+    let app = usage_guide_app().await;
+
+    // Basic Fallback Setup, then Retry with Exponential Backoff.
+    register(
+        &app,
+        "fallback",
+        "fallback",
+        json!({"mode": "CIRCUIT_BREAKER", "max_retries": 3, "circuit_breaker_threshold": 5,
+               "circuit_breaker_timeout_seconds": 60.0,
+               "primary": "aws", "fallbacks": ["provider1", "provider2"]}),
+    )
+    .await;
+    let result = execute_on(&app, Some("fallback"), "HEALTH_CHECK").await;
+    assert_eq!(result["success"], true, "{result}");
+    register(
+        &app,
+        "retrying",
+        "fallback",
+        json!({"mode": "RETRY_THEN_FALLBACK", "max_retries": 5, "retry_delay_seconds": 1.0,
+               "primary": "aws", "fallbacks": ["provider1", "provider2"]}),
+    )
+    .await;
+    let result = execute_on(&app, Some("retrying"), "HEALTH_CHECK").await;
+    assert_eq!(result["success"], true, "{result}");
+
+    // Multi-Provider Composition: parallel, sequential, redundant.
+    register(
+        &app,
+        "parallel",
+        "composite",
+        json!({"mode": "PARALLEL", "aggregation_policy": "MERGE_ALL",
+               "max_concurrent_operations": 5, "timeout_seconds": 30.0,
+               "strategies": ["aws", "provider1", "provider2"]}),
+    )
+    .await;
+    let merged = execute_on(&app, Some("parallel"), "GET_AVAILABLE_TEMPLATES").await;
+    assert_eq!(merged["success"], true, "{merged}");
+    let members = merged["metadata"]["attempted"][0]["members"]
+        .as_array()
+        .unwrap();
+    assert_eq!(members.len(), 3, "every provider answers: {merged}");
+    register(
+        &app,
+        "sequential",
+        "composite",
+        json!({"mode": "SEQUENTIAL", "aggregation_policy": "FIRST_SUCCESS",
+               "require_all_success": false,
+               "strategies": ["aws", "provider1", "provider2"]}),
+    )
+    .await;
+    let first = execute_on(&app, Some("sequential"), "GET_AVAILABLE_TEMPLATES").await;
+    assert_eq!(first["success"], true, "{first}");
+    let members = first["metadata"]["attempted"][0]["members"]
+        .as_array()
+        .unwrap();
+    assert_eq!(members.len(), 1, "the first success ends it: {first}");
+    register(
+        &app,
+        "redundant",
+        "composite",
+        json!({"mode": "REDUNDANT", "aggregation_policy": "MAJORITY_WINS",
+               "min_success_count": 2, "failure_threshold": 0.3,
+               "strategies": ["aws", "provider1", "provider2"]}),
+    )
+    .await;
+    let agreed = execute_on(&app, Some("redundant"), "HEALTH_CHECK").await;
+    assert_eq!(agreed["success"], true, "{agreed}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_usage_guides_load_test_succeeds_throughout() {
+    let app = usage_guide_app().await;
+    // 1000 HEALTH_CHECK operations, 50 at a time, as the guide's load test runs them.
+    let app = std::sync::Arc::new(app);
+    let mut successes = 0;
+    for _ in 0..20 {
+        let batch: Vec<_> = (0..50)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move { execute_on(&app, None, "HEALTH_CHECK").await })
+            })
+            .collect();
+        for call in batch {
+            let v = call.await.unwrap();
+            successes += usize::from(v["success"] == true);
+        }
+    }
+    assert_eq!(successes, 1000);
+    let app = std::sync::Arc::into_inner(app).unwrap();
+    app.stop().await;
+}

@@ -7,7 +7,6 @@ mod support;
 mod aws;
 mod aws_hostfactory;
 mod cli;
-
 mod composites;
 mod guides;
 mod health_checks;

@@ -226,8 +226,8 @@ fn guide_shape_maps_onto_the_model() {
             "strategy": {
               "selection_policy": "performance_based",
               "health_check_interval_seconds": 15,
-              "failover_enabled": true,
-              "metrics_collection_enabled": true,
+              "failover_enabled": false,
+              "metrics_collection_enabled": false,
               "selection_criteria": {"min_success_rate": 95.0, "max_response_time_ms": 5000, "require_healthy": true}
             },
             "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1},
@@ -242,6 +242,7 @@ fn guide_shape_maps_onto_the_model() {
         SelectionPolicy::PerformanceBased
     );
     assert_eq!(c.strategy.health_check_interval, 15.0);
+    assert!(!c.strategy.failover_enabled && !c.strategy.metrics_collection_enabled);
     assert_eq!(c.strategy.selection_criteria.min_success_rate, Some(95.0));
     let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["sim-east", "sim-west"]);
