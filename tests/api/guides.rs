@@ -572,6 +572,25 @@ async fn the_usage_guide_quick_start_switching_and_load_balancing() {
         99.0
     );
 
+    // Update load balancing weights: set_strategy_weight, one member at a time, by the CLI.
+    for (member, weight) in [("aws", 0.8), ("provider1", 0.2)] {
+        let data = json!({"member": member, "weight": weight}).to_string();
+        let v = ohfp(
+            &app,
+            "setStrategyWeight",
+            &["--name", "load_balancer"],
+            Some(&data),
+        )
+        .await;
+        assert_eq!(v["strategy_config"]["weights"][member], weight, "{v}");
+    }
+    let (_, lb) = app.get("/api/v1/providers/load_balancer").await;
+    assert_eq!(
+        lb["strategy_config"]["weights"],
+        json!({"aws": 0.8, "provider1": 0.2, "provider2": 0.2}),
+        "the member left alone keeps its weight"
+    );
+
     // Monitoring and Metrics: one strategy's figures, then all of them.
     let (_, aws) = app.get("/api/v1/providers/aws/metrics").await;
     assert!(aws["totals"]["count"].as_u64().unwrap() >= 2, "{aws}");
@@ -666,6 +685,66 @@ async fn the_usage_guide_fallback_and_composition() {
     .await;
     let result = execute_on(&app, Some("retrying"), "HEALTH_CHECK").await;
     assert_eq!(result["success"], true, "{result}");
+
+    // Circuit Breaker Pattern: threshold 10, two minutes, graceful degradation; then
+    // circuit_metrics. The primary's own breaker counts the same failures, so aws carries one
+    // at least as high for the fallback's 10 to decide (the README's composition).
+    let aws = |extra: Value| {
+        let mut body = json!({"provider_type": "simulated", "strategy_config": {"latency_ms": 0}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/aws",
+            aws(
+                json!({"strategy_config": {"latency_ms": 0, "failure_rate": 1.0},
+                       "circuit_breaker": {"failure_threshold": 20}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    register(
+        &app,
+        "guarded",
+        "fallback",
+        json!({"mode": "CIRCUIT_BREAKER", "circuit_breaker_threshold": 10,
+               "circuit_breaker_timeout_seconds": 120.0, "enable_graceful_degradation": true,
+               "primary": "aws", "fallbacks": ["provider1", "provider2"]}),
+    )
+    .await;
+    for _ in 0..10 {
+        let result = execute_on(&app, Some("guarded"), "GET_AVAILABLE_TEMPLATES").await;
+        assert_eq!(result["success"], true, "{result}");
+    }
+    let (_, caps) = app.get("/api/v1/providers/guarded/capabilities").await;
+    let metrics = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &metrics["state"],
+            &metrics["failure_count"],
+            &metrics["failure_rate"]
+        ),
+        (&json!("open"), &json!(10), &json!(100.0)),
+        "{caps}"
+    );
+    // aws recovers; its own breaker is reset by hand (Circuit Breaker Stuck Open).
+    app.put(
+        "/api/v1/providers/aws",
+        aws(json!({"circuit_breaker": null})),
+    )
+    .await;
+    for mode in ["closed", "auto"] {
+        let (status, v) = app
+            .put(
+                "/api/v1/providers/aws/circuit",
+                json!({"mode": mode, "source": "guide"}),
+            )
+            .await;
+        assert_eq!((status, &v["state"]), (200, &json!("closed")), "{v}");
+    }
 
     // Multi-Provider Composition: parallel, sequential, redundant.
     register(
