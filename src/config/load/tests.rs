@@ -230,7 +230,8 @@ fn guide_shape_maps_onto_the_model() {
               "metrics_collection_enabled": false,
               "selection_criteria": {"min_success_rate": 95.0, "max_response_time_ms": 5000, "require_healthy": true}
             },
-            "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1},
+            "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1,
+                         "circuit_breaker": {"failure_threshold": 10}},
             "sim-west": {"type": "simulated", "region": "sim-west-1"}
           }
         }"#,
@@ -248,6 +249,10 @@ fn guide_shape_maps_onto_the_model() {
     assert_eq!(names, ["sim-east", "sim-west"]);
     assert_eq!(c.providers[0].config["region"], "sim-east-1");
     assert!(!c.providers[0].config.contains_key("type"));
+    // A section's own breaker settings belong to the strategy, not to its provider config.
+    let own = c.providers[0].circuit_breaker.as_ref().unwrap();
+    assert_eq!(own.failure_threshold, Some(10));
+    assert!(!c.providers[0].config.contains_key("circuit_breaker"));
 }
 
 #[test]
