@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod composite;
 pub mod contract;
+pub mod http;
 pub mod simulated;
 
 use std::any::Any;
@@ -149,8 +150,14 @@ pub struct ProviderDeps {
 }
 
 /// Provider types this build knows.
-pub const PROVIDER_TYPES: [&str; 5] =
-    ["aws", "simulated", "load_balancer", "fallback", "composite"];
+pub const PROVIDER_TYPES: [&str; 6] = [
+    "aws",
+    "simulated",
+    "http",
+    "load_balancer",
+    "fallback",
+    "composite",
+];
 
 /// Deserializes a provider's `config` object, naming the bad key on failure.
 pub(crate) fn parse_config<T: DeserializeOwned>(
@@ -187,6 +194,7 @@ pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
     match spec.provider_type.as_str() {
         "aws" => errors.extend(aws::AwsConfig::from_spec(&spec.config).err()),
         "simulated" => errors.extend(simulated::SimulatedConfig::from_spec(&spec.config).err()),
+        "http" => errors.extend(http::HttpConfig::from_spec(&spec.config).err()),
         "load_balancer" | "fallback" | "composite" => {
             errors.extend(composite::validate(&spec.provider_type, &spec.config));
         }
@@ -217,6 +225,11 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
                 cfg,
                 deps.store.clone(),
             )))
+        }
+        "http" => {
+            let cfg =
+                http::HttpConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
+            Ok(Arc::new(http::HttpProvider::new(cfg)?))
         }
         "load_balancer" | "fallback" | "composite" => composite::build(spec, deps),
         other => Err(format!("unknown provider type '{other}'")),
