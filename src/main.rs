@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
             println!("{}", ohfp::run::openapi_json());
             0
         }
+        Command::ProviderCheck(args) => ohfp::cli::provider_check(args).await,
         Command::Client(cmd) => ohfp::cli::run_client(cmd).await,
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -3,6 +3,7 @@
 //! to a running service.
 
 mod client;
+mod provider_check;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::LogFormat;
 
 pub use client::run_client;
+pub use provider_check::{CheckReport, ProviderCheckArgs, check_provider, run as provider_check};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +38,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Check that a service at URL speaks the provider protocol (every call, idempotency,
+    /// batching, unknown ids, bad input, error classes); exits 1 naming each call it gets wrong.
+    ProviderCheck(ProviderCheckArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }

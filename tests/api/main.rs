@@ -11,6 +11,7 @@ mod composites;
 mod guides;
 mod health_checks;
 mod hostfactory;
+mod http_provider;
 mod openapi;
 mod providers;
 mod resilience;

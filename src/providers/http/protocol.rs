@@ -94,8 +94,8 @@ impl Call {
     fn summary(self) -> &'static str {
         match self {
             Call::Create => {
-                "Start instances of a launch spec covering `units` capacity units, each tagged with \
-                 the request id. Idempotent by the Idempotency-Key header: a key seen before answers \
+                "Start instances of a launch spec covering `units` (1 or more) capacity units, each \
+                 tagged with the request id. Idempotent by the Idempotency-Key header: a key seen before answers \
                  what its first call made and starts nothing. Instances may answer `pending` and \
                  boot later."
             }
@@ -109,7 +109,8 @@ impl Call {
             }
             Call::Validate => {
                 "Check a launch spec against what the service can start; problems are in the \
-                 answer (`valid: false`), each naming its field."
+                 answer (`valid: false`), each naming its field. A spec without a template id or \
+                 an instance type is invalid."
             }
             Call::Health => {
                 "A cheap real check. An unhealthy service answers `is_healthy: false` or an error."
@@ -231,7 +232,9 @@ pub struct ServiceCapabilities {
             `max_retries` times with exponential backoff and jitter, or after the `Retry-After` \
             header's seconds; `capacity` fails over to another strategy; `validation` and \
             `not_found` are the caller's mistake. Unknown enum values and missing required \
-            fields in an answer are errors. `examples/provider.py` implements every call.",
+            fields in an answer are errors. A body that is not the call's request is answered \
+            400 with class `validation`. `examples/provider.py` implements every call; \
+            `ohfp provider-check URL` checks an implementation.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     components(schemas(
