@@ -217,7 +217,7 @@ fn file_config(dir: &Path, url: &str, extra: Value) -> Config {
 }
 
 #[tokio::test]
-async fn hostfactory_requests_and_returns_machines_through_an_http_strategy_from_the_file() {
+async fn hostfactory_requests_reclaims_and_returns_through_an_http_strategy_from_the_file() {
     let example = ExampleProvider::start(&[
         "--api-key",
         KEY,
@@ -228,13 +228,13 @@ async fn hostfactory_requests_and_returns_machines_through_an_http_strategy_from
     ]);
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(file_config(dir.path(), &example.url, json!({}))).await;
-    let input = json!({"template": {"templateId": "Pool-Small", "machineCount": 2}});
+    let input = json!({"template": {"templateId": "Pool-Small", "machineCount": 3}});
     let (code, v) = shim(&app, "requestMachines", &input.to_string()).await;
     assert_eq!(code, 0, "{v}");
     let id = v["requestId"].as_str().expect("a request id").to_string();
     let done = wait_status(&app, &id, "complete").await;
     let machines = done["machines"].as_array().unwrap().clone();
-    assert_eq!(machines.len(), 2, "{done}");
+    assert_eq!(machines.len(), 3, "{done}");
     for m in &machines {
         assert_eq!(
             (m["result"].as_str(), m["status"].as_str()),
@@ -246,15 +246,37 @@ async fn hostfactory_requests_and_returns_machines_through_an_http_strategy_from
             "made by the example: {m}"
         );
     }
-
-    let give: Vec<Value> = machines
+    let hosts: Vec<Value> = machines
         .iter()
         .map(|m| json!({"name": m["name"], "machineId": m["machineId"]}))
         .collect();
+
+    // The pool takes one back behind HostFactory's back: reported as a return request.
+    let victim = &hosts[0];
+    let reclaim = on(
+        &app,
+        "pool",
+        "TERMINATE_INSTANCES",
+        json!({"instance_ids": [victim["machineId"]], "simulate_reclaim": true}),
+    )
+    .await;
+    assert_eq!(reclaim["success"], true, "{reclaim}");
+    let asked = json!({"machines": hosts}).to_string();
+    let (app_ref, asked_ref) = (&app, &asked);
+    let reported = eventually("the reclaim is reported", || async move {
+        let (code, v) = shim(app_ref, "getReturnRequests", asked_ref).await;
+        assert_eq!(code, 0, "{v}");
+        (!v["requests"].as_array()?.is_empty()).then_some(v)
+    })
+    .await;
+    let listed = reported["requests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{reported}");
+    assert_eq!(listed[0]["machine"], victim["name"], "{reported}");
+
     let (code, v) = shim(
         &app,
         "requestReturnMachines",
-        &json!({"machines": give}).to_string(),
+        &json!({"machines": &hosts[1..]}).to_string(),
     )
     .await;
     assert_eq!(code, 0, "{v}");
@@ -377,4 +399,57 @@ async fn the_provider_check_command_exits_non_zero_on_a_failure() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL  getHealth"), "{stdout}");
+}
+
+/// Collects log lines in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_shows_in_a_log_line() {
+    // The test runtime has one thread: the app's tasks log to this subscriber, at every level.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let example = ExampleProvider::start(&["--api-key", KEY, "--fail-first", "1"]);
+    let app = TestApp::spawn().await;
+    register_http(
+        &app,
+        "pool",
+        json!({"endpoint_url": example.url, "api_key": KEY, "max_retries": 1}),
+    )
+    .await;
+    register_http(
+        &app,
+        "wrong",
+        json!({"endpoint_url": example.url, "api_key": format!("{KEY}-not")}),
+    )
+    .await;
+    let v = on(&app, "pool", "CREATE_INSTANCES", json!({"count": 1})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let v = on(&app, "wrong", "HEALTH_CHECK", json!({})).await;
+    assert_eq!(v["success"], false, "{v}");
+    app.get("/api/v1/providers").await;
+    app.stop().await;
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.contains("retrying"), "the retry is logged:\n{text}");
+    assert!(!text.contains(KEY), "the key is logged:\n{text}");
 }
