@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::{LaunchSpec, MachineState, WeightedType};
-use crate::providers::http::parse_answer;
 use crate::providers::http::protocol::{Call, ErrorClass, IDEMPOTENCY_KEY, ProtocolError};
+use crate::providers::http::{check_endpoint, parse_answer, with_causes};
 use crate::providers::{
     CreateRequest, Created, HealthReport, MachineRef, StatusQuery, StatusReport, TerminateReport,
     TerminateRequest, ValidationReport,
@@ -77,12 +77,15 @@ impl Kit {
         if let Some(body) = body {
             req = req.header(CONTENT_TYPE, "application/json").body(body);
         }
-        let res = req.send().await.map_err(|e| format!("no answer: {e}"))?;
+        let res = req
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {}", with_causes(&e)))?;
         let status = res.status().as_u16();
         let body = res
             .bytes()
             .await
-            .map_err(|e| format!("answer unreadable: {e}"))?;
+            .map_err(|e| format!("answer unreadable: {}", with_causes(&e)))?;
         Ok(Answer {
             status,
             body: body.to_vec(),
@@ -154,8 +157,15 @@ pub struct CheckReport {
 
 /// Runs every check against `args.url`.
 pub async fn check_provider(args: &ProviderCheckArgs) -> Result<CheckReport, String> {
+    check_endpoint(&args.url).map_err(|e| format!("URL {e}"))?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return Err(format!(
+            "--timeout must be more than 0 and at most 3600 seconds, got {}",
+            args.timeout
+        ));
+    }
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs_f64(args.timeout.clamp(0.1, 3600.0)))
+        .timeout(Duration::from_secs_f64(args.timeout))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let mut kit = Kit {

@@ -453,3 +453,74 @@ async fn the_key_never_shows_in_a_log_line() {
     assert!(text.contains("retrying"), "the retry is logged:\n{text}");
     assert!(!text.contains(KEY), "the key is logged:\n{text}");
 }
+
+#[tokio::test]
+async fn the_guides_provider1_and_provider2_serve_hostfactory_and_fail_over() {
+    let mut first = ExampleProvider::start(&["--api-key", KEY, "--boot-seconds", "0.2"]);
+    let second = ExampleProvider::start(&["--api-key", KEY, "--boot-seconds", "0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    // The guide's shape, its settings as the guide writes them.
+    let guide = |url: &str, region: &str| {
+        json!({"type": "http", "endpoint_url": url, "api_key": "${PROVIDER1_API_KEY}",
+               "region": region, "timeout": 30, "max_retries": 3})
+    };
+    let file = json!({"version": "2.0", "provider": {
+        "strategy": {"selection_policy": "first_available"},
+        "provider1": guide(&first.url, "region1"),
+        "provider2": guide(&second.url, "region2"),
+    }});
+    let path = dir.path().join("guide.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    let lookup = |name: &str| (name == "PROVIDER1_API_KEY").then(|| KEY.to_string());
+    let mut cfg = ohfp::config::load_with_env(Some(&path), &[], &lookup).expect("the guide loads");
+    let types: Vec<&str> = cfg
+        .providers
+        .iter()
+        .map(|p| p.provider_type.as_str())
+        .collect();
+    assert_eq!(types, ["http", "http"]);
+    cfg.server.bind = "127.0.0.1:0".into();
+    cfg.database.path = dir.path().join("ohfp.db").display().to_string();
+    cfg.logging.dir = None;
+    cfg.strategy.health_check_initial_delay = 3600.0;
+    cfg.strategy.fallback_strategies = vec!["provider1".into(), "provider2".into()];
+    let templates = json!({"templates": [{
+        "templateId": "Any-Small", "maxNumber": 10, "vmType": "ex.small",
+        "attributes": {"type": ["String", "X86_64"], "ncpus": ["Numeric", "1"], "nram": ["Numeric", "1024"]}
+    }]});
+    let templates_path = dir.path().join("awsprov_templates.json");
+    std::fs::write(&templates_path, templates.to_string()).unwrap();
+    cfg.hostfactory.templates_path = Some(templates_path.display().to_string());
+    cfg.hostfactory.reconcile_interval_seconds = 0.1;
+    cfg.hostfactory.live_check_interval_seconds = 0.2;
+    let app = TestApp::start(cfg).await;
+
+    let input = json!({"template": {"templateId": "Any-Small", "machineCount": 2}}).to_string();
+    for (round, region) in [(0, "region1"), (1, "region2")] {
+        if round == 1 {
+            // provider1 goes away: provider2 serves the next request.
+            first.kill();
+        }
+        let (code, v) = shim(&app, "requestMachines", &input).await;
+        assert_eq!(code, 0, "{v}");
+        let id = v["requestId"].as_str().unwrap().to_string();
+        let done = wait_status(&app, &id, "complete").await;
+        let ids: Vec<Value> = done["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["machineId"].clone())
+            .collect();
+        assert_eq!(ids.len(), 2, "{done}");
+        let strategy = if round == 0 { "provider1" } else { "provider2" };
+        let status = on(
+            &app,
+            strategy,
+            "GET_INSTANCE_STATUS",
+            json!({"instance_ids": ids}),
+        )
+        .await;
+        assert_eq!(status["data"]["machines"][0]["region"], region, "{status}");
+    }
+    app.stop().await;
+}

@@ -133,8 +133,9 @@ impl HttpConfig {
 }
 
 /// An http(s) URL with a host, and nothing that would leak or be lost: credentials belong in
-/// `api_key`, and paths are appended, so a query or fragment has no place.
-fn check_endpoint(url: &str) -> Result<(), String> {
+/// `api_key`, and paths are appended, so a query or fragment has no place. Also the
+/// conformance kit's check of its URL.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| format!("must be an http(s) URL, got '{url}': {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
@@ -168,15 +169,20 @@ impl From<ProviderError> for Failure {
     }
 }
 
-/// A transport error with its causes (reqwest's own text stops at "error sending request").
-fn transport_error(call: Call, e: &reqwest::Error) -> ProviderError {
+/// An error with its causes: reqwest's own text stops at "error sending request".
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut at = std::error::Error::source(e);
+    let mut at = e.source();
     while let Some(cause) = at {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         at = cause.source();
     }
+    text
+}
+
+fn transport_error(call: Call, e: &reqwest::Error) -> ProviderError {
+    let text = with_causes(e);
     let (kind, code) = if e.is_timeout() {
         (ProviderErrorKind::Timeout, "TIMEOUT")
     } else if e.is_connect() {
