@@ -198,7 +198,7 @@ fn file_config(dir: &Path, url: &str, extra: Value) -> Config {
     });
     let path = dir.join("ohfp.json");
     std::fs::write(&path, file.to_string()).unwrap();
-    let mut cfg = ohfp::config::load_with_env(Some(&path), &[], &|_| None).expect("the file loads");
+    let mut cfg = ohfp::config::load_with_env(&[&path], &[], &|_| None).expect("the file loads");
     cfg.server.bind = "127.0.0.1:0".into();
     cfg.database.path = dir.join("ohfp.db").display().to_string();
     cfg.logging.dir = None;
@@ -430,6 +430,10 @@ async fn the_key_never_shows_in_a_log_line() {
 
     let example = ExampleProvider::start(&["--api-key", KEY, "--fail-first", "1"]);
     let app = TestApp::spawn().await;
+    // Whether a log line is enabled is cached process-wide; a line first logged on another
+    // test's thread (with no subscriber) while this one was being set can be cached as off.
+    // Asking again now, with this subscriber in place, settles it.
+    tracing::callsite::rebuild_interest_cache();
     register_http(
         &app,
         "pool",
@@ -461,18 +465,21 @@ async fn the_guides_provider1_and_provider2_serve_hostfactory_and_fail_over() {
     let dir = tempfile::tempdir().unwrap();
     // The guide's shape, its settings as the guide writes them.
     let guide = |url: &str, region: &str| {
-        json!({"type": "http", "endpoint_url": url, "api_key": "${PROVIDER1_API_KEY}",
+        json!({"endpoint_url": url, "api_key": "${PROVIDER1_API_KEY}",
                "region": region, "timeout": 30, "max_retries": 3})
     };
+    // provider1 says its type, provider2 leaves it to its endpoint_url.
+    let mut provider1 = guide(&first.url, "region1");
+    provider1["type"] = json!("http");
     let file = json!({"version": "2.0", "provider": {
         "strategy": {"selection_policy": "first_available"},
-        "provider1": guide(&first.url, "region1"),
+        "provider1": provider1,
         "provider2": guide(&second.url, "region2"),
     }});
     let path = dir.path().join("guide.json");
     std::fs::write(&path, file.to_string()).unwrap();
     let lookup = |name: &str| (name == "PROVIDER1_API_KEY").then(|| KEY.to_string());
-    let mut cfg = ohfp::config::load_with_env(Some(&path), &[], &lookup).expect("the guide loads");
+    let mut cfg = ohfp::config::load_with_env(&[&path], &[], &lookup).expect("the guide loads");
     let types: Vec<&str> = cfg
         .providers
         .iter()
