@@ -312,6 +312,30 @@ async fn a_dead_service_fails_over_to_the_simulator_and_opens_the_breaker() {
 }
 
 #[tokio::test]
+async fn a_throttling_service_fails_over_to_the_simulator_once_its_retries_are_spent() {
+    let example = ExampleProvider::start(&["--api-key", KEY, "--fail-first", "1000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(file_config(
+        dir.path(),
+        &example.url,
+        json!({"max_retries": 1}),
+    ))
+    .await;
+    let v = execute(
+        &app,
+        json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1}}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "sim-primary", "{v}");
+    let first = &v["metadata"]["attempted"][0];
+    assert_eq!(first["strategy"], "pool", "{v}");
+    assert_eq!(first["error_kind"], "throttling", "{v}");
+    assert_eq!(first["error_code"], "SLOW_DOWN", "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_service_hits_the_timeout_and_the_breaker() {
     let example = ExampleProvider::start(&["--api-key", KEY, "--slow", "3"]);
     let dir = tempfile::tempdir().unwrap();
@@ -419,6 +443,11 @@ impl std::io::Write for Captured {
 #[tokio::test]
 async fn the_key_never_shows_in_a_log_line() {
     // The test runtime has one thread: the app's tasks log to this subscriber, at every level.
+    // Whether a line is wanted is cached process-wide when it is first logged. With a single
+    // subscriber registered, tracing asks only the logging thread's, so a line first logged by
+    // another test (whose thread has none) would be cached as never wanted; with two, it asks
+    // both, and each thread's own subscriber decides each line.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -430,10 +459,6 @@ async fn the_key_never_shows_in_a_log_line() {
 
     let example = ExampleProvider::start(&["--api-key", KEY, "--fail-first", "1"]);
     let app = TestApp::spawn().await;
-    // Whether a log line is enabled is cached process-wide; a line first logged on another
-    // test's thread (with no subscriber) while this one was being set can be cached as off.
-    // Asking again now, with this subscriber in place, settles it.
-    tracing::callsite::rebuild_interest_cache();
     register_http(
         &app,
         "pool",
