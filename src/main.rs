@@ -15,8 +15,12 @@ async fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { files } => ohfp::run::check_config(&files),
-        Command::Openapi => {
-            println!("{}", ohfp::run::openapi_json());
+        Command::Openapi { provider_protocol } => {
+            if provider_protocol {
+                println!("{}", ohfp::providers::http::protocol::openapi_json());
+            } else {
+                println!("{}", ohfp::run::openapi_json());
+            }
             0
         }
         Command::ProviderCheck(args) => ohfp::cli::provider_check(args).await,

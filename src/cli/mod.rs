@@ -37,7 +37,12 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Print the OpenAPI document.
-    Openapi,
+    Openapi {
+        /// Print the provider protocol's document instead (what an `http` strategy's service
+        /// implements).
+        #[arg(long)]
+        provider_protocol: bool,
+    },
     /// Check that a service at URL speaks the provider protocol (every call, idempotency,
     /// batching, unknown ids, bad input, error classes); exits 1 naming each call it gets wrong.
     ProviderCheck(ProviderCheckArgs),

@@ -417,17 +417,30 @@ async fn the_conformance_kit_passes_the_example_and_names_what_is_wrong() {
     );
 }
 
-#[tokio::test]
-async fn the_provider_check_command_exits_non_zero_on_a_failure() {
-    let broken = ExampleProvider::start(&["--broken"]);
+async fn ohfp(args: &[&str]) -> (Option<i32>, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohfp"))
-        .args(["provider-check", &broken.url])
+        .args(args)
         .output()
         .await
         .expect("run ohfp");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_commands_check_a_provider_and_print_the_protocol() {
+    let broken = ExampleProvider::start(&["--broken"]);
+    let (code, stdout) = ohfp(&["provider-check", &broken.url]).await;
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("FAIL  getHealth"), "{stdout}");
+    let (code, stdout) = ohfp(&["openapi", "--provider-protocol"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout,
+        ohfp::providers::http::protocol::openapi_json() + "\n"
+    );
 }
 
 /// Collects log lines in memory.
