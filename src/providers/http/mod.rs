@@ -327,10 +327,9 @@ impl HttpProvider {
         }
     }
 
-    async fn describe(&self) -> Result<ServiceCapabilities, ProviderError> {
-        let described: ServiceCapabilities = self
-            .call(Call::Capabilities, None::<&()>, self.cfg.max_retries)
-            .await?;
+    async fn describe(&self, retries: u32) -> Result<ServiceCapabilities, ProviderError> {
+        let described: ServiceCapabilities =
+            self.call(Call::Capabilities, None::<&()>, retries).await?;
         *self.described.write().expect("capabilities lock") = Some(described.clone());
         Ok(described)
     }
@@ -388,7 +387,7 @@ impl Provider for HttpProvider {
     }
 
     async fn templates(&self) -> Result<TemplatesReport, ProviderError> {
-        let described = self.describe().await?;
+        let described = self.describe(self.cfg.max_retries).await?;
         Ok(TemplatesReport {
             templates: described.templates,
             region: self.cfg.region.clone(),
@@ -397,7 +396,8 @@ impl Provider for HttpProvider {
     }
 
     /// Not retried here: the health monitor has its own retries. A healthy answer also
-    /// refreshes the capabilities, which may change while the service runs.
+    /// refreshes the capabilities (likewise not retried), which may change while the service
+    /// runs.
     async fn health(&self) -> Result<HealthReport, ProviderError> {
         let report: HealthReport = self.call(Call::Health, None::<&()>, 0).await?;
         if !report.is_healthy {
@@ -414,7 +414,7 @@ impl Provider for HttpProvider {
                 ),
             ));
         }
-        if let Err(e) = self.describe().await {
+        if let Err(e) = self.describe(0).await {
             tracing::warn!(error = %e, "capabilities unavailable; keeping the last known");
         }
         Ok(HealthReport {
