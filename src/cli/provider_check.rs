@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::{LaunchSpec, MachineState, WeightedType};
-use crate::providers::http::protocol::{Call, ErrorClass, IDEMPOTENCY_KEY, ProtocolError};
+use crate::providers::http::protocol::{
+    Call, ErrorClass, IDEMPOTENCY_KEY, ProtocolError, ServiceCapabilities,
+};
 use crate::providers::http::{check_endpoint, parse_answer, with_causes};
 use crate::providers::{
     CreateRequest, Created, HealthReport, MachineRef, StatusQuery, StatusReport, TerminateReport,
@@ -234,7 +236,7 @@ async fn check_all(kit: &mut Kit, instance_type: Option<String>) {
             kit.record(Call::Health, what, &outcome);
         }
     }
-    let described = answered::<crate::providers::http::protocol::ServiceCapabilities>(
+    let described = answered::<ServiceCapabilities>(
         Call::Capabilities,
         kit.send(Call::Capabilities, None, None, Auth::Key).await,
     );
