@@ -118,6 +118,68 @@ fn ohfp_env_lays_its_file_over_the_last_one() {
 }
 
 #[test]
+fn the_guides_configuration_file_loads_as_written() {
+    // The usage guide's "Configuration File Structure", as printed.
+    let guide = include_str!("../../../tests/fixtures/guides/config.json");
+    let c = load_text(
+        guide,
+        &[("PROVIDER1_API_KEY", "k1"), ("PROVIDER2_API_KEY", "k2")],
+    )
+    .unwrap();
+    let kinds: Vec<(&str, &str)> = c
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.provider_type.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("aws", "aws"),
+            ("provider1", "http"),
+            ("provider2", "http"),
+            ("load_balancer", "load_balancer"),
+            ("fallback", "fallback")
+        ]
+    );
+    assert_eq!(c.providers[1].config["api_key"], "k1");
+    assert_eq!(
+        c.providers[3].config["strategies"],
+        serde_json::json!(["aws", "provider1", "provider2"])
+    );
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("fallback"));
+    assert!(c.strategy.failover_enabled && c.strategy.metrics_collection_enabled);
+
+    // The guide's production.json over it keeps the members and changes the thresholds.
+    let base = file_with(guide);
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    let env = [("PROVIDER1_API_KEY", "k1"), ("PROVIDER2_API_KEY", "k2")];
+    let (vars, lookup) = env_of(&env);
+    let c = load_with_env(&[base.path(), &dir.join("production.json")], &vars, &lookup).unwrap();
+    assert_eq!(c.strategy.health_check_interval, 30.0);
+    assert_eq!(c.strategy.selection_criteria.min_success_rate, Some(99.5));
+    let fallback = c.providers.iter().find(|p| p.name == "fallback").unwrap();
+    assert_eq!(fallback.config["primary"], "aws");
+    assert_eq!(fallback.config["circuit_breaker_threshold"], 3);
+    let lb = c
+        .providers
+        .iter()
+        .find(|p| p.name == "load_balancer")
+        .unwrap();
+    assert_eq!(lb.config["weights"]["aws"], 0.6);
+    assert_eq!(lb.config["health_check_mode"], "active");
+
+    // `provider.type` must name a section or a provider type.
+    let err = load_text(r#"{"provider": {"type": "azure"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "provider.type");
+    let c = load_text(
+        r#"{"provider": {"type": "simulated", "one": {"type": "simulated"}, "two": {"type": "simulated"}}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("one"));
+}
+
+#[test]
 fn log_files_kept_are_configurable_and_at_least_one() {
     let (vars, lookup) = env_of(&[]);
     assert_eq!(
