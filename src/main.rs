@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ohfp::cli::{Cli, Command};
+use ohfp::cli::{Cli, Command, print_line};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,9 +17,9 @@ async fn main() -> ExitCode {
         Command::CheckConfig { files } => ohfp::run::check_config(&files),
         Command::Openapi { provider_protocol } => {
             if provider_protocol {
-                println!("{}", ohfp::providers::http::protocol::openapi_json());
+                print_line(ohfp::providers::http::protocol::openapi_json());
             } else {
-                println!("{}", ohfp::run::openapi_json());
+                print_line(ohfp::run::openapi_json());
             }
             0
         }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::app::views::redacted;
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, print_line};
 use crate::hostfactory::{self, templates::TemplateCatalog};
 use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
@@ -56,14 +56,14 @@ pub fn check_config(files: &[PathBuf]) -> i32 {
             let env = std::env::var("OHFP_ENV")
                 .map(|e| format!(" (OHFP_ENV={e})"))
                 .unwrap_or_default();
-            println!(
+            print_line(format!(
                 "{source}{env}: ok; {} strategies: {}; policy {}; database {}; {templates}",
                 names.len(),
                 names.join(", "),
                 cfg.strategy.selection_policy,
                 cfg.database.path
-            );
-            println!("{}", merged_json(&cfg));
+            ));
+            print_line(merged_json(&cfg));
             0
         }
         Err(e) => {

@@ -1,4 +1,4 @@
-use std::io::{Read, Write};
+use std::io::Read;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -234,8 +234,7 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         .map(|v| pretty(&v))
         .unwrap_or(text);
     if status.is_success() {
-        // A reader that stops early (`| head`) is not an error of ours.
-        let _ = writeln!(std::io::stdout(), "{shown}");
+        super::print_line(&shown);
         0
     } else {
         eprintln!("{shown}");

@@ -12,6 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::LogFormat;
 
 pub use client::run_client;
+
+/// Prints one line on stdout. A reader that stops early (`| head`) closes the pipe; that ends
+/// the output, it is not an error (`println!` would panic).
+pub fn print_line(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
 pub use provider_check::{CheckReport, ProviderCheckArgs, check_provider, run as provider_check};
 
 #[derive(Debug, Parser)]

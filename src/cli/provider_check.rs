@@ -200,7 +200,7 @@ pub async fn run(args: ProviderCheckArgs) -> i32 {
     match check_provider(&args).await {
         Ok(report) => {
             for line in &report.lines {
-                println!("{line}");
+                super::print_line(line);
             }
             i32::from(report.failures > 0)
         }
