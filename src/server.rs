@@ -114,10 +114,9 @@ impl App {
             shutdown.await;
             signal.cancel();
         });
+        let limits = http::serve::ConnectionLimits::new(&state.config.server);
         let router = http::router(state);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await;
+        http::serve::serve(listener, router, limits, token.clone()).await;
         token.cancel();
         tasks.join(SHUTDOWN_GRACE).await;
         // Provisioning that finished during the grace period recorded metrics after the
@@ -125,7 +124,7 @@ impl App {
         monitor::metrics::flush(&engine).await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 

@@ -88,8 +88,20 @@ pub struct ServerConfig {
     pub request_timeout_seconds: f64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Seconds a connection has to send a complete request head, counted from its opening and
+    /// again from the end of each response: it closes silent, idle keep-alive and half-sent-header
+    /// connections alike.
+    pub header_read_timeout_seconds: f64,
+    /// Most connections open at once; at start it is lowered to leave room below the process's
+    /// open-file limit (see `http::serve`).
+    pub max_connections: usize,
     pub auth: AuthConfig,
 }
+
+/// Bounds of `server.header_read_timeout_seconds` (inclusive above).
+pub const MAX_HEADER_READ_TIMEOUT_SECONDS: f64 = 300.0;
+/// Bounds of `server.max_connections`.
+pub const MAX_SERVER_CONNECTIONS: usize = 65_536;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -97,6 +109,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8000".into(),
             request_timeout_seconds: 30.0,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout_seconds: 10.0,
+            max_connections: 1024,
             auth: AuthConfig::default(),
         }
     }

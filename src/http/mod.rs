@@ -7,6 +7,7 @@ mod hostfactory;
 mod middleware;
 mod operation;
 mod providers;
+pub mod serve;
 mod service;
 
 use axum::Router;

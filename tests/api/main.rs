@@ -9,6 +9,7 @@ mod aws_hostfactory;
 mod cli;
 mod composites;
 mod guides;
+mod hardening;
 mod health_checks;
 mod hostfactory;
 mod http_provider;

@@ -431,3 +431,35 @@ fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
     let bare = load_text(r#"{"providers": []}"#, &[]).unwrap();
     assert_eq!(bare.strategy, crate::config::StrategySettings::default());
 }
+
+#[test]
+fn connection_settings_have_bounds_named_at_their_key() {
+    let c = load_text(
+        r#"{"server": {"header_read_timeout_seconds": 2.5, "max_connections": 64}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.server.header_read_timeout_seconds, 2.5);
+    assert_eq!(c.server.max_connections, 64);
+    for (text, path) in [
+        (
+            r#"{"server": {"header_read_timeout_seconds": 0}}"#,
+            "server.header_read_timeout_seconds",
+        ),
+        (
+            r#"{"server": {"header_read_timeout_seconds": 1e20}}"#,
+            "server.header_read_timeout_seconds",
+        ),
+        (
+            r#"{"server": {"max_connections": 0}}"#,
+            "server.max_connections",
+        ),
+        (
+            r#"{"server": {"max_connections": 1000000}}"#,
+            "server.max_connections",
+        ),
+    ] {
+        let err = load_text(text, &[]).unwrap_err();
+        assert_eq!(err.errors[0].path, path, "{text}");
+    }
+}
