@@ -459,6 +459,7 @@ impl Engine {
             .clone()
             .ok_or_else(|| AppError::field("strategy_name", "is required"))?;
         let spec = cmd.into_spec(name.clone(), None);
+        let _changing = self.changes.lock().await;
         validate_spec(&spec, self)?;
         if self.registry.get(&name).is_some() {
             return Err(already_registered(&name));
@@ -487,6 +488,7 @@ impl Engine {
         name: &str,
         cmd: RegisterCommand,
     ) -> AppResult<StrategyView> {
+        let _changing = self.changes.lock().await;
         let current = self.registry.entry(name)?;
         if let Some(body_name) = &cmd.strategy_name
             && body_name != name
@@ -574,6 +576,7 @@ impl Engine {
     }
 
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
+        let _changing = self.changes.lock().await;
         if let Err(not_found) = self.registry.entry(name) {
             // A stored strategy that start-up could not build is in the store only; deleting
             // it is how an operator clears it (it is in no setting and no composite yet).
@@ -617,6 +620,7 @@ impl Engine {
     }
 
     pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
+        let _changing = self.changes.lock().await;
         let known = |name: &str| self.registry.get(name).is_some();
         let errors: Vec<FieldError> = patch
             .problems(&self.settings.effective(), &known)

@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use reqwest::Method;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -131,5 +133,119 @@ async fn when_every_connection_is_busy_a_new_one_is_refused_with_503() {
         (health(&app).await == 200).then_some(())
     })
     .await;
+    app.stop().await;
+}
+
+/// Runs the requests at once and returns their statuses in the same order.
+async fn all_at_once(app: &TestApp, requests: Vec<(reqwest::Method, String, Value)>) -> Vec<u16> {
+    let calls = requests
+        .into_iter()
+        .map(|(method, path, body)| async move { app.send(method, &path, body).await.0 });
+    futures::future::join_all(calls).await
+}
+
+fn sim(name: &str) -> Value {
+    json!({"strategy_name": name, "provider_type": "simulated", "strategy_config": {"latency_ms": 0}})
+}
+
+async fn names(app: &TestApp) -> Vec<String> {
+    let (_, v) = app.get("/api/v1/providers").await;
+    v["providers"]
+        .as_array()
+        .expect("strategies listed")
+        .iter()
+        .map(|s| s["strategy_name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn registry_changes_at_once_are_decided_one_at_a_time() {
+    let app = TestApp::spawn().await;
+    let providers = "/api/v1/providers".to_string();
+    let configuration = "/api/v1/providers/configuration".to_string();
+    for round in 0..30 {
+        // Eight registrations of one name: one wins.
+        let name = format!("dup-{round}");
+        let statuses = all_at_once(
+            &app,
+            (0..8)
+                .map(|_| (Method::POST, providers.clone(), sim(&name)))
+                .collect(),
+        )
+        .await;
+        let mut sorted = statuses.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [201, 409, 409, 409, 409, 409, 409, 409],
+            "round {round}"
+        );
+
+        // A load balancer over a member registered while the member is deleted: one of them
+        // is refused, and a registered load balancer's member is registered.
+        let member = format!("member-{round}");
+        let (status, v) = app.post(&providers, sim(&member)).await;
+        assert_eq!(status, 201, "{v}");
+        let lb = json!({"strategy_name": format!("lb-{round}"), "provider_type": "load_balancer",
+            "strategy_config": {"strategies": [member], "algorithm": "ROUND_ROBIN"}});
+        let statuses = all_at_once(
+            &app,
+            vec![
+                (Method::POST, providers.clone(), lb),
+                (Method::DELETE, format!("{providers}/{member}"), json!({})),
+            ],
+        )
+        .await;
+        assert!(
+            statuses == [201, 409] || statuses == [422, 200],
+            "round {round}: load balancer and delete answered {statuses:?}"
+        );
+        let listed = names(&app).await;
+        assert_eq!(
+            listed.contains(&format!("lb-{round}")),
+            listed.contains(&member),
+            "round {round}: {listed:?}"
+        );
+
+        // fallback_strategies and active_strategy set while their strategy is deleted.
+        for field in ["fallback_strategies", "active_strategy"] {
+            let target = format!("{field}-{round}");
+            let (status, v) = app.post(&providers, sim(&target)).await;
+            assert_eq!(status, 201, "{v}");
+            let value = if field == "active_strategy" {
+                json!(target)
+            } else {
+                json!([target])
+            };
+            let statuses = all_at_once(
+                &app,
+                vec![
+                    (Method::PUT, configuration.clone(), json!({ field: value })),
+                    (Method::DELETE, format!("{providers}/{target}"), json!({})),
+                ],
+            )
+            .await;
+            assert!(
+                statuses == [200, 409] || statuses == [422, 200],
+                "round {round}: {field} and delete answered {statuses:?}"
+            );
+            let (_, c) = app.get(&configuration).await;
+            let named = c[field].to_string().contains(&format!("\"{target}\""));
+            assert_eq!(
+                named,
+                names(&app).await.contains(&target),
+                "round {round}: {field} is {}",
+                c[field]
+            );
+            // Clear the setting for the next round.
+            let (status, v) = app
+                .put(
+                    &configuration,
+                    json!({"active_strategy": null, "fallback_strategies": []}),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+        }
+    }
     app.stop().await;
 }
