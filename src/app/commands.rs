@@ -21,7 +21,7 @@ use crate::domain::{
 use crate::monitor::health::{self, Checker};
 use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
-use crate::store::{CircuitRow, StrategySource};
+use crate::store::{CircuitRow, HostFactoryRepo, StrategyHoldings, StrategySource};
 use crate::strategy::balancing::{WeightError, with_weight};
 use crate::strategy::{BreakerPatch, CircuitMode, ModeSetting, SelectionCriteria, Verdict};
 
@@ -333,6 +333,43 @@ fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     }
 }
 
+/// How many machine and request ids a refused unregistration names.
+const NAMED_HOLDINGS: u32 = 5;
+
+/// "3 HostFactory machines (a, b, c) and 12 open requests (d, …, h and 7 more)".
+fn describe_holdings(held: &StrategyHoldings) -> String {
+    let list = |ids: &[String], count: u64, one: &str, many: &str| -> Option<String> {
+        let more = count.saturating_sub(ids.len() as u64);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        (count > 0).then(|| {
+            let noun = if count == 1 { one } else { many };
+            format!("{count} {noun} ({}{tail})", ids.join(", "))
+        })
+    };
+    [
+        list(
+            &held.machines,
+            held.machine_count,
+            "HostFactory machine",
+            "HostFactory machines",
+        ),
+        list(
+            &held.requests,
+            held.request_count,
+            "open HostFactory request",
+            "open HostFactory requests",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" and ")
+}
+
 impl RegisterCommand {
     fn into_spec(self, name: String, previous: Option<&StrategySpec>) -> StrategySpec {
         StrategySpec {
@@ -601,6 +638,15 @@ impl Engine {
                 "strategy '{name}' is a member of '{}' ({}); remove it there first",
                 user.name(),
                 user.spec.provider_type
+            )));
+        }
+        // Its machines are polled and terminated through it: deleted, they could never be
+        // returned. Disabling it lets it drain instead (no new work, polls and terminations go on).
+        let held = self.store.hf_holdings(name, NAMED_HOLDINGS).await?;
+        if !held.is_empty() {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' still holds {}; disable it (PUT /api/v1/providers/{name} with \"enabled\": false) so it takes no new work, let HostFactory return its machines, then delete it",
+                describe_holdings(&held)
             )));
         }
         self.registry.remove(name).await?;

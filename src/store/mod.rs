@@ -27,7 +27,7 @@ pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
     CircuitRepo, HealthRepo, HfPruned, HostFactoryRepo, MetricsRepo, SettingsRepo, SimInstanceRepo,
-    StrategyRepo, TemplateUsage,
+    StrategyHoldings, StrategyRepo, TemplateUsage,
 };
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{TestApp, eventually};
+use crate::hostfactory::{hf_config, shim, status_of, wait_status};
 
 async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
@@ -247,5 +248,66 @@ async fn registry_changes_at_once_are_decided_one_at_a_time() {
             assert_eq!(status, 200, "{v}");
         }
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_strategy_holding_hostfactory_machines_is_kept_until_they_are_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = hf_config(dir.path(), 0.2);
+    // Named by no setting: only its machines keep it.
+    cfg.strategy.fallback_strategies.clear();
+    let app = TestApp::start(cfg).await;
+    // Secondary-C6i-Large names sim-secondary.
+    let (code, v) = shim(
+        &app,
+        "requestMachines",
+        &json!({"template": {"templateId": "Secondary-C6i-Large", "machineCount": 2}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 0, "{v}");
+    let acquire = v["requestId"].as_str().unwrap().to_string();
+    let done = wait_status(&app, &acquire, "complete").await;
+    let machines: Vec<Value> = done["machines"].as_array().unwrap().clone();
+    assert_eq!(machines.len(), 2, "{done}");
+
+    let (status, v) = app.delete("/api/v1/providers/sim-secondary").await;
+    assert_eq!(status, 409, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("2 HostFactory machines"), "{detail}");
+    for m in &machines {
+        assert!(
+            detail.contains(m["machineId"].as_str().unwrap()),
+            "{detail}"
+        );
+    }
+    let (_, listed) = app.get("/api/v1/providers/sim-secondary").await;
+    assert_eq!(listed["strategy_name"], "sim-secondary", "still registered");
+
+    // Returned through it, the machines are gone and so is the hold.
+    let give: Vec<Value> = machines
+        .iter()
+        .map(|m| json!({"name": m["name"], "machineId": m["machineId"]}))
+        .collect();
+    let (code, v) = shim(
+        &app,
+        "requestReturnMachines",
+        &json!({ "machines": give }).to_string(),
+    )
+    .await;
+    assert_eq!(code, 0, "{v}");
+    let ret = v["requestId"].as_str().unwrap().to_string();
+    let returned = wait_status(&app, &ret, "complete").await;
+    assert!(
+        returned["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "terminated"),
+        "{returned}"
+    );
+    let (status, v) = app.delete("/api/v1/providers/sim-secondary").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(status_of(&app, &ret).await["status"], "complete");
     app.stop().await;
 }
