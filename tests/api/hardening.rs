@@ -3,6 +3,8 @@
 //! machines, the shim's token file.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -10,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{TestApp, eventually};
-use crate::hostfactory::{hf_config, shim, status_of, wait_status};
+use crate::hostfactory::{SCRIPTS, hf_config, shim, status_of, wait_status};
 
 async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
@@ -310,4 +312,92 @@ async fn a_strategy_holding_hostfactory_machines_is_kept_until_they_are_returned
     assert_eq!(status, 200, "{v}");
     assert_eq!(status_of(&app, &ret).await["status"], "complete");
     app.stop().await;
+}
+
+/// Runs `call`'s shim with the bearer token, its temporary files in `tmp`, its answer to a pipe.
+fn shim_with_token(call: &str, url: &str, tmp: &Path) -> tokio::process::Child {
+    let input = tmp.with_extension("input.json");
+    std::fs::write(&input, "{}").unwrap();
+    tokio::process::Command::new(format!("{SCRIPTS}/{call}.sh"))
+        .arg("-f")
+        .arg(&input)
+        .env("OHFP_URL", url)
+        .env("OHFP_TOKEN", "s3cret-bearer-token")
+        .env("OHFP_TIMEOUT", "1")
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shim starts")
+}
+
+/// Every file and directory below `dir`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                let mut inner = leftovers(&path);
+                inner.push(path);
+                inner
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_shim_leaves_no_token_file_when_hostfactory_closes_its_pipe() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.auth.enabled = true;
+        c.server.auth.token = Some("s3cret-bearer-token".into());
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("tmp");
+    std::fs::create_dir(&work).unwrap();
+    let mut child = shim_with_token("getAvailableTemplates", &app.url(""), &work);
+    // HostFactory gone: the answer is written into a pipe nobody reads, which is SIGPIPE.
+    drop(child.stdout.take());
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(141), "ended by SIGPIPE: {status:?}");
+    assert_eq!(leftovers(&work), Vec::<PathBuf>::new());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_shim_leaves_no_token_file_when_a_signal_ends_it_mid_call() {
+    // A service that takes the call and never answers: the shim is mid-call until its timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    for (signal, number) in [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("PIPE", 13),
+        ("TERM", 15),
+    ] {
+        let work = tmp.path().join(signal);
+        std::fs::create_dir(&work).unwrap();
+        let mut child = shim_with_token("requestMachines", &url, &work);
+        let (_held, _) = silent.accept().await.unwrap();
+        assert!(
+            !leftovers(&work).is_empty(),
+            "mid-call, the token file is there"
+        );
+        let pid = child.id().expect("running").to_string();
+        let kill = tokio::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(128 + number), "{signal}: {status:?}");
+        assert_eq!(leftovers(&work), Vec::<PathBuf>::new(), "{signal}");
+    }
 }
