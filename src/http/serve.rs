@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -118,7 +119,7 @@ impl Table {
     }
 }
 
-/// Counts a request as in flight until its response is ready (or the request is dropped).
+/// Counts a request as in flight until its response is written (or the request is dropped).
 struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
@@ -211,8 +212,18 @@ async fn serve_connection(
         let router = router.clone();
         async move {
             let res = router.oneshot(req.map(Body::new)).await;
-            drop(guard);
-            res
+            // A streamed answer (the event stream) keeps its connection busy until it ends; a
+            // whole one is written at once.
+            Ok::<_, Infallible>(res.unwrap_or_else(|never| match never {}).map(|body| {
+                if body.size_hint().exact().is_some() {
+                    body
+                } else {
+                    Body::from_stream(body.into_data_stream().map(move |chunk| {
+                        let _busy = &guard;
+                        chunk
+                    }))
+                }
+            }))
         }
     });
     let builder = http1_builder(limits.header_read_timeout);

@@ -105,18 +105,22 @@ async fn at_the_connection_cap_the_oldest_idle_connections_make_room_and_health_
 #[tokio::test]
 async fn when_every_connection_is_busy_a_new_one_is_refused_with_503() {
     let app = TestApp::spawn_with(|c| c.server.max_connections = 2).await;
-    // Two requests whose bodies never come: both connections are busy in their handler.
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut s = connect(app.addr).await;
-        s.write_all(
+    // A request whose body never comes, busy in its handler, and an open event stream.
+    let mut posting = connect(app.addr).await;
+    posting
+        .write_all(
             b"POST /api/v1/providers HTTP/1.1\r\nHost: ohfp\r\n\
               Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
         )
         .await
         .unwrap();
-        busy.push(s);
-    }
+    let events = reqwest::Client::new()
+        .get(app.url("/api/v1/events"))
+        .send()
+        .await
+        .expect("event stream opens");
+    assert_eq!(events.status(), 200);
+    let busy = (posting, events);
     let refused = eventually("a third connection refused", || async {
         let res = reqwest::Client::new()
             .get(app.url("/health"))
