@@ -576,6 +576,7 @@ impl Engine {
         member: &str,
         cmd: SetWeightCommand,
     ) -> AppResult<StrategyView> {
+        let _changing = self.changes.lock().await;
         let current = self.registry.entry(name)?;
         if current.spec.provider_type != "load_balancer" {
             return Err(AppError::Conflict(format!(
