@@ -8,7 +8,8 @@
 //!   once. A connection accepted at the cap closes the oldest *idle* one (no request being
 //!   handled: waiting for a first or next request head), so a new client (a health probe) is
 //!   always served while others merely hold sockets open. When every connection is busy, the new
-//!   one is answered 503 (`Retry-After: 1`) and closed.
+//!   one is answered 503 (`Retry-After: 1`) and closed. A request head still arriving on the
+//!   connection closed to make room is cut off with it (its client sees the connection close).
 //!
 //! The whole-request deadline stays in the router (`middleware::deadline`).
 
