@@ -642,15 +642,25 @@ impl Engine {
             )));
         }
         // Its machines are polled and terminated through it: deleted, they could never be
-        // returned. Disabling it lets it drain instead (no new work, polls and terminations go on).
-        let held = self.store.hf_holdings(name, NAMED_HOLDINGS).await?;
-        if !held.is_empty() {
-            return Err(AppError::Conflict(format!(
+        // returned. Disabling it lets it drain instead (no new work, polls and terminations go
+        // on). It leaves memory before the store is read, so an acquire request that could
+        // still place machines on it is either seen there or can no longer choose it.
+        let entry = self
+            .registry
+            .withdraw(name)
+            .ok_or_else(|| AppError::strategy_not_found(name))?;
+        let refusal = match self.store.hf_holdings(name, NAMED_HOLDINGS).await {
+            Ok(held) if held.is_empty() => self.registry.remove(name).await.err(),
+            Ok(held) => Some(AppError::Conflict(format!(
                 "strategy '{name}' still holds {}; disable it (PUT /api/v1/providers/{name} with \"enabled\": false) so it takes no new work, let HostFactory return its machines, then delete it",
                 describe_holdings(&held)
-            )));
+            ))),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refusal {
+            self.registry.restore(entry);
+            return Err(e);
         }
-        self.registry.remove(name).await?;
         Ok(self.unregistered(name))
     }
 

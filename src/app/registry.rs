@@ -211,6 +211,20 @@ impl Registry {
         entry
     }
 
+    /// Takes an entry out of memory: lookups and selection no longer see it; `restore` puts
+    /// it back in its place.
+    pub fn withdraw(&self, name: &str) -> Option<Arc<StrategyEntry>> {
+        let mut entries = self.entries.write().expect("registry lock");
+        let i = entries.iter().position(|e| e.spec.name == name)?;
+        Some(entries.remove(i))
+    }
+
+    pub fn restore(&self, entry: Arc<StrategyEntry>) {
+        let mut entries = self.entries.write().expect("registry lock");
+        entries.push(entry);
+        entries.sort_by_key(|e| e.order);
+    }
+
     /// Builds the provider, stores the definition and installs the entry. `order` keeps a
     /// replaced entry's place; a new API strategy goes last.
     pub async fn install(
