@@ -177,11 +177,8 @@ pub(crate) fn parse_config<T: DeserializeOwned>(
 /// Problems with a strategy definition, as (path below the definition, message).
 pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
     let mut errors = Vec::new();
-    if !(spec.weight.is_finite() && spec.weight > 0.0) {
-        errors.push((
-            "weight".into(),
-            format!("must be a positive number, got {}", spec.weight),
-        ));
+    if let Some(message) = crate::strategy::balancing::weight_problem(spec.weight) {
+        errors.push(("weight".into(), message));
     }
     if let Some(own) = &spec.circuit_breaker {
         // Laid over the defaults, which are in bounds, a problem is one of the fields given.

@@ -94,9 +94,14 @@ impl MemberStats {
 }
 
 /// Whether `weight` can be a member's weight: a positive finite number.
-fn weight_problem(weight: f64) -> Option<String> {
-    (!(weight.is_finite() && weight > 0.0))
-        .then(|| format!("must be a positive number, got {weight}"))
+/// Largest weight: a share of a million to one is beyond any real split, and larger sums lose
+/// the precision weighted round robin counts with.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+
+/// Why `weight` is not a weight (more than 0, at most [`MAX_WEIGHT`]), if it is not.
+pub fn weight_problem(weight: f64) -> Option<String> {
+    (!(weight > 0.0 && weight <= MAX_WEIGHT))
+        .then(|| format!("must be more than 0 and at most {MAX_WEIGHT}, got {weight:?}"))
 }
 
 /// Problems with a load balancer's `weights` over its `members`, as (path below `weights`,

@@ -405,3 +405,57 @@ async fn the_shim_leaves_no_token_file_when_a_signal_ends_it_mid_call() {
         assert_eq!(leftovers(&work), Vec::<PathBuf>::new(), "{signal}");
     }
 }
+
+#[tokio::test]
+async fn numbers_that_become_durations_counts_or_weights_are_bounded_at_the_api() {
+    let app = TestApp::spawn().await;
+    let lb = |weights: Value| {
+        json!({"strategy_name": "lb", "provider_type": "load_balancer",
+               "strategy_config": {"strategies": ["sim-primary", "sim-secondary"], "weights": weights}})
+    };
+    for (body, field) in [
+        (
+            json!({"strategy_name": "s", "provider_type": "simulated", "strategy_config": {"latency_ms": 1e308}}),
+            "strategy_config.latency_ms",
+        ),
+        (
+            json!({"strategy_name": "s", "provider_type": "simulated", "strategy_config": {"latency_ms": [1, 1e300]}}),
+            "strategy_config.latency_ms",
+        ),
+        (
+            json!({"strategy_name": "s", "provider_type": "simulated", "strategy_config": {"boot_seconds": 1e308}}),
+            "strategy_config.boot_seconds",
+        ),
+        (
+            json!({"strategy_name": "s", "provider_type": "simulated", "weight": 1e308}),
+            "weight",
+        ),
+        (
+            lb(json!({"sim-primary": 1e308, "sim-secondary": 1})),
+            "strategy_config.weights.sim-primary",
+        ),
+        (
+            json!({"strategy_name": "fb", "provider_type": "fallback", "strategy_config":
+                   {"primary": "sim-primary", "fallbacks": ["sim-secondary"],
+                    "circuit_breaker_timeout_seconds": 1e308}}),
+            "strategy_config.circuit_breaker_timeout_seconds",
+        ),
+    ] {
+        let (status, v) = app.post("/api/v1/providers", body.clone()).await;
+        assert_eq!(status, 422, "{body}: {v}");
+        assert_eq!(v["errors"][0]["path"], field, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("1e30"), "{v}");
+    }
+    // The largest accepted values run: the background task lives on.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "slow", "provider_type": "simulated", "weight": 1e6,
+                   "strategy_config": {"latency_ms": [0, 3600000], "boot_seconds": 86400}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = app.get("/ready").await;
+    assert_eq!(status, 200, "{v}");
+    app.stop().await;
+}

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::Combinator;
 use super::{Members, check_names, usable};
+use crate::config::{MAX_FAILURE_THRESHOLD, MAX_RECOVERY_TIMEOUT_SECONDS};
 use crate::domain::{Attempt, Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{
     Operation, OperationOutput, ProviderDeps, TemplatesReport, Traced, parse_config,
@@ -87,12 +88,19 @@ impl FallbackConfig {
         if cfg.circuit_breaker_threshold == 0 {
             return bad("circuit_breaker_threshold", "must be at least 1".into());
         }
-        if !(cfg.circuit_breaker_timeout_seconds.is_finite()
-            && cfg.circuit_breaker_timeout_seconds > 0.0)
-        {
+        let timeout = cfg.circuit_breaker_timeout_seconds;
+        if !(timeout > 0.0 && timeout <= MAX_RECOVERY_TIMEOUT_SECONDS) {
             return bad(
                 "circuit_breaker_timeout_seconds",
-                "must be a positive number of seconds".into(),
+                format!(
+                    "must be more than 0 and at most {MAX_RECOVERY_TIMEOUT_SECONDS} seconds, got {timeout:?}"
+                ),
+            );
+        }
+        if cfg.circuit_breaker_threshold > MAX_FAILURE_THRESHOLD {
+            return bad(
+                "circuit_breaker_threshold",
+                format!("must be at most {MAX_FAILURE_THRESHOLD}"),
             );
         }
         Ok(cfg)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::Combinator;
 use super::{Members, check_names};
+use crate::config::MAX_RECOVERY_TIMEOUT_SECONDS;
 use crate::domain::{Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{Operation, ProviderDeps, Traced, parse_config};
 use crate::strategy::balancing::{
@@ -50,6 +51,9 @@ fn default_passive_recovery() -> f64 {
     30.0
 }
 
+/// Most operations one member may have in flight through a balancer.
+pub const MAX_CONNECTIONS_PER_STRATEGY: u64 = 100_000;
+
 impl LoadBalancerConfig {
     pub fn from_spec(config: &Map<String, Value>) -> Result<Self, (String, String)> {
         let cfg: Self = parse_config(config)?;
@@ -72,8 +76,14 @@ impl LoadBalancerConfig {
             };
             return bad(&path, message);
         }
-        if cfg.max_connections_per_strategy == Some(0) {
-            return bad("max_connections_per_strategy", "must be at least 1".into());
+        if cfg
+            .max_connections_per_strategy
+            .is_some_and(|n| !(1..=MAX_CONNECTIONS_PER_STRATEGY).contains(&n))
+        {
+            return bad(
+                "max_connections_per_strategy",
+                format!("must be from 1 to {MAX_CONNECTIONS_PER_STRATEGY}"),
+            );
         }
         if !(cfg.weight_adjustment_factor > 0.0 && cfg.weight_adjustment_factor <= 1.0) {
             return bad(
@@ -84,10 +94,13 @@ impl LoadBalancerConfig {
                 ),
             );
         }
-        if !(cfg.passive_recovery_seconds.is_finite() && cfg.passive_recovery_seconds > 0.0) {
+        let recovery = cfg.passive_recovery_seconds;
+        if !(recovery > 0.0 && recovery <= MAX_RECOVERY_TIMEOUT_SECONDS) {
             return bad(
                 "passive_recovery_seconds",
-                "must be a positive number of seconds".into(),
+                format!(
+                    "must be more than 0 and at most {MAX_RECOVERY_TIMEOUT_SECONDS} seconds, got {recovery:?}"
+                ),
             );
         }
         Ok(cfg)
