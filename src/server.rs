@@ -87,22 +87,22 @@ impl App {
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
         let tasks = state.tasks.clone();
-        tasks.spawn_service(
-            "background monitor",
-            monitor::run(
-                Arc::clone(&engine),
-                state.config.database.retention.clone(),
-                token.clone(),
-            ),
+        let (monitored, retention, stop) = (
+            Arc::clone(&engine),
+            state.config.database.retention.clone(),
+            token.clone(),
         );
-        tasks.spawn_service(
-            "hostfactory reconciler",
-            hostfactory::run_reconciler(Arc::clone(&state.hostfactory), token.clone()),
-        );
-        tasks.spawn_service(
-            "templates watcher",
-            hostfactory::watch_templates(Arc::clone(&state.hostfactory), token.clone()),
-        );
+        tasks.spawn_service("background monitor", move || {
+            monitor::run(Arc::clone(&monitored), retention.clone(), stop.clone())
+        });
+        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        tasks.spawn_service("hostfactory reconciler", move || {
+            hostfactory::run_reconciler(Arc::clone(&hf), stop.clone())
+        });
+        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        tasks.spawn_service("templates watcher", move || {
+            hostfactory::watch_templates(Arc::clone(&hf), stop.clone())
+        });
         tracing::info!(
             addr = %listener.local_addr()?,
             strategies = engine.entries().len(),
