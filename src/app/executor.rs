@@ -353,15 +353,25 @@ impl Executor {
                 ),
             );
         }
-        let (decision, transition) = {
+        let (decision, transition, forced_open) = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
-            slot.breaker.try_acquire(&cfg, now_millis())
+            let (decision, transition) = slot.breaker.try_acquire(&cfg, now_millis());
+            (
+                decision,
+                transition,
+                slot.breaker.mode == CircuitMode::ForcedOpen,
+            )
         };
         if let Some(t) = transition {
             self.record_transition(entry, t).await;
         }
         let permit = match decision {
-            Ok(p) => p,
+            Ok(p) => Some(p),
+            // Status polls and terminations keep the machines a strategy made tracked and
+            // returned: a circuit its failing creates (or a capacity shortage) opened says
+            // nothing about them. They pass it without a permit, so they neither probe nor
+            // close it. An operator's forced open stops them too.
+            Err(_) if op.kind().tends_existing_machines() && !forced_open => None,
             Err(reason) => {
                 let err =
                     ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
@@ -390,7 +400,7 @@ impl Executor {
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let now = now_millis();
-        let transition = {
+        let transition = permit.and_then(|permit| {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             match &result {
                 Ok(_) => slot.breaker.on_success(&cfg, permit, now),
@@ -400,7 +410,7 @@ impl Executor {
                     None
                 }
             }
-        };
+        });
         // The caller's own mistakes say nothing of the strategy's performance.
         if Outcome::of(&result).judges_provider() {
             entry

@@ -39,7 +39,8 @@ impl OperationType {
 
     /// Status polls and terminations: operations on machines a strategy already made. A
     /// disabled strategy takes no new work, but still runs these when it is named (a
-    /// `strategy_override`, a composite's member), so that its machines are not stranded.
+    /// `strategy_override`, a composite's member), and they pass a circuit that opened on its
+    /// own, so that its machines are not stranded.
     pub fn tends_existing_machines(self) -> bool {
         matches!(
             self,

@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, execute, next_event, register_sim};
 
@@ -346,5 +346,59 @@ async fn failover_can_be_turned_off() {
         .await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["errors"][0]["path"], "failover_enabled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_circuit_stops_creates_but_not_status_polls_or_terminations() {
+    let app = TestApp::spawn().await;
+    register_sim(
+        &app,
+        "sim-small",
+        json!({"capacity": 2}),
+        json!({"circuit_breaker": {"failure_threshold": 2, "recovery_timeout": 3600}}),
+    )
+    .await;
+    let run = |operation: &'static str, parameters: Value| {
+        let app = &app;
+        async move {
+            execute(
+                app,
+                json!({"operation_type": operation, "parameters": parameters,
+                       "strategy_override": "sim-small"}),
+            )
+            .await
+        }
+    };
+    let made = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 2})).await;
+    assert_eq!(made["success"], true, "{made}");
+    let ids = made["data"]["instance_ids"].clone();
+    // Two creates the region has no room for open the circuit.
+    for _ in 0..2 {
+        let v = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 1})).await;
+        assert_eq!(v["error_code"], "INSUFFICIENT_CAPACITY", "{v}");
+    }
+    let v = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 1})).await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN", "{v}");
+    // The machines already made are still polled and returned.
+    let v = run("GET_INSTANCE_STATUS", json!({"instance_ids": ids})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let v = run("TERMINATE_INSTANCES", json!({"instance_ids": ids})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let (_, h) = app.get("/api/v1/providers/sim-small/health").await;
+    assert_eq!(
+        h["circuit"]["state"], "open",
+        "they neither probe nor close it: {h}"
+    );
+    // An operator's forced open stops them too.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-small/circuit",
+            json!({"mode": "open", "source": "ops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let v = run("GET_INSTANCE_STATUS", json!({"instance_ids": ids})).await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN", "{v}");
     app.stop().await;
 }
