@@ -9,6 +9,9 @@ use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The database holds the secrets of API-registered strategies and the logs name hosts and
+    // requests: whatever the service creates is for its own user only (0600, directories 0700).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let files: Vec<&Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = config::load(&files)?;
     if let Some(bind) = args.bind {
