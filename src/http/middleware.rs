@@ -111,6 +111,51 @@ pub async fn problem_request_id(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
+/// HostFactory reads `{"message"}` from every failure of its calls; a failure made before or
+/// around the call's handler (an unknown call name, a body over the limit, the deadline, a
+/// missing token) is a problem or plain text, so it is rewritten: the problem's `detail` (or
+/// the text) becomes the message, the status stays.
+pub async fn hostfactory_messages(req: Request, next: Next) -> Response {
+    let is_hostfactory = req.uri().path().starts_with("/api/v1/hostfactory/");
+    let res = next.run(req).await;
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_hostfactory || res.status().is_success() || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let status = parts.status;
+    let text = match to_bytes(body, MAX_PROBLEM_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|p| {
+            p.get("detail")
+                .or_else(|| p.get("title"))
+                .and_then(|d| d.as_str().map(str::to_string))
+        })
+        .unwrap_or(text);
+    let message = if message.trim().is_empty() {
+        status.canonical_reason().unwrap_or("failed").to_string()
+    } else {
+        message
+    };
+    let body = serde_json::json!({ "message": message }).to_string();
+    // Other headers (WWW-Authenticate, Retry-After) stay.
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::from(body))
+}
+
 /// Unknown route.
 pub async fn not_found(req: Request) -> Problem {
     Problem::new(

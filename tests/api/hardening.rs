@@ -459,3 +459,50 @@ async fn numbers_that_become_durations_counts_or_weights_are_bounded_at_the_api(
     assert_eq!(status, 200, "{v}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_failure_of_a_hostfactory_call_is_a_message() {
+    let app = TestApp::spawn_with(|cfg| cfg.server.max_body_bytes = 4096).await;
+    let post = |path: &'static str, body: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .post(app.url(path))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let kind = res.headers()[reqwest::header::CONTENT_TYPE].clone();
+            (status, kind, res.json::<Value>().await.unwrap())
+        }
+    };
+    // An unknown call name, a body over the limit, and a rejection of the handler's own.
+    for (path, body, status) in [
+        ("/api/v1/hostfactory/requestMachine", "{}".to_string(), 404),
+        (
+            "/api/v1/hostfactory/requestMachines",
+            format!(
+                r#"{{"template": {{"templateId": "{}"}}}}"#,
+                "x".repeat(8192)
+            ),
+            413,
+        ),
+        ("/api/v1/hostfactory/requestMachines", "[".to_string(), 400),
+    ] {
+        let (got, kind, v) = post(path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+        assert_eq!(kind, "application/json", "{path}");
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["message"], "{path}: {v}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    // Operator routes keep their problem answers.
+    let (status, kind, _) = post("/api/v1/nope", "{}".to_string()).await;
+    assert_eq!(
+        (status, kind.to_str().unwrap()),
+        (404, "application/problem+json")
+    );
+    app.stop().await;
+}
