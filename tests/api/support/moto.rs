@@ -125,6 +125,18 @@ impl Moto {
         assert!(self.post("/_ohfp/fault", mode).await.status().is_success());
     }
 
+    /// RunInstances of these instance types answers InsufficientInstanceCapacity (none: all
+    /// have room again).
+    pub async fn short_of(&self, instance_types: &[&str]) {
+        let list = instance_types.join(",");
+        assert!(
+            self.post("/_ohfp/capacity", &list)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+
     /// Every AWS call from now on fails with AuthFailure (moto's own switch).
     pub async fn enforce_auth_failure(&self) {
         assert!(
