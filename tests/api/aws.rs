@@ -3,7 +3,7 @@
 use ohfp::config::StrategySpec;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, execute, next_event};
+use crate::helpers::{TestApp, error_paths, execute, next_event};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
@@ -707,6 +707,126 @@ async fn a_pool_short_of_capacity_is_parked_and_the_order_moves_to_the_next_type
 
     let (status, _) = app.get("/api/v1/providers/nope/parked-pools").await;
     assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ibm_placement_fields_reach_run_instances_and_the_launch_templates_of_fleets() {
+    let moto = Moto::start().await;
+    let app = aws_app(vec![aws_strategy("aws-a", &moto, "us-east-1", 0, 1)]).await;
+    warm_up(&app, "aws-a").await;
+    let placed = |id: &str| {
+        let mut t = template(id);
+        t["tenancy"] = json!("dedicated");
+        t["placementGroupName"] = json!("hpc-cluster");
+        t["capacityReservationId"] = json!("cr-0123456789abcdef0");
+        t
+    };
+    // moto keeps none of these on its instances (tenancy always "default"): the requests are
+    // checked as the switch recorded them.
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": placed("OnDemand-Run")}),
+    )
+    .await;
+    let run = moto.last_request("RunInstances").await;
+    assert_eq!(run["Placement.Tenancy"], "dedicated", "{run}");
+    assert_eq!(run["Placement.GroupName"], "hpc-cluster", "{run}");
+    assert_eq!(
+        run["CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"],
+        "cr-0123456789abcdef0",
+        "{run}"
+    );
+    let mut fleet = placed("Fleet-Instant");
+    fleet
+        .as_object_mut()
+        .unwrap()
+        .remove("capacityReservationId");
+    fleet["capacityReservationPreference"] = json!("none");
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": fleet}),
+    )
+    .await;
+    let lt = moto.last_request("CreateLaunchTemplate").await;
+    assert_eq!(
+        lt["LaunchTemplateData.Placement.Tenancy"], "dedicated",
+        "{lt}"
+    );
+    assert_eq!(
+        lt["LaunchTemplateData.Placement.GroupName"], "hpc-cluster",
+        "{lt}"
+    );
+    assert_eq!(
+        lt["LaunchTemplateData.CapacityReservationSpecification.CapacityReservationPreference"],
+        "none",
+        "{lt}"
+    );
+
+    // A launch template of the user's, at the version the template names.
+    let ec2 = moto.ec2("us-east-1").await;
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .build();
+    let user_lt = ec2
+        .create_launch_template()
+        .launch_template_name("users-own")
+        .launch_template_data(data.clone())
+        .send()
+        .await
+        .expect("launch template");
+    let user_lt = user_lt
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string();
+    let mut versioned = template("OnDemand-Run");
+    versioned.as_object_mut().unwrap().remove("imageId");
+    versioned["launchTemplateId"] = json!(user_lt);
+    versioned["launchTemplateVersion"] = json!(1);
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": versioned}),
+    )
+    .await;
+    let run = moto.last_request("RunInstances").await;
+    assert_eq!(
+        run["LaunchTemplate.LaunchTemplateId"],
+        json!(user_lt),
+        "{run}"
+    );
+    assert_eq!(run["LaunchTemplate.Version"], "1", "{run}");
+
+    // Bad values are refused before any strategy runs, each naming its key.
+    let mut bad = template("OnDemand-Run");
+    bad["tenancy"] = json!("shared");
+    bad["launchTemplateVersion"] = json!("$Latest");
+    bad["capacityReservationPreference"] = json!("targeted");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "aws-a",
+                   "parameters": {"count": 1, "template": bad}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let paths = error_paths(&v);
+    assert_eq!(
+        paths,
+        [
+            "parameters.template.launchTemplateVersion",
+            "parameters.template.tenancy",
+            "parameters.template.capacityReservationPreference"
+        ]
+    );
     app.stop().await;
 }
 

@@ -2,13 +2,14 @@
 //! tagged at launch.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification,
-    InstanceMarketOptionsRequest, LaunchTemplateSpecification, MarketType, ResourceType,
-    TagSpecification,
+    BlockDeviceMapping, CapacityReservationSpecification, EbsBlockDevice,
+    IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
+    MarketType, Placement, ResourceType, TagSpecification,
 };
 
 use super::create::LaunchOrder;
 use super::errors::classify;
+use super::launch_template::reservation_request;
 use super::pools::{PoolKey, failover_order, is_pool_fault};
 use super::spec::invalid;
 use super::{AwsProvider, tag};
@@ -101,6 +102,7 @@ impl AwsProvider {
             Some(id) => call.launch_template(
                 LaunchTemplateSpecification::builder()
                     .launch_template_id(id)
+                    .version(t.launch_template_version())
                     .build(),
             ),
             None => call.image_id(self.resolve_image(t).await?),
@@ -109,6 +111,24 @@ impl AwsProvider {
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
+                    .build(),
+            );
+        }
+        let p = &t.spec.placement;
+        if p.group_name.is_some() || p.tenancy.is_some() {
+            call = call.placement(
+                Placement::builder()
+                    .set_group_name(p.group_name.clone())
+                    .set_tenancy(p.tenancy.map(|v| v.as_str().into()))
+                    .build(),
+            );
+        }
+        if let Some(reservation) = &p.capacity_reservation {
+            let (preference, target) = reservation_request(reservation);
+            call = call.capacity_reservation_specification(
+                CapacityReservationSpecification::builder()
+                    .set_capacity_reservation_preference(preference)
+                    .set_capacity_reservation_target(target)
                     .build(),
             );
         }

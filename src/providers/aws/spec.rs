@@ -134,6 +134,14 @@ impl ResolvedSpec {
         self.spec.price_type.is_spot()
     }
 
+    /// The version of the user's launch template to launch from.
+    pub fn launch_template_version(&self) -> &str {
+        self.spec
+            .launch_template_version
+            .as_deref()
+            .unwrap_or("$Default")
+    }
+
     /// The preferred instance type (empty only in a spec `problems` rejects).
     pub fn primary_type(&self) -> &str {
         self.spec.primary_type().unwrap_or_default()

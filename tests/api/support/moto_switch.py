@@ -5,7 +5,9 @@
   POST /_ohfp/capacity body: instance types, comma-separated ("" for none): RunInstances of
                       one of them answers 500 InsufficientInstanceCapacity, as EC2 does
   GET  /_ohfp/calls   JSON {action: count} of the AWS calls seen since the last reset
-  POST /_ohfp/calls   resets the counts
+  GET  /_ohfp/requests JSON [{action, params}] of the query-protocol calls since the last reset
+                      (the newest 200), for what moto does not reflect
+  POST /_ohfp/calls   resets the counts and the recorded requests
 Everything else goes to moto (its /moto-api/ included).
 """
 import argparse
@@ -18,7 +20,8 @@ from urllib.parse import parse_qs
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-state = {"fault": "off", "calls": Counter(), "short": set()}
+state = {"fault": "off", "calls": Counter(), "short": set(), "requests": []}
+KEPT_REQUESTS = 200
 guard = threading.Lock()
 
 
@@ -87,7 +90,13 @@ def wrap(moto_app):
             with guard:
                 if method == "POST":
                     state["calls"].clear()
+                    state["requests"].clear()
                 out = json.dumps(dict(state["calls"])).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [out]
+        if path == "/_ohfp/requests":
+            with guard:
+                out = json.dumps(state["requests"]).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [out]
         if path.startswith("/moto-api"):
@@ -95,6 +104,10 @@ def wrap(moto_app):
         action, params = call_of(environ)
         with guard:
             state["calls"][action] += 1
+            if params:
+                state["requests"].append(
+                    {"action": action, "params": {k: v[0] for k, v in params.items()}})
+                del state["requests"][:-KEPT_REQUESTS]
             fault = state["fault"]
             short = state["short"]
         if fault != "off":
