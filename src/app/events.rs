@@ -18,6 +18,8 @@ pub enum EventKind {
     CircuitControl,
     Registration,
     Configuration,
+    /// An AWS strategy parked an (instance type, subnet) pool that had no capacity.
+    PoolParked,
 }
 
 /// Something the strategy layer did, with when.

@@ -113,6 +113,7 @@ impl Executor {
                 store: store.clone(),
                 invoker: Arc::new(MemberCalls(me.clone())),
                 shelf: Arc::new(StateShelf::default()),
+                events: Arc::clone(&events),
             })),
             settings,
             metrics,

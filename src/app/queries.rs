@@ -10,6 +10,7 @@ use super::metrics::{self, ErrorDetails, MetricTotals, RETENTION_HOURS};
 use super::views::{CircuitView, HealthView, StrategyView};
 use super::{AppError, AppResult, Engine};
 use crate::domain::{HealthState, OperationType, now_millis, rfc3339};
+use crate::providers::aws::ParkedPools;
 use crate::providers::composite;
 use crate::store::HealthRepo;
 use crate::strategy::RecentStats;
@@ -25,6 +26,17 @@ pub struct ListQuery {
     /// Only this provider type (`simulated`, `aws`, …).
     #[serde(default)]
     pub provider_type: Option<String>,
+}
+
+/// The parked pools of one AWS strategy (in memory: a restart forgets them).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"strategy_name": "aws-east", "cooldown_seconds": 600,
+    "pools": [{"instance_type": "c5.large", "subnet": "subnet-0a1b", "code": "InsufficientInstanceCapacity",
+    "until": "2026-11-30T15:10:00.000Z", "times_parked": 1}], "parked_total": 1, "failovers_total": 1}))]
+pub struct ParkedPoolsView {
+    pub strategy_name: String,
+    #[serde(flatten)]
+    pub parked: ParkedPools,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -331,6 +343,21 @@ impl Engine {
             to: rfc3339(now),
             totals: metrics::totals(&metrics::merge(&everything)),
             strategies,
+        })
+    }
+
+    /// The capacity pools an AWS strategy skips for now, with its parking counters.
+    pub fn parked_pools_of(&self, name: &str) -> AppResult<ParkedPoolsView> {
+        let entry = self.registry.entry(name)?;
+        let parked = entry.provider.parked_pools().ok_or_else(|| {
+            AppError::Conflict(format!(
+                "strategy '{name}' is of type '{}': only aws strategies park capacity pools",
+                entry.spec.provider_type
+            ))
+        })?;
+        Ok(ParkedPoolsView {
+            strategy_name: name.to_string(),
+            parked,
         })
     }
 

@@ -124,6 +124,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
+        GetParkedPools(a) => (a, Method::GET, "/api/v1/providers/{name}/parked-pools"),
         SetStrategyWeight(a) => (a, Method::PUT, "/api/v1/providers/{name}/weights/{member}"),
         SetProviderCircuit(a) => (a, Method::PUT, "/api/v1/providers/{name}/circuit"),
         GetAvailableTemplates(a) => (a, Method::GET, "/api/v1/templates"),
@@ -259,6 +260,11 @@ mod tests {
 
     #[test]
     fn commands_map_to_routes() {
+        let c = planned(&["ohfp", "getParkedPools", "--name", "aws-a"]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::GET, "/api/v1/providers/aws-a/parked-pools")
+        );
         let c = planned(&["ohfp", "getProviderHealth"]).unwrap();
         assert_eq!(
             (c.method, c.path.as_str()),

@@ -151,6 +151,9 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/{name}/capabilities
     #[command(name = "getProviderCapabilities")]
     GetProviderCapabilities(ClientArgs),
+    /// GET /api/v1/providers/{name}/parked-pools: an aws strategy's parked capacity pools
+    #[command(name = "getParkedPools")]
+    GetParkedPools(ClientArgs),
     /// PUT /api/v1/providers/{name}/weights/{member} (--name lb --data '{"member": "aws", "weight": 0.8}')
     #[command(name = "setStrategyWeight")]
     SetStrategyWeight(ClientArgs),

@@ -79,6 +79,36 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// Whether instances share hardware (`default`), get their own (`dedicated`) or run on a
+    /// Dedicated Host (`host`).
+    pub enum Tenancy ("tenancy") {
+        Default => "default",
+        Dedicated => "dedicated",
+        Host => "host",
+    }
+}
+
+/// Which capacity reservations instances use: any open one that matches (`open`, EC2's
+/// default), none, or the one named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "preference")]
+pub enum CapacityReservation {
+    Open,
+    None,
+    Targeted { id: String },
+}
+
+/// Where and how instances are placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Placement {
+    /// A placement group the instances join.
+    pub group_name: Option<String>,
+    pub tenancy: Option<Tenancy>,
+    /// `None`: EC2's default (open).
+    pub capacity_reservation: Option<CapacityReservation>,
+}
+
 /// An instance type and the capacity units one instance of it counts for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WeightedType {
@@ -140,6 +170,9 @@ pub struct LaunchSpec {
     pub root_volume: RootVolume,
     /// A launch template of the user's, used as it is.
     pub launch_template_id: Option<String>,
+    /// The version of the user's launch template (`$Default` when absent).
+    pub launch_template_version: Option<String>,
+    pub placement: Placement,
     pub fleet: FleetOptions,
 }
 

@@ -13,8 +13,9 @@ mod unknown;
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use health::{HealthState, HealthStatus};
 pub use launch::{
-    AllocationStrategy, FleetOptions, FleetType, LaunchSpec, OnDemandAllocation, PriceType,
-    ProvisioningApi, RootVolume, SpecField, VolumeType, WeightedType,
+    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, LaunchSpec,
+    OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume, SpecField, Tenancy,
+    VolumeType, WeightedType,
 };
 pub use machine::{Machine, MachineState};
 pub(crate) use names::named_enum;

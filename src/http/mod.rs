@@ -65,6 +65,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::check_health))
         .routes(routes!(providers::metrics_one))
         .routes(routes!(providers::capabilities))
+        .routes(routes!(providers::parked_pools))
         .routes(routes!(providers::set_weight))
         .routes(routes!(providers::set_circuit))
         .routes(routes!(service::events))

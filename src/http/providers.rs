@@ -13,7 +13,7 @@ use crate::app::commands::{
 };
 use crate::app::queries::{
     CapabilitiesQuery, CapabilitiesView, HealthList, HealthQuery, ListQuery, MetricsQuery,
-    MetricsReport, ProviderList, StrategyMetrics,
+    MetricsReport, ParkedPoolsView, ProviderList, StrategyMetrics,
 };
 use crate::app::views::{CircuitView, HealthCheckView, HealthView, StrategyView};
 use crate::app::{AppError, ConfigurationView};
@@ -280,6 +280,23 @@ pub async fn metrics_one(
         .pop()
         .map(Json)
         .ok_or_else(|| ApiError(AppError::strategy_not_found(&name)))
+}
+
+/// getParkedPools: the (instance type, subnet) pools an AWS strategy skips after a capacity
+/// error, until when, and how often pools were parked and creations moved on.
+#[utoipa::path(get, path = "/api/v1/providers/{name}/parked-pools", tag = "providers",
+    operation_id = "getParkedPools",
+    params(("name" = String, Path, description = "Strategy name")),
+    responses(
+        (status = 200, body = ParkedPoolsView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The strategy is not an aws one", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn parked_pools(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<ParkedPoolsView> {
+    Ok(Json(state.engine.parked_pools_of(&name)?))
 }
 
 /// getProviderCapabilities.

@@ -56,6 +56,11 @@ pub trait Provider: Send + Sync {
     /// A cheap real call; `Err` means unhealthy.
     async fn health(&self) -> Result<HealthReport, ProviderError>;
 
+    /// The capacity pools the provider skips for now; `None` for providers without pools.
+    fn parked_pools(&self) -> Option<aws::ParkedPools> {
+        None
+    }
+
     /// Runs one operation, with the calls made to member strategies (composite types only).
     async fn execute_traced(&self, op: &Operation) -> Traced {
         let result = match op {
@@ -147,6 +152,8 @@ pub struct ProviderDeps {
     pub store: Store,
     pub invoker: Arc<dyn MemberInvoker>,
     pub shelf: Arc<StateShelf>,
+    /// Where providers report what they decide on their own (the AWS provider's parked pools).
+    pub events: Arc<crate::app::events::EventBus>,
 }
 
 /// Provider types this build knows.
@@ -212,7 +219,9 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
         "aws" => {
             let cfg =
                 aws::AwsConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
-            Ok(Arc::new(aws::AwsProvider::new(&spec.name, cfg).await))
+            Ok(Arc::new(
+                aws::AwsProvider::new(&spec.name, cfg, Arc::clone(&deps.events)).await,
+            ))
         }
         "simulated" => {
             let cfg = simulated::SimulatedConfig::from_spec(&spec.config)

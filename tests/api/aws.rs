@@ -3,7 +3,7 @@
 use ohfp::config::StrategySpec;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, execute};
+use crate::helpers::{TestApp, error_paths, execute, next_event};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
@@ -49,6 +49,28 @@ async fn ok(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -
 
 async fn warm_up(app: &TestApp, strategy: &str) {
     ok(app, strategy, "HEALTH_CHECK", json!({})).await;
+}
+
+/// An operation aws-a failed with `code` of `kind`, then aws-b served.
+fn served_by_b_after_a_failed(v: &Value, code: &str, kind: &str) {
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "aws-b", "{v}");
+    let first = &v["metadata"]["attempted"][0];
+    assert_eq!(first["strategy"], "aws-a");
+    assert_eq!(first["error_code"], code, "{v}");
+    assert_eq!(first["error_kind"], kind, "{v}");
+}
+
+/// aws-a on `a` failing over to aws-b on `b`, each in its region, both warmed up.
+async fn two_regions(a: &Moto, b: &Moto, regions: (&str, &str), max_attempts: u32) -> TestApp {
+    let app = aws_app(vec![
+        aws_strategy("aws-a", a, regions.0, 0, max_attempts),
+        aws_strategy("aws-b", b, regions.1, 1, max_attempts),
+    ])
+    .await;
+    warm_up(&app, "aws-a").await;
+    warm_up(&app, "aws-b").await;
+    app
 }
 
 fn ids(machines: &Value) -> Vec<String> {
@@ -553,13 +575,7 @@ async fn asg_grows_per_request_and_shrinks_on_return() {
 async fn two_regions_are_isolated_and_throttled_or_dead_regions_fail_over() {
     let mut moto_a = Moto::start().await;
     let moto_b = Moto::start().await;
-    let app = aws_app(vec![
-        aws_strategy("aws-a", &moto_a, "eu-central-1", 0, 2),
-        aws_strategy("aws-b", &moto_b, "eu-west-1", 1, 2),
-    ])
-    .await;
-    warm_up(&app, "aws-a").await;
-    warm_up(&app, "aws-b").await;
+    let app = two_regions(&moto_a, &moto_b, ("eu-central-1", "eu-west-1"), 2).await;
     let create = json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 1, "request_id": "req-f", "template": template("OnDemand-Run")}});
 
     let v = execute(&app, create.clone()).await;
@@ -580,12 +596,7 @@ async fn two_regions_are_isolated_and_throttled_or_dead_regions_fail_over() {
     moto_a.fault("throttle").await;
     moto_a.reset_calls().await;
     let v = execute(&app, create.clone()).await;
-    assert_eq!(v["success"], true, "{v}");
-    assert_eq!(v["metadata"]["strategy_used"], "aws-b", "{v}");
-    let first = &v["metadata"]["attempted"][0];
-    assert_eq!(first["strategy"], "aws-a");
-    assert_eq!(first["error_code"], "RequestLimitExceeded", "{v}");
-    assert_eq!(first["error_kind"], "throttling", "{v}");
+    served_by_b_after_a_failed(&v, "RequestLimitExceeded", "throttling");
     assert_eq!(
         moto_a.calls().await["RunInstances"],
         2,
@@ -604,6 +615,218 @@ async fn two_regions_are_isolated_and_throttled_or_dead_regions_fail_over() {
     );
     let health = op(&app, "aws-a", "HEALTH_CHECK", json!({})).await;
     assert_eq!(health["success"], false, "{health}");
+    app.stop().await;
+}
+
+/// A RunInstances template over three types: t3.small first by vmTypesPriority, then
+/// t3.micro, then m5.large (no priority: after those with one, in the template's order).
+fn three_type_template() -> Value {
+    let mut t = template("OnDemand-Run");
+    t["templateId"] = json!("Capacity-Run");
+    t.as_object_mut().unwrap().remove("vmType");
+    t["vmTypes"] = json!({"t3.micro": 1, "t3.small": 1, "m5.large": 1});
+    t["vmTypesPriority"] = json!({"t3.small": 1, "t3.micro": 2});
+    t
+}
+
+#[tokio::test]
+async fn a_pool_short_of_capacity_is_parked_and_the_order_moves_to_the_next_type() {
+    let moto_a = Moto::start().await;
+    let moto_b = Moto::start().await;
+    let app = two_regions(&moto_a, &moto_b, ("us-east-1", "us-west-2"), 1).await;
+    let mut events = app.events().await;
+    let create = |r: &str| json!({"operation_type": "CREATE_INSTANCES", "parameters": {"count": 2, "request_id": r, "template": three_type_template()}});
+
+    // t3.small, the first by priority, has no room: the two go on t3.micro, still on aws-a.
+    moto_a.short_of(&["t3.small"]).await;
+    moto_a.reset_calls().await;
+    let v = execute(&app, create("req-c1")).await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "aws-a", "{v}");
+    let machines = v["data"]["instances"].as_array().unwrap();
+    assert_eq!(machines.len(), 2);
+    assert!(
+        machines.iter().all(|m| m["instance_type"] == "t3.micro"),
+        "{v}"
+    );
+    assert_eq!(moto_a.calls().await["RunInstances"], 2);
+    let parked = next_event(&mut events, "pool_parked").await;
+    assert_eq!(parked["strategy"], "aws-a");
+    assert_eq!(parked["detail"]["instance_type"], "t3.small");
+    assert_eq!(parked["detail"]["code"], "InsufficientInstanceCapacity");
+
+    let (status, listed) = app.get("/api/v1/providers/aws-a/parked-pools").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["cooldown_seconds"], 600);
+    assert_eq!(listed["pools"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["pools"][0]["instance_type"], "t3.small");
+    assert_eq!(listed["pools"][0]["code"], "InsufficientInstanceCapacity");
+    assert_eq!(
+        (
+            listed["parked_total"].as_u64(),
+            listed["failovers_total"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // Room again, but the pool is parked: skipped without a call.
+    moto_a.short_of(&[]).await;
+    moto_a.reset_calls().await;
+    let v = execute(&app, create("req-c2")).await;
+    assert_eq!(
+        v["data"]["instances"][0]["instance_type"], "t3.micro",
+        "{v}"
+    );
+    assert_eq!(moto_a.calls().await["RunInstances"], 1);
+
+    // Every pool short: aws-a fails with its capacity class and aws-b serves.
+    moto_a.short_of(&["t3.micro", "m5.large"]).await;
+    let v = execute(&app, create("req-c3")).await;
+    served_by_b_after_a_failed(&v, "InsufficientInstanceCapacity", "capacity");
+    // aws-b honours the priority: t3.small first.
+    assert_eq!(
+        v["data"]["instances"][0]["instance_type"], "t3.small",
+        "{v}"
+    );
+    let (_, listed) = app.get("/api/v1/providers/aws-a/parked-pools").await;
+    assert_eq!(listed["pools"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["parked_total"], 3);
+
+    // Nothing left to try: a fast capacity failure without a call to EC2.
+    moto_a.reset_calls().await;
+    let v = op(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "request_id": "req-c4", "template": three_type_template()}),
+    )
+    .await;
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error_code"], "POOLS_PARKED", "{v}");
+    assert_eq!(moto_a.calls().await.get("RunInstances"), None);
+
+    let (status, _) = app.get("/api/v1/providers/nope/parked-pools").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ibm_placement_fields_reach_run_instances_and_the_launch_templates_of_fleets() {
+    let moto = Moto::start().await;
+    let app = aws_app(vec![aws_strategy("aws-a", &moto, "us-east-1", 0, 1)]).await;
+    warm_up(&app, "aws-a").await;
+    let placed = |id: &str| {
+        let mut t = template(id);
+        t["tenancy"] = json!("dedicated");
+        t["placementGroupName"] = json!("hpc-cluster");
+        t["capacityReservationId"] = json!("cr-0123456789abcdef0");
+        t
+    };
+    // moto keeps none of these on its instances (tenancy always "default"): the requests are
+    // checked as the switch recorded them.
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": placed("OnDemand-Run")}),
+    )
+    .await;
+    let run = moto.last_request("RunInstances").await;
+    assert_eq!(run["Placement.Tenancy"], "dedicated", "{run}");
+    assert_eq!(run["Placement.GroupName"], "hpc-cluster", "{run}");
+    assert_eq!(
+        run["CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"],
+        "cr-0123456789abcdef0",
+        "{run}"
+    );
+    let mut fleet = placed("Fleet-Instant");
+    fleet
+        .as_object_mut()
+        .unwrap()
+        .remove("capacityReservationId");
+    fleet["capacityReservationPreference"] = json!("none");
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": fleet}),
+    )
+    .await;
+    let lt = moto.last_request("CreateLaunchTemplate").await;
+    assert_eq!(
+        lt["LaunchTemplateData.Placement.Tenancy"], "dedicated",
+        "{lt}"
+    );
+    assert_eq!(
+        lt["LaunchTemplateData.Placement.GroupName"], "hpc-cluster",
+        "{lt}"
+    );
+    assert_eq!(
+        lt["LaunchTemplateData.CapacityReservationSpecification.CapacityReservationPreference"],
+        "none",
+        "{lt}"
+    );
+
+    // A launch template of the user's, at the version the template names.
+    let ec2 = moto.ec2("us-east-1").await;
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .build();
+    let user_lt = ec2
+        .create_launch_template()
+        .launch_template_name("users-own")
+        .launch_template_data(data.clone())
+        .send()
+        .await
+        .expect("launch template");
+    let user_lt = user_lt
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string();
+    let mut versioned = template("OnDemand-Run");
+    versioned.as_object_mut().unwrap().remove("imageId");
+    versioned["launchTemplateId"] = json!(user_lt);
+    versioned["launchTemplateVersion"] = json!(1);
+    ok(
+        &app,
+        "aws-a",
+        "CREATE_INSTANCES",
+        json!({"count": 1, "template": versioned}),
+    )
+    .await;
+    let run = moto.last_request("RunInstances").await;
+    assert_eq!(
+        run["LaunchTemplate.LaunchTemplateId"],
+        json!(user_lt),
+        "{run}"
+    );
+    assert_eq!(run["LaunchTemplate.Version"], "1", "{run}");
+
+    // Bad values are refused before any strategy runs, each naming its key.
+    let mut bad = template("OnDemand-Run");
+    bad["tenancy"] = json!("shared");
+    bad["launchTemplateVersion"] = json!("$Latest");
+    bad["capacityReservationPreference"] = json!("targeted");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "aws-a",
+                   "parameters": {"count": 1, "template": bad}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let paths = error_paths(&v);
+    assert_eq!(
+        paths,
+        [
+            "parameters.template.launchTemplateVersion",
+            "parameters.template.tenancy",
+            "parameters.template.capacityReservationPreference"
+        ]
+    );
     app.stop().await;
 }
 

@@ -68,6 +68,14 @@ fn hf_templates(dir: &Path, subnet: &str, security_group: &str) -> PathBuf {
     let mut failover = template("OnDemand-Run");
     failover["templateId"] = json!("Failover-Run");
     templates.push(failover);
+    // Two instance types in the template's order, t3.small first, for capacity failover.
+    let mut two_types = template("OnDemand-Run");
+    two_types["templateId"] = json!("Capacity-Run");
+    two_types["providerName"] = json!("aws-primary");
+    two_types["subnetId"] = json!(subnet);
+    two_types.as_object_mut().unwrap().remove("vmType");
+    two_types["vmTypes"] = json!({"t3.small": 1, "t3.micro": 1});
+    templates.push(two_types);
     let path = dir.join("awsprov_templates.json");
     std::fs::write(&path, json!({ "templates": templates }).to_string()).unwrap();
     path
@@ -555,5 +563,37 @@ async fn request_machines_fails_over_from_a_throttled_or_dead_primary_region() {
     // They leave through the strategy that made them.
     let ret = give_back(app, &[machines, more].concat()).await;
     returned(app, &ret, 3).await;
+    hf.app.stop().await;
+}
+
+#[tokio::test]
+async fn request_machines_completes_on_the_second_type_when_the_first_has_no_capacity() {
+    let primary = Moto::start().await;
+    let secondary = Moto::start().await;
+    let hf = aws_hf_app(&primary, &secondary, 0.2).await;
+    let app = &hf.app;
+    let ec2 = primary.ec2(PRIMARY_REGION).await;
+    primary.short_of(&["t3.small"]).await;
+
+    let id = request(app, "Capacity-Run", 2).await;
+    let machines = delivered(app, &ec2, &id, 2).await;
+    let ids: Vec<String> = machines.iter().map(machine_id).collect();
+    for i in instances(&ec2, &ids).await {
+        assert_eq!(
+            i.instance_type().map(|t| t.as_str()),
+            Some("t3.micro"),
+            "{i:?}"
+        );
+    }
+    let (status, listed) = app.get("/api/v1/providers/aws-primary/parked-pools").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["pools"][0]["instance_type"], "t3.small", "{listed}");
+    assert!(
+        listed["pools"][0]["subnet"]
+            .as_str()
+            .unwrap()
+            .starts_with("subnet-"),
+        "{listed}"
+    );
     hf.app.stop().await;
 }

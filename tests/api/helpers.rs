@@ -182,6 +182,16 @@ where
     }
 }
 
+/// The `path` of each error of a problem+json answer, in order.
+pub fn error_paths(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .expect("a problem with errors")
+        .iter()
+        .map(|e| e["path"].as_str().expect("a path"))
+        .collect()
+}
+
 /// Reads the event stream (`GET /api/v1/events`, opened as `stream`) until an event of `kind`
 /// arrives, and answers it; fails after [`PATIENCE`].
 pub async fn next_event(stream: &mut reqwest::Response, kind: &str) -> Value {

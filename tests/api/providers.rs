@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, execute, register_sim, test_config};
+use crate::helpers::{TestApp, error_paths, eventually, execute, register_sim, test_config};
 
 #[tokio::test]
 async fn lists_both_simulated_providers() {
@@ -551,12 +551,7 @@ async fn configuration_switches_policy_and_active_strategy() {
         )
         .await;
     assert_eq!(status, 422);
-    let paths: Vec<&str> = v["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths = error_paths(&v);
     assert_eq!(
         paths,
         [

@@ -6,9 +6,19 @@
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    AllocationStrategy, FleetOptions, FleetType, LaunchSpec, OnDemandAllocation, PriceType,
-    ProvisioningApi, RootVolume, VolumeType, WeightedType,
+    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, LaunchSpec,
+    OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume, Tenancy, VolumeType,
+    WeightedType, named_enum,
 };
+
+named_enum! {
+    /// `capacityReservationPreference` as written in the file.
+    enum ReservationPreference ("capacity reservation preference") {
+        Open => "open",
+        None => "none",
+        Targeted => "targeted",
+    }
+}
 
 /// A problem with one key: (key, message).
 pub type KeyProblem = (String, String);
@@ -157,6 +167,82 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `launchTemplateVersion`: `$Latest`, `$Default` or a version number; only with the user's
+/// `launchTemplateId` (ohfp's own launch templates get a version per request).
+fn launch_template_version(r: &mut Reader, launch_template_id: bool) -> Option<String> {
+    const KEY: &str = "launchTemplateVersion";
+    let v = r.present(KEY)?;
+    let version = match v {
+        Value::String(s) if matches!(s.trim(), "$Latest" | "$Default") => s.trim().to_string(),
+        _ => match number_text(v).and_then(|t| t.parse::<u64>().ok()) {
+            Some(n) if n >= 1 => n.to_string(),
+            _ => {
+                let message = format!("must be $Latest, $Default or a version number, got {v}");
+                r.bad(KEY, message);
+                return None;
+            }
+        },
+    };
+    if !launch_template_id {
+        r.bad(
+            KEY,
+            "needs launchTemplateId (a launch template of yours)".into(),
+        );
+        return None;
+    }
+    Some(version)
+}
+
+/// `placementGroupName`, `tenancy`, `capacityReservationId` and
+/// `capacityReservationPreference` (an id alone means targeted; targeted needs an id).
+fn placement(r: &mut Reader) -> Placement {
+    let group_name = r.text("placementGroupName");
+    if let Some(name) = &group_name
+        && name.len() > 255
+    {
+        r.bad(
+            "placementGroupName",
+            "must be at most 255 characters".into(),
+        );
+    }
+    let tenancy: Option<Tenancy> = r.named("tenancy");
+    let id = r.text("capacityReservationId");
+    if let Some(id) = &id
+        && !id.starts_with("cr-")
+    {
+        let message = format!("must be a capacity reservation id (cr-…), got \"{id}\"");
+        r.bad("capacityReservationId", message);
+    }
+    let preference: Option<ReservationPreference> = r.named("capacityReservationPreference");
+    let capacity_reservation = match (preference, id) {
+        (None, None) => None,
+        (Some(ReservationPreference::Open), None) => Some(CapacityReservation::Open),
+        (Some(ReservationPreference::None), None) => Some(CapacityReservation::None),
+        (None | Some(ReservationPreference::Targeted), Some(id)) => {
+            Some(CapacityReservation::Targeted { id })
+        }
+        (Some(ReservationPreference::Targeted), None) => {
+            r.bad(
+                "capacityReservationPreference",
+                "targeted needs capacityReservationId".into(),
+            );
+            None
+        }
+        (Some(p), Some(_)) => {
+            r.bad(
+                "capacityReservationId",
+                format!("goes with capacityReservationPreference targeted, not {p}"),
+            );
+            None
+        }
+    };
+    Placement {
+        group_name,
+        tenancy,
+        capacity_reservation,
+    }
+}
+
 /// Reads the launch keys of a template object. Every problem is reported, each naming its key.
 pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProblem>> {
     let mut r = Reader {
@@ -268,6 +354,8 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
         on_demand_allocation: r.named::<OnDemandAllocation>("allocationStrategyOnDemand"),
         priorities,
     };
+    let launch_template_id = r.text("launchTemplateId");
+    let launch_template_version = launch_template_version(&mut r, launch_template_id.is_some());
     let spec = LaunchSpec {
         template_id,
         provisioning_api,
@@ -283,7 +371,9 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
         user_data_path: r.text("userDataScript"),
         instance_profile: r.text("instanceProfile"),
         root_volume,
-        launch_template_id: r.text("launchTemplateId"),
+        launch_template_version,
+        placement: placement(&mut r),
+        launch_template_id,
         fleet,
     };
     if r.problems.is_empty() {

@@ -244,3 +244,51 @@ async fn the_catalog_takes_a_good_edit_and_keeps_the_last_good_set_after_a_bad_o
         "a broken edit keeps the last good set"
     );
 }
+
+#[test]
+fn placement_keys_are_read_and_a_reservation_needs_its_preference_to_agree() {
+    let with = |extra: Value| {
+        let mut t = minimal();
+        t.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        one(t)
+    };
+    let t = with(json!({"tenancy": "Dedicated", "placementGroupName": "hpc",
+        "capacityReservationId": "cr-1", "launchTemplateId": "lt-1", "launchTemplateVersion": "3"}))
+    .unwrap();
+    let s = &t.launch;
+    assert_eq!(s.placement.tenancy, Some(crate::domain::Tenancy::Dedicated));
+    assert_eq!(s.placement.group_name.as_deref(), Some("hpc"));
+    assert_eq!(
+        s.placement.capacity_reservation,
+        Some(crate::domain::CapacityReservation::Targeted { id: "cr-1".into() })
+    );
+    assert_eq!(s.launch_template_version.as_deref(), Some("3"));
+    let open = with(json!({"capacityReservationPreference": "open"})).unwrap();
+    assert_eq!(
+        open.launch.placement.capacity_reservation,
+        Some(crate::domain::CapacityReservation::Open)
+    );
+    for (extra, needle) in [
+        (
+            json!({"capacityReservationId": "cr-1", "capacityReservationPreference": "none"}),
+            "capacityReservationId: goes with capacityReservationPreference targeted",
+        ),
+        (
+            json!({"capacityReservationId": "r-1"}),
+            "capacityReservationId: must be a capacity reservation id",
+        ),
+        (
+            json!({"launchTemplateId": "lt-1", "launchTemplateVersion": 0}),
+            "launchTemplateVersion: must be $Latest, $Default or a version number",
+        ),
+        (
+            json!({"launchTemplateVersion": "$Latest"}),
+            "launchTemplateVersion: needs launchTemplateId",
+        ),
+    ] {
+        let text = with(extra).unwrap_err().join("\n");
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}

@@ -46,6 +46,10 @@ pub struct AwsConfig {
     /// Prefix of the launch templates and Auto Scaling groups this strategy makes.
     #[serde(default = "default_name_prefix")]
     pub name_prefix: String,
+    /// How long an (instance type, subnet) pool that answered "no capacity" is skipped;
+    /// 0 moves on without parking.
+    #[serde(default = "default_capacity_cooldown")]
+    pub capacity_cooldown_seconds: u32,
 }
 
 fn default_max_attempts() -> u32 {
@@ -57,6 +61,11 @@ fn default_operation_timeout() -> f64 {
 fn default_connect_timeout() -> f64 {
     5.0
 }
+fn default_capacity_cooldown() -> u32 {
+    600
+}
+/// A day: a pool parked longer is better left out of the template.
+const MAX_CAPACITY_COOLDOWN: u32 = 86_400;
 fn default_name_prefix() -> String {
     "ohfp".into()
 }
@@ -123,6 +132,15 @@ impl AwsConfig {
         {
             return bad("role_arn", "must be an IAM role ARN (arn:...)".into());
         }
+        if cfg.capacity_cooldown_seconds > MAX_CAPACITY_COOLDOWN {
+            return bad(
+                "capacity_cooldown_seconds",
+                format!(
+                    "must be from 0 to {MAX_CAPACITY_COOLDOWN} seconds, got {}",
+                    cfg.capacity_cooldown_seconds
+                ),
+            );
+        }
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 32
@@ -163,6 +181,12 @@ mod tests {
                 .0,
             "config.operation_timeout_seconds"
         );
+        assert_eq!(
+            cfg(json!({"region": "eu-west-1", "capacity_cooldown_seconds": 86_401}))
+                .unwrap_err()
+                .0,
+            "config.capacity_cooldown_seconds"
+        );
         let err = cfg(json!({"region": "eu-west-1", "regoin": "x"})).unwrap_err();
         assert!(err.1.contains("unknown field `regoin`"), "{err:?}");
         assert_eq!(
@@ -185,6 +209,7 @@ mod tests {
         assert_eq!(c.endpoint_url, None);
         assert_eq!(c.profile, None);
         assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.capacity_cooldown_seconds, 600);
         assert_eq!(
             cfg(json!({"region": "eu-west-1", "endpoint_url": "localhost:5000"}))
                 .unwrap_err()

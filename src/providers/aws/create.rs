@@ -2,7 +2,7 @@
 
 use super::spec::ResolvedSpec;
 use super::{AwsProvider, TAG_PROVIDER_API, TAG_REQUEST_ID, TAG_TEMPLATE_ID};
-use crate::domain::{ProviderError, ProvisioningApi};
+use crate::domain::{ProviderError, ProviderErrorKind, ProvisioningApi};
 use crate::providers::{CreateRequest, Created};
 
 /// Most capacity units one creation may ask for.
@@ -55,7 +55,19 @@ impl LaunchOrder {
 
 impl AwsProvider {
     pub(super) async fn launch(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
-        let spec = ResolvedSpec::complete(&req.spec, &self.cfg)?;
+        let mut spec = ResolvedSpec::complete(&req.spec, &self.cfg)?;
+        // Fleets get no override for a parked pool; RunInstances skips them itself.
+        spec.parked = self.parked_pools_of(&spec.spec);
+        if spec.api != ProvisioningApi::RunInstances && spec.pools().is_empty() {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Capacity,
+                "POOLS_PARKED",
+                format!(
+                    "every pool of the template is parked after a capacity error (for {} s)",
+                    self.cfg.capacity_cooldown_seconds
+                ),
+            ));
+        }
         let order = LaunchOrder::new(req, spec)?;
         tracing::info!(
             strategy = %self.strategy,
@@ -66,7 +78,7 @@ impl AwsProvider {
             "creating instances"
         );
         match order.spec.api {
-            ProvisioningApi::RunInstances => self.run_instances(&order).await,
+            ProvisioningApi::RunInstances => self.run_over_pools(&order).await,
             ProvisioningApi::Ec2Fleet => self.create_ec2_fleet(&order).await,
             ProvisioningApi::SpotFleet => self.request_spot_fleet(&order).await,
             ProvisioningApi::Asg => self.grow_group(&order).await,

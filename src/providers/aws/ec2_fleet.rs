@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
 use super::create::LaunchOrder;
 use super::errors::{classify, kind_of_code};
 use super::launch_template::LaunchTemplateRef;
+use super::pools::{PoolKey, is_pool_fault};
 use super::spec::ResolvedSpec;
 use super::{AwsProvider, tag};
 use crate::domain::{
@@ -136,6 +137,24 @@ impl AwsProvider {
             );
         }
         let out = call.send().await.map_err(|e| classify("CreateFleet", e))?;
+        // An instant fleet names the pools that had no room: the next request leaves them out.
+        for e in out.errors() {
+            let overrides = e
+                .launch_template_and_overrides()
+                .and_then(|lt| lt.overrides());
+            let (Some(code), Some(instance_type)) =
+                (e.error_code(), overrides.and_then(|o| o.instance_type()))
+            else {
+                continue;
+            };
+            if is_pool_fault(code) {
+                let pool = PoolKey {
+                    instance_type: instance_type.as_str().to_string(),
+                    subnet: overrides.and_then(|o| o.subnet_id()).map(str::to_string),
+                };
+                self.park(&pool, code);
+            }
+        }
         let fleet_id = out.fleet_id.clone().unwrap_or_default();
         let ids: Vec<String> = out
             .instances()

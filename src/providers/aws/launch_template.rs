@@ -10,15 +10,38 @@
 //! and is never modified or deleted.
 
 use aws_sdk_ec2::types::{
-    Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateTagSpecificationRequest,
+    CapacityReservationPreference, CapacityReservationTarget, Filter,
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateCapacityReservationSpecificationRequest,
+    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplatePlacementRequest, LaunchTemplateTagSpecificationRequest,
     RequestLaunchTemplateData, ResourceType, TagSpecification,
 };
 
 use super::errors::{classify, code_of};
 use super::spec::{ResolvedSpec, invalid};
 use super::{AwsProvider, TAG_TEMPLATE_ID, tag};
-use crate::domain::ProviderError;
+use crate::domain::{CapacityReservation, ProviderError};
+
+/// A capacity reservation as EC2 takes it: a preference, or a target (never both).
+pub(super) fn reservation_request(
+    reservation: &CapacityReservation,
+) -> (
+    Option<CapacityReservationPreference>,
+    Option<CapacityReservationTarget>,
+) {
+    match reservation {
+        CapacityReservation::Open => (Some(CapacityReservationPreference::Open), None),
+        CapacityReservation::None => (Some(CapacityReservationPreference::None), None),
+        CapacityReservation::Targeted { id } => (
+            None,
+            Some(
+                CapacityReservationTarget::builder()
+                    .capacity_reservation_id(id)
+                    .build(),
+            ),
+        ),
+    }
+}
 
 /// A launch template and the version one request uses.
 #[derive(Debug, Clone)]
@@ -59,6 +82,24 @@ impl AwsProvider {
                     .set_tags(Some(tag_list))
                     .build(),
             );
+        let p = &t.spec.placement;
+        if p.group_name.is_some() || p.tenancy.is_some() {
+            data = data.placement(
+                LaunchTemplatePlacementRequest::builder()
+                    .set_group_name(p.group_name.clone())
+                    .set_tenancy(p.tenancy.map(|v| v.as_str().into()))
+                    .build(),
+            );
+        }
+        if let Some(reservation) = &p.capacity_reservation {
+            let (preference, target) = reservation_request(reservation);
+            data = data.capacity_reservation_specification(
+                LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                    .set_capacity_reservation_preference(preference)
+                    .set_capacity_reservation_target(target)
+                    .build(),
+            );
+        }
         if let Some(profile) = &t.spec.instance_profile {
             data = data.iam_instance_profile(
                 LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
@@ -96,7 +137,7 @@ impl AwsProvider {
         if let Some(id) = &t.spec.launch_template_id {
             return Ok(LaunchTemplateRef {
                 id: id.clone(),
-                version: "$Default".into(),
+                version: t.launch_template_version().to_string(),
             });
         }
         let name = self.launch_template_name(&t.spec.template_id);

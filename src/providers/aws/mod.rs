@@ -9,24 +9,32 @@ mod create;
 mod ec2_fleet;
 mod errors;
 mod launch_template;
+mod pools;
 mod run_instances;
 mod spec;
 mod spot_fleet;
 mod status;
 mod terminate;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Tag;
 use serde_json::json;
 
 pub use config::AwsConfig;
+pub use pools::{ParkedPool, ParkedPools, PoolKey};
 
 use super::{
     CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
     TerminateReport, TerminateRequest, ValidationReport,
 };
-use crate::domain::{Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi};
+use crate::app::events::{EventBus, EventKind};
+use crate::domain::{
+    Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi, now_millis, rfc3339,
+};
 use client::AwsClients;
+use pools::{PoolParking, failover_order};
 
 /// Tags ohfp puts on every instance (and on its fleets, groups and launch templates).
 pub const TAG_REQUEST_ID: &str = "ohfp:request-id";
@@ -46,17 +54,45 @@ pub struct AwsProvider {
     clients: AwsClients,
     /// Serialises growing an Auto Scaling group (read desired, write desired + n).
     asg_lock: tokio::sync::Mutex<()>,
+    parking: PoolParking,
+    events: Arc<EventBus>,
 }
 
 impl AwsProvider {
-    pub async fn new(strategy: &str, cfg: AwsConfig) -> Self {
+    pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>) -> Self {
         let clients = AwsClients::new(&cfg).await;
         Self {
             strategy: strategy.to_string(),
+            parking: PoolParking::new(cfg.capacity_cooldown_seconds),
             cfg,
             clients,
             asg_lock: tokio::sync::Mutex::new(()),
+            events,
         }
+    }
+
+    /// Parks `pool` after an answer of `code`, and says so in an event.
+    fn park(&self, pool: &PoolKey, code: &str) {
+        let until = self.parking.park(pool, code, now_millis());
+        self.events.emit(
+            EventKind::PoolParked,
+            Some(&self.strategy),
+            json!({
+                "instance_type": pool.instance_type,
+                "subnet": pool.subnet,
+                "code": code,
+                "until": until.map(rfc3339),
+            }),
+        );
+    }
+
+    /// The pools of `spec` parked now.
+    fn parked_pools_of(&self, spec: &LaunchSpec) -> Vec<PoolKey> {
+        let now = now_millis();
+        failover_order(spec)
+            .into_iter()
+            .filter(|p| self.parking.is_parked(p, now))
+            .collect()
     }
 
     /// Passes an answer on, logging a failure with the operation it ended.
@@ -131,5 +167,9 @@ impl Provider for AwsProvider {
     async fn health(&self) -> Result<HealthReport, ProviderError> {
         let result = self.describe_zones().await;
         self.logged(OperationType::HealthCheck, result)
+    }
+
+    fn parked_pools(&self) -> Option<ParkedPools> {
+        Some(self.parking.list(now_millis()))
     }
 }

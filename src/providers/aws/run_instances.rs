@@ -2,22 +2,74 @@
 //! tagged at launch.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification,
-    InstanceMarketOptionsRequest, LaunchTemplateSpecification, MarketType, ResourceType,
-    TagSpecification,
+    BlockDeviceMapping, CapacityReservationSpecification, EbsBlockDevice,
+    IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
+    MarketType, Placement, ResourceType, TagSpecification,
 };
 
 use super::create::LaunchOrder;
 use super::errors::classify;
+use super::launch_template::reservation_request;
+use super::pools::{PoolKey, failover_order, is_pool_fault};
 use super::spec::invalid;
 use super::{AwsProvider, tag};
-use crate::domain::{Machine, ProviderError, ProvisioningApi};
+use crate::domain::{Machine, ProviderError, ProviderErrorKind, ProvisioningApi, now_millis};
 use crate::providers::Created;
 
 impl AwsProvider {
-    pub(super) async fn run_instances(
+    /// Runs the order in the first pool that has room, in failover order: a pool that
+    /// answers a pool fault is parked and the whole count moves to the next (RunInstances is
+    /// all or nothing: MinCount = MaxCount). Parked pools are skipped. When every pool fails
+    /// the error is a Capacity error with the last pool's code, so the strategy layer fails
+    /// over to the next strategy.
+    pub(super) async fn run_over_pools(
         &self,
         order: &LaunchOrder,
+    ) -> Result<Created, ProviderError> {
+        let all = failover_order(&order.spec.spec);
+        let now = now_millis();
+        let (open, parked): (Vec<PoolKey>, Vec<PoolKey>) = all
+            .into_iter()
+            .partition(|p| !self.parking.is_parked(p, now));
+        let mut failed: Vec<(PoolKey, ProviderError)> = Vec::new();
+        for pool in open {
+            match self.run_instances(order, &pool).await {
+                Ok(created) => {
+                    if !failed.is_empty() {
+                        self.parking.count_failover();
+                    }
+                    return Ok(created);
+                }
+                Err(e) if is_pool_fault(&e.code) => {
+                    self.park(&pool, &e.code);
+                    failed.push((pool, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let skipped = parked.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let tried = failed
+            .iter()
+            .map(|(p, e)| format!("{p}: {}", e.code))
+            .collect::<Vec<_>>();
+        let code = failed
+            .last()
+            .map_or("POOLS_PARKED", |(_, e)| e.code.as_str());
+        Err(ProviderError::new(
+            ProviderErrorKind::Capacity,
+            code,
+            format!(
+                "RunInstances: no pool has room (tried: [{}]; parked: [{}])",
+                tried.join(", "),
+                skipped.join(", ")
+            ),
+        ))
+    }
+
+    async fn run_instances(
+        &self,
+        order: &LaunchOrder,
+        pool: &PoolKey,
     ) -> Result<Created, ProviderError> {
         let t = &order.spec;
         let tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
@@ -27,8 +79,8 @@ impl AwsProvider {
             .run_instances()
             .min_count(order.units)
             .max_count(order.units)
-            .instance_type(t.primary_type().into())
-            .set_subnet_id(t.spec.subnets.first().cloned())
+            .instance_type(pool.instance_type.as_str().into())
+            .set_subnet_id(pool.subnet.clone())
             .set_security_group_ids(
                 (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
             )
@@ -50,6 +102,7 @@ impl AwsProvider {
             Some(id) => call.launch_template(
                 LaunchTemplateSpecification::builder()
                     .launch_template_id(id)
+                    .version(t.launch_template_version())
                     .build(),
             ),
             None => call.image_id(self.resolve_image(t).await?),
@@ -58,6 +111,24 @@ impl AwsProvider {
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
+                    .build(),
+            );
+        }
+        let p = &t.spec.placement;
+        if p.group_name.is_some() || p.tenancy.is_some() {
+            call = call.placement(
+                Placement::builder()
+                    .set_group_name(p.group_name.clone())
+                    .set_tenancy(p.tenancy.map(|v| v.as_str().into()))
+                    .build(),
+            );
+        }
+        if let Some(reservation) = &p.capacity_reservation {
+            let (preference, target) = reservation_request(reservation);
+            call = call.capacity_reservation_specification(
+                CapacityReservationSpecification::builder()
+                    .set_capacity_reservation_preference(preference)
+                    .set_capacity_reservation_target(target)
                     .build(),
             );
         }

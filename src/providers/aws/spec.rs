@@ -3,6 +3,7 @@
 //! strategies defaulted, and the parts it cannot start without checked.
 
 use super::config::AwsConfig;
+use super::pools::PoolKey;
 use crate::domain::{
     AllocationStrategy, FleetType, LaunchSpec, OnDemandAllocation, ProviderError,
     ProviderErrorKind, ProvisioningApi, SpecField,
@@ -40,6 +41,8 @@ pub struct ResolvedSpec {
     pub spec: LaunchSpec,
     pub api: ProvisioningApi,
     pub fleet_type: FleetType,
+    /// Pools left out of fleet overrides because they are parked (see `pools.rs`).
+    pub parked: Vec<PoolKey>,
 }
 
 /// One problem as the Validation error a creation fails with.
@@ -74,6 +77,7 @@ impl ResolvedSpec {
             spec,
             api,
             fleet_type,
+            parked: Vec::new(),
         }
     }
 
@@ -130,6 +134,14 @@ impl ResolvedSpec {
         self.spec.price_type.is_spot()
     }
 
+    /// The version of the user's launch template to launch from.
+    pub fn launch_template_version(&self) -> &str {
+        self.spec
+            .launch_template_version
+            .as_deref()
+            .unwrap_or("$Default")
+    }
+
     /// The preferred instance type (empty only in a spec `problems` rejects).
     pub fn primary_type(&self) -> &str {
         self.spec.primary_type().unwrap_or_default()
@@ -156,8 +168,8 @@ impl ResolvedSpec {
             .unwrap_or(DEFAULT_REQUEST_EXPIRY_MINUTES)
     }
 
-    /// Every pool the spec allows: each instance type in each subnet (in no particular subnet
-    /// when it names none), weighted by the units one instance counts for.
+    /// Every pool the spec allows but the parked ones: each instance type in each subnet (in
+    /// no particular subnet when it names none), weighted by the units one instance counts for.
     pub fn pools(&self) -> Vec<Pool> {
         let subnets: Vec<Option<String>> = if self.spec.subnets.is_empty() {
             vec![None]
@@ -169,17 +181,25 @@ impl ResolvedSpec {
             .iter()
             .flat_map(|t| {
                 let instance_type = t.instance_type.as_str();
-                subnets.iter().map(move |subnet| Pool {
-                    instance_type: instance_type.to_string(),
-                    subnet: subnet.clone(),
-                    weight: self.spec.units_of(Some(instance_type)) as f64,
-                    priority: self
-                        .spec
-                        .fleet
-                        .priorities
-                        .get(instance_type)
-                        .map(|p| f64::from(*p)),
-                })
+                subnets
+                    .iter()
+                    .filter(move |subnet| {
+                        !self
+                            .parked
+                            .iter()
+                            .any(|p| p.instance_type == instance_type && p.subnet == **subnet)
+                    })
+                    .map(move |subnet| Pool {
+                        instance_type: instance_type.to_string(),
+                        subnet: subnet.clone(),
+                        weight: self.spec.units_of(Some(instance_type)) as f64,
+                        priority: self
+                            .spec
+                            .fleet
+                            .priorities
+                            .get(instance_type)
+                            .map(|p| f64::from(*p)),
+                    })
             })
             .collect()
     }
@@ -308,8 +328,21 @@ mod tests {
         );
         assert_eq!(small[1].subnet.as_deref(), Some("subnet-b"));
         weighted.weighted = false;
-        let pools = ResolvedSpec::new(&weighted, &cfg()).pools();
+        let mut resolved = ResolvedSpec::new(&weighted, &cfg());
+        let pools = resolved.pools();
         assert!(pools.iter().all(|p| p.weight == 1.0), "{pools:?}");
+        // A parked pool gets no override; the type stays in its other subnet.
+        resolved.parked = vec![PoolKey {
+            instance_type: "t3.small".into(),
+            subnet: Some("subnet-a".into()),
+        }];
+        let pools = resolved.pools();
+        assert_eq!(pools.len(), 3);
+        assert!(
+            !pools
+                .iter()
+                .any(|p| p.instance_type == "t3.small" && p.subnet.as_deref() == Some("subnet-a"))
+        );
     }
 
     #[test]

@@ -110,6 +110,17 @@ impl Moto {
         }
     }
 
+    async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path} answers JSON: {e}"))
+    }
+
     async fn post(&self, path: &str, body: &str) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.url))
@@ -125,6 +136,18 @@ impl Moto {
         assert!(self.post("/_ohfp/fault", mode).await.status().is_success());
     }
 
+    /// RunInstances of these instance types answers InsufficientInstanceCapacity (none: all
+    /// have room again).
+    pub async fn short_of(&self, instance_types: &[&str]) {
+        let list = instance_types.join(",");
+        assert!(
+            self.post("/_ohfp/capacity", &list)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+
     /// Every AWS call from now on fails with AuthFailure (moto's own switch).
     pub async fn enforce_auth_failure(&self) {
         assert!(
@@ -137,14 +160,20 @@ impl Moto {
 
     /// AWS calls by action since the last reset.
     pub async fn calls(&self) -> Value {
-        self.http
-            .get(format!("{}/_ohfp/calls", self.url))
-            .send()
-            .await
-            .expect("moto answers")
-            .json()
-            .await
-            .expect("call counts")
+        self.get_json("/_ohfp/calls").await
+    }
+
+    /// The parameters of the last `action` call since the last reset (query-protocol calls:
+    /// EC2, Auto Scaling), for what moto does not reflect.
+    pub async fn last_request(&self, action: &str) -> Value {
+        let all = self.get_json("/_ohfp/requests").await;
+        all.as_array()
+            .expect("a list")
+            .iter()
+            .rev()
+            .find(|r| r["action"] == action)
+            .map(|r| r["params"].clone())
+            .unwrap_or_else(|| panic!("no {action} recorded: {all}"))
     }
 
     pub async fn reset_calls(&self) {

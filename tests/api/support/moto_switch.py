@@ -2,8 +2,12 @@
 
   POST /_ohfp/fault   body: "throttle" (503 RequestLimitExceeded / Throttling), "error"
                       (500 InternalError) or "off"
+  POST /_ohfp/capacity body: instance types, comma-separated ("" for none): RunInstances of
+                      one of them answers 500 InsufficientInstanceCapacity, as EC2 does
   GET  /_ohfp/calls   JSON {action: count} of the AWS calls seen since the last reset
-  POST /_ohfp/calls   resets the counts
+  GET  /_ohfp/requests JSON [{action, params}] of the query-protocol calls since the last reset
+                      (the newest 200), for what moto does not reflect
+  POST /_ohfp/calls   resets the counts and the recorded requests
 Everything else goes to moto (its /moto-api/ included).
 """
 import argparse
@@ -16,21 +20,34 @@ from urllib.parse import parse_qs
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-state = {"fault": "off", "calls": Counter()}
+state = {"fault": "off", "calls": Counter(), "short": set(), "requests": []}
+KEPT_REQUESTS = 200
 guard = threading.Lock()
 
 
-def action_of(environ):
-    """The AWS action of a query-protocol call (EC2, Auto Scaling) or a JSON one (SSM)."""
+def call_of(environ):
+    """The AWS action of a query-protocol call (EC2, Auto Scaling) or a JSON one (SSM), and
+    the query-protocol parameters ({} for JSON calls)."""
     size = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(size) if size else b""
     environ["wsgi.input"] = io.BytesIO(body)
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
-        return target.rsplit(".", 1)[-1]
+        return target.rsplit(".", 1)[-1], {}
     form = parse_qs(body.decode(errors="replace"))
     query = parse_qs(environ.get("QUERY_STRING", ""))
-    return (form.get("Action") or query.get("Action") or ["?"])[0]
+    return (form.get("Action") or query.get("Action") or ["?"])[0], form
+
+
+def no_capacity(instance_type, start_response):
+    """EC2's answer when a zone has no room for the type (a server error, HTTP 500)."""
+    body = ("<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code><Message>"
+            f"We currently do not have sufficient {instance_type} capacity in the Availability "
+            "Zone you requested.</Message></Error></Errors><RequestID>ohfp-test</RequestID></Response>")
+    out = body.encode()
+    start_response("500 Internal Server Error",
+                   [("Content-Type", "text/xml"), ("Content-Length", str(len(out)))])
+    return [out]
 
 
 def fault_answer(fault, environ, start_response):
@@ -62,21 +79,42 @@ def wrap(moto_app):
                 state["fault"] = wanted
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [wanted.encode()]
+        if path == "/_ohfp/capacity" and method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            short = {t.strip() for t in environ["wsgi.input"].read(size).decode().split(",")}
+            with guard:
+                state["short"] = {t for t in short if t}
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [",".join(sorted(state["short"])).encode()]
         if path == "/_ohfp/calls":
             with guard:
                 if method == "POST":
                     state["calls"].clear()
+                    state["requests"].clear()
                 out = json.dumps(dict(state["calls"])).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [out]
+        if path == "/_ohfp/requests":
+            with guard:
+                out = json.dumps(state["requests"]).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [out]
         if path.startswith("/moto-api"):
             return moto_app(environ, start_response)
-        action = action_of(environ)
+        action, params = call_of(environ)
         with guard:
             state["calls"][action] += 1
+            if params:
+                state["requests"].append(
+                    {"action": action, "params": {k: v[0] for k, v in params.items()}})
+                del state["requests"][:-KEPT_REQUESTS]
             fault = state["fault"]
+            short = state["short"]
         if fault != "off":
             return fault_answer(fault, environ, start_response)
+        instance_type = (params.get("InstanceType") or [None])[0]
+        if action == "RunInstances" and instance_type in short:
+            return no_capacity(instance_type, start_response)
         return moto_app(environ, start_response)
 
     return app
