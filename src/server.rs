@@ -95,6 +95,11 @@ impl App {
                 token.clone(),
             ),
         );
+        let writer = Arc::clone(&engine);
+        let stop = token.clone();
+        tasks.spawn_service("event writer", async move {
+            writer.events().run_writer(stop).await;
+        });
         tasks.spawn_service(
             "hostfactory reconciler",
             hostfactory::run_reconciler(Arc::clone(&state.hostfactory), token.clone()),
@@ -120,9 +125,10 @@ impl App {
             .await;
         token.cancel();
         tasks.join(SHUTDOWN_GRACE).await;
-        // Provisioning that finished during the grace period recorded metrics after the
-        // monitor's last flush.
+        // Provisioning that finished during the grace period recorded metrics and events after
+        // the monitor's last flush and the event writer's last write.
         monitor::metrics::flush(&engine).await;
+        engine.events().flush().await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
         served.map_err(Into::into)

@@ -7,6 +7,7 @@
 pub mod commands;
 mod engine;
 mod error;
+pub mod event_log;
 pub mod events;
 pub mod executor;
 pub mod metrics;

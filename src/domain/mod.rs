@@ -3,6 +3,7 @@
 //! No I/O here.
 
 mod capabilities;
+mod event;
 mod health;
 mod launch;
 mod machine;
@@ -11,6 +12,7 @@ mod operation;
 mod unknown;
 
 pub use capabilities::{Capabilities, CapabilityFlags};
+pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};
 pub use launch::{
     AllocationStrategy, FleetOptions, FleetType, LaunchSpec, OnDemandAllocation, PriceType,

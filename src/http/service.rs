@@ -1,4 +1,5 @@
-//! Service routes outside /api/v1 (liveness, readiness, Prometheus metrics) and the event stream.
+//! Service routes outside /api/v1 (liveness, readiness, Prometheus metrics) and the events
+//! (kept and live).
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -6,17 +7,21 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
-use super::error::Problem;
-use crate::domain::HealthState;
+use super::error::{ApiError, Problem};
+use super::extract::ApiQuery;
+use crate::app::AppError;
+use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
+use crate::domain::{Event, HealthState};
 use crate::state::AppState;
+use crate::store::{EventFilter, EventQuery, EventRepo, Store};
 use crate::strategy::CircuitState;
 
 #[derive(Serialize, ToSchema)]
@@ -137,34 +142,138 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     }
     let _ = writeln!(
         out,
+        "# HELP ohfp_events_not_stored_total Events not kept (queue full or write failed).\n# TYPE ohfp_events_not_stored_total counter\nohfp_events_not_stored_total {}",
+        state.engine.events().not_stored()
+    );
+    let _ = writeln!(
+        out,
         "# TYPE ohfp_uptime_seconds gauge\nohfp_uptime_seconds {}",
         state.started.elapsed().as_secs()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
-/// Follow the event stream (server-sent events): selections, operations, health changes,
-/// circuit transitions, registrations and configuration changes, as they happen.
-#[utoipa::path(get, path = "/api/v1/events", tag = "providers", operation_id = "streamProviderEvents",
-    responses((status = 200, description = "text/event-stream of `Event` objects", content_type = "text/event-stream",
-        body = crate::app::events::Event)))]
-pub async fn events(
+/// Kept events, filtered (listProviderEvents): selections, operations, health changes, circuit
+/// transitions, registrations, configuration changes and HostFactory requests accepted,
+/// completed and failed. Events are stored a moment after they happen (batched off the request
+/// path); `GET /api/v1/events/stream` follows them live.
+#[utoipa::path(get, path = "/api/v1/events", tag = "providers", operation_id = "listProviderEvents",
+    params(EventsQuery),
+    responses((status = 200, body = EventList),
+        (status = 422, description = "A parameter is not valid; the problem names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_events(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(state.engine.events().subscribe())
-        .filter_map(|item| async move {
-            match item {
-                Ok(event) => SseEvent::default()
-                    .event("provider")
-                    .json_data(&event)
-                    .ok()
-                    .map(Ok),
-                // A slow follower skips what it missed, with a note.
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    Ok(Json(state.engine.list_events(q).await?))
+}
+
+/// Events stored in pages of this many while a reconnecting follower catches up.
+const REPLAY_PAGE: u32 = 500;
+
+/// The `Last-Event-ID` a reconnecting follower sends; absent means "from now on".
+fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(raw) = headers.get("last-event-id") else {
+        return Ok(0);
+    };
+    raw.to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|id| *id <= i64::MAX as u64)
+        .ok_or_else(|| {
+            ApiError(AppError::field(
+                "Last-Event-ID",
+                "must be an event id (a non-negative integer)",
+            ))
+        })
+}
+
+/// Stored events of `filter` with ids from `after` (exclusive) to `before` (exclusive), page by
+/// page. A store error ends the replay with a log line; the follower reconnects.
+fn replay(
+    store: Store,
+    filter: EventFilter,
+    after: u64,
+    before: u64,
+) -> impl Stream<Item = Event> + Send {
+    futures::stream::unfold(Some(after), move |cursor| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move {
+            let after = cursor?;
+            if after + 1 >= before {
+                return None;
+            }
+            let query = EventQuery {
+                filter,
+                since: None,
+                after: Some(after),
+                before: Some(before),
+                limit: REPLAY_PAGE,
+            };
+            match store.events(&query).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|e| e.id);
+                    Some((futures::stream::iter(page), next))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read stored events for a follower");
+                    None
                 }
             }
+        }
+    })
+    .flatten()
+}
+
+/// Follow events live (server-sent events, each with its id). A follower that reconnects with
+/// `Last-Event-ID` first gets every kept event after that id, then the live ones. A follower
+/// too slow to keep up is disconnected, so that its reconnect catches up from the store.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "providers", operation_id = "streamProviderEvents",
+    params(FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of `Event` objects (SSE event `provider`, id = the event id)",
+        content_type = "text/event-stream", body = Event),
+        (status = 422, description = "A parameter is not valid; the problem names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<FollowQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let filter = q.into_filter()?;
+    let after = last_event_id(&headers)?;
+    let follow = state.engine.events().follow(after);
+    let stored = replay(
+        state.engine.store().clone(),
+        filter.clone(),
+        after,
+        follow.first_in_memory,
+    );
+    let live = futures::stream::unfold(follow.live, |mut rx| async move {
+        match rx.recv().await {
+            Ok(event) => Some((event, rx)),
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    missed = n,
+                    "an event follower fell behind; it is disconnected to catch up"
+                );
+                None
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let stream = stored
+        .chain(futures::stream::iter(follow.missed))
+        .chain(live)
+        .filter(move |e| std::future::ready(filter.matches(e)))
+        .filter_map(|e| async move {
+            SseEvent::default()
+                .id(e.id.to_string())
+                .event("provider")
+                .json_data(&e)
+                .ok()
+                .map(Ok)
         })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

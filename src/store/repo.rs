@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    CircuitRow, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult, StoredStrategy,
-    StrategySource,
+    CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult,
+    StoredStrategy, StrategySource,
 };
 use crate::config::StrategySpec;
-use crate::domain::{EpochMillis, HealthStatus, ProvisioningApi};
+use crate::domain::{EpochMillis, Event, HealthStatus, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
 
 /// Registered strategies: their definitions, where they come from, their registration order.
@@ -120,6 +120,23 @@ pub trait MetricsRepo: Send + Sync {
 
     /// Drops buckets older than `before_minute`; returns how many.
     async fn prune_metric_buckets(&self, before_minute: i64) -> StoreResult<u64>;
+}
+
+/// Events, kept for queries and for followers that reconnect.
+#[async_trait]
+pub trait EventRepo: Send + Sync {
+    /// The highest id ever stored (also after pruning), 0 before the first event.
+    async fn last_event_id(&self) -> StoreResult<u64>;
+
+    /// Stores events with the ids they were given.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<()>;
+
+    /// Stored events as `query` says, oldest first.
+    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
+
+    /// Deletes events older than `before`, and beyond the newest `keep`: at most `batch` of
+    /// each.
+    async fn prune_events(&self, before: EpochMillis, keep: u32, batch: u32) -> StoreResult<u64>;
 }
 
 /// The simulated provider's instances; their state follows from their timestamps.

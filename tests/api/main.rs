@@ -8,6 +8,7 @@ mod aws;
 mod aws_hostfactory;
 mod cli;
 mod composites;
+mod events;
 mod guides;
 mod health_checks;
 mod hostfactory;

@@ -137,7 +137,7 @@ async fn events_stream_reports_operations() {
     let app = TestApp::spawn().await;
     let mut res = app
         .client
-        .get(app.url("/api/v1/events"))
+        .get(app.url("/api/v1/events/stream"))
         .send()
         .await
         .unwrap();
