@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
+use crate::http::prometheus::Exposition;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -58,7 +59,9 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let prometheus = Arc::new(Exposition::new(&engine));
         let state = AppState {
+            prometheus,
             engine,
             hostfactory,
             config: Arc::new(config),

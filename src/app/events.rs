@@ -10,8 +10,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub struct EventBus {
     queue: mpsc::Sender<Event>,
     /// The writer's end; the writer holds it while it runs, the last flush after it.
     pending: tokio::sync::Mutex<mpsc::Receiver<Event>>,
-    not_stored: AtomicU64,
+    not_stored: Counter,
 }
 
 /// A follower's start: what it missed that is still in memory, the first id memory holds, and
@@ -67,7 +67,7 @@ impl EventBus {
             live: broadcast::channel(FOLLOWER_BUFFER).0,
             queue,
             pending: tokio::sync::Mutex::new(pending),
-            not_stored: AtomicU64::new(0),
+            not_stored: Counter::default(),
         })
     }
 
@@ -93,7 +93,7 @@ impl EventBus {
         };
         log(&event);
         if self.queue.try_send(event).is_err() {
-            let n = self.not_stored.fetch_add(1, Ordering::Relaxed);
+            let n = self.not_stored.inc();
             if n.is_multiple_of(1000) {
                 tracing::warn!(
                     not_stored = n + 1,
@@ -119,8 +119,8 @@ impl EventBus {
     }
 
     /// Events that could not be stored (queue full or the write failed) since start.
-    pub fn not_stored(&self) -> u64 {
-        self.not_stored.load(Ordering::Relaxed)
+    pub fn not_stored(&self) -> &Counter {
+        &self.not_stored
     }
 
     /// Stores queued events in batches until shutdown.
@@ -159,8 +159,7 @@ impl EventBus {
             return;
         }
         if let Err(e) = self.store.insert_events(batch).await {
-            self.not_stored
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.not_stored.inc_by(batch.len() as u64);
             tracing::error!(error = %e, events = batch.len(), "cannot store events");
         }
         batch.clear();

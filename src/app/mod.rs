@@ -11,6 +11,7 @@ pub mod event_log;
 pub mod events;
 pub mod executor;
 pub mod metrics;
+pub mod prometheus;
 pub mod queries;
 pub mod registry;
 pub mod settings;

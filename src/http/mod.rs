@@ -6,6 +6,7 @@ pub mod extract;
 mod hostfactory;
 mod middleware;
 mod operation;
+pub mod prometheus;
 mod providers;
 mod service;
 
@@ -77,7 +78,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hostfactory::create_return, hostfactory::reclaims))
         .routes(routes!(service::health))
         .routes(routes!(service::ready))
-        .routes(routes!(service::prometheus))
+        .routes(routes!(prometheus::metrics))
         .split_for_parts()
 }
 
@@ -114,5 +115,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::problem_request_id))
                 .layer(CatchPanicLayer::custom(middleware::panic_response)),
         )
+        // Outermost, so that it counts what the client got (401s, timeouts, panics as 500).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), prometheus::track))
         .with_state(state)
 }

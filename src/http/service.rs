@@ -1,14 +1,11 @@
-//! Service routes outside /api/v1 (liveness, readiness, Prometheus metrics) and the events
-//! (kept and live).
+//! Service routes outside /api/v1 (liveness, readiness) and the events (kept and live);
+//! `/metrics` is in `prometheus.rs`.
 
 use std::convert::Infallible;
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -19,10 +16,9 @@ use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
 use crate::app::AppError;
 use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
-use crate::domain::{Event, HealthState};
+use crate::domain::Event;
 use crate::state::AppState;
 use crate::store::{EventFilter, EventQuery, EventRepo, Store};
-use crate::strategy::CircuitState;
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_seconds": 3600}))]
@@ -75,82 +71,6 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Pro
             e,
         )),
     }
-}
-
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text exposition: operation counters and strategy gauges.
-#[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
-        example = json!("ohfp_operations_total{strategy=\"sim-primary\",operation=\"HEALTH_CHECK\",outcome=\"success\"} 12\nohfp_circuit_state{strategy=\"sim-primary\"} 0\n"))))]
-pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::new();
-    let lifetime = state.engine.metrics_recorder().lifetime();
-    out.push_str("# HELP ohfp_operations_total Provider operations by strategy, operation type and outcome.\n");
-    out.push_str("# TYPE ohfp_operations_total counter\n");
-    for ((strategy, op, ok), (n, _)) in &lifetime {
-        let outcome = if *ok { "success" } else { "failure" };
-        let _ = writeln!(
-            out,
-            "ohfp_operations_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}",
-            label(strategy)
-        );
-    }
-    out.push_str("# HELP ohfp_operation_seconds_total Time spent in provider operations.\n");
-    out.push_str("# TYPE ohfp_operation_seconds_total counter\n");
-    for ((strategy, op, ok), (_, secs)) in &lifetime {
-        let outcome = if *ok { "success" } else { "failure" };
-        let _ = writeln!(
-            out,
-            "ohfp_operation_seconds_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {secs}",
-            label(strategy)
-        );
-    }
-    out.push_str("# HELP ohfp_strategy_in_flight Operations in flight per strategy.\n# TYPE ohfp_strategy_in_flight gauge\n");
-    out.push_str("# HELP ohfp_strategy_healthy 1 healthy, 0 unhealthy, -1 unknown.\n# TYPE ohfp_strategy_healthy gauge\n");
-    out.push_str("# HELP ohfp_circuit_state 0 closed, 1 half open, 2 open.\n# TYPE ohfp_circuit_state gauge\n");
-    for e in state.engine.entries() {
-        let name = label(e.name());
-        let health = match e.runtime.health().state {
-            HealthState::Healthy => 1,
-            HealthState::Unhealthy => 0,
-            HealthState::Unknown => -1,
-        };
-        let circuit = match e
-            .runtime
-            .breaker
-            .lock()
-            .expect("breaker lock")
-            .breaker
-            .state
-        {
-            CircuitState::Closed => 0,
-            CircuitState::HalfOpen => 1,
-            CircuitState::Open => 2,
-        };
-        let _ = writeln!(
-            out,
-            "ohfp_strategy_in_flight{{strategy=\"{name}\"}} {}",
-            e.runtime.in_flight.load(Ordering::SeqCst)
-        );
-        let _ = writeln!(out, "ohfp_strategy_healthy{{strategy=\"{name}\"}} {health}");
-        let _ = writeln!(out, "ohfp_circuit_state{{strategy=\"{name}\"}} {circuit}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ohfp_events_not_stored_total Events not kept (queue full or write failed).\n# TYPE ohfp_events_not_stored_total counter\nohfp_events_not_stored_total {}",
-        state.engine.events().not_stored()
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ohfp_uptime_seconds gauge\nohfp_uptime_seconds {}",
-        state.started.elapsed().as_secs()
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 /// Kept events, filtered (listProviderEvents): selections, operations, health changes, circuit

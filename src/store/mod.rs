@@ -30,8 +30,8 @@ pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
-    CircuitRepo, EventRepo, HealthRepo, HfPruned, HostFactoryRepo, MetricsRepo, SettingsRepo,
-    SimInstanceRepo, StrategyRepo, TemplateUsage,
+    CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo, MetricsRepo,
+    SettingsRepo, SimInstanceRepo, StrategyRepo, TemplateUsage,
 };
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};

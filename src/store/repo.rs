@@ -17,8 +17,8 @@ use super::{
     StoredStrategy, StrategySource,
 };
 use crate::config::StrategySpec;
-use crate::domain::{EpochMillis, Event, HealthStatus, ProvisioningApi};
-use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
+use crate::domain::{EpochMillis, Event, HealthStatus, MachineState, ProvisioningApi};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
 /// Registered strategies: their definitions, where they come from, their registration order.
 #[async_trait]
@@ -193,6 +193,13 @@ impl HfPruned {
     }
 }
 
+/// How many HostFactory requests and machines the store holds, by state (for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HfCounts {
+    pub requests: Vec<(RequestKind, RequestState, u64)>,
+    pub machines: Vec<(MachineState, u64)>,
+}
+
 /// HostFactory requests (acquire and return) and the machines they hold.
 #[async_trait]
 pub trait HostFactoryRepo: Send + Sync {
@@ -280,4 +287,7 @@ pub trait HostFactoryRepo: Send + Sync {
     /// old, and its return request (if any) old. Nothing open, and no machine that is still
     /// there in the cloud, is ever deleted.
     async fn prune_finished(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned>;
+
+    /// Requests by kind and state and machines by state, of those kept.
+    async fn hf_counts(&self) -> StoreResult<HfCounts>;
 }

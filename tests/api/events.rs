@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{PATIENCE, TestApp, eventually, execute};
-use crate::hostfactory::{hf_app, shim};
+use crate::hostfactory::{hf_app, request_machines};
 
 fn health_check_on(strategy: &str) -> Value {
     json!({"operation_type": "HEALTH_CHECK", "strategy_override": strategy})
@@ -202,14 +202,7 @@ async fn kept_events_survive_a_restart_and_ids_go_on() {
 async fn hostfactory_requests_are_events() {
     let hf = hf_app(0.2).await;
     let app = &hf.app;
-    let (code, v) = shim(
-        app,
-        "requestMachines",
-        &json!({"template": {"templateId": "OnDemand-C5Large", "machineCount": 1}}).to_string(),
-    )
-    .await;
-    assert_eq!(code, 0, "{v}");
-    let id = v["requestId"].as_str().unwrap().to_string();
+    let id = request_machines(app, "OnDemand-C5Large", 1).await;
     let accepted = listed(app, "kind=request_accepted", 1).await;
     assert_eq!(accepted[0]["detail"]["request_id"], id.as_str());
     assert_eq!(accepted[0]["detail"]["request_kind"], "acquire");

@@ -144,6 +144,22 @@ pub async fn register_sim(app: &TestApp, name: &str, config: Value, extra: Value
     v
 }
 
+/// Registers a simulated strategy that always fails and opens its circuit (threshold 1, no
+/// recovery for an hour) with one failed HEALTH_CHECK.
+pub async fn open_circuit_on_failing_sim(app: &TestApp, name: &str) {
+    register_sim(app, name, json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
+    )
+    .await;
+    execute(
+        app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": name}),
+    )
+    .await;
+}
+
 pub async fn execute(app: &TestApp, body: Value) -> Value {
     let (status, v) = app.post("/api/v1/providers/operations", body).await;
     assert_eq!(status, 200, "{v}");

@@ -13,6 +13,7 @@ mod guides;
 mod health_checks;
 mod hostfactory;
 mod openapi;
+mod prometheus;
 mod providers;
 mod resilience;
 mod restart;

@@ -1,5 +1,6 @@
 //! Test support that needs more than the app: moto's EC2/Auto Scaling server and what the
-//! AWS tests share.
+//! AWS tests share, Python packages from PyPI in venvs.
 
 pub mod aws;
 pub mod moto;
+pub mod pyvenv;
