@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
+use crate::alerts::webhook::{self, Notice};
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
@@ -26,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// The webhook queue's receiving end, for the webhook task started by `run`.
+    notices: mpsc::Receiver<Notice>,
 }
 
 impl App {
@@ -60,8 +65,10 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let prometheus = Arc::new(Exposition::new(&engine));
+        let (alerts, notices) = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
         let state = AppState {
             prometheus,
+            alerts,
             engine,
             hostfactory,
             config: Arc::new(config),
@@ -69,7 +76,11 @@ impl App {
             shutdown,
             tasks,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            notices,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -86,7 +97,11 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { listener, state } = self;
+        let App {
+            listener,
+            state,
+            notices,
+        } = self;
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
         let tasks = state.tasks.clone();
@@ -103,6 +118,13 @@ impl App {
         tasks.spawn_service("event writer", async move {
             writer.events().run_writer(stop).await;
         });
+        let alerts = Arc::clone(&state.alerts);
+        let stop = token.clone();
+        tasks.spawn_service("alert evaluator", async move { alerts.run(stop).await });
+        tasks.spawn_service(
+            "alert webhooks",
+            webhook::run(state.config.alerts.clone(), notices, token.clone()),
+        );
         tasks.spawn_service(
             "hostfactory reconciler",
             hostfactory::run_reconciler(Arc::clone(&state.hostfactory), token.clone()),

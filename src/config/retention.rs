@@ -23,6 +23,8 @@ pub struct RetentionConfig {
     pub events_days: f64,
     /// and beyond the newest this many.
     pub events_max: u32,
+    /// Cleared alerts, this many days after they cleared (active ones stay).
+    pub alerts_days: f64,
 }
 
 impl Default for RetentionConfig {
@@ -36,6 +38,7 @@ impl Default for RetentionConfig {
             health_history_per_strategy: 1000,
             events_days: 7.0,
             events_max: 100_000,
+            alerts_days: 30.0,
         }
     }
 }
@@ -50,6 +53,7 @@ impl RetentionConfig {
             ("sim_instance_hours", self.sim_instance_hours),
             ("health_history_days", self.health_history_days),
             ("events_days", self.events_days),
+            ("alerts_days", self.alerts_days),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 errors.push((field, format!("must be a positive number, got {value}")));

@@ -26,10 +26,12 @@ pub enum EventKind {
     /// A HostFactory request finished with every machine it asked for (or returned).
     RequestCompleted,
     RequestFailed,
+    AlertRaised,
+    AlertCleared,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -39,6 +41,8 @@ impl EventKind {
         EventKind::RequestAccepted,
         EventKind::RequestCompleted,
         EventKind::RequestFailed,
+        EventKind::AlertRaised,
+        EventKind::AlertCleared,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,8 @@ impl EventKind {
             EventKind::RequestAccepted => "request_accepted",
             EventKind::RequestCompleted => "request_completed",
             EventKind::RequestFailed => "request_failed",
+            EventKind::AlertRaised => "alert_raised",
+            EventKind::AlertCleared => "alert_cleared",
         }
     }
 }
@@ -89,8 +95,20 @@ pub struct Event {
     pub detail: Value,
 }
 
-fn as_rfc3339<S: Serializer>(at: &EpochMillis, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes epoch milliseconds as RFC 3339 (for `serialize_with`).
+pub(crate) fn as_rfc3339<S: Serializer>(at: &EpochMillis, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*at))
+}
+
+/// The same for an optional time.
+pub(crate) fn as_rfc3339_opt<S: Serializer>(
+    at: &Option<EpochMillis>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => as_rfc3339(at, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]

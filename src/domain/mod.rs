@@ -2,6 +2,7 @@
 //! the launch model.
 //! No I/O here.
 
+mod alert;
 mod capabilities;
 mod event;
 mod health;
@@ -11,6 +12,7 @@ mod names;
 mod operation;
 mod unknown;
 
+pub use alert::Alert;
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};

@@ -1,6 +1,7 @@
 //! HTTP: routes, extractors, the error mapping and the OpenAPI document. Thin: handlers turn
 //! requests into commands and queries and their answers into JSON.
 
+mod alerts;
 pub mod error;
 pub mod extract;
 mod hostfactory;
@@ -38,6 +39,7 @@ use crate::state::AppState;
         (name = "providers", description = "Provider strategies: selection, execution, registration, health, metrics"),
         (name = "hostfactory", description = "HostFactory's five provider calls in its own wire format (camelCase); the shims in config/hostfactory/scripts post to these"),
         (name = "requests", description = "The same request lifecycle for operators (snake_case)"),
+        (name = "alerts", description = "Alert rules and the alerts they raised"),
         (name = "service", description = "Liveness, readiness, Prometheus metrics"),
     ),
     components(schemas(error::Problem))
@@ -67,6 +69,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::capabilities))
         .routes(routes!(service::list_events))
         .routes(routes!(service::stream_events))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::get_rules, alerts::put_rules))
         .routes(routes!(hostfactory::get_available_templates))
         .routes(routes!(hostfactory::request_machines))
         .routes(routes!(hostfactory::request_return_machines))

@@ -2,7 +2,8 @@
 //! each family once with its HELP and TYPE, escapes labels, and speaks both the Prometheus
 //! text format and OpenMetrics. Series recorded as things happen (operations, events not
 //! stored, HTTP requests) are shared with the registry; gauges of state (breakers, health, in
-//! flight, HostFactory requests and machines) are set from the live state at each scrape.
+//! flight, HostFactory requests and machines, active alerts) are set from the live state at
+//! each scrape.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MachineLabels {
     state: &'static str,
 }
@@ -72,6 +78,7 @@ pub struct Exposition {
     circuit: Family<StrategyLabels, Gauge>,
     hf_requests: Family<RequestLabels, Gauge>,
     hf_machines: Family<MachineLabels, Gauge>,
+    alerts: Family<RuleLabels, Gauge>,
     uptime: Gauge,
     /// Setting the gauges and encoding are one step: two scrapes at once must not interleave.
     scrape: tokio::sync::Mutex<()>,
@@ -89,6 +96,7 @@ impl Exposition {
             circuit: Family::default(),
             hf_requests: Family::default(),
             hf_machines: Family::default(),
+            alerts: Family::default(),
             uptime: Gauge::default(),
             scrape: tokio::sync::Mutex::new(()),
             registry: Registry::default(),
@@ -117,6 +125,11 @@ impl Exposition {
             "ohfp_hostfactory_machines",
             "HostFactory machines kept, by state",
             this.hf_machines.clone(),
+        );
+        registry.register(
+            "ohfp_alerts_active",
+            "Alerts raised and not cleared, by rule",
+            this.alerts.clone(),
         );
         registry.register(
             "ohfp_http_requests",
@@ -157,6 +170,7 @@ impl Exposition {
     /// Sets the gauges of state from the engine and the store.
     async fn refresh(&self, state: &AppState) -> Result<(), sqlx::Error> {
         let counts = state.engine.store().hf_counts().await?;
+        let alerts = state.alerts.active_by_rule().await?;
         for family in [&self.in_flight, &self.healthy, &self.circuit] {
             // Strategies removed since the last scrape go.
             family.clear();
@@ -207,6 +221,12 @@ impl Exposition {
                 .get_or_create(&MachineLabels {
                     state: machine_state.as_str(),
                 })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.alerts.clear();
+        for (rule, n) in alerts {
+            self.alerts
+                .get_or_create(&RuleLabels { rule })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.uptime

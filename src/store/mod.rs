@@ -3,6 +3,7 @@
 //! `FromRow`/`query_as` or `try_get` (see `rows`). What each aggregate offers is a trait of
 //! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
+mod alerts;
 mod breaker;
 mod events;
 mod health;
@@ -30,8 +31,8 @@ pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
-    CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo, MetricsRepo,
-    SettingsRepo, SimInstanceRepo, StrategyRepo, TemplateUsage,
+    AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
+    MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyRepo, TemplateUsage,
 };
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};

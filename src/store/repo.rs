@@ -16,8 +16,9 @@ use super::{
     CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult,
     StoredStrategy, StrategySource,
 };
+use crate::config::AlertRule;
 use crate::config::StrategySpec;
-use crate::domain::{EpochMillis, Event, HealthStatus, MachineState, ProvisioningApi};
+use crate::domain::{Alert, EpochMillis, Event, HealthStatus, MachineState, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
 /// Registered strategies: their definitions, where they come from, their registration order.
@@ -137,6 +138,31 @@ pub trait EventRepo: Send + Sync {
     /// Deletes events older than `before`, and beyond the newest `keep`: at most `batch` of
     /// each.
     async fn prune_events(&self, before: EpochMillis, keep: u32, batch: u32) -> StoreResult<u64>;
+}
+
+/// Alerts raised by the rules, and the rules set at run time.
+#[async_trait]
+pub trait AlertRepo: Send + Sync {
+    /// Stores a raised alert (its `id` and clear fields are ignored); the stored alert.
+    async fn insert_alert(&self, alert: &Alert) -> StoreResult<Alert>;
+
+    /// Marks an alert cleared; the stored alert.
+    async fn clear_alert(&self, id: u64, at: EpochMillis, message: &str) -> StoreResult<Alert>;
+
+    /// Alerts not cleared, oldest first.
+    async fn active_alerts(&self) -> StoreResult<Vec<Alert>>;
+
+    /// The `limit` most recently cleared alerts, newest first.
+    async fn recent_alerts(&self, limit: u32) -> StoreResult<Vec<Alert>>;
+
+    /// Deletes at most `batch` alerts cleared before `before`; active ones are never deleted.
+    async fn prune_alerts(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
+
+    /// The rules set through the API, if any.
+    async fn load_alert_rules(&self) -> StoreResult<Option<Vec<AlertRule>>>;
+
+    /// Replaces the rules set through the API.
+    async fn save_alert_rules(&self, rules: &[AlertRule], now: EpochMillis) -> StoreResult<()>;
 }
 
 /// The simulated provider's instances; their state follows from their timestamps.

@@ -4,6 +4,7 @@
 mod helpers;
 mod support;
 
+mod alerts;
 mod aws;
 mod aws_hostfactory;
 mod cli;
