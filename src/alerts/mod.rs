@@ -157,6 +157,12 @@ impl Alerts {
             source: RulesSource::Api,
         };
         *self.rules.write().expect("rules lock") = view.clone();
+        let names: Vec<&str> = view.rules.iter().map(|r| r.name.as_str()).collect();
+        self.engine.events().emit(
+            EventKind::Configuration,
+            None,
+            json!({"changed": ["alert_rules"], "alert_rules": names}),
+        );
         Ok(view)
     }
 
