@@ -109,13 +109,14 @@ fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
 }
 
 /// Stored events of `filter` with ids from `after` (exclusive) to `before` (exclusive), page by
-/// page. A store error ends the replay with a log line; the follower reconnects.
+/// page. A store error is logged and yields `None`, on which the caller ends the stream: going
+/// on would skip events; the follower reconnects with the last id it got.
 fn replay(
     store: Store,
     filter: EventFilter,
     after: u64,
     before: u64,
-) -> impl Stream<Item = Event> + Send {
+) -> impl Stream<Item = Option<Event>> + Send {
     futures::stream::unfold(Some(after), move |cursor| {
         let (store, filter) = (store.clone(), filter.clone());
         async move {
@@ -134,11 +135,12 @@ fn replay(
                 Ok(page) if page.is_empty() => None,
                 Ok(page) => {
                     let next = page.last().map(|e| e.id);
-                    Some((futures::stream::iter(page), next))
+                    let items: Vec<Option<Event>> = page.into_iter().map(Some).collect();
+                    Some((futures::stream::iter(items), next))
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read stored events for a follower");
-                    None
+                    tracing::error!(error = %e, "cannot read stored events for a follower; its stream ends");
+                    Some((futures::stream::iter(vec![None]), None))
                 }
             }
         }
@@ -183,8 +185,10 @@ pub async fn stream_events(
         }
     });
     let stream = stored
-        .chain(futures::stream::iter(follow.missed))
-        .chain(live)
+        .chain(futures::stream::iter(follow.missed.into_iter().map(Some)))
+        .chain(live.map(Some))
+        .take_while(|e| std::future::ready(e.is_some()))
+        .filter_map(std::future::ready)
         .filter(move |e| std::future::ready(filter.matches(e)))
         .filter_map(|e| async move {
             SseEvent::default()
