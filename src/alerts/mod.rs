@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::app::{AppError, AppResult, Engine, FieldError};
 use crate::config::{AlertRule, AlertsConfig, alert_rule_problems};
-use crate::domain::{Alert, EpochMillis, EventKind, now_millis};
+use crate::domain::{Alert, EpochMillis, EventKind, NewAlert, now_millis};
 use crate::store::{AlertRepo, StoreResult};
 pub use hysteresis::{Change, Tracker};
 use observe::Observation;
@@ -251,15 +251,12 @@ impl Alerts {
         o: Observation,
         now: EpochMillis,
     ) {
-        let alert = Alert {
-            id: 0,
+        let alert = NewAlert {
             rule: rule.name.clone(),
             condition: rule.condition.kind(),
             strategy: o.strategy,
             message: o.message,
             raised_at: now,
-            cleared_at: None,
-            clear_message: None,
         };
         match self.engine.store().insert_alert(&alert).await {
             Ok(stored) => {

@@ -7,6 +7,16 @@ use super::EpochMillis;
 use super::event::{as_rfc3339, as_rfc3339_opt};
 use crate::config::ConditionKind;
 
+/// An alert being raised, before the store gives it an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub rule: String,
+    pub condition: ConditionKind,
+    pub strategy: Option<String>,
+    pub message: String,
+    pub raised_at: EpochMillis,
+}
+
 /// Raised once, cleared once; active while `cleared_at` is null.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[schema(example = json!({"id": 7, "rule": "circuit-open", "condition": "circuit_open",

@@ -12,7 +12,7 @@ mod names;
 mod operation;
 mod unknown;
 
-pub use alert::Alert;
+pub use alert::{Alert, NewAlert};
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};

@@ -2,10 +2,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
-use super::rows::{bad_column, count, json};
+use super::rows::{bad_column, count, id_param, json};
 use super::{AlertRepo, Store, StoreResult};
 use crate::config::AlertRule;
-use crate::domain::{Alert, EpochMillis};
+use crate::domain::{Alert, EpochMillis, NewAlert};
 
 const COLUMNS: &str =
     "id, rule, condition, strategy, message, raised_at, cleared_at, clear_message";
@@ -37,13 +37,9 @@ impl FromRow<'_, SqliteRow> for StoredRules {
     }
 }
 
-fn id_param(id: u64) -> StoreResult<i64> {
-    i64::try_from(id).map_err(|_| bad_column("id", format!("{id} is out of range")))
-}
-
 #[async_trait]
 impl AlertRepo for Store {
-    async fn insert_alert(&self, alert: &Alert) -> StoreResult<Alert> {
+    async fn insert_alert(&self, alert: &NewAlert) -> StoreResult<Alert> {
         sqlx::query_as(&format!(
             "INSERT INTO alerts (rule, condition, strategy, message, raised_at)
              VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {COLUMNS}"
@@ -115,5 +111,52 @@ impl AlertRepo for Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConditionKind;
+    use crate::store::tests::open;
+
+    fn raised(rule: &str, at: EpochMillis) -> NewAlert {
+        NewAlert {
+            rule: rule.into(),
+            condition: ConditionKind::CircuitOpen,
+            strategy: Some("s".into()),
+            message: "open".into(),
+            raised_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn alerts_are_active_until_cleared_and_only_cleared_ones_are_pruned() {
+        let (_dir, store) = open().await;
+        let a = store.insert_alert(&raised("a", 1)).await.unwrap();
+        let b = store.insert_alert(&raised("b", 2)).await.unwrap();
+        assert_eq!(store.active_alerts().await.unwrap(), [a.clone(), b.clone()]);
+        let cleared = store.clear_alert(a.id, 10, "closed").await.unwrap();
+        assert_eq!(cleared.cleared_at, Some(10));
+        assert_eq!(
+            store.active_alerts().await.unwrap(),
+            std::slice::from_ref(&b)
+        );
+        assert_eq!(store.recent_alerts(10).await.unwrap(), [cleared]);
+        assert_eq!(
+            store.prune_alerts(i64::MAX, 10).await.unwrap(),
+            1,
+            "only the cleared one"
+        );
+        assert_eq!(store.active_alerts().await.unwrap(), [b]);
+        sqlx::query("UPDATE alerts SET condition = 'disk_full'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.active_alerts().await.unwrap_err().to_string();
+        assert!(
+            err.contains("condition") && err.contains("disk_full"),
+            "{err}"
+        );
     }
 }

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
-use super::rows::{bad_column, count, json};
+use super::rows::{bad_column, count, id_param, json};
 use super::{EventRepo, Store, StoreResult};
 use crate::domain::{EpochMillis, Event, EventKind};
 
@@ -47,10 +47,6 @@ impl FromRow<'_, SqliteRow> for Event {
             detail: json(r, "detail")?,
         })
     }
-}
-
-fn id_param(id: u64) -> StoreResult<i64> {
-    i64::try_from(id).map_err(|_| bad_column("id", format!("{id} is out of range")))
 }
 
 #[async_trait]

@@ -18,7 +18,9 @@ use super::{
 };
 use crate::config::AlertRule;
 use crate::config::StrategySpec;
-use crate::domain::{Alert, EpochMillis, Event, HealthStatus, MachineState, ProvisioningApi};
+use crate::domain::{
+    Alert, EpochMillis, Event, HealthStatus, MachineState, NewAlert, ProvisioningApi,
+};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
 /// Registered strategies: their definitions, where they come from, their registration order.
@@ -143,8 +145,8 @@ pub trait EventRepo: Send + Sync {
 /// Alerts raised by the rules, and the rules set at run time.
 #[async_trait]
 pub trait AlertRepo: Send + Sync {
-    /// Stores a raised alert (its `id` and clear fields are ignored); the stored alert.
-    async fn insert_alert(&self, alert: &Alert) -> StoreResult<Alert>;
+    /// Stores a raised alert; the stored alert, with its id.
+    async fn insert_alert(&self, alert: &NewAlert) -> StoreResult<Alert>;
 
     /// Marks an alert cleared; the stored alert.
     async fn clear_alert(&self, id: u64, at: EpochMillis, message: &str) -> StoreResult<Alert>;
