@@ -281,3 +281,28 @@ async fn success_rate_and_no_healthy_creator_rules_raise_with_what_they_saw() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_hostfactory_request_is_an_event_and_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::hostfactory::hf_config(dir.path(), 0.2);
+    for p in &mut cfg.providers {
+        p.config.insert("failure_rate".into(), json!(1.0));
+    }
+    cfg.alerts.evaluate_every_seconds = 1.0;
+    cfg.alerts.rules = serde_json::from_value(json!([{"name": "hf-failed", "clear_seconds": 0,
+        "condition": {"type": "hostfactory_request_failed", "window_seconds": 600}}]))
+    .unwrap();
+    let app = TestApp::start(cfg).await;
+    let id = crate::hostfactory::request_machines(&app, "OnDemand-C5Large", 1).await;
+    let failed = eventually("a request_failed event", || async {
+        let (_, v) = app.get("/api/v1/events?kind=request_failed").await;
+        (v["count"] == 1).then(|| v["events"][0].clone())
+    })
+    .await;
+    assert_eq!(failed["detail"]["request_id"], id.as_str(), "{failed}");
+    let alert = active_of(&app, "hf-failed").await;
+    assert!(alert["message"].as_str().unwrap().contains(&id), "{alert}");
+    assert_eq!(alert["strategy"], Value::Null);
+    app.stop().await;
+}
