@@ -36,8 +36,8 @@ fn candidates(n: usize) -> Vec<Candidate> {
             in_flight: (i % 4) as u64,
             recent: RecentStats {
                 samples: 50,
-                success_rate: 90.0 + (i % 10) as f64,
-                mean_response_ms: 10.0 + i as f64,
+                success_rate: Some(90.0 + (i % 10) as f64),
+                mean_response_ms: Some(10.0 + i as f64),
             },
         })
         .collect()

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ohfp::cli::{Cli, Command};
+use ohfp::cli::{Cli, Command, print_line};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,10 +15,15 @@ async fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { files } => ohfp::run::check_config(&files),
-        Command::Openapi => {
-            println!("{}", ohfp::run::openapi_json());
+        Command::Openapi { provider_protocol } => {
+            if provider_protocol {
+                print_line(ohfp::providers::http::protocol::openapi_json());
+            } else {
+                print_line(ohfp::run::openapi_json());
+            }
             0
         }
+        Command::ProviderCheck(args) => ohfp::cli::provider_check(args).await,
         Command::Client(cmd) => ohfp::cli::run_client(cmd).await,
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

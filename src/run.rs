@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::app::views::redacted;
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, print_line};
 use crate::hostfactory::{self, templates::TemplateCatalog};
 use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The database holds the secrets of API-registered strategies and the logs name hosts and
+    // requests: whatever the service creates is for its own user only (0600, directories 0700).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let files: Vec<&Path> = args.config.iter().map(PathBuf::as_path).collect();
     let mut cfg = config::load(&files)?;
     if let Some(bind) = args.bind {
@@ -56,14 +59,14 @@ pub fn check_config(files: &[PathBuf]) -> i32 {
             let env = std::env::var("OHFP_ENV")
                 .map(|e| format!(" (OHFP_ENV={e})"))
                 .unwrap_or_default();
-            println!(
+            print_line(format!(
                 "{source}{env}: ok; {} strategies: {}; policy {}; database {}; {templates}",
                 names.len(),
                 names.join(", "),
                 cfg.strategy.selection_policy,
                 cfg.database.path
-            );
-            println!("{}", merged_json(&cfg));
+            ));
+            print_line(merged_json(&cfg));
             0
         }
         Err(e) => {

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
-use crate::alerts::webhook::{self, Notice};
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
@@ -29,8 +27,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct App {
     listener: TcpListener,
     state: AppState,
-    /// The webhook queue's receiving end, for the webhook task started by `run`.
-    notices: mpsc::Receiver<Notice>,
 }
 
 impl App {
@@ -65,7 +61,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let prometheus = Arc::new(Exposition::new(&engine));
-        let (alerts, notices) = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
+        let alerts = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
         let state = AppState {
             prometheus,
             alerts,
@@ -76,11 +72,7 @@ impl App {
             shutdown,
             tasks,
         };
-        Ok(Self {
-            listener,
-            state,
-            notices,
-        })
+        Ok(Self { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,42 +89,41 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App {
-            listener,
-            state,
-            notices,
-        } = self;
+        let App { listener, state } = self;
         let token = state.shutdown.clone();
         let engine = Arc::clone(&state.engine);
         let tasks = state.tasks.clone();
-        tasks.spawn_service(
-            "background monitor",
-            monitor::run(
-                Arc::clone(&engine),
-                state.config.database.retention.clone(),
-                token.clone(),
-            ),
+        let (monitored, retention, stop) = (
+            Arc::clone(&engine),
+            state.config.database.retention.clone(),
+            token.clone(),
         );
-        let writer = Arc::clone(&engine);
-        let stop = token.clone();
-        tasks.spawn_service("event writer", async move {
-            writer.events().run_writer(stop).await;
+        tasks.spawn_service("background monitor", move || {
+            monitor::run(Arc::clone(&monitored), retention.clone(), stop.clone())
         });
-        let alerts = Arc::clone(&state.alerts);
-        let stop = token.clone();
-        tasks.spawn_service("alert evaluator", async move { alerts.run(stop).await });
-        tasks.spawn_service(
-            "alert webhooks",
-            webhook::run(state.config.alerts.clone(), notices, token.clone()),
-        );
-        tasks.spawn_service(
-            "hostfactory reconciler",
-            hostfactory::run_reconciler(Arc::clone(&state.hostfactory), token.clone()),
-        );
-        tasks.spawn_service(
-            "templates watcher",
-            hostfactory::watch_templates(Arc::clone(&state.hostfactory), token.clone()),
-        );
+        let (writer, stop) = (Arc::clone(&engine), token.clone());
+        tasks.spawn_service("event writer", move || {
+            let (writer, stop) = (Arc::clone(&writer), stop.clone());
+            async move { writer.events().run_writer(stop).await }
+        });
+        let (alerts, stop) = (Arc::clone(&state.alerts), token.clone());
+        tasks.spawn_service("alert evaluator", move || {
+            let (alerts, stop) = (Arc::clone(&alerts), stop.clone());
+            async move { alerts.run(stop).await }
+        });
+        let (alerts, stop) = (Arc::clone(&state.alerts), token.clone());
+        tasks.spawn_service("alert webhooks", move || {
+            let (alerts, stop) = (Arc::clone(&alerts), stop.clone());
+            async move { alerts.run_webhooks(stop).await }
+        });
+        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        tasks.spawn_service("hostfactory reconciler", move || {
+            hostfactory::run_reconciler(Arc::clone(&hf), stop.clone())
+        });
+        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        tasks.spawn_service("templates watcher", move || {
+            hostfactory::watch_templates(Arc::clone(&hf), stop.clone())
+        });
         tracing::info!(
             addr = %listener.local_addr()?,
             strategies = engine.entries().len(),
@@ -144,10 +135,9 @@ impl App {
             shutdown.await;
             signal.cancel();
         });
+        let limits = http::serve::ConnectionLimits::new(&state.config.server);
         let router = http::router(state);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await;
+        http::serve::serve(listener, router, limits, token.clone()).await;
         token.cancel();
         tasks.join(SHUTDOWN_GRACE).await;
         // Provisioning that finished during the grace period recorded metrics and events after
@@ -156,7 +146,7 @@ impl App {
         engine.events().flush().await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
-//! Background tasks, supervised: each long-running task is spawned by name, and one that
-//! panics or stops before shutdown is logged and reported (readiness fails with its name),
-//! never silently gone. Short tasks the service must not lose mid-way (provisioning a
+//! Background tasks, supervised: each long-running task is spawned by name. One that panics is
+//! logged and started again after a pause that grows while it keeps panicking (readiness fails
+//! while it is down, and lists its restarts); one that stops before shutdown for any other
+//! reason is logged and reported (readiness fails with its name). Never silently gone. Short tasks the service must not lose mid-way (provisioning a
 //! HostFactory request) are tracked, so that shutdown waits for them, up to a deadline,
 //! before the store closes.
 
@@ -15,6 +16,25 @@ use tokio_util::task::TaskTracker;
 /// Long-running tasks by name, each with the supervisor that watches it.
 type Supervised = Vec<(&'static str, JoinHandle<()>)>;
 
+/// The pause before the first restart of a task that panicked; it doubles while the task keeps
+/// panicking soon after each start, up to [`RESTART_DELAY_MAX`].
+const RESTART_DELAY_FIRST: Duration = Duration::from_secs(1);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(60);
+
+/// A task that panicked and was started again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct TaskRestart {
+    pub task: &'static str,
+    /// Restarts so far.
+    pub count: u32,
+    /// The latest panic's message.
+    pub last_reason: String,
+    /// When that panic happened (epoch ms).
+    pub last_at: i64,
+    /// Whether the task is waiting to be started again right now.
+    pub down: bool,
+}
+
 #[derive(Clone)]
 pub struct Tasks {
     shutdown: CancellationToken,
@@ -22,6 +42,8 @@ pub struct Tasks {
     running: Arc<Mutex<Supervised>>,
     /// Tasks that ended before shutdown, with why.
     dead: Arc<Mutex<Vec<String>>>,
+    /// Tasks that panicked and were restarted.
+    restarts: Arc<Mutex<Vec<TaskRestart>>>,
     /// Short tasks shutdown waits for.
     tracked: TaskTracker,
 }
@@ -32,30 +54,52 @@ impl Tasks {
             shutdown,
             running: Arc::default(),
             dead: Arc::default(),
+            restarts: Arc::default(),
             tracked: TaskTracker::new(),
         }
     }
 
-    /// Runs `task` for the life of the service. It is expected to return only once shutdown
-    /// is requested; anything else is reported.
-    pub fn spawn_service<F>(&self, name: &'static str, task: F)
+    /// Runs the task `start` makes for the life of the service, making a new one after a
+    /// panic. A task is expected to return only once shutdown is requested; anything else is
+    /// reported.
+    pub fn spawn_service<M, F>(&self, name: &'static str, start: M)
     where
+        M: Fn() -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let inner = tokio::spawn(task);
         let shutdown = self.shutdown.clone();
         let dead = Arc::clone(&self.dead);
+        let restarts = Arc::clone(&self.restarts);
         let supervisor = tokio::spawn(async move {
-            let why = match inner.await {
-                Ok(()) if shutdown.is_cancelled() => return,
-                Ok(()) => "stopped on its own".to_string(),
-                Err(e) if e.is_panic() => format!("panicked: {}", panic_text(e)),
-                Err(e) => format!("was cancelled: {e}"),
-            };
-            tracing::error!(task = name, reason = %why, "background task ended; the service is not ready");
-            dead.lock()
-                .expect("tasks lock")
-                .push(format!("{name} {why}"));
+            let mut delay = RESTART_DELAY_FIRST;
+            loop {
+                let started = tokio::time::Instant::now();
+                let why = match tokio::spawn(start()).await {
+                    Ok(()) if shutdown.is_cancelled() => return,
+                    Ok(()) => "stopped on its own".to_string(),
+                    Err(e) if e.is_panic() => {
+                        let reason = panic_text(e);
+                        if started.elapsed() > RESTART_DELAY_MAX {
+                            delay = RESTART_DELAY_FIRST;
+                        }
+                        tracing::error!(task = name, %reason, restart_in_s = delay.as_secs_f64(), "background task panicked; starting it again");
+                        record_restart(&restarts, name, reason);
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(RESTART_DELAY_MAX);
+                        mark_up(&restarts, name);
+                        continue;
+                    }
+                    Err(e) => format!("was cancelled: {e}"),
+                };
+                tracing::error!(task = name, reason = %why, "background task ended; the service is not ready");
+                dead.lock()
+                    .expect("tasks lock")
+                    .push(format!("{name} {why}"));
+                return;
+            }
         });
         self.running
             .lock()
@@ -74,6 +118,11 @@ impl Tasks {
     /// Background tasks that are gone, with why; empty while all is well.
     pub fn dead(&self) -> Vec<String> {
         self.dead.lock().expect("tasks lock").clone()
+    }
+
+    /// Tasks that panicked and were started again (or are about to be).
+    pub fn restarts(&self) -> Vec<TaskRestart> {
+        self.restarts.lock().expect("tasks lock").clone()
     }
 
     /// After shutdown was requested: waits for the long-running tasks, then up to `deadline`
@@ -96,6 +145,38 @@ impl Tasks {
                 "tracked tasks still running at shutdown; their work resumes at the next start"
             );
         }
+    }
+}
+
+/// Counts a panic of `task`, which is down until [`mark_up`].
+fn record_restart(restarts: &Mutex<Vec<TaskRestart>>, task: &'static str, reason: String) {
+    let mut restarts = restarts.lock().expect("tasks lock");
+    let at = crate::domain::now_millis();
+    match restarts.iter_mut().find(|r| r.task == task) {
+        Some(r) => {
+            r.count += 1;
+            r.last_reason = reason;
+            r.last_at = at;
+            r.down = true;
+        }
+        None => restarts.push(TaskRestart {
+            task,
+            count: 1,
+            last_reason: reason,
+            last_at: at,
+            down: true,
+        }),
+    }
+}
+
+fn mark_up(restarts: &Mutex<Vec<TaskRestart>>, task: &'static str) {
+    if let Some(r) = restarts
+        .lock()
+        .expect("tasks lock")
+        .iter_mut()
+        .find(|r| r.task == task)
+    {
+        r.down = false;
     }
 }
 
@@ -124,26 +205,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_task_that_panics_or_stops_early_is_reported_and_one_that_stops_at_shutdown_is_not() {
+    async fn a_task_that_stops_early_is_reported_and_one_that_stops_at_shutdown_is_not() {
         let token = CancellationToken::new();
         let tasks = Tasks::new(token.clone());
-        tasks.spawn_service("boom", async { panic!("monitor broke") });
-        tasks.spawn_service("quitter", async {});
+        tasks.spawn_service("quitter", || async {});
         let waiter = token.clone();
-        tasks.spawn_service("good", async move { waiter.cancelled().await });
-        let dead = eventually(&tasks, 2).await;
-        assert_eq!(dead.len(), 2, "{dead:?}");
-        assert!(
-            dead.iter().any(|d| d == "boom panicked: monitor broke"),
-            "{dead:?}"
-        );
-        assert!(
-            dead.iter().any(|d| d == "quitter stopped on its own"),
-            "{dead:?}"
-        );
+        tasks.spawn_service("good", move || {
+            let waiter = waiter.clone();
+            async move { waiter.cancelled().await }
+        });
+        let dead = eventually(&tasks, 1).await;
+        assert_eq!(dead, ["quitter stopped on its own"]);
         token.cancel();
         tasks.join(Duration::from_secs(5)).await;
-        assert_eq!(tasks.dead().len(), 2);
+        assert_eq!(tasks.dead().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_started_again_and_its_restart_reported() {
+        let token = CancellationToken::new();
+        let tasks = Tasks::new(token.clone());
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (counter, waiter) = (Arc::clone(&starts), token.clone());
+        tasks.spawn_service("flaky", move || {
+            let first = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let waiter = waiter.clone();
+            async move {
+                assert!(!first, "monitor broke");
+                waiter.cancelled().await;
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while starts.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "not started again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let restarts = tasks.restarts();
+        assert_eq!(restarts.len(), 1);
+        assert_eq!((restarts[0].task, restarts[0].count), ("flaky", 1));
+        assert_eq!(restarts[0].last_reason, "monitor broke");
+        assert!(tasks.dead().is_empty());
+        token.cancel();
+        tasks.join(Duration::from_secs(5)).await;
+        assert!(tasks.dead().is_empty());
     }
 
     #[tokio::test]

@@ -75,17 +75,17 @@ pub struct Alerts {
     evaluate_every: Duration,
     trackers: tokio::sync::Mutex<BTreeMap<Key, Tracked>>,
     notices: mpsc::Sender<webhook::Notice>,
+    /// The webhook task's end of the queue; held by the task while it runs (a restarted task
+    /// takes it again).
+    inbox: tokio::sync::Mutex<mpsc::Receiver<webhook::Notice>>,
+    webhook_cfg: AlertsConfig,
     webhooks: bool,
 }
 
 impl Alerts {
     /// The rules in force (stored ones replace the file's; stored ones that no longer pass
-    /// validation are logged and dropped), and the trackers of alerts still active. Returns the
-    /// receiving end of the webhook queue, for [`webhook::run`].
-    pub async fn start(
-        cfg: &AlertsConfig,
-        engine: Arc<Engine>,
-    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<webhook::Notice>)> {
+    /// validation are logged and dropped), and the trackers of alerts still active.
+    pub async fn start(cfg: &AlertsConfig, engine: Arc<Engine>) -> anyhow::Result<Arc<Self>> {
         let store = engine.store();
         let stored = match store.load_alert_rules().await {
             Ok(Some(rules)) if alert_rule_problems(&rules).is_empty() => Some(rules),
@@ -129,9 +129,11 @@ impl Alerts {
             evaluate_every: Duration::from_secs_f64(cfg.evaluate_every_seconds),
             trackers: tokio::sync::Mutex::new(trackers),
             notices,
+            inbox: tokio::sync::Mutex::new(inbox),
+            webhook_cfg: cfg.clone(),
             webhooks: !cfg.webhooks.is_empty(),
         });
-        Ok((alerts, inbox))
+        Ok(alerts)
     }
 
     pub fn rules(&self) -> RulesView {
@@ -172,6 +174,12 @@ impl Alerts {
             active: store.active_alerts().await?,
             recent: store.recent_alerts(RECENT).await?,
         })
+    }
+
+    /// Sends raises and clears to the webhooks until shutdown (see [`webhook::run`]).
+    pub async fn run_webhooks(&self, shutdown: CancellationToken) {
+        let mut inbox = self.inbox.lock().await;
+        webhook::run(&self.webhook_cfg, &mut inbox, shutdown).await;
     }
 
     /// Evaluates the rules until shutdown.

@@ -27,8 +27,8 @@ pub struct Notice {
 
 /// Delivers notices until shutdown.
 pub async fn run(
-    cfg: AlertsConfig,
-    mut notices: mpsc::Receiver<Notice>,
+    cfg: &AlertsConfig,
+    notices: &mut mpsc::Receiver<Notice>,
     shutdown: CancellationToken,
 ) {
     let client = match reqwest::Client::builder()

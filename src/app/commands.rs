@@ -11,17 +11,19 @@ use utoipa::ToSchema;
 use super::events::EventKind;
 use super::executor::{Active, Route};
 use super::registry::{StrategyRuntime, Write, already_registered};
-use super::settings::SettingsPatch;
-use super::views::{CheckView, HealthCheckView, HealthView, StrategyView};
-use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError};
+use super::settings::{SettingsPatch, explicit_null};
+use super::views::{CheckView, CircuitView, HealthCheckView, HealthView, StrategyView};
+use super::{AppError, AppResult, Attempt, ConfigurationView, Engine, FieldError, StrategyEntry};
 use crate::config::{MAX_TIMEOUT_SECONDS, StrategySpec, check_strategy_name};
 use crate::domain::{
     CapabilityFlags, HealthState, HealthStatus, OperationType, now_millis, rfc3339,
 };
 use crate::monitor::health::{self, Checker};
+use crate::providers::composite::LoadBalancerConfig;
 use crate::providers::{self, Operation};
-use crate::store::StrategySource;
-use crate::strategy::{CircuitBreaker, SelectionCriteria, Verdict};
+use crate::store::{CircuitRow, HostFactoryRepo, StrategyHoldings, StrategySource};
+use crate::strategy::balancing::{WeightError, with_weight};
+use crate::strategy::{BreakerPatch, CircuitMode, ModeSetting, SelectionCriteria, Verdict};
 
 /// executeProviderOperation.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -193,6 +195,12 @@ pub struct RegisterCommand {
     pub weight: Option<f64>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// This strategy's own circuit-breaker settings, laid over the global ones field by field
+    /// (`{"failure_threshold": 10}`), with the same bounds. Left out on an update, the
+    /// strategy keeps its own; `null` removes them.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<BreakerPatch>, nullable = true)]
+    pub circuit_breaker: Option<Option<BreakerPatch>>,
 }
 
 /// updateProviderHealth.
@@ -224,6 +232,46 @@ pub struct HealthReport {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub error_details: Option<Value>,
+}
+
+/// setProviderCircuit: an operator's decision on a strategy's circuit.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"mode": "open", "source": "ops-oncall", "reason": "provider maintenance"}))]
+pub struct SetCircuitCommand {
+    /// `open` (also `forced_open`): reject every call until told otherwise; `closed` (also
+    /// `forced_closed`): admit every call, failures not counted; `auto`: the breaker's rules
+    /// decide again, from the state it is in.
+    #[schema(value_type = String, example = "open")]
+    pub mode: CircuitMode,
+    /// Who decides (recorded with the mode and in the event); default `api`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Why (at most 500 characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest `reason` of setProviderCircuit.
+const MAX_REASON_CHARS: usize = 500;
+
+/// A report's or a decision's `source`: trimmed, `api` when absent or blank, at most 64
+/// characters.
+fn source_of(given: Option<&str>) -> AppResult<String> {
+    match given.map(str::trim) {
+        None | Some("") => Ok("api".to_string()),
+        Some(s) if s.chars().count() <= 64 => Ok(s.to_string()),
+        Some(_) => Err(AppError::field("source", "must be at most 64 characters")),
+    }
+}
+
+/// setStrategyWeight: one load balancer member's weight.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"weight": 0.8}))]
+pub struct SetWeightCommand {
+    /// Any positive number, fractions too; the other members keep theirs.
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -285,6 +333,43 @@ fn validate_spec(spec: &StrategySpec, engine: &Engine) -> AppResult<()> {
     }
 }
 
+/// How many machine and request ids a refused unregistration names.
+const NAMED_HOLDINGS: u32 = 5;
+
+/// "3 HostFactory machines (a, b, c) and 12 open requests (d, …, h and 7 more)".
+fn describe_holdings(held: &StrategyHoldings) -> String {
+    let list = |ids: &[String], count: u64, one: &str, many: &str| -> Option<String> {
+        let more = count.saturating_sub(ids.len() as u64);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        (count > 0).then(|| {
+            let noun = if count == 1 { one } else { many };
+            format!("{count} {noun} ({}{tail})", ids.join(", "))
+        })
+    };
+    [
+        list(
+            &held.machines,
+            held.machine_count,
+            "HostFactory machine",
+            "HostFactory machines",
+        ),
+        list(
+            &held.requests,
+            held.request_count,
+            "open HostFactory request",
+            "open HostFactory requests",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" and ")
+}
+
 impl RegisterCommand {
     fn into_spec(self, name: String, previous: Option<&StrategySpec>) -> StrategySpec {
         StrategySpec {
@@ -295,6 +380,9 @@ impl RegisterCommand {
             weight: self.weight.or(previous.map(|p| p.weight)).unwrap_or(100.0),
             capabilities: self.capabilities.unwrap_or_default(),
             config: self.strategy_config,
+            circuit_breaker: self
+                .circuit_breaker
+                .unwrap_or_else(|| previous.and_then(|p| p.circuit_breaker)),
         }
     }
 }
@@ -408,14 +496,14 @@ impl Engine {
             .clone()
             .ok_or_else(|| AppError::field("strategy_name", "is required"))?;
         let spec = cmd.into_spec(name.clone(), None);
+        let _changing = self.changes.lock().await;
         validate_spec(&spec, self)?;
         if self.registry.get(&name).is_some() {
             return Err(already_registered(&name));
         }
         let runtime = Arc::new(StrategyRuntime::new(
             HealthStatus::unknown(),
-            CircuitBreaker::default(),
-            None,
+            CircuitRow::default(),
         ));
         let entry = self
             .registry
@@ -437,6 +525,7 @@ impl Engine {
         name: &str,
         cmd: RegisterCommand,
     ) -> AppResult<StrategyView> {
+        let _changing = self.changes.lock().await;
         let current = self.registry.entry(name)?;
         if let Some(body_name) = &cmd.strategy_name
             && body_name != name
@@ -449,6 +538,18 @@ impl Engine {
             ));
         }
         let spec = cmd.into_spec(name.to_string(), Some(&current.spec));
+        self.replace_spec(&current, spec, json!({"action": "updated"}))
+            .await
+    }
+
+    /// Installs `spec` in place of `current`'s definition, keeping its run-time state and
+    /// registration order, and emits a registration event with `detail`.
+    async fn replace_spec(
+        &self,
+        current: &StrategyEntry,
+        spec: StrategySpec,
+        detail: Value,
+    ) -> AppResult<StrategyView> {
         validate_spec(&spec, self)?;
         let entry = self
             .registry
@@ -461,13 +562,47 @@ impl Engine {
             )
             .await?;
         let view = StrategyView::of(&entry);
-        self.schedule_first_check(name);
-        self.events.emit(
-            EventKind::Registration,
-            Some(name),
-            json!({"action": "updated"}),
-        );
+        self.schedule_first_check(entry.name());
+        self.events
+            .emit(EventKind::Registration, Some(entry.name()), detail);
         Ok(view)
+    }
+
+    /// setStrategyWeight: sets one member's weight of a load balancer; the other members keep
+    /// theirs, and the stored definition then names every member's weight.
+    pub async fn set_member_weight(
+        &self,
+        name: &str,
+        member: &str,
+        cmd: SetWeightCommand,
+    ) -> AppResult<StrategyView> {
+        let _changing = self.changes.lock().await;
+        let current = self.registry.entry(name)?;
+        if current.spec.provider_type != "load_balancer" {
+            return Err(AppError::Conflict(format!(
+                "strategy '{name}' is a {}, not a load_balancer: only load balancer members have weights",
+                current.spec.provider_type
+            )));
+        }
+        let cfg = LoadBalancerConfig::from_spec(&current.spec.config)
+            .map_err(|(p, m)| AppError::field(spec_field(&p), m))?;
+        let weights = with_weight(&cfg.strategies, &cfg.weights, member, cmd.weight).map_err(
+            |e| match e {
+                WeightError::NotAMember => AppError::NotFound {
+                    what: "load balancer member",
+                    name: member.to_string(),
+                },
+                WeightError::Invalid(m) => AppError::field("weight", m),
+            },
+        )?;
+        let mut spec = current.spec.clone();
+        spec.config.insert("weights".into(), json!(weights));
+        self.replace_spec(
+            &current,
+            spec,
+            json!({"action": "weight_updated", "member": member, "weight": cmd.weight}),
+        )
+        .await
     }
 
     /// A new or changed strategy is checked in the background `health_check_initial_delay`
@@ -479,6 +614,7 @@ impl Engine {
     }
 
     pub async fn unregister_strategy(&self, name: &str) -> AppResult<UnregisterView> {
+        let _changing = self.changes.lock().await;
         if let Err(not_found) = self.registry.entry(name) {
             // A stored strategy that start-up could not build is in the store only; deleting
             // it is how an operator clears it (it is in no setting and no composite yet).
@@ -505,7 +641,26 @@ impl Engine {
                 user.spec.provider_type
             )));
         }
-        self.registry.remove(name).await?;
+        // Its machines are polled and terminated through it: deleted, they could never be
+        // returned. Disabling it lets it drain instead (no new work, polls and terminations go
+        // on). It leaves memory before the store is read, so an acquire request that could
+        // still place machines on it is either seen there or can no longer choose it.
+        let entry = self
+            .registry
+            .withdraw(name)
+            .ok_or_else(|| AppError::strategy_not_found(name))?;
+        let refusal = match self.store.hf_holdings(name, NAMED_HOLDINGS).await {
+            Ok(held) if held.is_empty() => self.registry.remove(name).await.err(),
+            Ok(held) => Some(AppError::Conflict(format!(
+                "strategy '{name}' still holds {}; disable it (PUT /api/v1/providers/{name} with \"enabled\": false) so it takes no new work, let HostFactory return its machines, then delete it",
+                describe_holdings(&held)
+            ))),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refusal {
+            self.registry.restore(entry);
+            return Err(e);
+        }
         Ok(self.unregistered(name))
     }
 
@@ -522,6 +677,7 @@ impl Engine {
     }
 
     pub async fn configure(&self, patch: SettingsPatch) -> AppResult<ConfigureView> {
+        let _changing = self.changes.lock().await;
         let known = |name: &str| self.registry.get(name).is_some();
         let errors: Vec<FieldError> = patch
             .problems(&self.settings.effective(), &known)
@@ -599,11 +755,7 @@ impl Engine {
                 ),
             ));
         }
-        let source = match cmd.source.as_deref().map(str::trim) {
-            None | Some("") => "api".to_string(),
-            Some(s) if s.len() <= 64 => s.to_string(),
-            Some(_) => return Err(AppError::field("source", "must be at most 64 characters")),
-        };
+        let source = source_of(cmd.source.as_deref())?;
         let status = HealthStatus {
             state: if cmd.health_status.is_healthy {
                 HealthState::Healthy
@@ -618,5 +770,34 @@ impl Engine {
         };
         health::record(&self.store, &self.events, &entry, status).await?;
         Ok(HealthView::of(&entry, &self.settings.breaker()))
+    }
+
+    /// setProviderCircuit: forces a strategy's circuit open or closed, or hands it back to
+    /// its rules; persisted with who did it, and announced.
+    pub async fn set_circuit(&self, name: &str, cmd: SetCircuitCommand) -> AppResult<CircuitView> {
+        let entry = self.registry.entry(name)?;
+        let source = source_of(cmd.source.as_deref())?;
+        let reason = cmd
+            .reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+        {
+            return Err(AppError::field(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let setting = ModeSetting {
+            source,
+            reason,
+            at: now_millis(),
+        };
+        self.executor
+            .set_circuit_mode(&entry, cmd.mode, setting)
+            .await?;
+        Ok(CircuitView::of(&entry, &self.settings.breaker()))
     }
 }

@@ -32,6 +32,11 @@ pub struct Engine {
     pub(super) events: Arc<EventBus>,
     /// First checks of strategies registered or changed, run by the background task.
     pub(super) due_checks: DueChecks,
+    /// Held by every change of the registry or of the settings that name strategies, from its
+    /// checks to its last write: checked apart from acting, two changes at once could each
+    /// pass their checks and together leave a composite, `fallback_strategies` or
+    /// `active_strategy` naming a deleted strategy.
+    pub(super) changes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -57,6 +62,7 @@ impl Engine {
             metrics,
             events,
             due_checks: DueChecks::default(),
+            changes: tokio::sync::Mutex::default(),
         }))
     }
 

@@ -21,15 +21,17 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppError, AppResult};
 use crate::domain::{
-    Attempt, EpochMillis, OperationType, ProviderError, ProviderErrorKind, now_millis, rfc3339,
+    Attempt, EpochMillis, OperationType, Outcome, ProviderError, ProviderErrorKind, now_millis,
+    rfc3339,
 };
 use crate::monitor::health::{self, Checker};
 use crate::providers::{
     MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
 };
-use crate::store::{CircuitRepo, CircuitRow, Store};
+use crate::store::{CircuitRepo, Store, StoreResult};
 use crate::strategy::{
-    Candidate, Selection, SelectionCriteria, SelectorState, Transition, selection,
+    BreakerConfig, Candidate, CircuitMode, ModeSetting, Selection, SelectionCriteria,
+    SelectorState, Transition, selection,
 };
 
 /// How an operation finds its strategy.
@@ -327,7 +329,7 @@ impl Executor {
         op: &Operation,
         timeout: Duration,
     ) -> (Attempt, Result<OperationOutput, ProviderError>) {
-        let cfg = self.settings.breaker();
+        let cfg = entry.spec.breaker(&self.settings.breaker());
         let name = entry.name();
         let capabilities = entry.capabilities();
         if !capabilities.supports(op.kind()) {
@@ -351,15 +353,25 @@ impl Executor {
                 ),
             );
         }
-        let (decision, transition) = {
+        let (decision, transition, forced_open) = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
-            slot.breaker.try_acquire(&cfg, now_millis())
+            let (decision, transition) = slot.breaker.try_acquire(&cfg, now_millis());
+            (
+                decision,
+                transition,
+                slot.breaker.mode == CircuitMode::ForcedOpen,
+            )
         };
         if let Some(t) = transition {
             self.record_transition(entry, t).await;
         }
         let permit = match decision {
-            Ok(p) => p,
+            Ok(p) => Some(p),
+            // Status polls and terminations keep the machines a strategy made tracked and
+            // returned: a circuit its failing creates (or a capacity shortage) opened says
+            // nothing about them. They pass it without a permit, so they neither probe nor
+            // close it. An operator's forced open stops them too.
+            Err(_) if op.kind().tends_existing_machines() && !forced_open => None,
             Err(reason) => {
                 let err =
                     ProviderError::new(ProviderErrorKind::CircuitOpen, "CIRCUIT_OPEN", reason);
@@ -388,7 +400,7 @@ impl Executor {
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let now = now_millis();
-        let transition = {
+        let transition = permit.and_then(|permit| {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             match &result {
                 Ok(_) => slot.breaker.on_success(&cfg, permit, now),
@@ -398,9 +410,9 @@ impl Executor {
                     None
                 }
             }
-        };
+        });
         // The caller's own mistakes say nothing of the strategy's performance.
-        if !matches!(&result, Err(e) if !e.kind.counts_as_failure()) {
+        if Outcome::of(&result).judges_provider() {
             entry
                 .runtime
                 .window
@@ -408,12 +420,8 @@ impl Executor {
                 .expect("window lock")
                 .record(result.is_ok(), ms);
         }
-        let error = result
-            .as_ref()
-            .err()
-            .map(|e| (e.code.as_str(), e.message.as_str()));
-        tracing::debug!(strategy = name, operation = %op.kind(), success = result.is_ok(), response_time_ms = ms, error = ?error, "the provider answered");
-        self.record_metric(name, op, now, result.is_ok(), ms, error);
+        tracing::debug!(strategy = name, operation = %op.kind(), success = result.is_ok(), response_time_ms = ms, error_code = ?result.as_ref().err().map(|e| &e.code), "the provider answered");
+        self.record_metric(name, op, now, &result, ms);
         self.record_health(entry, op, &result, now, ms).await;
         self.events.emit(
             EventKind::Operation,
@@ -443,15 +451,8 @@ impl Executor {
         err: ProviderError,
     ) -> (Attempt, Result<OperationOutput, ProviderError>) {
         tracing::debug!(strategy = name, operation = %op.kind(), error_code = %err.code, reason = %err.message, "refused without calling the provider");
-        self.record_metric(
-            name,
-            op,
-            now_millis(),
-            false,
-            0.0,
-            Some((err.code.as_str(), err.message.as_str())),
-        );
         let result = Err(err);
+        self.record_metric(name, op, now_millis(), &result, 0.0);
         (Attempt::of(name, &result, 0.0), result)
     }
 
@@ -461,13 +462,12 @@ impl Executor {
         name: &str,
         op: &Operation,
         at: EpochMillis,
-        success: bool,
+        result: &Result<OperationOutput, ProviderError>,
         ms: f64,
-        error: Option<(&str, &str)>,
     ) {
         if self.settings.metrics_collection_enabled() {
             self.metrics
-                .record(name, op.kind().as_str(), at, success, ms, error);
+                .record(name, op.kind().as_str(), at, result, ms);
         }
     }
 
@@ -495,20 +495,57 @@ impl Executor {
         let row = {
             let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
             slot.last_reason = Some(t.reason.clone());
-            CircuitRow {
-                breaker: slot.breaker.clone(),
-                last_reason: slot.last_reason.clone(),
-            }
+            slot.row()
         };
-        tracing::warn!(strategy = entry.name(), from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "circuit transition");
         if let Err(e) = self.store.save_circuit(entry.name(), &row).await {
             tracing::error!(strategy = entry.name(), error = %e, "cannot persist circuit state");
         }
+        self.announce_transition(entry, &t);
+    }
+
+    fn announce_transition(&self, entry: &StrategyEntry, t: &Transition) {
+        tracing::warn!(strategy = entry.name(), from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "circuit transition");
         self.events.emit(
             EventKind::CircuitTransition,
             Some(entry.name()),
             json!({"from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
         );
+    }
+
+    /// An operator's decision on a strategy's circuit: applied, persisted (an error if it
+    /// cannot be, since the operator must know it will not survive a restart), announced as a
+    /// `circuit_control` event, and as a `circuit_transition` when the state changed.
+    pub async fn set_circuit_mode(
+        &self,
+        entry: &StrategyEntry,
+        mode: CircuitMode,
+        setting: ModeSetting,
+    ) -> StoreResult<()> {
+        let reason = match &setting.reason {
+            Some(why) => format!("{} by {}: {why}", mode.as_str(), setting.source),
+            None => format!("{} by {}", mode.as_str(), setting.source),
+        };
+        let (transition, row) = {
+            let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+            let t = slot.breaker.set_mode(mode, setting.at, reason.clone());
+            if t.is_some() {
+                slot.last_reason = Some(reason.clone());
+            }
+            slot.mode_set = Some(setting.clone());
+            (t, slot.row())
+        };
+        self.store.save_circuit(entry.name(), &row).await?;
+        tracing::warn!(strategy = entry.name(), mode = mode.as_str(), source = %setting.source, "circuit mode set");
+        self.events.emit(
+            EventKind::CircuitControl,
+            Some(entry.name()),
+            json!({"mode": mode, "source": setting.source, "reason": setting.reason,
+                   "state": row.breaker.state, "at": rfc3339(setting.at)}),
+        );
+        if let Some(t) = transition {
+            self.announce_transition(entry, &t);
+        }
+        Ok(())
     }
 }
 
@@ -575,6 +612,12 @@ impl MemberInvoker for MemberCalls {
     fn candidate(&self, strategy: &str) -> Option<Candidate> {
         let executor = self.0.upgrade()?;
         executor.registry.get(strategy).map(|e| e.candidate())
+    }
+
+    fn breaker(&self, strategy: &str) -> Option<BreakerConfig> {
+        let executor = self.0.upgrade()?;
+        let entry = executor.registry.get(strategy)?;
+        Some(entry.spec.breaker(&executor.settings.breaker()))
     }
 
     fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition) {

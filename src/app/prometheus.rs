@@ -9,13 +9,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::domain::Outcome;
 use crate::store::LATENCY_BOUNDS_MS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
     pub strategy: String,
     pub operation: String,
-    /// `success` or `failure`.
+    /// `success`, `failure`, `caller_error` or `rejected`.
     pub outcome: &'static str,
 }
 
@@ -40,11 +41,11 @@ impl Default for OperationSeries {
 }
 
 impl OperationSeries {
-    pub fn observe(&self, strategy: &str, operation: &str, success: bool, response_ms: f64) {
+    pub fn observe(&self, strategy: &str, operation: &str, outcome: Outcome, response_ms: f64) {
         let labels = OperationLabels {
             strategy: strategy.to_string(),
             operation: operation.to_string(),
-            outcome: if success { "success" } else { "failure" },
+            outcome: outcome.as_str(),
         };
         self.count.get_or_create(&labels).inc();
         self.seconds

@@ -32,7 +32,7 @@ pub struct ListQuery {
     "priority": 0, "weight": 70.0, "source": "config", "strategy_config": {"region": "sim-east-1"},
     "capabilities": {"provider_type": "simulated", "supported_operations": ["CREATE_INSTANCES"],
     "features": {"simulated": true}, "limitations": {}}, "health": "healthy", "circuit_state": "closed",
-    "in_flight": 0, "recent": {"samples": 0, "success_rate": 0.0, "mean_response_ms": 0.0},
+    "in_flight": 0, "recent": {"samples": 0, "success_rate": null, "mean_response_ms": null},
     "registered_at": "2026-11-22T00:10:00.000Z", "updated_at": "2026-11-22T00:10:00.000Z"}], "count": 1}))]
 pub struct ProviderList {
     pub providers: Vec<StrategyView>,

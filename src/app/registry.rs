@@ -10,9 +10,9 @@ use super::{AppError, AppResult};
 use crate::config::StrategySpec;
 use crate::domain::{Capabilities, EpochMillis, HealthStatus, OperationType, now_millis};
 use crate::providers::{self, Provider, ProviderDeps, composite};
-use crate::store::{Store, StrategyRepo, StrategySource};
+use crate::store::{CircuitRow, Store, StrategyRepo, StrategySource};
 use crate::strategy::composition::find_cycle;
-use crate::strategy::{Candidate, CircuitBreaker, OutcomeWindow};
+use crate::strategy::{Candidate, CircuitBreaker, ModeSetting, OutcomeWindow};
 
 /// How `install` stores a definition: a registration never replaces one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,17 +51,31 @@ pub struct StrategyRuntime {
 pub struct BreakerSlot {
     pub breaker: CircuitBreaker,
     pub last_reason: Option<String>,
+    /// Who set the breaker's mode, when an operator did.
+    pub mode_set: Option<ModeSetting>,
+}
+
+impl BreakerSlot {
+    /// What the store keeps of this slot.
+    pub fn row(&self) -> CircuitRow {
+        CircuitRow {
+            breaker: self.breaker.clone(),
+            last_reason: self.last_reason.clone(),
+            mode_set: self.mode_set.clone(),
+        }
+    }
 }
 
 impl StrategyRuntime {
-    pub fn new(health: HealthStatus, breaker: CircuitBreaker, last_reason: Option<String>) -> Self {
+    pub fn new(health: HealthStatus, circuit: CircuitRow) -> Self {
         Self {
             in_flight: AtomicU64::new(0),
             window: Mutex::new(OutcomeWindow::default()),
             health: Mutex::new(health),
             breaker: Mutex::new(BreakerSlot {
-                breaker,
-                last_reason,
+                breaker: circuit.breaker,
+                last_reason: circuit.last_reason,
+                mode_set: circuit.mode_set,
             }),
         }
     }
@@ -195,6 +209,20 @@ impl Registry {
             }
         }
         entry
+    }
+
+    /// Takes an entry out of memory: lookups and selection no longer see it; `restore` puts
+    /// it back in its place.
+    pub fn withdraw(&self, name: &str) -> Option<Arc<StrategyEntry>> {
+        let mut entries = self.entries.write().expect("registry lock");
+        let i = entries.iter().position(|e| e.spec.name == name)?;
+        Some(entries.remove(i))
+    }
+
+    pub fn restore(&self, entry: Arc<StrategyEntry>) {
+        let mut entries = self.entries.write().expect("registry lock");
+        entries.push(entry);
+        entries.sort_by_key(|e| e.order);
     }
 
     /// Builds the provider, stores the definition and installs the entry. `order` keeps a

@@ -13,7 +13,7 @@ use super::AppResult;
 use crate::config::StrategySettings;
 use crate::domain::{EpochMillis, now_millis};
 use crate::store::{SettingsRepo, Store};
-use crate::strategy::{BreakerConfig, SelectionCriteria, SelectionPolicy};
+use crate::strategy::{BreakerConfig, BreakerPatch, SelectionCriteria, SelectionPolicy};
 
 struct State {
     file: StrategySettings,
@@ -177,23 +177,6 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Partial circuit-breaker settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Consecutive failures that open the circuit: 1 to 1000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_threshold: Option<u32>,
-    /// Seconds an open circuit waits: more than 0, at most 86400 (one day).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_timeout: Option<f64>,
-    /// Probes allowed at once while half open: 1 to 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub half_open_max_calls: Option<u32>,
-}
-
 /// Body of `PUT /api/v1/providers/configuration`: every field optional, absent fields keep
 /// their value. `active_strategy: null` hands the choice back to the policy. The values are
 /// checked as the configuration file's `strategy` section is, with the same bounds.
@@ -247,13 +230,8 @@ impl SettingsPatch {
     /// `newer` wins field by field (breaker fields one by one).
     pub fn then(&self, newer: &SettingsPatch) -> SettingsPatch {
         let breaker = match (&self.circuit_breaker_config, &newer.circuit_breaker_config) {
-            (Some(old), Some(new)) => Some(BreakerPatch {
-                enabled: new.enabled.or(old.enabled),
-                failure_threshold: new.failure_threshold.or(old.failure_threshold),
-                recovery_timeout: new.recovery_timeout.or(old.recovery_timeout),
-                half_open_max_calls: new.half_open_max_calls.or(old.half_open_max_calls),
-            }),
-            (old, new) => new.clone().or_else(|| old.clone()),
+            (Some(old), Some(new)) => Some(old.then(new)),
+            (old, new) => new.or(*old),
         };
         SettingsPatch {
             default_selection_policy: newer
@@ -306,11 +284,7 @@ impl SettingsPatch {
             s.health_check_retries = r;
         }
         if let Some(b) = &self.circuit_breaker_config {
-            let cb: &mut BreakerConfig = &mut s.circuit_breaker;
-            cb.enabled = b.enabled.unwrap_or(cb.enabled);
-            cb.failure_threshold = b.failure_threshold.unwrap_or(cb.failure_threshold);
-            cb.recovery_timeout = b.recovery_timeout.unwrap_or(cb.recovery_timeout);
-            cb.half_open_max_calls = b.half_open_max_calls.unwrap_or(cb.half_open_max_calls);
+            s.circuit_breaker = b.over(&s.circuit_breaker);
         }
         if let Some(f) = self.failover_enabled {
             s.failover_enabled = f;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use super::registry::{Registry, StrategyEntry, StrategyRuntime, UNLISTED_FILE_ORDER, api_order};
 use crate::config::{Config, StrategySpec};
 use crate::domain::{HealthStatus, now_millis};
-use crate::store::{CircuitRepo, HealthRepo, Store, StoredStrategy, StrategyRepo, StrategySource};
-use crate::strategy::CircuitBreaker;
+use crate::store::{
+    CircuitRepo, CircuitRow, HealthRepo, Store, StoredStrategy, StrategyRepo, StrategySource,
+};
 
 /// Reconciles, builds and installs every strategy. A file strategy that cannot be built, or a
 /// file composite with bad members, stops start-up; a stored API strategy with the same
@@ -77,12 +78,10 @@ async fn install_stored(
             .iter()
             .find(|(n, _)| n == &name)
             .map_or_else(HealthStatus::unknown, |(_, h)| h.clone());
-        let (breaker, reason) = circuits
+        let circuit = circuits
             .iter()
             .find(|(n, _)| n == &name)
-            .map_or((CircuitBreaker::default(), None), |(_, c)| {
-                (c.breaker.clone(), c.last_reason.clone())
-            });
+            .map_or_else(CircuitRow::default, |(_, c)| c.clone());
         registry.put(StrategyEntry {
             order: order_of(&st, file),
             source: st.source,
@@ -90,7 +89,7 @@ async fn install_stored(
             updated_at: st.updated_at,
             spec: st.spec,
             provider,
-            runtime: Arc::new(StrategyRuntime::new(h, breaker, reason)),
+            runtime: Arc::new(StrategyRuntime::new(h, circuit)),
         });
     }
     Ok(())

@@ -8,7 +8,7 @@ use super::StrategyEntry;
 use crate::domain::{Capabilities, HealthState, HealthStatus, now_millis, rfc3339};
 use crate::monitor::health;
 use crate::store::HealthHistoryEntry;
-use crate::strategy::{BreakerConfig, CircuitState, RecentStats};
+use crate::strategy::{BreakerConfig, BreakerPatch, CircuitMode, CircuitState, RecentStats};
 
 /// Circuit breaker state of one strategy.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -21,10 +21,21 @@ pub struct CircuitView {
     pub next_probe_at: Option<String>,
     pub last_reason: Option<String>,
     pub probes_in_flight: u32,
+    /// `auto` (the breaker's rules decide), or `forced_open`/`forced_closed` by an operator.
+    pub mode: CircuitMode,
+    /// Who set the mode (setProviderCircuit's `source`), why and when; null when never set.
+    pub mode_source: Option<String>,
+    pub mode_reason: Option<String>,
+    pub mode_set_at: Option<String>,
+    /// The settings this circuit follows: the strategy's own `circuit_breaker` laid over the
+    /// global ones.
+    pub settings: BreakerConfig,
 }
 
 impl CircuitView {
-    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+    /// The circuit of `entry`, whose settings are its own laid over `global`.
+    pub fn of(entry: &StrategyEntry, global: &BreakerConfig) -> Self {
+        let cfg = entry.spec.breaker(global);
         let slot = entry.runtime.breaker.lock().expect("breaker lock");
         let b = &slot.breaker;
         Self {
@@ -32,9 +43,14 @@ impl CircuitView {
             consecutive_failures: b.consecutive_failures,
             opened_at: b.opened_at.map(rfc3339),
             last_transition_at: b.last_transition_at.map(rfc3339),
-            next_probe_at: b.retry_at(cfg).map(rfc3339),
+            next_probe_at: b.retry_at(&cfg).map(rfc3339),
             last_reason: slot.last_reason.clone(),
             probes_in_flight: b.probes_in_flight,
+            mode: b.mode,
+            mode_source: slot.mode_set.as_ref().map(|m| m.source.clone()),
+            mode_reason: slot.mode_set.as_ref().and_then(|m| m.reason.clone()),
+            mode_set_at: slot.mode_set.as_ref().map(|m| rfc3339(m.at)),
+            settings: cfg,
         }
     }
 }
@@ -45,7 +61,9 @@ impl CircuitView {
     "state": "healthy", "status_message": "health check passed", "error_details": null, "source": "health_check",
     "last_check": "2026-11-22T00:16:55.659Z", "response_time_ms": 12.3, "circuit": {"state": "closed",
     "consecutive_failures": 0, "opened_at": null, "last_transition_at": null, "next_probe_at": null,
-    "last_reason": null, "probes_in_flight": 0}}))]
+    "last_reason": null, "probes_in_flight": 0, "mode": "auto", "mode_source": null,
+    "mode_reason": null, "mode_set_at": null, "settings": {"enabled": true, "failure_threshold": 5,
+    "recovery_timeout": 60.0, "half_open_max_calls": 1}}}))]
 pub struct HealthView {
     pub strategy_name: String,
     pub provider_type: String,
@@ -68,7 +86,7 @@ pub struct HealthView {
 }
 
 impl HealthView {
-    pub fn of(entry: &StrategyEntry, cfg: &BreakerConfig) -> Self {
+    pub fn of(entry: &StrategyEntry, global: &BreakerConfig) -> Self {
         let h = entry.runtime.health();
         let held_until = health::held_until(&h)
             .filter(|until| *until > now_millis())
@@ -88,7 +106,7 @@ impl HealthView {
             last_check: h.checked_at.map(rfc3339),
             response_time_ms: h.response_time_ms,
             held_until,
-            circuit: CircuitView::of(entry, cfg),
+            circuit: CircuitView::of(entry, global),
             history: None,
         }
     }
@@ -188,6 +206,9 @@ pub struct StrategyView {
     #[schema(value_type = Object)]
     pub strategy_config: Map<String, Value>,
     pub capabilities: Capabilities,
+    /// This strategy's own circuit-breaker settings (laid over the global ones), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerPatch>,
     pub health: HealthState,
     pub circuit_state: CircuitState,
     pub in_flight: u64,
@@ -208,6 +229,7 @@ impl StrategyView {
             source: entry.source.as_str().to_string(),
             strategy_config: redacted(&entry.spec.config),
             capabilities: c.capabilities,
+            circuit_breaker: entry.spec.circuit_breaker,
             health: c.health,
             circuit_state: c.circuit,
             in_flight: c.in_flight,

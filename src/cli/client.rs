@@ -1,4 +1,4 @@
-use std::io::{Read, Write};
+use std::io::Read;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -83,6 +83,14 @@ fn name_of(args: &ClientArgs, data: &mut Option<Value>, remove: bool) -> Option<
     None
 }
 
+/// Takes a string field out of the data: it goes in the path, not the body.
+fn take_string(data: &mut Option<Value>, key: &str) -> Option<String> {
+    data.as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|o| o.remove(key))
+        .and_then(|v| v.as_str().map(str::to_string))
+}
+
 fn query_of(data: Option<Value>) -> Result<Vec<(String, String)>, String> {
     match data {
         None => Ok(Vec::new()),
@@ -116,6 +124,8 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
         GetProviderMetrics(a) => (a, Method::GET, "/api/v1/providers/{name?}/metrics"),
         GetProviderCapabilities(a) => (a, Method::GET, "/api/v1/providers/{name}/capabilities"),
+        SetStrategyWeight(a) => (a, Method::PUT, "/api/v1/providers/{name}/weights/{member}"),
+        SetProviderCircuit(a) => (a, Method::PUT, "/api/v1/providers/{name}/circuit"),
         GetAvailableTemplates(a) => (a, Method::GET, "/api/v1/templates"),
         RequestMachines(a) => (a, Method::POST, "/api/v1/requests"),
         GetRequestStatus(a) => (a, Method::GET, "/api/v1/requests/{request_id}"),
@@ -131,15 +141,10 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
     let is_get =
         method == Method::GET || method == Method::DELETE || matches!(cmd, CheckProviderHealth(_));
     let path = if route.contains("{request_id}") {
-        let from_data = data
-            .as_mut()
-            .and_then(Value::as_object_mut)
-            .and_then(|o| o.remove("request_id"))
-            .and_then(|v| v.as_str().map(str::to_string));
         let id = args
             .request_id
             .clone()
-            .or(from_data)
+            .or_else(|| take_string(&mut data, "request_id"))
             .ok_or("this command needs the request: --request-id req-…")?;
         route.replace("{request_id}", &urlencode(&id))
     } else if route.contains("{name?}") {
@@ -151,7 +156,14 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         // A body names the strategy itself (updateProviderStrategy keeps strategy_name in it).
         let n = name_of(args, &mut data, is_get)
             .ok_or("this command needs the strategy: --name NAME (or strategy_name in --data)")?;
-        route.replace("{name}", &urlencode(&n))
+        let route = route.replace("{name}", &urlencode(&n));
+        if route.contains("{member}") {
+            let member = take_string(&mut data, "member")
+                .ok_or("this command needs the member: \"member\" in --data")?;
+            route.replace("{member}", &urlencode(&member))
+        } else {
+            route
+        }
     } else {
         route.to_string()
     };
@@ -226,8 +238,7 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         .map(|v| pretty(&v))
         .unwrap_or(text);
     if status.is_success() {
-        // A reader that stops early (`| head`) is not an error of ours.
-        let _ = writeln!(std::io::stdout(), "{shown}");
+        super::print_line(&shown);
         0
     } else {
         eprintln!("{shown}");
@@ -329,6 +340,33 @@ mod tests {
         let text = "{\n\"a\": false # relax\n, \"b\": \"x # y\\\" # z\"}";
         let value: Value = serde_json::from_str(&without_comments(text)).unwrap();
         assert_eq!(value, serde_json::json!({"a": false, "b": "x # y\" # z"}));
+    }
+
+    #[test]
+    fn weight_and_circuit_commands_name_their_path() {
+        let data = r#"{"member": "aws", "weight": 0.8}"#;
+        let c = planned(&["ohfp", "setStrategyWeight", "--name", "lb", "--data", data]).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            (
+                Method::PUT,
+                "/api/v1/providers/lb/weights/aws",
+                Some(serde_json::json!({"weight": 0.8}))
+            )
+        );
+        let c = planned(&[
+            "ohfp",
+            "setProviderCircuit",
+            "--name",
+            "a",
+            "--data",
+            r#"{"mode": "open"}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (Method::PUT, "/api/v1/providers/a/circuit")
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! to a running service.
 
 mod client;
+mod provider_check;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::LogFormat;
 
 pub use client::run_client;
+
+/// Prints one line on stdout. A reader that stops early (`| head`) closes the pipe; that ends
+/// the output, it is not an error (`println!` would panic).
+pub fn print_line(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+pub use provider_check::{CheckReport, ProviderCheckArgs, check_provider, run as provider_check};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,7 +44,15 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Print the OpenAPI document.
-    Openapi,
+    Openapi {
+        /// Print the provider protocol's document instead (what an `http` strategy's service
+        /// implements).
+        #[arg(long)]
+        provider_protocol: bool,
+    },
+    /// Check that a service at URL speaks the provider protocol (every call, idempotency,
+    /// batching, unknown ids, bad input, error classes); exits 1 naming each call it gets wrong.
+    ProviderCheck(ProviderCheckArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -134,6 +151,12 @@ pub enum ClientCommand {
     /// GET /api/v1/providers/{name}/capabilities
     #[command(name = "getProviderCapabilities")]
     GetProviderCapabilities(ClientArgs),
+    /// PUT /api/v1/providers/{name}/weights/{member} (--name lb --data '{"member": "aws", "weight": 0.8}')
+    #[command(name = "setStrategyWeight")]
+    SetStrategyWeight(ClientArgs),
+    /// PUT /api/v1/providers/{name}/circuit (--name x --data '{"mode": "open", "source": "ops"}')
+    #[command(name = "setProviderCircuit")]
+    SetProviderCircuit(ClientArgs),
     /// GET /api/v1/templates
     #[command(name = "getAvailableTemplates")]
     GetAvailableTemplates(ClientArgs),

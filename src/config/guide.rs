@@ -159,7 +159,13 @@ fn instance(name: &str, section: Value) -> MapResult<Value> {
     let mut entry = Map::new();
     entry.insert("name".into(), Value::String(name.to_string()));
     entry.insert("type".into(), Value::String(provider_type));
-    for key in ["enabled", "priority", "weight", "capabilities"] {
+    for key in [
+        "enabled",
+        "priority",
+        "weight",
+        "capabilities",
+        "circuit_breaker",
+    ] {
         if let Some(v) = section.shift_remove(key) {
             entry.insert(key.into(), v);
         }

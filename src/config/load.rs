@@ -254,6 +254,22 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "must be at least 1024".into(),
         );
     }
+    let header_timeout = config.server.header_read_timeout_seconds;
+    if !(header_timeout > 0.0 && header_timeout <= super::MAX_HEADER_READ_TIMEOUT_SECONDS) {
+        err(
+            "server.header_read_timeout_seconds".into(),
+            format!(
+                "must be more than 0 and at most {} seconds, got {header_timeout}",
+                super::MAX_HEADER_READ_TIMEOUT_SECONDS
+            ),
+        );
+    }
+    if !(1..=super::MAX_SERVER_CONNECTIONS).contains(&config.server.max_connections) {
+        err(
+            "server.max_connections".into(),
+            format!("must be from 1 to {}", super::MAX_SERVER_CONNECTIONS),
+        );
+    }
     if config.server.auth.enabled && config.server.auth.token.as_deref().unwrap_or("").is_empty() {
         err(
             "server.auth.token".into(),

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::CapabilityFlags;
+use crate::strategy::{BreakerConfig, BreakerPatch};
 
 pub use alerts::{
     AlertRule, AlertsConfig, Condition, ConditionKind, MAX_RULES, Statistic,
@@ -26,7 +27,7 @@ pub use retention::RetentionConfig;
 pub use strategy::{
     MAX_FAILURE_THRESHOLD, MAX_FALLBACK_STRATEGIES, MAX_HALF_OPEN_MAX_CALLS,
     MAX_HEALTH_CHECK_RETRIES, MAX_INTERVAL_SECONDS, MAX_RECOVERY_TIMEOUT_SECONDS,
-    MAX_TIMEOUT_SECONDS, MIN_HEALTH_CHECK_INTERVAL_SECONDS, StrategySettings,
+    MAX_TIMEOUT_SECONDS, MIN_HEALTH_CHECK_INTERVAL_SECONDS, StrategySettings, breaker_problems,
 };
 
 /// The embedded default configuration (`config/default.json`).
@@ -94,8 +95,20 @@ pub struct ServerConfig {
     pub request_timeout_seconds: f64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Seconds a connection has to send a complete request head, counted from its opening and
+    /// again from the end of each response: it closes silent, idle keep-alive and half-sent-header
+    /// connections alike.
+    pub header_read_timeout_seconds: f64,
+    /// Most connections open at once; at start it is lowered to leave room below the process's
+    /// open-file limit (see `http::serve`).
+    pub max_connections: usize,
     pub auth: AuthConfig,
 }
+
+/// Bounds of `server.header_read_timeout_seconds` (inclusive above).
+pub const MAX_HEADER_READ_TIMEOUT_SECONDS: f64 = 300.0;
+/// Bounds of `server.max_connections`.
+pub const MAX_SERVER_CONNECTIONS: usize = 65_536;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -103,6 +116,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8000".into(),
             request_timeout_seconds: 30.0,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout_seconds: 10.0,
+            max_connections: 1024,
             auth: AuthConfig::default(),
         }
     }
@@ -219,6 +234,17 @@ pub struct StrategySpec {
     #[serde(default, alias = "strategy_config")]
     #[schema(value_type = Object)]
     pub config: Map<String, Value>,
+    /// This strategy's own circuit-breaker settings, laid over the global `circuit_breaker`
+    /// field by field, with the same bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerPatch>,
+}
+
+impl StrategySpec {
+    /// The breaker settings this strategy's circuit follows: its own over `global`.
+    pub fn breaker(&self, global: &BreakerConfig) -> BreakerConfig {
+        self.circuit_breaker.map_or(*global, |own| own.over(global))
+    }
 }
 
 /// Route segments that a strategy name may not take.

@@ -138,6 +138,28 @@ fn strategy_name(name: &str, known: &dyn Fn(&str) -> bool) -> Option<String> {
     }
 }
 
+/// Problems with circuit-breaker settings, as (field, message): the one check of the global
+/// `circuit_breaker` and of a strategy's own.
+pub fn breaker_problems(cb: &BreakerConfig) -> Vec<(&'static str, String)> {
+    [
+        (
+            "failure_threshold",
+            count(cb.failure_threshold, 1, MAX_FAILURE_THRESHOLD),
+        ),
+        (
+            "recovery_timeout",
+            seconds(cb.recovery_timeout, 0.0, true, MAX_RECOVERY_TIMEOUT_SECONDS),
+        ),
+        (
+            "half_open_max_calls",
+            count(cb.half_open_max_calls, 1, MAX_HALF_OPEN_MAX_CALLS),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, problem)| problem.map(|m| (field, m)))
+    .collect()
+}
+
 impl StrategySettings {
     /// Every problem, as (path below `strategy`, message), in field order. `known` says whether
     /// a strategy name may be used (the file's strategies at load, the registered ones at run
@@ -171,7 +193,6 @@ impl StrategySettings {
             };
             push(&format!("fallback_strategies[{i}]"), problem);
         }
-        let cb = &self.circuit_breaker;
         let bounded = [
             (
                 "health_check_interval",
@@ -203,21 +224,12 @@ impl StrategySettings {
                 "operation_timeout",
                 seconds(self.operation_timeout, 0.0, true, MAX_TIMEOUT_SECONDS),
             ),
-            (
-                "circuit_breaker.failure_threshold",
-                count(cb.failure_threshold, 1, MAX_FAILURE_THRESHOLD),
-            ),
-            (
-                "circuit_breaker.recovery_timeout",
-                seconds(cb.recovery_timeout, 0.0, true, MAX_RECOVERY_TIMEOUT_SECONDS),
-            ),
-            (
-                "circuit_breaker.half_open_max_calls",
-                count(cb.half_open_max_calls, 1, MAX_HALF_OPEN_MAX_CALLS),
-            ),
         ];
         for (path, problem) in bounded {
             push(path, problem);
+        }
+        for (field, message) in breaker_problems(&self.circuit_breaker) {
+            out.push((format!("circuit_breaker.{field}"), message));
         }
         for (field, message) in self.selection_criteria.validate() {
             out.push((format!("selection_criteria.{field}"), message));

@@ -17,6 +17,8 @@ pub enum EventKind {
     Operation,
     HealthChange,
     CircuitTransition,
+    /// An operator forced a circuit open or closed, or handed it back to its rules.
+    CircuitControl,
     /// A strategy registered, updated or unregistered (`detail.action`).
     Registration,
     /// Run-time strategy settings changed.
@@ -31,11 +33,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
         EventKind::CircuitTransition,
+        EventKind::CircuitControl,
         EventKind::Registration,
         EventKind::Configuration,
         EventKind::RequestAccepted,
@@ -51,6 +54,7 @@ impl EventKind {
             EventKind::Operation => "operation",
             EventKind::HealthChange => "health_change",
             EventKind::CircuitTransition => "circuit_transition",
+            EventKind::CircuitControl => "circuit_control",
             EventKind::Registration => "registration",
             EventKind::Configuration => "configuration",
             EventKind::RequestAccepted => "request_accepted",

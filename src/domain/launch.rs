@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::names::named_enum;
 
@@ -79,14 +80,14 @@ named_enum! {
 }
 
 /// An instance type and the capacity units one instance of it counts for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WeightedType {
     pub instance_type: String,
     pub weight: u32,
 }
 
 /// The root volume of each instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RootVolume {
     pub size_gib: Option<u32>,
     pub volume_type: Option<VolumeType>,
@@ -94,7 +95,7 @@ pub struct RootVolume {
 }
 
 /// Options of fleet and group APIs; providers without fleets ignore them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FleetOptions {
     /// The API's own default when absent (instant for EC2 Fleet, request for Spot Fleet).
     pub fleet_type: Option<FleetType>,
@@ -113,7 +114,7 @@ pub struct FleetOptions {
 }
 
 /// Everything a provider needs to start instances of one kind.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LaunchSpec {
     /// The template this spec was read from (tags, launch template names).
     pub template_id: String,
@@ -195,7 +196,7 @@ impl LaunchSpec {
 
 /// A part of a launch spec, for problems found in it. Named as in the templates file, where
 /// every launch spec an admin writes comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SpecField {
     TemplateId,

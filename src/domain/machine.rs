@@ -76,6 +76,5 @@ pub struct Machine {
     /// The API that made it (`RunInstances`, `EC2Fleet`, `SpotFleet`, `ASG`); none for a
     /// simulator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
     pub provider_api: Option<ProvisioningApi>,
 }

@@ -22,7 +22,7 @@ pub use launch::{
 };
 pub use machine::{Machine, MachineState};
 pub(crate) use names::named_enum;
-pub use operation::{Attempt, OperationType, ProviderError, ProviderErrorKind};
+pub use operation::{Attempt, OperationType, Outcome, ProviderError, ProviderErrorKind};
 pub use unknown::UnknownValue;
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.

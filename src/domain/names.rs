@@ -48,6 +48,20 @@ macro_rules! named_enum {
             }
         }
 
+        /// A string of the canonical names; documents where the enum crosses a wire (the
+        /// provider protocol). Any case is accepted, as `FromStr` does.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!("A ", $what, " (any case).")))
+                    .enum_values(Some(Self::ALL.iter().map(|v| v.as_str())))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 <String as serde::Deserialize>::deserialize(d)?

@@ -39,7 +39,8 @@ impl OperationType {
 
     /// Status polls and terminations: operations on machines a strategy already made. A
     /// disabled strategy takes no new work, but still runs these when it is named (a
-    /// `strategy_override`, a composite's member), so that its machines are not stranded.
+    /// `strategy_override`, a composite's member), and they pass a circuit that opened on its
+    /// own, so that its machines are not stranded.
     pub fn tends_existing_machines(self) -> bool {
         matches!(
             self,
@@ -130,6 +131,49 @@ impl ProviderErrorKind {
     }
 }
 
+/// How one operation's result counts in a strategy's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Success,
+    /// The provider failed: counts against its success rate.
+    Failure,
+    /// The caller's mistake (invalid parameters or template, an operation the strategy does
+    /// not do): says nothing of the provider.
+    CallerError,
+    /// Refused by the circuit breaker without reaching the provider.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn of<T>(result: &Result<T, ProviderError>) -> Self {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => match e.kind {
+                ProviderErrorKind::CircuitOpen => Outcome::Rejected,
+                ProviderErrorKind::Validation | ProviderErrorKind::Unsupported => {
+                    Outcome::CallerError
+                }
+                _ => Outcome::Failure,
+            },
+        }
+    }
+
+    /// Whether it says how the provider did: only these count in success rates, latencies
+    /// and the performance policies.
+    pub fn judges_provider(self) -> bool {
+        matches!(self, Outcome::Success | Outcome::Failure)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::CallerError => "caller_error",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
 /// A failed provider call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -184,6 +228,37 @@ mod tests {
         assert!(!ProviderErrorKind::Auth.is_retryable());
         assert!(!ProviderErrorKind::Validation.allows_failover());
         assert!(!ProviderErrorKind::Validation.counts_as_failure());
+    }
+
+    #[test]
+    fn only_successes_and_provider_failures_judge_the_provider() {
+        let err = |kind| Err::<(), _>(ProviderError::new(kind, "X", "x"));
+        assert_eq!(Outcome::of(&Ok::<(), ProviderError>(())), Outcome::Success);
+        assert_eq!(
+            Outcome::of(&err(ProviderErrorKind::Timeout)),
+            Outcome::Failure
+        );
+        assert_eq!(
+            Outcome::of(&err(ProviderErrorKind::Validation)),
+            Outcome::CallerError
+        );
+        assert_eq!(
+            Outcome::of(&err(ProviderErrorKind::CircuitOpen)),
+            Outcome::Rejected
+        );
+        // The breaker and the statistics agree on what the provider is to blame for.
+        for kind in [
+            ProviderErrorKind::Capacity,
+            ProviderErrorKind::Validation,
+            ProviderErrorKind::Unsupported,
+            ProviderErrorKind::CircuitOpen,
+            ProviderErrorKind::Internal,
+        ] {
+            assert_eq!(
+                Outcome::of(&err(kind)) == Outcome::Failure,
+                kind.counts_as_failure()
+            );
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod middleware;
 mod operation;
 pub mod prometheus;
 mod providers;
+pub mod serve;
 mod service;
 
 use axum::Router;
@@ -67,6 +68,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::check_health))
         .routes(routes!(providers::metrics_one))
         .routes(routes!(providers::capabilities))
+        .routes(routes!(providers::set_weight))
+        .routes(routes!(providers::set_circuit))
         .routes(routes!(service::list_events))
         .routes(routes!(service::stream_events))
         .routes(routes!(alerts::list_alerts))

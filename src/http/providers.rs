@@ -9,13 +9,13 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::operation::operation_from_parameters;
 use crate::app::commands::{
     ConfigureView, ExecuteCommand, OperationResult, RegisterCommand, SelectCommand, SelectionView,
-    UnregisterView, UpdateHealthCommand,
+    SetCircuitCommand, SetWeightCommand, UnregisterView, UpdateHealthCommand,
 };
 use crate::app::queries::{
     CapabilitiesQuery, CapabilitiesView, HealthList, HealthQuery, ListQuery, MetricsQuery,
     MetricsReport, ProviderList, StrategyMetrics,
 };
-use crate::app::views::{HealthCheckView, HealthView, StrategyView};
+use crate::app::views::{CircuitView, HealthCheckView, HealthView, StrategyView};
 use crate::app::{AppError, ConfigurationView};
 use crate::state::AppState;
 
@@ -122,6 +122,28 @@ pub async fn update_strategy(
     Ok(Json(state.engine.update_strategy(&name, cmd).await?))
 }
 
+/// setStrategyWeight: one load balancer member's weight (the guide's
+/// `set_strategy_weight(member, weight)`); the other members keep theirs. Persisted like an
+/// update; the balancer's statistics are kept.
+#[utoipa::path(put, path = "/api/v1/providers/{name}/weights/{member}", tag = "providers",
+    operation_id = "setStrategyWeight",
+    params(("name" = String, Path, description = "The load balancer"),
+        ("member" = String, Path, description = "One of its members")),
+    request_body = SetWeightCommand,
+    responses((status = 200, body = StrategyView),
+        (status = 404, description = "No such strategy, or not a member of it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The strategy is not a load balancer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The weight is not a positive number", body = Problem, content_type = "application/problem+json")))]
+pub async fn set_weight(
+    State(state): State<AppState>,
+    ApiPath((name, member)): ApiPath<(String, String)>,
+    ApiJson(cmd): ApiJson<SetWeightCommand>,
+) -> ApiResult<StrategyView> {
+    Ok(Json(
+        state.engine.set_member_weight(&name, &member, cmd).await?,
+    ))
+}
+
 /// unregisterProviderStrategy.
 #[utoipa::path(delete, path = "/api/v1/providers/{name}", tag = "providers",
     operation_id = "unregisterProviderStrategy",
@@ -193,6 +215,24 @@ pub async fn update_health(
     ApiJson(cmd): ApiJson<UpdateHealthCommand>,
 ) -> ApiResult<HealthView> {
     Ok(Json(state.engine.update_health(&name, cmd).await?))
+}
+
+/// setProviderCircuit: force a strategy's circuit open or closed, or hand it back to its
+/// rules (`auto`). Recorded with its `source`, persisted (survives restarts) and announced as a
+/// `circuit_control` event (and a `circuit_transition` when the state changes).
+#[utoipa::path(put, path = "/api/v1/providers/{name}/circuit", tag = "providers",
+    operation_id = "setProviderCircuit",
+    params(("name" = String, Path, description = "Strategy name")),
+    request_body = SetCircuitCommand,
+    responses((status = 200, body = CircuitView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn set_circuit(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(cmd): ApiJson<SetCircuitCommand>,
+) -> ApiResult<CircuitView> {
+    Ok(Json(state.engine.set_circuit(&name, cmd).await?))
 }
 
 /// checkProviderHealth: probe one strategy now and answer the fresh result (the GETs answer

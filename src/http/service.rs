@@ -19,6 +19,7 @@ use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
 use crate::domain::Event;
 use crate::state::AppState;
 use crate::store::{EventFilter, EventQuery, EventRepo, Store};
+use crate::tasks::TaskRestart;
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_seconds": 3600}))]
@@ -43,13 +44,22 @@ pub struct Readiness {
     status: &'static str,
     database: String,
     strategies: usize,
+    /// Background tasks that panicked and were started again.
+    restarted: Vec<TaskRestart>,
 }
 
 /// Readiness: the database answers and every migration is applied.
 #[utoipa::path(get, path = "/ready", tag = "service",
     responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
-    let dead = state.tasks.dead();
+    let mut dead = state.tasks.dead();
+    let restarted = state.tasks.restarts();
+    dead.extend(
+        restarted
+            .iter()
+            .filter(|r| r.down)
+            .map(|r| format!("{} panicked ({}), starting again", r.task, r.last_reason)),
+    );
     if !dead.is_empty() {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +73,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Pro
             status: "ready",
             database: "ok".into(),
             strategies: state.engine.entries().len(),
+            restarted,
         })),
         Err(e) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -9,8 +9,9 @@ use crate::strategy::CircuitState;
 
 /// Moves open circuits whose recovery timeout has passed to half open.
 pub async fn tick_all(engine: &Engine) {
-    let cfg = engine.settings().breaker();
+    let global = engine.settings().breaker();
     for entry in engine.entries() {
+        let cfg = entry.spec.breaker(&global);
         let t = entry
             .runtime
             .breaker
@@ -26,7 +27,7 @@ pub async fn tick_all(engine: &Engine) {
 
 /// A health check's outcome to the strategy's breaker.
 pub async fn account_check(engine: &Engine, entry: &StrategyEntry, ok: bool, now: EpochMillis) {
-    let cfg = engine.settings().breaker();
+    let cfg = entry.spec.breaker(&engine.settings().breaker());
     let transition = {
         let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
         let b = &mut slot.breaker;

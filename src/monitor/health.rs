@@ -243,17 +243,12 @@ pub async fn check(engine: &Engine, entry: &Arc<StrategyEntry>, checker: Checker
     let recorded = record_unless_held(engine.store(), engine.events(), entry, health.clone()).await;
     // After the health, so that a check seen in the metrics has been decided on.
     if settings.metrics_collection_enabled {
-        let error = outcome
-            .as_ref()
-            .err()
-            .map(|e| (e.code.as_str(), e.message.as_str()));
         engine.metrics_recorder().record(
             entry.name(),
             OperationType::HealthCheck.as_str(),
             now,
-            outcome.is_ok(),
+            &outcome,
             ms,
-            error,
         );
     }
     breakers::account_check(engine, entry, outcome.is_ok(), now).await;

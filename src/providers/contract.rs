@@ -4,6 +4,7 @@
 //! these types.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{
     HealthState, LaunchSpec, Machine, OperationType, ProviderError, ProviderErrorKind,
@@ -13,7 +14,7 @@ use crate::strategy::CircuitState;
 
 /// CREATE_INSTANCES: start instances of `spec` covering `units` capacity units (machines, or
 /// weight units in a weighted spec; a fleet may place more than asked).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateRequest {
     pub spec: LaunchSpec,
     pub units: u32,
@@ -26,7 +27,7 @@ pub struct CreateRequest {
 
 /// What CREATE_INSTANCES made. APIs that place instances later (request fleets, groups)
 /// answer with a `resource_id` and no instances yet.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     pub instance_ids: Vec<String>,
     pub instances: Vec<Machine>,
@@ -44,7 +45,7 @@ pub struct Created {
 }
 
 /// Where a machine came from, so that it is given back the same way (fleet capacity, group).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceRef {
     pub resource_id: String,
     pub provider_api: ProvisioningApi,
@@ -52,7 +53,7 @@ pub struct ResourceRef {
 
 /// GET_INSTANCE_STATUS: machines by id, by the request they were made for, and by the
 /// resource holding them; the provider batches as its API allows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatusQuery {
     #[serde(default)]
     pub instance_ids: Vec<String>,
@@ -68,7 +69,7 @@ impl StatusQuery {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatusReport {
     pub machines: Vec<Machine>,
     /// Asked-for instance ids the provider does not know.
@@ -76,7 +77,7 @@ pub struct StatusReport {
 }
 
 /// One machine to give back and how it was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MachineRef {
     pub instance_id: String,
     #[serde(default)]
@@ -96,7 +97,7 @@ impl MachineRef {
 }
 
 /// TERMINATE_INSTANCES.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TerminateRequest {
     pub machines: Vec<MachineRef>,
     /// Play a cloud reclaim instead of a return (simulators only; real clouds ignore it).
@@ -114,14 +115,14 @@ impl TerminateRequest {
 }
 
 /// Machines that could not be given back while others were, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TerminateFailure {
     pub instance_ids: Vec<String>,
     pub error_code: String,
     pub error_message: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TerminateReport {
     pub terminating: Vec<String>,
     pub already_terminating: Vec<String>,
@@ -133,7 +134,7 @@ pub struct TerminateReport {
 }
 
 /// One problem a provider found with a launch spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SpecProblem {
     pub field: SpecField,
     pub message: String,
@@ -146,7 +147,7 @@ impl std::fmt::Display for SpecProblem {
 }
 
 /// VALIDATE_TEMPLATE's answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ValidationReport {
     pub valid: bool,
     pub errors: Vec<SpecProblem>,
@@ -175,7 +176,7 @@ impl ValidationReport {
 }
 
 /// A template a provider offers of itself (simulators); clouds run the templates file's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OfferedTemplate {
     pub template_id: String,
     pub instance_type: Option<String>,
@@ -198,7 +199,7 @@ pub struct TemplatesReport {
 }
 
 /// A member of a composite strategy as its health answer sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberHealth {
     pub strategy: String,
     pub usable: bool,
@@ -212,7 +213,7 @@ pub struct MemberHealth {
 }
 
 /// HEALTH_CHECK's answer; an unhealthy provider answers `Err` instead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthReport {
     /// Always true in an answer (an unhealthy provider fails the call); kept for readers of
     /// the reference's shape.

@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod composite;
 pub mod contract;
+pub mod http;
 pub mod simulated;
 
 use std::any::Any;
@@ -15,10 +16,10 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::config::StrategySpec;
+use crate::config::{StrategySpec, breaker_problems};
 use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
 use crate::store::Store;
-use crate::strategy::{Candidate, Transition};
+use crate::strategy::{BreakerConfig, Candidate, Transition};
 
 pub use contract::{
     CreateRequest, Created, HealthReport, MachineRef, MemberHealth, OfferedTemplate, Operation,
@@ -107,6 +108,9 @@ pub trait MemberInvoker: Send + Sync {
     /// `None` when no strategy has that name.
     fn candidate(&self, strategy: &str) -> Option<Candidate>;
 
+    /// The circuit-breaker settings the strategy's own circuit follows now.
+    fn breaker(&self, strategy: &str) -> Option<BreakerConfig>;
+
     /// Records a transition of a circuit breaker that a composite keeps over one member.
     fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition);
 }
@@ -146,8 +150,14 @@ pub struct ProviderDeps {
 }
 
 /// Provider types this build knows.
-pub const PROVIDER_TYPES: [&str; 5] =
-    ["aws", "simulated", "load_balancer", "fallback", "composite"];
+pub const PROVIDER_TYPES: [&str; 6] = [
+    "aws",
+    "simulated",
+    "http",
+    "load_balancer",
+    "fallback",
+    "composite",
+];
 
 /// Deserializes a provider's `config` object, naming the bad key on failure.
 pub(crate) fn parse_config<T: DeserializeOwned>(
@@ -167,15 +177,21 @@ pub(crate) fn parse_config<T: DeserializeOwned>(
 /// Problems with a strategy definition, as (path below the definition, message).
 pub fn validate_spec(spec: &StrategySpec) -> Vec<(String, String)> {
     let mut errors = Vec::new();
-    if !(spec.weight.is_finite() && spec.weight > 0.0) {
-        errors.push((
-            "weight".into(),
-            format!("must be a positive number, got {}", spec.weight),
-        ));
+    if let Some(message) = crate::strategy::balancing::weight_problem(spec.weight) {
+        errors.push(("weight".into(), message));
+    }
+    if let Some(own) = &spec.circuit_breaker {
+        // Laid over the defaults, which are in bounds, a problem is one of the fields given.
+        errors.extend(
+            breaker_problems(&own.over(&BreakerConfig::default()))
+                .into_iter()
+                .map(|(field, m)| (format!("circuit_breaker.{field}"), m)),
+        );
     }
     match spec.provider_type.as_str() {
         "aws" => errors.extend(aws::AwsConfig::from_spec(&spec.config).err()),
         "simulated" => errors.extend(simulated::SimulatedConfig::from_spec(&spec.config).err()),
+        "http" => errors.extend(http::HttpConfig::from_spec(&spec.config).err()),
         "load_balancer" | "fallback" | "composite" => {
             errors.extend(composite::validate(&spec.provider_type, &spec.config));
         }
@@ -206,6 +222,11 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
                 cfg,
                 deps.store.clone(),
             )))
+        }
+        "http" => {
+            let cfg =
+                http::HttpConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
+            Ok(Arc::new(http::HttpProvider::new(cfg)?))
         }
         "load_balancer" | "fallback" | "composite" => composite::build(spec, deps),
         other => Err(format!("unknown provider type '{other}'")),

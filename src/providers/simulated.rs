@@ -79,6 +79,12 @@ fn all_operations() -> Vec<OperationType> {
     OperationType::ALL.to_vec()
 }
 
+/// Longest simulated call (one hour, the longest operation timeout): a longer one could only
+/// time out, and a huge one does not fit a `Duration`.
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
+/// Longest simulated boot or shutdown (one day).
+pub const MAX_PHASE_SECONDS: f64 = 86_400.0;
+
 impl SimulatedConfig {
     pub fn from_spec(config: &Map<String, Value>) -> Result<Self, (String, String)> {
         let cfg: SimulatedConfig = parse_config(config)?;
@@ -89,16 +95,20 @@ impl SimulatedConfig {
                 format!("must be between 0 and 1, got {}", cfg.failure_rate),
             );
         }
+        let latency_ok = |ms: f64| (0.0..=MAX_LATENCY_MS).contains(&ms);
         match cfg.latency_ms {
-            Latency::Fixed(ms) if !(ms.is_finite() && ms >= 0.0) => {
-                return bad("latency_ms", format!("must be 0 or more, got {ms}"));
-            }
-            Latency::Range([lo, hi])
-                if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) =>
-            {
+            Latency::Fixed(ms) if !latency_ok(ms) => {
                 return bad(
                     "latency_ms",
-                    format!("must be [min, max] with 0 <= min <= max, got [{lo}, {hi}]"),
+                    format!("must be from 0 to {MAX_LATENCY_MS} ms, got {ms:?}"),
+                );
+            }
+            Latency::Range([lo, hi]) if !(latency_ok(lo) && latency_ok(hi) && lo <= hi) => {
+                return bad(
+                    "latency_ms",
+                    format!(
+                        "must be [min, max] with 0 <= min <= max <= {MAX_LATENCY_MS}, got [{lo:?}, {hi:?}]"
+                    ),
                 );
             }
             _ => {}
@@ -107,8 +117,11 @@ impl SimulatedConfig {
             ("boot_seconds", cfg.boot_seconds),
             ("shutdown_seconds", cfg.shutdown_seconds),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(field, format!("must be 0 or more seconds, got {v}"));
+            if !(0.0..=MAX_PHASE_SECONDS).contains(&v) {
+                return bad(
+                    field,
+                    format!("must be from 0 to {MAX_PHASE_SECONDS} seconds, got {v:?}"),
+                );
             }
         }
         if cfg.region.trim().is_empty() {

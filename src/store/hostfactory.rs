@@ -6,7 +6,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{count, flag, json_opt, named_opt, parsed, placeholders};
-use super::{HfCounts, HfPruned, HostFactoryRepo, Store, StoreResult, TemplateUsage};
+use super::{
+    HfCounts, HfPruned, HostFactoryRepo, Store, StoreResult, StrategyHoldings, TemplateUsage,
+};
 use crate::domain::{EpochMillis, MachineState, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
@@ -79,6 +81,18 @@ pub(super) const TRACKED: &str =
 /// index `hf_machines_to_terminate` (migration 0003).
 pub(super) const TO_TERMINATE: &str = "SELECT * FROM hf_machines
      WHERE failed = 1 AND return_sent_at IS NULL AND state != 'terminated' ORDER BY strategy";
+
+/// Machines that still need their strategy (the reconciler polls them, or terminates them
+/// after they failed), with how many there are; the oldest `?2`.
+const HELD_MACHINES: &str = "SELECT machine_id, COUNT(*) OVER () FROM hf_machines
+     WHERE strategy = ?1 AND state != 'terminated' AND (failed = 0 OR return_sent_at IS NULL)
+     ORDER BY created_at, machine_id LIMIT ?2";
+
+/// Acquire requests whose machines are not made yet and may land on strategy `?1`.
+const HELD_REQUESTS: &str = "SELECT request_id, COUNT(*) OVER () FROM hf_requests
+     WHERE kind = 'acquire' AND state IN ('pending', 'provisioning')
+       AND (provider_name = ?1 OR provider_name IS NULL)
+     ORDER BY created_at, request_id LIMIT ?2";
 
 /// Acquire requests that are over, with every machine of theirs gone, all unchanged since
 /// `?1`; the oldest `?2`. A machine is gone when terminated, or failed with its termination
@@ -337,6 +351,30 @@ impl HostFactoryRepo for Store {
             .await?;
         }
         tx.commit().await
+    }
+
+    async fn hf_holdings(&self, strategy: &str, first: u32) -> StoreResult<StrategyHoldings> {
+        let mut tx = self.pool.begin().await?;
+        let mut read = async |query: &'static str| -> StoreResult<(Vec<String>, u64)> {
+            let rows: Vec<(String, i64)> = sqlx::query_as(query)
+                .bind(strategy)
+                .bind(first)
+                .fetch_all(&mut *tx)
+                .await?;
+            let count = rows
+                .first()
+                .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+            Ok((rows.into_iter().map(|(id, _)| id).collect(), count))
+        };
+        let (machines, machine_count) = read(HELD_MACHINES).await?;
+        let (requests, request_count) = read(HELD_REQUESTS).await?;
+        tx.commit().await?;
+        Ok(StrategyHoldings {
+            machines,
+            machine_count,
+            requests,
+            request_count,
+        })
     }
 
     async fn hf_template_usage(&self, template_id: &str) -> StoreResult<TemplateUsage> {

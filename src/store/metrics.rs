@@ -21,7 +21,13 @@ pub struct MetricBucket {
     pub minute: i64,
     pub count: u64,
     pub successes: u64,
+    /// Failures of the provider.
     pub failures: u64,
+    /// The caller's mistakes: not in the success rate or the latencies.
+    pub caller_errors: u64,
+    /// Refused by the circuit breaker: not in the success rate or the latencies.
+    pub rejected: u64,
+    /// Latency totals, histogram and maximum cover successes and failures only.
     pub total_ms: f64,
     pub max_ms: f64,
     /// One count per [`LATENCY_BOUNDS_MS`] entry plus one for slower calls.
@@ -40,6 +46,8 @@ impl MetricBucket {
             count: 0,
             successes: 0,
             failures: 0,
+            caller_errors: 0,
+            rejected: 0,
             total_ms: 0.0,
             max_ms: 0.0,
             histogram: vec![0; LATENCY_BOUNDS_MS.len() + 1],
@@ -48,11 +56,18 @@ impl MetricBucket {
         }
     }
 
+    /// Operations that say how the provider did: successes and failures.
+    pub fn judged(&self) -> u64 {
+        self.successes + self.failures
+    }
+
     /// Adds `other`'s counts (same strategy and operation) into `self`.
     pub fn absorb(&mut self, other: &MetricBucket) {
         self.count += other.count;
         self.successes += other.successes;
         self.failures += other.failures;
+        self.caller_errors += other.caller_errors;
+        self.rejected += other.rejected;
         self.total_ms += other.total_ms;
         self.max_ms = self.max_ms.max(other.max_ms);
         for (mine, theirs) in self.histogram.iter_mut().zip(&other.histogram) {
@@ -80,6 +95,8 @@ impl FromRow<'_, SqliteRow> for Counts {
             count: count(r, "count")?,
             successes: count(r, "successes")?,
             failures: count(r, "failures")?,
+            caller_errors: count(r, "caller_errors")?,
+            rejected: count(r, "rejected")?,
             total_ms: r.try_get("total_ms")?,
             max_ms: r.try_get("max_ms")?,
             histogram: json(r, "histogram")?,
@@ -100,8 +117,8 @@ impl FromRow<'_, SqliteRow> for MetricBucket {
     }
 }
 
-const COUNTS: &str =
-    "count, successes, failures, total_ms, max_ms, histogram, error_codes, last_error";
+const COUNTS: &str = "count, successes, failures, caller_errors, rejected, total_ms, max_ms, \
+     histogram, error_codes, last_error";
 
 #[async_trait]
 impl MetricsRepo for Store {
@@ -145,7 +162,7 @@ impl MetricsRepo for Store {
             merged.absorb(delta);
             sqlx::query(&format!(
                 "INSERT OR REPLACE INTO metric_buckets (strategy, operation, minute, {COUNTS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))
             .bind(&merged.strategy)
             .bind(&merged.operation)
@@ -153,6 +170,8 @@ impl MetricsRepo for Store {
             .bind(merged.count as i64)
             .bind(merged.successes as i64)
             .bind(merged.failures as i64)
+            .bind(merged.caller_errors as i64)
+            .bind(merged.rejected as i64)
             .bind(merged.total_ms)
             .bind(merged.max_ms)
             .bind(serde_json::to_string(&merged.histogram).expect("serializes"))

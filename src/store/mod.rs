@@ -32,7 +32,7 @@ pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
     AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
-    MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyRepo, TemplateUsage,
+    MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};

@@ -208,6 +208,22 @@ pub trait SimInstanceRepo: Send + Sync {
 /// and for each open acquire request the count asked with the instance types placed so far.
 pub type TemplateUsage = (Vec<Option<String>>, Vec<(i64, Vec<Option<String>>)>);
 
+/// What a strategy still holds on the HostFactory side (see [`HostFactoryRepo::hf_holdings`]):
+/// the first few ids of each kind, oldest first, and how many there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StrategyHoldings {
+    pub machines: Vec<String>,
+    pub machine_count: u64,
+    pub requests: Vec<String>,
+    pub request_count: u64,
+}
+
+impl StrategyHoldings {
+    pub fn is_empty(&self) -> bool {
+        self.machine_count == 0 && self.request_count == 0
+    }
+}
+
 /// How many rows one [`HostFactoryRepo::prune_finished`] call deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HfPruned {
@@ -307,6 +323,12 @@ pub trait HostFactoryRepo: Send + Sync {
 
     /// What counts against a template's maxNumber (see [`TemplateUsage`]).
     async fn hf_template_usage(&self, template_id: &str) -> StoreResult<TemplateUsage>;
+
+    /// What `strategy` holds, read at one moment (`first` ids of each kind at the most):
+    /// machines the reconciler still polls or terminates through it (not terminated, and not
+    /// failed with their termination accepted), and acquire requests not provisioned yet that
+    /// may place machines on it (naming it, or naming no strategy, so selection may pick it).
+    async fn hf_holdings(&self, strategy: &str, first: u32) -> StoreResult<StrategyHoldings>;
 
     /// Deletes, at most `batch` of each, finished requests and their machines last changed
     /// before `before`. Finished: a machine that is terminated (or failed with its termination

@@ -208,3 +208,103 @@ async fn registration_inserts_once_and_never_replaces() {
     assert_eq!(replaced.updated_at, 30);
     assert_eq!(store.list_strategies().await.unwrap()[0].spec.priority, 9);
 }
+
+/// A bucket written before caller errors and rejections were counted apart has them moved out
+/// of its failures, by its error codes, when the migration runs.
+#[tokio::test]
+async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let path = path.to_str().unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let mut older = sqlx::migrate!("./migrations");
+    older.migrations = older
+        .migrations
+        .iter()
+        .filter(|m| m.version < 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    older.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO metric_buckets (strategy, operation, minute, count, successes, failures,
+             total_ms, max_ms, histogram, error_codes, last_error)
+         VALUES ('s', 'CREATE_INSTANCES', 1, 10, 3, 7, 0, 0, '[]',
+             '{\"CIRCUIT_OPEN\": 2, \"INVALID_TEMPLATE\": 1, \"TIMEOUT\": 4}', NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let store = Store::open(path, 5000, 1).await.unwrap();
+    let b = &store.load_metric_buckets(0, Some("s")).await.unwrap()[0];
+    assert_eq!(
+        (
+            b.count,
+            b.successes,
+            b.failures,
+            b.caller_errors,
+            b.rejected
+        ),
+        (10, 3, 4, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_strategy_holds_its_unfinished_machines_and_the_requests_that_may_land_on_it() {
+    let (_dir, store) = open().await;
+    let mut machines = Vec::new();
+    for i in 0..7 {
+        machines.push(machine(&format!("i-{i}"), "r1", MachineState::Running, i));
+    }
+    machines.push(machine("i-gone", "r1", MachineState::Terminated, 10));
+    let failed = |id: &str, sent: Option<EpochMillis>| HfMachine {
+        failed: true,
+        return_sent_at: sent,
+        ..machine(id, "r1", MachineState::Pending, 20)
+    };
+    machines.push(failed("i-failed-accepted", Some(21)));
+    machines.push(failed("i-failed-to-end", None));
+    machines.push(HfMachine {
+        strategy: "other".into(),
+        ..machine("i-other", "r1", MachineState::Running, 30)
+    });
+    store
+        .insert_hf_request(&request(
+            "r1",
+            RequestKind::Acquire,
+            RequestState::InProgress,
+            1,
+        ))
+        .await
+        .unwrap();
+    store.save_observations(&machines).await.unwrap();
+    for (id, state, provider) in [
+        ("r-any", RequestState::Pending, None),
+        ("r-mine", RequestState::Provisioning, Some("sim")),
+        ("r-theirs", RequestState::Pending, Some("other")),
+        ("r-done", RequestState::Done, None),
+    ] {
+        let r = HfRequest {
+            provider_name: provider.map(String::from),
+            ..request(id, RequestKind::Acquire, state, 40)
+        };
+        store.insert_hf_request(&r).await.unwrap();
+    }
+    let held = store.hf_holdings("sim", 3).await.unwrap();
+    assert_eq!(held.machines, ["i-0", "i-1", "i-2"]);
+    assert_eq!(
+        held.machine_count, 8,
+        "7 running and the failed one not ended: {held:?}"
+    );
+    assert_eq!(held.requests, ["r-any", "r-mine"]);
+    assert_eq!(held.request_count, 2);
+    let none = store.hf_holdings("idle", 3).await.unwrap();
+    assert_eq!(
+        (none.machine_count, none.requests.clone()),
+        (0, vec!["r-any".to_string()])
+    );
+}

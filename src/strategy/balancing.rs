@@ -3,7 +3,7 @@
 //! as [`Candidate`]s (health and circuit from the engine's cache); this module reuses the
 //! selection pipeline for filtering, rotation, smooth WRR and least connections.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -91,6 +91,85 @@ impl MemberStats {
             window: OutcomeWindow::default(),
         }
     }
+}
+
+/// Whether `weight` can be a member's weight: a positive finite number.
+/// Largest weight: a share of a million to one is beyond any real split, and larger sums lose
+/// the precision weighted round robin counts with.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+
+/// Why `weight` is not a weight (more than 0, at most [`MAX_WEIGHT`]), if it is not.
+pub fn weight_problem(weight: f64) -> Option<String> {
+    (!(weight > 0.0 && weight <= MAX_WEIGHT))
+        .then(|| format!("must be more than 0 and at most {MAX_WEIGHT}, got {weight:?}"))
+}
+
+/// Problems with a load balancer's `weights` over its `members`, as (path below `weights`,
+/// message). Each weight belongs to a member and is a positive number; the map is empty (every
+/// member weighs 1) or names every member. A partial map is refused rather than completed: a
+/// weight filled in by the service (1, or the one before) would be one the caller never wrote.
+pub fn weight_problems(
+    members: &[String],
+    weights: &HashMap<String, f64>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let sorted: BTreeMap<_, _> = weights.iter().collect();
+    for (name, w) in sorted {
+        if !members.contains(name) {
+            out.push((name.clone(), format!("'{name}' is not in strategies")));
+        } else if let Some(m) = weight_problem(*w) {
+            out.push((name.clone(), m));
+        }
+    }
+    let missing: Vec<&str> = members
+        .iter()
+        .filter(|m| !weights.contains_key(*m))
+        .map(String::as_str)
+        .collect();
+    if !weights.is_empty() && !missing.is_empty() {
+        out.push((
+            String::new(),
+            format!(
+                "names some members but not {}: give every member a weight, or none (each then weighs 1); to change one member's weight use PUT /api/v1/providers/{{name}}/weights/{{member}}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+/// Why a member's weight cannot be set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightError {
+    NotAMember,
+    Invalid(String),
+}
+
+/// Every member's weight after setting `member`'s to `weight`: the others keep theirs (1 each
+/// when the map was empty), so the result always names every member.
+pub fn with_weight(
+    members: &[String],
+    weights: &HashMap<String, f64>,
+    member: &str,
+    weight: f64,
+) -> Result<BTreeMap<String, f64>, WeightError> {
+    if !members.iter().any(|m| m == member) {
+        return Err(WeightError::NotAMember);
+    }
+    if let Some(m) = weight_problem(weight) {
+        return Err(WeightError::Invalid(m));
+    }
+    Ok(members
+        .iter()
+        .map(|m| {
+            let w = if m == member {
+                weight
+            } else {
+                weights.get(m).copied().unwrap_or(1.0)
+            };
+            (m.clone(), w)
+        })
+        .collect())
 }
 
 /// The member chosen for one call, already counted as an active connection.
@@ -278,8 +357,8 @@ impl Balancer {
         }
         s.window.record(success, response_ms);
         let recent = s.window.stats();
-        s.success_rate = Some(recent.success_rate);
-        s.average_response_time_ms = Some(recent.mean_response_ms);
+        s.success_rate = recent.success_rate;
+        s.average_response_time_ms = recent.mean_response_ms;
         if success {
             s.successful_requests += 1;
             s.consecutive_failures = 0;

@@ -4,6 +4,12 @@
 //! open --(recovery_timeout elapsed: `tick` or a late `try_acquire`)--> half_open
 //! half_open --(a probe succeeds)--> closed;  --(a probe fails)--> open (timer restarts)
 //! In half_open at most `half_open_max_calls` probes are in flight at once.
+//!
+//! An operator can take the decision away from these rules ([`CircuitMode`]): forced open, the
+//! circuit rejects every call; forced closed, it admits every call; in both, outcomes and time
+//! change nothing (and are not counted). Back to `auto`, the rules resume from the state the
+//! circuit is in: a forced-open circuit stays open until its recovery timeout (counted from
+//! when it was opened) lets a probe through; a forced-closed one starts counting from zero.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -37,7 +43,51 @@ impl CircuitState {
     }
 }
 
+/// Who decides the circuit's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitMode {
+    /// The breaker's own rules (failures, recovery timeout, probes).
+    #[default]
+    Auto,
+    /// Open until an operator says otherwise: every call is rejected with CIRCUIT_OPEN.
+    #[serde(alias = "open")]
+    ForcedOpen,
+    /// Closed until an operator says otherwise: every call goes through, failures do not count.
+    #[serde(alias = "closed")]
+    ForcedClosed,
+}
+
+impl CircuitMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitMode::Auto => "auto",
+            CircuitMode::ForcedOpen => "forced_open",
+            CircuitMode::ForcedClosed => "forced_closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(CircuitMode::Auto),
+            "forced_open" => Some(CircuitMode::ForcedOpen),
+            "forced_closed" => Some(CircuitMode::ForcedClosed),
+            _ => None,
+        }
+    }
+}
+
+/// Who set a circuit's mode, when and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeSetting {
+    pub source: String,
+    pub reason: Option<String>,
+    pub at: EpochMillis,
+}
+
+/// Circuit-breaker settings; keys left out of a file's `circuit_breaker` take the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
 pub struct BreakerConfig {
     pub enabled: bool,
     /// Consecutive failures that open the circuit.
@@ -65,6 +115,47 @@ impl BreakerConfig {
     }
 }
 
+/// Partial circuit-breaker settings: a run-time change of the global ones
+/// (`circuit_breaker_config`), or a strategy's own (`circuit_breaker` in its definition), laid
+/// over the global settings field by field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Consecutive failures that open the circuit: 1 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Seconds an open circuit waits: more than 0, at most 86400 (one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_timeout: Option<f64>,
+    /// Probes allowed at once while half open: 1 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_max_calls: Option<u32>,
+}
+
+impl BreakerPatch {
+    /// `base` with the fields this patch sets replaced.
+    pub fn over(&self, base: &BreakerConfig) -> BreakerConfig {
+        BreakerConfig {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            failure_threshold: self.failure_threshold.unwrap_or(base.failure_threshold),
+            recovery_timeout: self.recovery_timeout.unwrap_or(base.recovery_timeout),
+            half_open_max_calls: self.half_open_max_calls.unwrap_or(base.half_open_max_calls),
+        }
+    }
+
+    /// `newer` wins field by field.
+    pub fn then(&self, newer: &BreakerPatch) -> BreakerPatch {
+        BreakerPatch {
+            enabled: newer.enabled.or(self.enabled),
+            failure_threshold: newer.failure_threshold.or(self.failure_threshold),
+            recovery_timeout: newer.recovery_timeout.or(self.recovery_timeout),
+            half_open_max_calls: newer.half_open_max_calls.or(self.half_open_max_calls),
+        }
+    }
+}
+
 /// A state change, for events and persistence.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Transition {
@@ -86,6 +177,7 @@ pub struct Permit {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CircuitBreaker {
     pub state: CircuitState,
+    pub mode: CircuitMode,
     pub consecutive_failures: u32,
     pub opened_at: Option<EpochMillis>,
     pub last_transition_at: Option<EpochMillis>,
@@ -98,6 +190,7 @@ impl Default for CircuitBreaker {
     fn default() -> Self {
         Self {
             state: CircuitState::Closed,
+            mode: CircuitMode::Auto,
             consecutive_failures: 0,
             opened_at: None,
             last_transition_at: None,
@@ -116,9 +209,12 @@ impl CircuitBreaker {
     }
 
     /// When an open circuit may next let a probe through.
+    /// `None` while an operator holds it open.
     pub fn retry_at(&self, cfg: &BreakerConfig) -> Option<EpochMillis> {
         match (self.state, self.opened_at) {
-            (CircuitState::Open, Some(at)) => Some(at + cfg.recovery_ms()),
+            (CircuitState::Open, Some(at)) if self.mode == CircuitMode::Auto => {
+                Some(at + cfg.recovery_ms())
+            }
             _ => None,
         }
     }
@@ -153,7 +249,7 @@ impl CircuitBreaker {
     /// Open → half-open once the recovery timeout has passed. Called by the background task
     /// and at the start of every call, so a call arriving late sees the transition too.
     pub fn tick(&mut self, cfg: &BreakerConfig, now: EpochMillis) -> Option<Transition> {
-        if !cfg.enabled {
+        if !self.decides(cfg) {
             return None;
         }
         match self.retry_at(cfg) {
@@ -172,8 +268,16 @@ impl CircuitBreaker {
         cfg: &BreakerConfig,
         now: EpochMillis,
     ) -> (Result<Permit, String>, Option<Transition>) {
-        if !cfg.enabled {
-            return (Ok(self.permit(false)), None);
+        match self.mode {
+            CircuitMode::ForcedOpen => {
+                return (
+                    Err("circuit forced open by an operator (mode forced_open)".into()),
+                    None,
+                );
+            }
+            CircuitMode::ForcedClosed => return (Ok(self.permit(false)), None),
+            CircuitMode::Auto if !cfg.enabled => return (Ok(self.permit(false)), None),
+            CircuitMode::Auto => {}
         }
         let transition = self.tick(cfg, now);
         let decision = match self.state {
@@ -213,7 +317,7 @@ impl CircuitBreaker {
         permit: Permit,
         now: EpochMillis,
     ) -> Option<Transition> {
-        if !cfg.enabled {
+        if !self.decides(cfg) {
             return None;
         }
         let state = self.state;
@@ -238,7 +342,7 @@ impl CircuitBreaker {
         permit: Permit,
         now: EpochMillis,
     ) -> Option<Transition> {
-        if !cfg.enabled {
+        if !self.decides(cfg) {
             return None;
         }
         let state = self.state;
@@ -267,6 +371,33 @@ impl CircuitBreaker {
         self.end_probe(permit);
     }
 
+    /// Whether the breaker's own rules decide: enabled, and not forced by an operator.
+    fn decides(&self, cfg: &BreakerConfig) -> bool {
+        cfg.enabled && self.mode == CircuitMode::Auto
+    }
+
+    /// An operator's decision. Forcing open opens the circuit (an open one keeps its opening
+    /// time, so its recovery timer runs on); forcing closed closes it with the failure count
+    /// reset; `Auto` hands the decision back to the rules from the current state. The
+    /// transition, if the state changed, carries `reason`.
+    pub fn set_mode(
+        &mut self,
+        mode: CircuitMode,
+        now: EpochMillis,
+        reason: String,
+    ) -> Option<Transition> {
+        self.mode = mode;
+        match (mode, self.state) {
+            (CircuitMode::ForcedOpen, CircuitState::Open) | (CircuitMode::Auto, _) => None,
+            (CircuitMode::ForcedOpen, _) => Some(self.move_to(CircuitState::Open, now, reason)),
+            (CircuitMode::ForcedClosed, CircuitState::Closed) => {
+                self.consecutive_failures = 0;
+                None
+            }
+            (CircuitMode::ForcedClosed, _) => Some(self.move_to(CircuitState::Closed, now, reason)),
+        }
+    }
+
     /// Sets the state by hand (restore from the store).
     pub fn restored(
         state: CircuitState,
@@ -276,12 +407,18 @@ impl CircuitBreaker {
     ) -> Self {
         Self {
             state,
+            mode: CircuitMode::Auto,
             consecutive_failures,
             opened_at,
             last_transition_at,
             probes_in_flight: 0,
             half_open_period: 0,
         }
+    }
+
+    /// The same breaker under `mode` (restore from the store).
+    pub fn in_mode(self, mode: CircuitMode) -> Self {
+        Self { mode, ..self }
     }
 }
 
@@ -380,6 +517,40 @@ mod tests {
         assert_eq!(b.state, CircuitState::Closed);
     }
 
+    #[test]
+    fn an_operator_forces_the_circuit_and_hands_it_back() {
+        let c = cfg(2, 1);
+        let mut b = CircuitBreaker::default();
+        let t = b.set_mode(CircuitMode::ForcedOpen, 0, "maintenance".into());
+        assert_eq!(
+            t.map(|t| (t.to, t.reason)),
+            Some((CircuitState::Open, "maintenance".into()))
+        );
+        assert!(b.tick(&c, 50_000).is_none(), "no recovery while forced");
+        assert!(b.try_acquire(&c, 50_000).0.is_err());
+        // Back to auto: the recovery timer ran from the forced opening, so a probe goes out.
+        assert!(
+            b.set_mode(CircuitMode::Auto, 50_000, "done".into())
+                .is_none()
+        );
+        let (probe, t) = b.try_acquire(&c, 50_000);
+        assert_eq!(t.map(|t| t.to), Some(CircuitState::HalfOpen));
+        assert!(probe.unwrap().probe);
+        // Forced closed: failures go through uncounted, and auto starts counting from zero.
+        let t = b.set_mode(CircuitMode::ForcedClosed, 50_001, "reset".into());
+        assert_eq!(t.map(|t| t.to), Some(CircuitState::Closed));
+        for now in 0..5 {
+            assert!(fail(&mut b, &c, 50_002 + now).is_none());
+        }
+        assert_eq!((b.state, b.consecutive_failures), (CircuitState::Closed, 0));
+        b.set_mode(CircuitMode::Auto, 60_000, "auto".into());
+        assert!(fail(&mut b, &c, 60_001).is_none());
+        assert_eq!(
+            fail(&mut b, &c, 60_002).map(|t| t.to),
+            Some(CircuitState::Open)
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Call { ok: bool },
@@ -387,6 +558,7 @@ mod tests {
         FinishOldest { ok: bool },
         Wait(i64),
         Tick,
+        Force(CircuitMode),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -396,6 +568,12 @@ mod tests {
             any::<bool>().prop_map(|ok| Step::FinishOldest { ok }),
             (0i64..15_000).prop_map(Step::Wait),
             Just(Step::Tick),
+            prop_oneof![
+                Just(CircuitMode::Auto),
+                Just(CircuitMode::ForcedOpen),
+                Just(CircuitMode::ForcedClosed)
+            ]
+            .prop_map(Step::Force),
         ]
     }
 
@@ -444,6 +622,33 @@ mod tests {
                             prop_assert_eq!((before, t.to), (CircuitState::Open, CircuitState::HalfOpen));
                         }
                     }
+                    Step::Force(mode) => {
+                        let failures = b.consecutive_failures;
+                        let t = b.set_mode(mode, now, "operator".into());
+                        match mode {
+                            CircuitMode::Auto => {
+                                prop_assert!(t.is_none());
+                                prop_assert_eq!(b.state, before, "auto resumes from the state it is in");
+                                prop_assert_eq!(b.consecutive_failures, failures);
+                            }
+                            CircuitMode::ForcedOpen => prop_assert_eq!(t.is_some(), before != CircuitState::Open),
+                            CircuitMode::ForcedClosed => prop_assert_eq!(t.is_some(), before != CircuitState::Closed),
+                        }
+                    }
+                }
+                // Forced, the state is the operator's: nothing else moves it.
+                match b.mode {
+                    CircuitMode::ForcedOpen => {
+                        prop_assert_eq!(b.state, CircuitState::Open);
+                        prop_assert!(b.clone().try_acquire(&c, now + 1_000_000).0.is_err());
+                        prop_assert!(b.retry_at(&c).is_none());
+                    }
+                    CircuitMode::ForcedClosed => {
+                        prop_assert_eq!(b.state, CircuitState::Closed);
+                        prop_assert_eq!(b.consecutive_failures, 0);
+                        prop_assert!(b.clone().try_acquire(&c, now).0.is_ok());
+                    }
+                    CircuitMode::Auto => {}
                 }
                 prop_assert!(b.probes_in_flight <= c.half_open_max_calls);
                 if b.state == CircuitState::HalfOpen {
@@ -454,7 +659,7 @@ mod tests {
                     prop_assert!(b.consecutive_failures < c.failure_threshold);
                     prop_assert!(b.opened_at.is_none());
                 }
-                if b.state == CircuitState::Open {
+                if b.state == CircuitState::Open && b.mode == CircuitMode::Auto {
                     prop_assert!(b.opened_at.is_some());
                     // An open circuit past its timeout always lets the next caller probe.
                     let mut copy = b.clone();

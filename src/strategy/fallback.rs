@@ -35,6 +35,18 @@ pub fn should_retry(kind: ProviderErrorKind, retries_done: u32, max_retries: u32
     kind.is_retryable() && retries_done < max_retries
 }
 
+/// How many consecutive failures of the primary a CIRCUIT_BREAKER fallback sees before the
+/// primary is skipped, given its own `threshold` and the primary's own breaker (`None` when
+/// that breaker is disabled). Both breakers count the same failures and either one open skips
+/// the primary, so the lower threshold wins; answers it and whether the primary's own breaker
+/// is the one that limits.
+pub fn effective_threshold(threshold: u32, primary_threshold: Option<u32>) -> (u32, bool) {
+    match primary_threshold {
+        Some(p) if p < threshold => (p, true),
+        _ => (threshold, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -63,6 +75,14 @@ mod tests {
         ] {
             assert!(!should_retry(kind, 0, 5), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn the_lower_of_the_two_thresholds_skips_the_primary() {
+        assert_eq!(effective_threshold(10, Some(5)), (5, true));
+        assert_eq!(effective_threshold(10, Some(10)), (10, false));
+        assert_eq!(effective_threshold(3, Some(5)), (3, false));
+        assert_eq!(effective_threshold(10, None), (10, false));
     }
 
     #[test]

@@ -8,7 +8,10 @@ pub mod fallback;
 pub mod selection;
 pub mod window;
 
-pub use breaker::{BreakerConfig, CircuitBreaker, CircuitState, Permit, Transition};
+pub use breaker::{
+    BreakerConfig, BreakerPatch, CircuitBreaker, CircuitMode, CircuitState, ModeSetting, Permit,
+    Transition,
+};
 pub use selection::{
     Candidate, MIN_SAMPLES_FOR_CRITERIA, NoCandidate, Selection, SelectionCriteria,
     SelectionPolicy, SelectorState, Verdict,

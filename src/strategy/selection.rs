@@ -301,20 +301,20 @@ fn filter_reason(
         }
     }
     if c.recent.samples >= MIN_SAMPLES_FOR_CRITERIA {
-        if let Some(min) = criteria.min_success_rate
-            && c.recent.success_rate < min
+        if let (Some(min), Some(rate)) = (criteria.min_success_rate, c.recent.success_rate)
+            && rate < min
         {
             return Some(format!(
-                "success rate {:.1}% below minimum {min}% (last {} operations)",
-                c.recent.success_rate, c.recent.samples
+                "success rate {rate:.1}% below minimum {min}% (last {} operations)",
+                c.recent.samples
             ));
         }
-        if let Some(max) = criteria.max_response_time_ms
-            && c.recent.mean_response_ms > max
+        if let (Some(max), Some(mean)) = (criteria.max_response_time_ms, c.recent.mean_response_ms)
+            && mean > max
         {
             return Some(format!(
-                "mean response time {:.1} ms above maximum {max} ms (last {} operations)",
-                c.recent.mean_response_ms, c.recent.samples
+                "mean response time {mean:.1} ms above maximum {max} ms (last {} operations)",
+                c.recent.samples
             ));
         }
     }
@@ -326,12 +326,15 @@ fn by_priority(c: &Candidate) -> (i64, u64) {
     (c.priority, c.order)
 }
 
+/// Without measurements a strategy scores best, so that it gets measured.
 fn performance_score(c: &Candidate) -> f64 {
-    if c.recent.samples == 0 {
-        return 1.0;
+    match (c.recent.success_rate, c.recent.mean_response_ms) {
+        (Some(rate), Some(mean)) => {
+            let speed = (1000.0 / mean.max(1.0)).min(1.0);
+            0.7 * (rate / 100.0) + 0.3 * speed
+        }
+        _ => 1.0,
     }
-    let speed = (1000.0 / c.recent.mean_response_ms.max(1.0)).min(1.0);
-    0.7 * (c.recent.success_rate / 100.0) + 0.3 * speed
 }
 
 /// Weights as integers (thousandths) so that smooth WRR is exact.
@@ -344,6 +347,9 @@ fn weight_units(c: &Candidate) -> i64 {
 fn rank(pool: &mut [&Candidate], policy: SelectionPolicy, state: &mut SelectorState) -> String {
     use std::cmp::Ordering;
     let f64_cmp = |a: f64, b: f64| a.partial_cmp(&b).unwrap_or(Ordering::Equal);
+    // Unmeasured (None) sorts first, as the metric policies want.
+    let measured_cmp =
+        |a: Option<f64>, b: Option<f64>| a.partial_cmp(&b).unwrap_or(Ordering::Equal);
     pool.sort_by_key(|c| by_priority(c));
     match policy {
         SelectionPolicy::FirstAvailable => {
@@ -387,36 +393,25 @@ fn rank(pool: &mut [&Candidate], policy: SelectionPolicy, state: &mut SelectorSt
         SelectionPolicy::FastestResponse => {
             // Untried strategies go first so that they get measured.
             pool.sort_by(|a, b| {
-                (a.recent.samples > 0)
-                    .cmp(&(b.recent.samples > 0))
-                    .then(f64_cmp(
-                        a.recent.mean_response_ms,
-                        b.recent.mean_response_ms,
-                    ))
+                measured_cmp(a.recent.mean_response_ms, b.recent.mean_response_ms)
                     .then(by_priority(a).cmp(&by_priority(b)))
             });
-            match pool[0].recent.samples {
-                0 => "no response times recorded yet; measured first".into(),
-                _ => format!(
-                    "lowest recent mean response time ({:.1} ms)",
-                    pool[0].recent.mean_response_ms
-                ),
+            match pool[0].recent.mean_response_ms {
+                None => "no response times recorded yet; measured first".into(),
+                Some(mean) => format!("lowest recent mean response time ({mean:.1} ms)"),
             }
         }
         SelectionPolicy::HighestSuccessRate => {
             pool.sort_by(|a, b| {
-                (a.recent.samples > 0)
-                    .cmp(&(b.recent.samples > 0))
-                    .then(f64_cmp(b.recent.success_rate, a.recent.success_rate))
+                (a.recent.success_rate.is_some())
+                    .cmp(&b.recent.success_rate.is_some())
+                    .then(measured_cmp(b.recent.success_rate, a.recent.success_rate))
                     .then(b.recent.samples.cmp(&a.recent.samples))
                     .then(by_priority(a).cmp(&by_priority(b)))
             });
-            match pool[0].recent.samples {
-                0 => "no operations recorded yet; measured first".into(),
-                _ => format!(
-                    "highest recent success rate ({:.1}%)",
-                    pool[0].recent.success_rate
-                ),
+            match pool[0].recent.success_rate {
+                None => "no operations recorded yet; measured first".into(),
+                Some(rate) => format!("highest recent success rate ({rate:.1}%)"),
             }
         }
         SelectionPolicy::PerformanceBased => {

@@ -9,10 +9,12 @@ pub const WINDOW_SIZE: usize = 100;
 /// Summary of a strategy's recent calls, as the policies see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
 pub struct RecentStats {
+    /// Operations the provider answered (caller errors and circuit rejections are not here).
     pub samples: u64,
-    /// Percent, 0–100; 0 when there are no samples (read `samples` first).
-    pub success_rate: f64,
-    pub mean_response_ms: f64,
+    /// Percent, 0–100; null without samples.
+    pub success_rate: Option<f64>,
+    /// Null without samples.
+    pub mean_response_ms: Option<f64>,
 }
 
 /// The last [`WINDOW_SIZE`] outcomes of one strategy.
@@ -38,8 +40,8 @@ impl OutcomeWindow {
         let total_ms: f64 = self.outcomes.iter().map(|(_, ms)| ms).sum();
         RecentStats {
             samples: n as u64,
-            success_rate: ok as f64 * 100.0 / n as f64,
-            mean_response_ms: total_ms / n as f64,
+            success_rate: Some(ok as f64 * 100.0 / n as f64),
+            mean_response_ms: Some(total_ms / n as f64),
         }
     }
 }
@@ -51,7 +53,8 @@ mod tests {
     #[test]
     fn window_keeps_only_recent_outcomes() {
         let mut w = OutcomeWindow::default();
-        assert_eq!(w.stats().samples, 0);
+        assert_eq!(w.stats(), RecentStats::default());
+        assert_eq!(w.stats().success_rate, None, "null, not 0, without samples");
         for _ in 0..WINDOW_SIZE {
             w.record(false, 10.0);
         }
@@ -60,7 +63,7 @@ mod tests {
         }
         let s = w.stats();
         assert_eq!(s.samples, WINDOW_SIZE as u64);
-        assert_eq!(s.success_rate, 50.0);
-        assert_eq!(s.mean_response_ms, 20.0);
+        assert_eq!(s.success_rate, Some(50.0));
+        assert_eq!(s.mean_response_ms, Some(20.0));
     }
 }

@@ -239,6 +239,17 @@ async fn serve_stops_cleanly_on_sigterm() {
         log.contains("ohfp serving") && log.contains("ohfp stopped"),
         "{log}"
     );
+    // The database (with any secret of an API-registered strategy) and the logs are the
+    // service user's only.
+    use std::os::unix::fs::PermissionsExt;
+    for path in [
+        dir.path().join("db/ohfp.db"),
+        dir.path().join("db"),
+        dir.path().join("logs").join(&files[0]),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+    }
     assert!(dir.path().join("db/ohfp.db").exists());
 }
 

@@ -95,6 +95,62 @@ async fn weighted_load_balancer_splits_calls_by_fractional_weights() {
         m["live"]["strategy_stats"]["member_stats"][0]["total_requests"],
         heavy + 5
     );
+
+    // A PUT naming some members' weights only is refused, naming the ones left out.
+    let (status, v) = app
+        .put("/api/v1/providers/lb", json!({"provider_type": "load_balancer", "strategy_config":
+            {"strategies": ["sim-a", "sim-b"], "weights": {"sim-a": 3}, "algorithm": "WEIGHTED_ROUND_ROBIN"}}))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "strategy_config.weights", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not sim-b"),
+        "{v}"
+    );
+
+    // One member's weight (the guide's set_strategy_weight); the other keeps its own.
+    let (status, v) = app
+        .put("/api/v1/providers/lb/weights/sim-a", json!({"weight": 3}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["strategy_config"]["weights"],
+        json!({"sim-a": 3.0, "sim-b": 1.0})
+    );
+    let mut third = HashMap::<String, usize>::new();
+    for _ in 0..8 {
+        let v = run_on(&app, "lb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        *third.entry(members_called(&v)[0].clone()).or_default() += 1;
+    }
+    assert_eq!((third["sim-a"], third["sim-b"]), (6, 2), "{third:?}");
+    for (path, body, status) in [
+        (
+            "/api/v1/providers/lb/weights/sim-c",
+            json!({"weight": 1}),
+            404,
+        ),
+        (
+            "/api/v1/providers/lb/weights/sim-a",
+            json!({"weight": -1}),
+            422,
+        ),
+        (
+            "/api/v1/providers/sim-a/weights/sim-b",
+            json!({"weight": 1}),
+            409,
+        ),
+        (
+            "/api/v1/providers/nope/weights/sim-a",
+            json!({"weight": 1}),
+            404,
+        ),
+    ] {
+        let (got, v) = app.put(path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+    }
     app.stop().await;
 }
 
@@ -260,10 +316,130 @@ async fn fallback_circuit_breaker_mode_stops_calling_the_primary() {
         "the open circuit skips the primary"
     );
     let (_, caps) = app.get("/api/v1/providers/fb/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
     assert_eq!(
-        caps["performance_metrics"]["primary_circuit"]["state"], "open",
+        (
+            &circuit["state"],
+            &circuit["failure_count"],
+            &circuit["failure_rate"]
+        ),
+        (&json!("open"), &json!(2), &json!(100.0)),
         "{caps}"
     );
+    app.stop().await;
+}
+
+/// The guide's fallback with `circuit_breaker_threshold` 10 over a primary whose own breaker
+/// (the global threshold, 5) opens first; then over a primary with a breaker of its own.
+#[tokio::test]
+async fn a_fallback_threshold_above_the_primarys_takes_effect_with_the_primarys_own_breaker() {
+    let app = TestApp::spawn().await;
+    let fallback = |primary: &str| {
+        json!({"primary": primary, "fallbacks": ["sim-good"], "mode": "circuit_breaker",
+            "circuit_breaker_threshold": 10, "circuit_breaker_timeout_seconds": 120})
+    };
+    register_sim(&app, "sim-good", json!({}), json!({})).await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    register_ok(&app, "fb", "fallback", fallback("sim-bad")).await;
+    for _ in 0..10 {
+        let v = run_on(&app, "fb", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        assert_eq!(v["success"], true, "{v}");
+    }
+    let (_, caps) = app.get("/api/v1/providers/fb/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &circuit["effective_threshold"],
+            &circuit["primary_breaker_threshold"]
+        ),
+        (&json!(5), &json!(5)),
+        "{circuit}"
+    );
+    assert!(
+        circuit["note"]
+            .as_str()
+            .unwrap()
+            .contains("circuit_breaker.failure_threshold of at least 10"),
+        "{circuit}"
+    );
+    assert_eq!(circuit["state"], "closed", "the primary's own opened first");
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "open", "{h}");
+
+    // The primary's own breaker with a higher threshold: the fallback's 10 now decides.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "sim-bad-2", "provider_type": "simulated",
+                "strategy_config": {"failure_rate": 1.0}, "circuit_breaker": {"failure_threshold": 0}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "circuit_breaker.failure_threshold");
+    register_sim(
+        &app,
+        "sim-bad-2",
+        json!({"failure_rate": 1.0}),
+        json!({"circuit_breaker": {"failure_threshold": 20}}),
+    )
+    .await;
+    register_ok(&app, "fb-2", "fallback", fallback("sim-bad-2")).await;
+    for _ in 0..10 {
+        let v = run_on(&app, "fb-2", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+        assert_eq!(members_called(&v), ["sim-bad-2", "sim-good"], "{v}");
+    }
+    let v = run_on(&app, "fb-2", "GET_AVAILABLE_TEMPLATES", json!({})).await;
+    assert_eq!(members_called(&v), ["sim-good"], "open after 10: {v}");
+    let (_, caps) = app.get("/api/v1/providers/fb-2/capabilities").await;
+    let circuit = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &circuit["state"],
+            &circuit["failure_count"],
+            &circuit["effective_threshold"],
+            &circuit["failure_rate"]
+        ),
+        (&json!("open"), &json!(10), &json!(10), &json!(100.0)),
+        "{circuit}"
+    );
+    assert!(circuit["note"].is_null());
+    let (_, h) = app.get("/api/v1/providers/sim-bad-2/health").await;
+    assert_eq!(
+        (
+            &h["circuit"]["state"],
+            &h["circuit"]["settings"]["failure_threshold"]
+        ),
+        (&json!("closed"), &json!(20)),
+        "{h}"
+    );
+
+    // An update that leaves it out keeps the strategy's own breaker; null removes it.
+    let update = |extra: Value| {
+        let mut body =
+            json!({"provider_type": "simulated", "strategy_config": {"failure_rate": 1.0}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, v) = app
+        .put("/api/v1/providers/sim-bad-2", update(json!({})))
+        .await;
+    assert_eq!(
+        (status, &v["circuit_breaker"]),
+        (200, &json!({"failure_threshold": 20})),
+        "{v}"
+    );
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-bad-2",
+            update(json!({"circuit_breaker": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("circuit_breaker").is_none(), "{v}");
+    let (_, h) = app.get("/api/v1/providers/sim-bad-2/health").await;
+    assert_eq!(h["circuit"]["settings"]["failure_threshold"], 5, "{h}");
     app.stop().await;
 }
 

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::helpers::{TestApp, eventually, test_config};
+use crate::support::example_provider::ExampleProvider;
+use crate::support::moto::Moto;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -572,6 +574,25 @@ async fn the_usage_guide_quick_start_switching_and_load_balancing() {
         99.0
     );
 
+    // Update load balancing weights: set_strategy_weight, one member at a time, by the CLI.
+    for (member, weight) in [("aws", 0.8), ("provider1", 0.2)] {
+        let data = json!({"member": member, "weight": weight}).to_string();
+        let v = ohfp(
+            &app,
+            "setStrategyWeight",
+            &["--name", "load_balancer"],
+            Some(&data),
+        )
+        .await;
+        assert_eq!(v["strategy_config"]["weights"][member], weight, "{v}");
+    }
+    let (_, lb) = app.get("/api/v1/providers/load_balancer").await;
+    assert_eq!(
+        lb["strategy_config"]["weights"],
+        json!({"aws": 0.8, "provider1": 0.2, "provider2": 0.2}),
+        "the member left alone keeps its weight"
+    );
+
     // Monitoring and Metrics: one strategy's figures, then all of them.
     let (_, aws) = app.get("/api/v1/providers/aws/metrics").await;
     assert!(aws["totals"]["count"].as_u64().unwrap() >= 2, "{aws}");
@@ -667,6 +688,66 @@ async fn the_usage_guide_fallback_and_composition() {
     let result = execute_on(&app, Some("retrying"), "HEALTH_CHECK").await;
     assert_eq!(result["success"], true, "{result}");
 
+    // Circuit Breaker Pattern: threshold 10, two minutes, graceful degradation; then
+    // circuit_metrics. The primary's own breaker counts the same failures, so aws carries one
+    // at least as high for the fallback's 10 to decide (the README's composition).
+    let aws = |extra: Value| {
+        let mut body = json!({"provider_type": "simulated", "strategy_config": {"latency_ms": 0}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/aws",
+            aws(
+                json!({"strategy_config": {"latency_ms": 0, "failure_rate": 1.0},
+                       "circuit_breaker": {"failure_threshold": 20}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    register(
+        &app,
+        "guarded",
+        "fallback",
+        json!({"mode": "CIRCUIT_BREAKER", "circuit_breaker_threshold": 10,
+               "circuit_breaker_timeout_seconds": 120.0, "enable_graceful_degradation": true,
+               "primary": "aws", "fallbacks": ["provider1", "provider2"]}),
+    )
+    .await;
+    for _ in 0..10 {
+        let result = execute_on(&app, Some("guarded"), "GET_AVAILABLE_TEMPLATES").await;
+        assert_eq!(result["success"], true, "{result}");
+    }
+    let (_, caps) = app.get("/api/v1/providers/guarded/capabilities").await;
+    let metrics = &caps["performance_metrics"]["circuit_metrics"];
+    assert_eq!(
+        (
+            &metrics["state"],
+            &metrics["failure_count"],
+            &metrics["failure_rate"]
+        ),
+        (&json!("open"), &json!(10), &json!(100.0)),
+        "{caps}"
+    );
+    // aws recovers; its own breaker is reset by hand (Circuit Breaker Stuck Open).
+    app.put(
+        "/api/v1/providers/aws",
+        aws(json!({"circuit_breaker": null})),
+    )
+    .await;
+    for mode in ["closed", "auto"] {
+        let (status, v) = app
+            .put(
+                "/api/v1/providers/aws/circuit",
+                json!({"mode": mode, "source": "guide"}),
+            )
+            .await;
+        assert_eq!((status, &v["state"]), (200, &json!("closed")), "{v}");
+    }
+
     // Multi-Provider Composition: parallel, sequential, redundant.
     register(
         &app,
@@ -733,4 +814,188 @@ async fn the_usage_guides_load_test_succeeds_throughout() {
     assert_eq!(successes, 1000);
     let app = std::sync::Arc::into_inner(app).unwrap();
     app.stop().await;
+}
+
+/// `ohfp serve --config FILE` with `env`, until it is ready; its address.
+async fn serve(config: &Path, env: &[(String, String)]) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("OHFP_SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ohfp serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let (client_ref, base_ref) = (&client, &base);
+    eventually(
+        "the service on the guide's configuration is ready",
+        || async move {
+            let r = client_ref.get(format!("{base_ref}/ready")).send().await;
+            r.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    (child, base)
+}
+
+async fn post(base: &str, path: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_usage_guides_configuration_files_run_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The usage guide's "Configuration File Structure" and its environment files, as printed;
+    // OHFP_ENV finds the environment's file beside it.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guides/config.json");
+    let moto = Moto::start().await;
+    let provider1 = ExampleProvider::start(&["--api-key", "key-1"]);
+    let provider2 = ExampleProvider::start(&["--api-key", "key-2"]);
+    // Only environment variables: the keys the file asks for, where this machine's clouds are
+    // (the guide's hosts are not reachable from a test), and where the service keeps its data.
+    let env = |name: &str| -> Vec<(String, String)> {
+        [
+            ("OHFP_ENV", name),
+            ("PROVIDER1_API_KEY", "key-1"),
+            ("PROVIDER2_API_KEY", "key-2"),
+            (
+                "OHFP_PROVIDERS__PROVIDER1__CONFIG__ENDPOINT_URL",
+                &provider1.url,
+            ),
+            (
+                "OHFP_PROVIDERS__PROVIDER2__CONFIG__ENDPOINT_URL",
+                &provider2.url,
+            ),
+            ("OHFP_PROVIDERS__AWS__CONFIG__ENDPOINT_URL", &moto.url),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            (
+                "OHFP_DATABASE__PATH",
+                &dir.path().join(format!("{name}.db")).display().to_string(),
+            ),
+            ("OHFP_LOGGING__DIR", "null"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+
+    let (mut service, base) = serve(&config, &env("production")).await;
+    let listed = get(&base, "/api/v1/providers").await;
+    let kinds: Vec<(String, String)> = listed["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["strategy_name"].as_str().unwrap().to_string(),
+                p["provider_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("aws", "aws"),
+        ("provider1", "http"),
+        ("provider2", "http"),
+        ("load_balancer", "load_balancer"),
+        ("fallback", "fallback"),
+    ]
+    .map(|(n, t)| (n.to_string(), t.to_string()));
+    assert_eq!(kinds, expected, "{listed}");
+    assert_eq!(
+        listed["providers"][1]["strategy_config"]["api_key"], "***",
+        "{listed}"
+    );
+    // production.json over the file: its thresholds, the file's members.
+    let configuration = get(&base, "/api/v1/providers/configuration").await;
+    assert_eq!(
+        configuration["active_strategy"], "fallback",
+        "{configuration}"
+    );
+    assert_eq!(
+        configuration["default_selection_policy"],
+        "PERFORMANCE_BASED"
+    );
+    assert_eq!(configuration["health_check_interval"], 30.0);
+    assert_eq!(
+        configuration["selection_criteria"]["min_success_rate"],
+        99.5
+    );
+    let fallback = get(&base, "/api/v1/providers/fallback").await;
+    assert_eq!(fallback["strategy_config"]["primary"], "aws", "{fallback}");
+    assert_eq!(fallback["strategy_config"]["circuit_breaker_threshold"], 3);
+    let balancer = get(&base, "/api/v1/providers/load_balancer").await;
+    assert_eq!(
+        balancer["strategy_config"]["weights"]["aws"], 0.6,
+        "{balancer}"
+    );
+    assert_eq!(
+        balancer["strategy_config"]["max_connections_per_strategy"],
+        100
+    );
+
+    // The AWS section reaches its cloud (moto here) with the profile the guide names.
+    let v = post(&base, "/api/v1/providers/aws/health/check", json!({})).await;
+    assert_eq!(v["check"]["is_healthy"], true, "{v}");
+    // Operations go to the active fallback, whose primary is AWS.
+    let v = post(
+        &base,
+        "/api/v1/providers/operations",
+        json!({"operation_type": "GET_AVAILABLE_TEMPLATES", "parameters": {}}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["metadata"]["strategy_used"], "fallback", "{v}");
+    assert_eq!(
+        v["metadata"]["attempted"][0]["members"][0]["strategy"], "aws",
+        "{v}"
+    );
+    // provider1 answers on its own, with its key.
+    let v = post(
+        &base,
+        "/api/v1/providers/operations",
+        json!({"operation_type": "HEALTH_CHECK", "parameters": {}, "strategy_override": "provider1"}),
+    )
+    .await;
+    assert_eq!(v["success"], true, "{v}");
+    service.kill().await.unwrap();
+
+    // development.json over the same file.
+    let (mut service, base) = serve(&config, &env("development")).await;
+    let configuration = get(&base, "/api/v1/providers/configuration").await;
+    assert_eq!(configuration["default_selection_policy"], "FIRST_AVAILABLE");
+    assert_eq!(configuration["health_check_interval"], 60.0);
+    assert_eq!(
+        configuration["selection_criteria"]["min_success_rate"],
+        80.0
+    );
+    service.kill().await.unwrap();
 }

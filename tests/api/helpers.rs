@@ -103,6 +103,15 @@ impl TestApp {
         self.send(reqwest::Method::PUT, path, body).await
     }
 
+    /// The event stream, `GET /api/v1/events/stream`, open (read it with [`next_event`]).
+    pub async fn events(&self) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/v1/events/stream"))
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let res = self
             .client
@@ -186,5 +195,24 @@ where
             "{what}: not reached within {PATIENCE:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the event stream (`GET /api/v1/events/stream`, opened as `stream`) until an event of `kind`
+/// arrives, and answers it; fails after [`PATIENCE`].
+pub async fn next_event(stream: &mut reqwest::Response, kind: &str) -> Value {
+    let tag = format!("\"kind\":\"{kind}\"");
+    let mut seen = String::new();
+    loop {
+        if let Some(line) = seen.lines().find(|l| l.contains(&tag) && l.ends_with('}')) {
+            return serde_json::from_str(line.trim_start_matches("data:").trim())
+                .expect("event JSON");
+        }
+        let chunk = tokio::time::timeout(PATIENCE, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event within {PATIENCE:?}"))
+            .expect("event stream")
+            .expect("event stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }

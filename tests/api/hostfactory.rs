@@ -13,7 +13,7 @@ use tokio::process::Command;
 use crate::helpers::{TestApp, eventually, execute, test_config};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostfactory");
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hostfactory/scripts");
+pub const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hostfactory/scripts");
 
 /// Placeholder ids used by the fixtures for what the service really returned.
 const REQ_A: &str = "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713";

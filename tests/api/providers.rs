@@ -703,7 +703,14 @@ async fn metrics_and_capabilities() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["totals"]["count"], 4);
     assert_eq!(v["totals"]["successes"], 3);
-    assert_eq!(v["totals"]["success_rate"], 75.0);
+    assert_eq!(
+        (&v["totals"]["failures"], &v["totals"]["caller_errors"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(
+        v["totals"]["success_rate"], 100.0,
+        "a caller's mistake is not the provider's failure"
+    );
     assert!(v["totals"]["mean_response_time_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(v["operations"]["CREATE_INSTANCES"]["count"], 3);
     assert_eq!(v["operations"]["VALIDATE_TEMPLATE"]["count"], 1);
@@ -717,6 +724,34 @@ async fn metrics_and_capabilities() {
         .await;
     assert_eq!(all["totals"]["count"], 4);
     assert!(all["strategies"][0].get("operations").is_none());
+
+    // Calls refused by an open circuit are counted apart too: no rate without provider outcomes.
+    let (_, v) = app.get("/api/v1/providers/sim-secondary").await;
+    assert!(v["recent"]["success_rate"].is_null(), "null, not 0: {v}");
+    app.put(
+        "/api/v1/providers/sim-secondary/circuit",
+        json!({"mode": "open"}),
+    )
+    .await;
+    for _ in 0..2 {
+        execute(
+            &app,
+            json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-secondary"}),
+        )
+        .await;
+    }
+    let (_, v) = app.get("/api/v1/providers/sim-secondary/metrics").await;
+    assert_eq!(
+        (
+            &v["totals"]["count"],
+            &v["totals"]["rejected"],
+            &v["totals"]["failures"]
+        ),
+        (&json!(2), &json!(2), &json!(0)),
+        "{v}"
+    );
+    assert!(v["totals"]["success_rate"].is_null(), "{v}");
+    assert!(v["live"]["recent"]["success_rate"].is_null(), "{v}");
 
     let (status, c) = app.get("/api/v1/providers/sim-primary/capabilities").await;
     assert_eq!(status, 200);

@@ -1,6 +1,8 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, execute, open_circuit_on_failing_sim, register_sim};
+use crate::helpers::{
+    TestApp, eventually, execute, next_event, open_circuit_on_failing_sim, register_sim,
+};
 
 #[tokio::test]
 async fn failover_within_one_call_when_the_first_strategy_fails() {
@@ -166,6 +168,130 @@ async fn least_connections_spreads_concurrent_calls() {
 }
 
 #[tokio::test]
+async fn an_operator_forces_a_circuit_open_closed_and_back_to_auto() {
+    let app = TestApp::spawn().await;
+    register_sim(&app, "sim-bad", json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
+    )
+    .await;
+    let mut events = app.events().await;
+    let health_check =
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-primary"});
+
+    // Forced open: recorded with its source, announced, and no call reaches the provider.
+    let (status, c) = app
+        .put(
+            "/api/v1/providers/sim-primary/circuit",
+            json!({"mode": "open", "source": "ops-alice", "reason": "provider maintenance"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (
+            &c["state"],
+            &c["mode"],
+            &c["mode_source"],
+            &c["mode_reason"]
+        ),
+        (
+            &json!("open"),
+            &json!("forced_open"),
+            &json!("ops-alice"),
+            &json!("provider maintenance")
+        ),
+        "{c}"
+    );
+    assert!(
+        c["next_probe_at"].is_null(),
+        "no recovery while forced: {c}"
+    );
+    let control = next_event(&mut events, "circuit_control").await;
+    assert_eq!(control["strategy"], "sim-primary");
+    assert_eq!(
+        (&control["detail"]["mode"], &control["detail"]["source"]),
+        (&json!("forced_open"), &json!("ops-alice"))
+    );
+    let transition = next_event(&mut events, "circuit_transition").await;
+    assert_eq!(transition["detail"]["to"], "open");
+    assert_eq!(
+        execute(&app, health_check.clone()).await["error_code"],
+        "CIRCUIT_OPEN"
+    );
+
+    // Forced closed: every call goes through and failures do not open it.
+    let (status, c) = app
+        .put(
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "closed", "source": "ops-bob"}),
+        )
+        .await;
+    assert_eq!((status, &c["mode"]), (200, &json!("forced_closed")), "{c}");
+    let bad_check = json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-bad"});
+    for _ in 0..3 {
+        assert_eq!(
+            execute(&app, bad_check.clone()).await["error_code"],
+            "SIMULATED_FAILURE"
+        );
+    }
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["state"], "closed", "{h}");
+
+    // Both choices survive a restart.
+    let cfg = crate::helpers::test_config(&app.db);
+    drop(events);
+    let dir = app.stop().await;
+    let app = TestApp::start(cfg).await;
+    let (_, h) = app.get("/api/v1/providers/sim-primary/health").await;
+    assert_eq!(
+        (&h["circuit"]["mode"], &h["circuit"]["mode_source"]),
+        (&json!("forced_open"), &json!("ops-alice")),
+        "{h}"
+    );
+    assert_eq!(
+        execute(&app, health_check.clone()).await["error_code"],
+        "CIRCUIT_OPEN"
+    );
+    let (_, h) = app.get("/api/v1/providers/sim-bad/health").await;
+    assert_eq!(h["circuit"]["mode"], "forced_closed", "{h}");
+
+    // Back to auto: the breaker's rules decide again (threshold 1 opens at the next failure).
+    let (status, c) = app
+        .put("/api/v1/providers/sim-bad/circuit", json!({"mode": "auto"}))
+        .await;
+    assert_eq!(
+        (status, &c["mode"], &c["mode_source"]),
+        (200, &json!("auto"), &json!("api"))
+    );
+    execute(&app, bad_check.clone()).await;
+    assert_eq!(execute(&app, bad_check).await["error_code"], "CIRCUIT_OPEN");
+
+    for (path, body, status) in [
+        (
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "ajar"}),
+            422,
+        ),
+        (
+            "/api/v1/providers/sim-bad/circuit",
+            json!({"mode": "auto", "source": "x".repeat(65)}),
+            422,
+        ),
+        (
+            "/api/v1/providers/nope/circuit",
+            json!({"mode": "auto"}),
+            404,
+        ),
+    ] {
+        let (got, v) = app.put(path, body).await;
+        assert_eq!(got, status, "{path}: {v}");
+    }
+    app.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
 async fn failover_can_be_turned_off() {
     let app = TestApp::spawn().await;
     register_sim(
@@ -212,5 +338,59 @@ async fn failover_can_be_turned_off() {
         .await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["errors"][0]["path"], "failover_enabled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_circuit_stops_creates_but_not_status_polls_or_terminations() {
+    let app = TestApp::spawn().await;
+    register_sim(
+        &app,
+        "sim-small",
+        json!({"capacity": 2}),
+        json!({"circuit_breaker": {"failure_threshold": 2, "recovery_timeout": 3600}}),
+    )
+    .await;
+    let run = |operation: &'static str, parameters: Value| {
+        let app = &app;
+        async move {
+            execute(
+                app,
+                json!({"operation_type": operation, "parameters": parameters,
+                       "strategy_override": "sim-small"}),
+            )
+            .await
+        }
+    };
+    let made = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 2})).await;
+    assert_eq!(made["success"], true, "{made}");
+    let ids = made["data"]["instance_ids"].clone();
+    // Two creates the region has no room for open the circuit.
+    for _ in 0..2 {
+        let v = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 1})).await;
+        assert_eq!(v["error_code"], "INSUFFICIENT_CAPACITY", "{v}");
+    }
+    let v = run("CREATE_INSTANCES", json!({"template_id": "t", "count": 1})).await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN", "{v}");
+    // The machines already made are still polled and returned.
+    let v = run("GET_INSTANCE_STATUS", json!({"instance_ids": ids})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let v = run("TERMINATE_INSTANCES", json!({"instance_ids": ids})).await;
+    assert_eq!(v["success"], true, "{v}");
+    let (_, h) = app.get("/api/v1/providers/sim-small/health").await;
+    assert_eq!(
+        h["circuit"]["state"], "open",
+        "they neither probe nor close it: {h}"
+    );
+    // An operator's forced open stops them too.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/sim-small/circuit",
+            json!({"mode": "open", "source": "ops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let v = run("GET_INSTANCE_STATUS", json!({"instance_ids": ids})).await;
+    assert_eq!(v["error_code"], "CIRCUIT_OPEN", "{v}");
     app.stop().await;
 }

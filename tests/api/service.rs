@@ -135,28 +135,10 @@ async fn mutating_routes_need_the_token_when_auth_is_on() {
 #[tokio::test]
 async fn events_stream_reports_operations() {
     let app = TestApp::spawn().await;
-    let mut res = app
-        .client
-        .get(app.url("/api/v1/events/stream"))
-        .send()
-        .await
-        .unwrap();
+    let mut res = app.events().await;
     assert_eq!(res.status(), 200);
     crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
-    let mut seen = String::new();
-    while !seen.contains("\"kind\":\"operation\"") {
-        let chunk = tokio::time::timeout(crate::helpers::PATIENCE, res.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let line = seen
-        .lines()
-        .find(|l| l.contains("\"kind\":\"operation\""))
-        .unwrap();
-    let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    let event = crate::helpers::next_event(&mut res, "operation").await;
     assert_eq!(event["strategy"], "sim-primary");
     assert!(event["at"].is_string());
     drop(res);

@@ -4,8 +4,9 @@
 #
 # stdout carries only the answer's JSON; diagnostics go to stderr. Exit 0 when the service
 # accepted the call, 1 when it rejected it or could not be reached (a JSON `message` is still
-# printed). OHFP_URL and OHFP_TOKEN come from the environment, else from ohfp.env beside this
-# script (shell syntax: OHFP_URL=http://…). OHFP_TIMEOUT (seconds, default 30) bounds a call.
+# printed), 128 + its number when a signal ends it. OHFP_URL and OHFP_TOKEN come from the
+# environment, else from ohfp.env beside this script (shell syntax: OHFP_URL=http://…).
+# OHFP_TIMEOUT (seconds, default 30) bounds a call.
 call=$1
 shift
 
@@ -42,8 +43,17 @@ if [ -n "$file" ] && [ ! -r "$file" ]; then
     fail "cannot read input file $file"
 fi
 
+# The directory holds the bearer token: it goes on every way out. A shell killed by a signal
+# runs no EXIT trap, so each signal that ends it (HostFactory closing the pipe the answer goes
+# to is SIGPIPE) is turned into an exit with the usual status, 128 + the signal's number.
+work=
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 131' QUIT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
 work=$(mktemp -d 2>/dev/null) || fail "cannot create a temporary directory"
-trap 'rm -rf "$work"' EXIT INT TERM
 umask 077
 : > "$work/headers"
 if [ -n "$token" ]; then

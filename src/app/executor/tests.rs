@@ -16,7 +16,7 @@ use crate::providers::{
     CreateRequest, Created, HealthReport, MachineRef, Provider, StatusQuery, StatusReport,
     TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
-use crate::store::{CircuitRepo, StrategySource};
+use crate::store::{CircuitRepo, CircuitRow, StrategySource};
 use crate::strategy::{CircuitBreaker, CircuitState};
 
 #[derive(Debug, Clone)]
@@ -163,13 +163,20 @@ impl Harness {
                 weight: 100.0,
                 capabilities: Default::default(),
                 config: Map::new(),
+                circuit_breaker: None,
             },
             source: StrategySource::Api,
             order,
             registered_at: 0,
             updated_at: 0,
             provider: Arc::clone(provider) as Arc<dyn Provider>,
-            runtime: Arc::new(StrategyRuntime::new(HealthStatus::unknown(), breaker, None)),
+            runtime: Arc::new(StrategyRuntime::new(
+                HealthStatus::unknown(),
+                CircuitRow {
+                    breaker,
+                    ..CircuitRow::default()
+                },
+            )),
         })
     }
 
@@ -339,7 +346,7 @@ async fn a_timeout_is_a_timeout_error_and_counts_against_the_breaker() {
     );
     assert_eq!(breaker_of(&a).consecutive_failures, 1);
     let recent = a.runtime.window.lock().unwrap().stats();
-    assert_eq!((recent.samples, recent.success_rate), (1, 0.0));
+    assert_eq!((recent.samples, recent.success_rate), (1, Some(0.0)));
     h.run(create(), route).await;
     assert_eq!(breaker_of(&a).state, CircuitState::Open);
     // The abandoned calls do not stay counted in flight.

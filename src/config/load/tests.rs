@@ -118,6 +118,68 @@ fn ohfp_env_lays_its_file_over_the_last_one() {
 }
 
 #[test]
+fn the_guides_configuration_file_loads_as_written() {
+    // The usage guide's "Configuration File Structure", as printed.
+    let guide = include_str!("../../../tests/fixtures/guides/config.json");
+    let c = load_text(
+        guide,
+        &[("PROVIDER1_API_KEY", "k1"), ("PROVIDER2_API_KEY", "k2")],
+    )
+    .unwrap();
+    let kinds: Vec<(&str, &str)> = c
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.provider_type.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("aws", "aws"),
+            ("provider1", "http"),
+            ("provider2", "http"),
+            ("load_balancer", "load_balancer"),
+            ("fallback", "fallback")
+        ]
+    );
+    assert_eq!(c.providers[1].config["api_key"], "k1");
+    assert_eq!(
+        c.providers[3].config["strategies"],
+        serde_json::json!(["aws", "provider1", "provider2"])
+    );
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("fallback"));
+    assert!(c.strategy.failover_enabled && c.strategy.metrics_collection_enabled);
+
+    // The guide's production.json over it keeps the members and changes the thresholds.
+    let base = file_with(guide);
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    let env = [("PROVIDER1_API_KEY", "k1"), ("PROVIDER2_API_KEY", "k2")];
+    let (vars, lookup) = env_of(&env);
+    let c = load_with_env(&[base.path(), &dir.join("production.json")], &vars, &lookup).unwrap();
+    assert_eq!(c.strategy.health_check_interval, 30.0);
+    assert_eq!(c.strategy.selection_criteria.min_success_rate, Some(99.5));
+    let fallback = c.providers.iter().find(|p| p.name == "fallback").unwrap();
+    assert_eq!(fallback.config["primary"], "aws");
+    assert_eq!(fallback.config["circuit_breaker_threshold"], 3);
+    let lb = c
+        .providers
+        .iter()
+        .find(|p| p.name == "load_balancer")
+        .unwrap();
+    assert_eq!(lb.config["weights"]["aws"], 0.6);
+    assert_eq!(lb.config["health_check_mode"], "active");
+
+    // `provider.type` must name a section or a provider type.
+    let err = load_text(r#"{"provider": {"type": "azure"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "provider.type");
+    let c = load_text(
+        r#"{"provider": {"type": "simulated", "one": {"type": "simulated"}, "two": {"type": "simulated"}}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.strategy.active_strategy.as_deref(), Some("one"));
+}
+
+#[test]
 fn log_files_kept_are_configurable_and_at_least_one() {
     let (vars, lookup) = env_of(&[]);
     assert_eq!(
@@ -230,7 +292,8 @@ fn guide_shape_maps_onto_the_model() {
               "metrics_collection_enabled": false,
               "selection_criteria": {"min_success_rate": 95.0, "max_response_time_ms": 5000, "require_healthy": true}
             },
-            "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1},
+            "sim-east": {"type": "simulated", "region": "sim-east-1", "failure_rate": 0.1,
+                         "circuit_breaker": {"failure_threshold": 10}},
             "sim-west": {"type": "simulated", "region": "sim-west-1"}
           }
         }"#,
@@ -248,6 +311,10 @@ fn guide_shape_maps_onto_the_model() {
     assert_eq!(names, ["sim-east", "sim-west"]);
     assert_eq!(c.providers[0].config["region"], "sim-east-1");
     assert!(!c.providers[0].config.contains_key("type"));
+    // A section's own breaker settings belong to the strategy, not to its provider config.
+    let own = c.providers[0].circuit_breaker.as_ref().unwrap();
+    assert_eq!(own.failure_threshold, Some(10));
+    assert!(!c.providers[0].config.contains_key("circuit_breaker"));
 }
 
 #[test]
@@ -326,6 +393,32 @@ fn strategy_settings_out_of_bounds_are_errors_at_their_key() {
 }
 
 #[test]
+fn a_strategys_own_breaker_is_laid_over_the_global_one_with_the_same_bounds() {
+    let err = load_text(
+        r#"{"providers": [{"name": "a", "type": "simulated",
+            "circuit_breaker": {"failure_threshold": 1001, "recovery_timeout": 0}}]}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "providers[0].circuit_breaker.failure_threshold",
+            "providers[0].circuit_breaker.recovery_timeout"
+        ]
+    );
+    let cfg = load_text(
+        r#"{"strategy": {"circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 30}},
+            "providers": [{"name": "a", "type": "simulated", "circuit_breaker": {"failure_threshold": 10}}]}"#,
+        &[],
+    )
+    .unwrap();
+    let own = cfg.providers[0].breaker(&cfg.strategy.circuit_breaker);
+    assert_eq!((own.failure_threshold, own.recovery_timeout), (10, 30.0));
+}
+
+#[test]
 fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
     let c = load_with_env(&[], &[], &|_| None).unwrap();
     // Its fallback list names its own two providers; everything else is a default.
@@ -337,4 +430,36 @@ fn the_strategy_settings_config_default_json_shows_are_the_ones_used() {
     // And a file that leaves the section out gets the same values.
     let bare = load_text(r#"{"providers": []}"#, &[]).unwrap();
     assert_eq!(bare.strategy, crate::config::StrategySettings::default());
+}
+
+#[test]
+fn connection_settings_have_bounds_named_at_their_key() {
+    let c = load_text(
+        r#"{"server": {"header_read_timeout_seconds": 2.5, "max_connections": 64}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.server.header_read_timeout_seconds, 2.5);
+    assert_eq!(c.server.max_connections, 64);
+    for (text, path) in [
+        (
+            r#"{"server": {"header_read_timeout_seconds": 0}}"#,
+            "server.header_read_timeout_seconds",
+        ),
+        (
+            r#"{"server": {"header_read_timeout_seconds": 1e20}}"#,
+            "server.header_read_timeout_seconds",
+        ),
+        (
+            r#"{"server": {"max_connections": 0}}"#,
+            "server.max_connections",
+        ),
+        (
+            r#"{"server": {"max_connections": 1000000}}"#,
+            "server.max_connections",
+        ),
+    ] {
+        let err = load_text(text, &[]).unwrap_err();
+        assert_eq!(err.errors[0].path, path, "{text}");
+    }
 }

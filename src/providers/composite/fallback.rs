@@ -1,6 +1,8 @@
 //! `provider_type: fallback`: a primary and ordered fallbacks, with the modes of
 //! `crate::strategy::fallback`. CIRCUIT_BREAKER mode keeps a breaker of its own over the
-//! primary (its threshold and timeout from this config), in addition to the primary's own.
+//! primary (its threshold and timeout from this config), in addition to the primary's own:
+//! both count the primary's failures and either one open skips it, so the lower threshold
+//! decides (`circuit_metrics.effective_threshold` says which).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,12 +13,13 @@ use serde_json::{Map, Value, json};
 
 use super::Combinator;
 use super::{Members, check_names, usable};
+use crate::config::{MAX_FAILURE_THRESHOLD, MAX_RECOVERY_TIMEOUT_SECONDS};
 use crate::domain::{Attempt, Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{
     Operation, OperationOutput, ProviderDeps, TemplatesReport, Traced, parse_config,
 };
-use crate::strategy::fallback::{FallbackMode, backoff_seconds, should_retry};
-use crate::strategy::{BreakerConfig, CircuitBreaker};
+use crate::strategy::fallback::{FallbackMode, backoff_seconds, effective_threshold, should_retry};
+use crate::strategy::{BreakerConfig, CircuitBreaker, OutcomeWindow};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,12 +88,19 @@ impl FallbackConfig {
         if cfg.circuit_breaker_threshold == 0 {
             return bad("circuit_breaker_threshold", "must be at least 1".into());
         }
-        if !(cfg.circuit_breaker_timeout_seconds.is_finite()
-            && cfg.circuit_breaker_timeout_seconds > 0.0)
-        {
+        let timeout = cfg.circuit_breaker_timeout_seconds;
+        if !(timeout > 0.0 && timeout <= MAX_RECOVERY_TIMEOUT_SECONDS) {
             return bad(
                 "circuit_breaker_timeout_seconds",
-                "must be a positive number of seconds".into(),
+                format!(
+                    "must be more than 0 and at most {MAX_RECOVERY_TIMEOUT_SECONDS} seconds, got {timeout:?}"
+                ),
+            );
+        }
+        if cfg.circuit_breaker_threshold > MAX_FAILURE_THRESHOLD {
+            return bad(
+                "circuit_breaker_threshold",
+                format!("must be at most {MAX_FAILURE_THRESHOLD}"),
             );
         }
         Ok(cfg)
@@ -111,7 +121,15 @@ pub struct Fallback {
     cfg: FallbackConfig,
     members: Members,
     /// CIRCUIT_BREAKER mode's breaker over the primary.
-    breaker: Arc<Mutex<CircuitBreaker>>,
+    breaker: Arc<Mutex<PrimaryCircuit>>,
+}
+
+/// CIRCUIT_BREAKER mode's view of the primary: its breaker and the primary's recent outcomes
+/// through this fallback (for `failure_rate`).
+#[derive(Default)]
+struct PrimaryCircuit {
+    breaker: CircuitBreaker,
+    window: OutcomeWindow,
 }
 
 impl Fallback {
@@ -125,7 +143,7 @@ impl Fallback {
             name: name.to_string(),
             breaker: deps
                 .shelf
-                .get_or_insert(name, || Mutex::new(CircuitBreaker::default())),
+                .get_or_insert(name, || Mutex::new(PrimaryCircuit::default())),
             cfg,
             members,
         }
@@ -149,6 +167,7 @@ impl Fallback {
                     .breaker
                     .lock()
                     .expect("breaker lock")
+                    .breaker
                     .try_acquire(&self.cfg.primary_breaker(), now_millis());
                 self.report(transition);
                 decision.map(Some).map_err(|reason| {
@@ -200,6 +219,44 @@ impl Fallback {
 }
 
 impl Fallback {
+    /// CIRCUIT_BREAKER mode's breaker over the primary, in the guide's `circuit_metrics` names,
+    /// with how it composes with the primary's own breaker.
+    fn circuit_metrics(&self) -> Value {
+        let (state, failures, recent) = {
+            let c = self.breaker.lock().expect("breaker lock");
+            (
+                c.breaker.state,
+                c.breaker.consecutive_failures,
+                c.window.stats(),
+            )
+        };
+        let primary_threshold = self
+            .members
+            .invoker
+            .breaker(&self.cfg.primary)
+            .filter(|b| b.enabled)
+            .map(|b| b.failure_threshold);
+        let (effective, limited) =
+            effective_threshold(self.cfg.circuit_breaker_threshold, primary_threshold);
+        let mut metrics = json!({
+            "state": state,
+            "failure_count": failures,
+            "failure_rate": recent.success_rate.map(|ok| 100.0 - ok),
+            "samples": recent.samples,
+            "threshold": self.cfg.circuit_breaker_threshold,
+            "timeout_seconds": self.cfg.circuit_breaker_timeout_seconds,
+            "primary_breaker_threshold": primary_threshold,
+            "effective_threshold": effective,
+        });
+        if limited {
+            metrics["note"] = json!(format!(
+                "the primary's own circuit breaker opens first, after {effective} consecutive failures; give '{}' a circuit_breaker.failure_threshold of at least {} for this threshold to take effect",
+                self.cfg.primary, self.cfg.circuit_breaker_threshold
+            ));
+        }
+        metrics
+    }
+
     /// The primary's result, or `None` (with a note why) when the mode skips it.
     async fn try_primary(
         &self,
@@ -218,11 +275,19 @@ impl Fallback {
         if let Some(permit) = permit {
             let cfg = self.cfg.primary_breaker();
             let now = now_millis();
+            let ms = attempts.last().map_or(0.0, |a| a.response_time_ms);
             let transition = {
-                let mut b = self.breaker.lock().expect("breaker lock");
+                let mut circuit = self.breaker.lock().expect("breaker lock");
+                let PrimaryCircuit { breaker: b, window } = &mut *circuit;
                 match &result {
-                    Ok(_) => b.on_success(&cfg, permit, now),
-                    Err(e) if e.kind.counts_as_failure() => b.on_failure(&cfg, permit, now),
+                    Ok(_) => {
+                        window.record(true, ms);
+                        b.on_success(&cfg, permit, now)
+                    }
+                    Err(e) if e.kind.counts_as_failure() => {
+                        window.record(false, ms);
+                        b.on_failure(&cfg, permit, now)
+                    }
                     Err(_) => {
                         b.release(permit);
                         None
@@ -238,7 +303,6 @@ impl Fallback {
 #[async_trait]
 impl Combinator for Fallback {
     fn capabilities(&self) -> Capabilities {
-        let b = self.breaker.lock().expect("breaker lock").clone();
         let mut performance = json!({
             "mode": self.cfg.mode,
             "max_retries": self.cfg.max_retries,
@@ -246,12 +310,7 @@ impl Combinator for Fallback {
             "graceful_degradation": self.cfg.enable_graceful_degradation,
         });
         if self.cfg.mode == FallbackMode::CircuitBreaker {
-            performance["primary_circuit"] = json!({
-                "state": b.state,
-                "consecutive_failures": b.consecutive_failures,
-                "threshold": self.cfg.circuit_breaker_threshold,
-                "timeout_seconds": self.cfg.circuit_breaker_timeout_seconds,
-            });
+            performance["circuit_metrics"] = self.circuit_metrics();
         }
         self.members.capabilities(
             Map::from_iter([

@@ -10,15 +10,19 @@ use serde_json::{Map, Value, json};
 
 use super::Combinator;
 use super::{Members, check_names};
+use crate::config::MAX_RECOVERY_TIMEOUT_SECONDS;
 use crate::domain::{Capabilities, ProviderError, ProviderErrorKind, now_millis};
 use crate::providers::{Operation, ProviderDeps, Traced, parse_config};
-use crate::strategy::balancing::{Algorithm, Balancer, BalancerConfig, HealthCheckMode};
+use crate::strategy::balancing::{
+    Algorithm, Balancer, BalancerConfig, HealthCheckMode, weight_problems,
+};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerConfig {
     pub strategies: Vec<String>,
-    /// Member name → weight (any positive number, fractions too); members left out weigh 1.
+    /// Member name → weight (any positive number, fractions too): every member, or none (each
+    /// then weighs 1).
     #[serde(default)]
     pub weights: HashMap<String, f64>,
     #[serde(default = "default_algorithm")]
@@ -47,6 +51,9 @@ fn default_passive_recovery() -> f64 {
     30.0
 }
 
+/// Most operations one member may have in flight through a balancer.
+pub const MAX_CONNECTIONS_PER_STRATEGY: u64 = 100_000;
+
 impl LoadBalancerConfig {
     pub fn from_spec(config: &Map<String, Value>) -> Result<Self, (String, String)> {
         let cfg: Self = parse_config(config)?;
@@ -58,24 +65,25 @@ impl LoadBalancerConfig {
             );
         }
         check_names("strategies", &cfg.strategies)?;
-        let mut weights: Vec<_> = cfg.weights.iter().collect();
-        weights.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, w) in weights {
-            if !cfg.strategies.contains(name) {
-                return bad(
-                    &format!("weights.{name}"),
-                    format!("'{name}' is not in strategies"),
-                );
-            }
-            if !(w.is_finite() && *w > 0.0) {
-                return bad(
-                    &format!("weights.{name}"),
-                    format!("must be a positive number, got {w}"),
-                );
-            }
+        if let Some((key, message)) = weight_problems(&cfg.strategies, &cfg.weights)
+            .into_iter()
+            .next()
+        {
+            let path = if key.is_empty() {
+                "weights".to_string()
+            } else {
+                format!("weights.{key}")
+            };
+            return bad(&path, message);
         }
-        if cfg.max_connections_per_strategy == Some(0) {
-            return bad("max_connections_per_strategy", "must be at least 1".into());
+        if cfg
+            .max_connections_per_strategy
+            .is_some_and(|n| !(1..=MAX_CONNECTIONS_PER_STRATEGY).contains(&n))
+        {
+            return bad(
+                "max_connections_per_strategy",
+                format!("must be from 1 to {MAX_CONNECTIONS_PER_STRATEGY}"),
+            );
         }
         if !(cfg.weight_adjustment_factor > 0.0 && cfg.weight_adjustment_factor <= 1.0) {
             return bad(
@@ -86,10 +94,13 @@ impl LoadBalancerConfig {
                 ),
             );
         }
-        if !(cfg.passive_recovery_seconds.is_finite() && cfg.passive_recovery_seconds > 0.0) {
+        let recovery = cfg.passive_recovery_seconds;
+        if !(recovery > 0.0 && recovery <= MAX_RECOVERY_TIMEOUT_SECONDS) {
             return bad(
                 "passive_recovery_seconds",
-                "must be a positive number of seconds".into(),
+                format!(
+                    "must be more than 0 and at most {MAX_RECOVERY_TIMEOUT_SECONDS} seconds, got {recovery:?}"
+                ),
             );
         }
         Ok(cfg)

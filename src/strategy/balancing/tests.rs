@@ -272,3 +272,81 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_partial_weight_map_is_refused_naming_the_members_left_out() {
+    let members: Vec<String> = ["aws", "provider1", "provider2"].map(String::from).into();
+    let partial = HashMap::from([("aws".to_string(), 0.8), ("provider1".to_string(), 0.2)]);
+    let problems = weight_problems(&members, &partial);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "");
+    assert!(problems[0].1.contains("not provider2"), "{problems:?}");
+    assert!(weight_problems(&members, &HashMap::new()).is_empty());
+    let stranger = HashMap::from([("gcp".to_string(), 1.0)]);
+    assert_eq!(weight_problems(&members, &stranger)[0].0, "gcp");
+}
+
+#[test]
+fn setting_one_weight_keeps_the_others() {
+    let members: Vec<String> = ["aws", "provider1"].map(String::from).into();
+    let w = with_weight(&members, &HashMap::new(), "aws", 0.8).unwrap();
+    assert_eq!(
+        w,
+        BTreeMap::from([("aws".into(), 0.8), ("provider1".into(), 1.0)])
+    );
+    assert_eq!(
+        with_weight(&members, &HashMap::new(), "gcp", 1.0),
+        Err(WeightError::NotAMember)
+    );
+    assert!(matches!(
+        with_weight(&members, &HashMap::new(), "aws", 0.0),
+        Err(WeightError::Invalid(_))
+    ));
+}
+
+proptest! {
+    /// A weight map is accepted exactly when it is empty or gives every member, and only
+    /// members, a positive weight; setting one member's weight on an accepted map gives an
+    /// accepted map that differs in that member only.
+    #[test]
+    fn weight_maps_are_all_or_nothing_and_one_weight_changes_one_member(
+        n in 1usize..6,
+        given in proptest::collection::vec(proptest::option::of(0.0f64..10.0), 6),
+        extra in any::<bool>(),
+        target in 0usize..6,
+        weight in -1.0f64..10.0,
+    ) {
+        let members: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let mut weights: HashMap<String, f64> = members
+            .iter()
+            .zip(&given)
+            .filter_map(|(m, w)| w.map(|w| (m.clone(), w)))
+            .collect();
+        if extra {
+            weights.insert("stranger".into(), 1.0);
+        }
+        let valid = !extra
+            && (weights.is_empty() || (weights.len() == n && weights.values().all(|w| *w > 0.0)));
+        prop_assert_eq!(weight_problems(&members, &weights).is_empty(), valid);
+        if valid {
+            let member = format!("m{target}");
+            match with_weight(&members, &weights, &member, weight) {
+                Ok(after) => {
+                    prop_assert!(target < n && weight > 0.0);
+                    let after_map: HashMap<String, f64> = after.clone().into_iter().collect();
+                    prop_assert!(weight_problems(&members, &after_map).is_empty());
+                    for m in &members {
+                        let expected = if *m == member {
+                            weight
+                        } else {
+                            weights.get(m).copied().unwrap_or(1.0)
+                        };
+                        prop_assert_eq!(after[m], expected);
+                    }
+                }
+                Err(WeightError::NotAMember) => prop_assert!(target >= n),
+                Err(WeightError::Invalid(_)) => prop_assert!(weight <= 0.0),
+            }
+        }
+    }
+}

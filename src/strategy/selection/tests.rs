@@ -34,8 +34,8 @@ fn cand(name: &str, order: u64) -> Candidate {
 fn stats(samples: u64, success_rate: f64, mean_response_ms: f64) -> RecentStats {
     RecentStats {
         samples,
-        success_rate,
-        mean_response_ms,
+        success_rate: (samples > 0).then_some(success_rate),
+        mean_response_ms: (samples > 0).then_some(mean_response_ms),
     }
 }
 
@@ -520,7 +520,9 @@ proptest! {
     #[test]
     fn fastest_response_picks_minimum_mean_among_measured(cands in arb_candidates()) {
         let measured: Vec<Candidate> = cands.into_iter().map(|mut c| {
-            c.recent.samples = c.recent.samples.max(1);
+            if c.recent.samples == 0 {
+                c.recent = stats(1, 100.0, 50.0);
+            }
             c.health = HealthState::Healthy;
             c.circuit = CircuitState::Closed;
             c
