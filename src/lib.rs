@@ -2,8 +2,10 @@
 //!
 //! Layers, outermost first: `cli` and `http` (thin), `app` (commands, queries, the strategy
 //! engine), `strategy` (pure selection and breaker logic), `providers` (clouds and the
-//! simulator), `store` (SQLite), `monitor` (background task). `domain` holds the shared types.
+//! simulator), `store` (SQLite), `monitor` (background task), `alerts` (rules and their
+//! evaluation). `domain` holds the shared types.
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;

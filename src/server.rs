@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
+use crate::http::prometheus::Exposition;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -58,7 +60,11 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let prometheus = Arc::new(Exposition::new(&engine));
+        let alerts = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
         let state = AppState {
+            prometheus,
+            alerts,
             engine,
             hostfactory,
             config: Arc::new(config),
@@ -95,6 +101,21 @@ impl App {
         tasks.spawn_service("background monitor", move || {
             monitor::run(Arc::clone(&monitored), retention.clone(), stop.clone())
         });
+        let (writer, stop) = (Arc::clone(&engine), token.clone());
+        tasks.spawn_service("event writer", move || {
+            let (writer, stop) = (Arc::clone(&writer), stop.clone());
+            async move { writer.events().run_writer(stop).await }
+        });
+        let (alerts, stop) = (Arc::clone(&state.alerts), token.clone());
+        tasks.spawn_service("alert evaluator", move || {
+            let (alerts, stop) = (Arc::clone(&alerts), stop.clone());
+            async move { alerts.run(stop).await }
+        });
+        let (alerts, stop) = (Arc::clone(&state.alerts), token.clone());
+        tasks.spawn_service("alert webhooks", move || {
+            let (alerts, stop) = (Arc::clone(&alerts), stop.clone());
+            async move { alerts.run_webhooks(stop).await }
+        });
         let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
         tasks.spawn_service("hostfactory reconciler", move || {
             hostfactory::run_reconciler(Arc::clone(&hf), stop.clone())
@@ -119,9 +140,10 @@ impl App {
         http::serve::serve(listener, router, limits, token.clone()).await;
         token.cancel();
         tasks.join(SHUTDOWN_GRACE).await;
-        // Provisioning that finished during the grace period recorded metrics after the
-        // monitor's last flush.
+        // Provisioning that finished during the grace period recorded metrics and events after
+        // the monitor's last flush and the event writer's last write.
         monitor::metrics::flush(&engine).await;
+        engine.events().flush().await;
         engine.store().close().await;
         tracing::info!("ohfp stopped");
         Ok(())

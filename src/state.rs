@@ -3,9 +3,11 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::HostFactory;
+use crate::http::prometheus::Exposition;
 use crate::tasks::Tasks;
 
 /// The one state every handler gets; cheap to clone.
@@ -19,4 +21,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The background tasks; readiness fails when one of them is gone.
     pub tasks: Tasks,
+    /// Alert rules and alerts.
+    pub alerts: Arc<Alerts>,
+    /// `/metrics`: the registry and the series the HTTP layer records.
+    pub prometheus: Arc<Exposition>,
 }

@@ -45,7 +45,7 @@ impl Engine {
     pub async fn start(config: &Config, store: Store) -> anyhow::Result<Arc<Self>> {
         let settings = Arc::new(Settings::load(&config.strategy, store.clone()).await?);
         let metrics = Arc::new(MetricsRecorder::default());
-        let events = Arc::new(EventBus::default());
+        let events = Arc::new(EventBus::start(store.clone()).await?);
         let executor = Executor::new(
             store.clone(),
             Arc::clone(&settings),

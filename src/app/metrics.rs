@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::prometheus::OperationSeries;
 use crate::domain::{EpochMillis, Outcome, ProviderError, rfc3339};
 use crate::store::{LATENCY_BOUNDS_MS, MetricBucket, MetricsRepo, Store, StoreResult};
 
@@ -17,12 +18,9 @@ pub const RETENTION_HOURS: u32 = 31 * 24;
 #[derive(Default)]
 pub struct MetricsRecorder {
     pending: Mutex<HashMap<(String, String, i64), MetricBucket>>,
-    /// Monotonic counters since start, for the Prometheus endpoint.
-    lifetime: Mutex<BTreeMap<LifetimeKey, (u64, f64)>>,
+    /// Counters and histograms since start, for the Prometheus endpoint.
+    series: OperationSeries,
 }
-
-/// (strategy, operation, outcome)
-pub type LifetimeKey = (String, String, Outcome);
 
 fn minute_of(ms: EpochMillis) -> i64 {
     ms.div_euclid(60_000)
@@ -40,14 +38,8 @@ impl MetricsRecorder {
         response_ms: f64,
     ) {
         let outcome = Outcome::of(result);
-        {
-            let mut lifetime = self.lifetime.lock().expect("metrics lock");
-            let c = lifetime
-                .entry((strategy.to_string(), operation.to_string(), outcome))
-                .or_default();
-            c.0 += 1;
-            c.1 += response_ms / 1000.0;
-        }
+        self.series
+            .observe(strategy, operation, outcome, response_ms);
         let minute = minute_of(at);
         let mut pending = self.pending.lock().expect("metrics lock");
         let bucket = pending
@@ -76,9 +68,9 @@ impl MetricsRecorder {
         }
     }
 
-    /// Operation counts and seconds spent since start.
-    pub fn lifetime(&self) -> BTreeMap<LifetimeKey, (u64, f64)> {
-        self.lifetime.lock().expect("metrics lock").clone()
+    /// Operation counters and latency histograms since start.
+    pub fn series(&self) -> &OperationSeries {
+        &self.series
     }
 
     /// Writes what is pending; on failure the counts are put back for the next flush.

@@ -7,9 +7,11 @@
 pub mod commands;
 mod engine;
 mod error;
+pub mod event_log;
 pub mod events;
 pub mod executor;
 pub mod metrics;
+pub mod prometheus;
 pub mod queries;
 pub mod registry;
 pub mod settings;

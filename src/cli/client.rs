@@ -132,6 +132,10 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         GetRequestStatus(a) => (a, Method::GET, "/api/v1/requests/{request_id}"),
         RequestReturnMachines(a) => (a, Method::POST, "/api/v1/returns"),
         GetReturnRequests(a) => (a, Method::GET, "/api/v1/returns"),
+        ListProviderEvents(a) => (a, Method::GET, "/api/v1/events"),
+        ListAlerts(a) => (a, Method::GET, "/api/v1/alerts"),
+        GetAlertRules(a) => (a, Method::GET, "/api/v1/alerts/rules"),
+        ConfigureAlertRules(a) => (a, Method::PUT, "/api/v1/alerts/rules"),
     };
     let mut data = read_data(args)?;
     // Commands without a body: the data names the strategy, the rest are query parameters.

@@ -175,4 +175,16 @@ pub enum ClientCommand {
     /// GET /api/v1/returns
     #[command(name = "getReturnRequests")]
     GetReturnRequests(ClientArgs),
+    /// GET /api/v1/events (--data '{"kind": "circuit_transition", "limit": 20}')
+    #[command(name = "listProviderEvents")]
+    ListProviderEvents(ClientArgs),
+    /// GET /api/v1/alerts
+    #[command(name = "listAlerts")]
+    ListAlerts(ClientArgs),
+    /// GET /api/v1/alerts/rules
+    #[command(name = "getAlertRules")]
+    GetAlertRules(ClientArgs),
+    /// PUT /api/v1/alerts/rules (--data '{"rules": […]}')
+    #[command(name = "configureAlertRules")]
+    ConfigureAlertRules(ClientArgs),
 }

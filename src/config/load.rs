@@ -288,6 +288,9 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "must be at least 1".into(),
         );
     }
+    for (field, message) in config.alerts.validate() {
+        err(format!("alerts.{field}"), message);
+    }
     for (field, message) in config.database.retention.validate() {
         err(format!("database.retention.{field}"), message);
     }

@@ -1,6 +1,7 @@
 //! Configuration: typed model, layered loading (embedded default or files in order →
 //! `OHFP_ENV`'s file → `OHFP_*` env → `${VAR}` expansion), validation with errors that name the bad key.
 
+mod alerts;
 mod expand;
 mod guide;
 mod layers;
@@ -17,6 +18,10 @@ use utoipa::ToSchema;
 use crate::domain::CapabilityFlags;
 use crate::strategy::{BreakerConfig, BreakerPatch};
 
+pub use alerts::{
+    AlertRule, AlertsConfig, Condition, ConditionKind, MAX_RULES, Statistic,
+    problems as alert_rule_problems,
+};
 pub use load::{ConfigError, ConfigErrors, load, load_with_env};
 pub use retention::RetentionConfig;
 pub use strategy::{
@@ -44,6 +49,8 @@ pub struct Config {
     pub providers: Vec<StrategySpec>,
     #[serde(default)]
     pub hostfactory: HostFactoryConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// The HostFactory side: templates and request tracking.

@@ -19,6 +19,12 @@ pub struct RetentionConfig {
     pub health_history_days: f64,
     /// and beyond the newest this many of each strategy.
     pub health_history_per_strategy: u32,
+    /// Events older than this many days,
+    pub events_days: f64,
+    /// and beyond the newest this many.
+    pub events_max: u32,
+    /// Cleared alerts, this many days after they cleared (active ones stay).
+    pub alerts_days: f64,
 }
 
 impl Default for RetentionConfig {
@@ -30,6 +36,9 @@ impl Default for RetentionConfig {
             sim_instance_hours: 24.0,
             health_history_days: 30.0,
             health_history_per_strategy: 1000,
+            events_days: 7.0,
+            events_max: 100_000,
+            alerts_days: 30.0,
         }
     }
 }
@@ -43,6 +52,8 @@ impl RetentionConfig {
             ("hostfactory_days", self.hostfactory_days),
             ("sim_instance_hours", self.sim_instance_hours),
             ("health_history_days", self.health_history_days),
+            ("events_days", self.events_days),
+            ("alerts_days", self.alerts_days),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 errors.push((field, format!("must be a positive number, got {value}")));
@@ -54,6 +65,10 @@ impl RetentionConfig {
         // The operator view shows the last 50 changes of a strategy.
         if self.health_history_per_strategy < 50 {
             errors.push(("health_history_per_strategy", "must be at least 50".into()));
+        }
+        // A follower that reconnects gets what it missed from the newest `events_max`.
+        if !(1000..=10_000_000).contains(&self.events_max) {
+            errors.push(("events_max", "must be from 1000 to 10000000".into()));
         }
         errors
     }

@@ -2,7 +2,9 @@
 //! the launch model.
 //! No I/O here.
 
+mod alert;
 mod capabilities;
+mod event;
 mod health;
 mod launch;
 mod machine;
@@ -10,7 +12,9 @@ mod names;
 mod operation;
 mod unknown;
 
+pub use alert::{Alert, NewAlert};
 pub use capabilities::{Capabilities, CapabilityFlags};
+pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};
 pub use launch::{
     AllocationStrategy, CapacityReservation, FleetOptions, FleetType, LaunchSpec,

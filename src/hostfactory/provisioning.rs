@@ -10,7 +10,9 @@ use super::model::{HfMachine, HfRequest, RequestState};
 use super::service::HostFactory;
 use super::templates::launch_spec;
 use crate::app::Route;
-use crate::domain::{EpochMillis, LaunchSpec, Machine, MachineState, OperationType, now_millis};
+use crate::domain::{
+    EpochMillis, EventKind, LaunchSpec, Machine, MachineState, OperationType, now_millis,
+};
 use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
 use crate::store::HostFactoryRepo;
 
@@ -177,9 +179,18 @@ impl HostFactory {
                 now,
             )
             .await;
-        if let Err(e) = saved {
+        match saved {
+            Ok(()) if failed => self.request_event(
+                EventKind::RequestFailed,
+                &req,
+                strategy.as_deref(),
+                &message,
+            ),
+            Ok(()) => {}
             // The machines carry the request id in the cloud; the next attempt adopts them.
-            tracing::error!(request_id = %id, error = %e, "cannot record provisioning; will retry");
+            Err(e) => {
+                tracing::error!(request_id = %id, error = %e, "cannot record provisioning; will retry")
+            }
         }
         self.provisioning
             .lock()

@@ -16,7 +16,7 @@ use super::provisioning::{machine_row, placed_units, spec_of};
 use super::service::HostFactory;
 use super::status::{self, MachineResult};
 use crate::app::Route;
-use crate::domain::{EpochMillis, MachineState, now_millis};
+use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
 use crate::providers::{
     MachineRef, Operation, OperationOutput, ResourceRef, StatusQuery, TerminateRequest,
 };
@@ -125,13 +125,18 @@ impl HostFactory {
                 .iter()
                 .filter(|m| m.return_request_id.as_deref() == Some(r.request_id.as_str()))
                 .all(|m| status::return_result(m.state) == MachineResult::Succeed);
-            if done
-                && let Err(e) = self
-                    .store
-                    .set_request_state(&r.request_id, RequestState::Done, &r.message, now)
-                    .await
+            if !done {
+                continue;
+            }
+            match self
+                .store
+                .set_request_state(&r.request_id, RequestState::Done, &r.message, now)
+                .await
             {
-                tracing::error!(request_id = %r.request_id, error = %e, "cannot close return");
+                Ok(()) => self.request_event(EventKind::RequestCompleted, r, None, &r.message),
+                Err(e) => {
+                    tracing::error!(request_id = %r.request_id, error = %e, "cannot close return")
+                }
             }
         }
     }
@@ -448,13 +453,21 @@ impl HostFactory {
             } else {
                 None
             };
-            if let Some((state, message)) = outcome
-                && let Err(e) = self
-                    .store
-                    .set_request_state(&r.request_id, state, &message, now)
-                    .await
+            let Some((state, message)) = outcome else {
+                continue;
+            };
+            match self
+                .store
+                .set_request_state(&r.request_id, state, &message, now)
+                .await
             {
-                tracing::error!(request_id = %r.request_id, error = %e, "cannot settle request");
+                Ok(()) if state == RequestState::Done => {
+                    self.request_event(EventKind::RequestCompleted, r, None, &message)
+                }
+                Ok(()) => self.request_event(EventKind::RequestFailed, r, None, &message),
+                Err(e) => {
+                    tracing::error!(request_id = %r.request_id, error = %e, "cannot settle request")
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
@@ -11,7 +11,7 @@ use super::templates::{Template, TemplateCatalog};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::Engine;
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, MachineState, now_millis};
+use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
 use crate::store::{HostFactoryRepo, Store};
 use crate::tasks::Tasks;
 
@@ -33,6 +33,26 @@ pub struct HostFactory {
     pub(super) chores: Mutex<HashSet<String>>,
     /// Provisioning runs as tracked tasks: shutdown waits for them before the store closes.
     pub(super) tasks: Tasks,
+}
+
+impl HostFactory {
+    /// A request accepted, completed or failed, once that is stored. `strategy`: the one that
+    /// provisions it, when known.
+    pub(super) fn request_event(
+        &self,
+        kind: EventKind,
+        r: &HfRequest,
+        strategy: Option<&str>,
+        message: &str,
+    ) {
+        self.engine.events().emit(
+            kind,
+            strategy.or(r.strategy.as_deref()),
+            json!({"request_id": r.request_id, "request_kind": r.kind.as_str(),
+                "template_id": r.template_id, "requested_count": r.requested_count,
+                "message": message}),
+        );
+    }
 }
 
 /// The host name HostFactory uses: private DNS name, else private IP, else the instance id.
@@ -187,6 +207,7 @@ impl HostFactory {
         };
         self.store.insert_hf_request(&request).await?;
         drop(_admission);
+        self.request_event(EventKind::RequestAccepted, &request, None, "");
         tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
         self.wake.notify_one();
         Ok(WireRequestId {
@@ -398,6 +419,15 @@ impl HostFactory {
         self.store
             .insert_return_request(&request, &to_return)
             .await?;
+        self.request_event(EventKind::RequestAccepted, &request, None, "");
+        if request.state == RequestState::Done {
+            self.request_event(
+                EventKind::RequestCompleted,
+                &request,
+                None,
+                "nothing to return",
+            );
+        }
         tracing::info!(request_id = %request.request_id, machines = to_return.len(), unknown = unknown.len(), "machines returned");
         self.wake.notify_one();
         Ok(WireRequestId {

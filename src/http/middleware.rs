@@ -51,7 +51,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = Duration::from_secs_f64(state.config.server.request_timeout_seconds);
     // The event stream is long-lived by design.
-    if req.uri().path() == "/api/v1/events" {
+    if req.uri().path() == "/api/v1/events/stream" {
         return next.run(req).await;
     }
     match tokio::time::timeout(limit, next.run(req)).await {

@@ -1,11 +1,13 @@
 //! HTTP: routes, extractors, the error mapping and the OpenAPI document. Thin: handlers turn
 //! requests into commands and queries and their answers into JSON.
 
+mod alerts;
 pub mod error;
 pub mod extract;
 mod hostfactory;
 mod middleware;
 mod operation;
+pub mod prometheus;
 mod providers;
 pub mod serve;
 mod service;
@@ -38,6 +40,7 @@ use crate::state::AppState;
         (name = "providers", description = "Provider strategies: selection, execution, registration, health, metrics"),
         (name = "hostfactory", description = "HostFactory's five provider calls in its own wire format (camelCase); the shims in config/hostfactory/scripts post to these"),
         (name = "requests", description = "The same request lifecycle for operators (snake_case)"),
+        (name = "alerts", description = "Alert rules and the alerts they raised"),
         (name = "service", description = "Liveness, readiness, Prometheus metrics"),
     ),
     components(schemas(error::Problem))
@@ -68,7 +71,10 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::parked_pools))
         .routes(routes!(providers::set_weight))
         .routes(routes!(providers::set_circuit))
-        .routes(routes!(service::events))
+        .routes(routes!(service::list_events))
+        .routes(routes!(service::stream_events))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::get_rules, alerts::put_rules))
         .routes(routes!(hostfactory::get_available_templates))
         .routes(routes!(hostfactory::request_machines))
         .routes(routes!(hostfactory::request_return_machines))
@@ -80,7 +86,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hostfactory::create_return, hostfactory::reclaims))
         .routes(routes!(service::health))
         .routes(routes!(service::ready))
-        .routes(routes!(service::prometheus))
+        .routes(routes!(prometheus::metrics))
         .split_for_parts()
 }
 
@@ -118,5 +124,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::problem_request_id))
                 .layer(CatchPanicLayer::custom(middleware::panic_response)),
         )
+        // Outermost, so that it counts what the client got (401s, timeouts, panics as 500).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), prometheus::track))
         .with_state(state)
 }

@@ -1,23 +1,24 @@
-//! Service routes outside /api/v1 (liveness, readiness, Prometheus metrics) and the event stream.
+//! Service routes outside /api/v1 (liveness, readiness) and the events (kept and live);
+//! `/metrics` is in `prometheus.rs`.
 
 use std::convert::Infallible;
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
-use super::error::Problem;
-use crate::domain::HealthState;
+use super::error::{ApiError, Problem};
+use super::extract::ApiQuery;
+use crate::app::AppError;
+use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
+use crate::domain::Event;
 use crate::state::AppState;
-use crate::strategy::CircuitState;
+use crate::store::{EventFilter, EventQuery, EventRepo, Store};
 use crate::tasks::TaskRestart;
 
 #[derive(Serialize, ToSchema)]
@@ -83,99 +84,131 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Pro
     }
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text exposition: operation counters and strategy gauges.
-#[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String,
-        example = json!("ohfp_operations_total{strategy=\"sim-primary\",operation=\"HEALTH_CHECK\",outcome=\"success\"} 12\nohfp_circuit_state{strategy=\"sim-primary\"} 0\n"))))]
-pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::new();
-    let lifetime = state.engine.metrics_recorder().lifetime();
-    out.push_str("# HELP ohfp_operations_total Provider operations by strategy, operation type and outcome (success, failure, caller_error, rejected).\n");
-    out.push_str("# TYPE ohfp_operations_total counter\n");
-    for ((strategy, op, outcome), (n, _)) in &lifetime {
-        let outcome = outcome.as_str();
-        let _ = writeln!(
-            out,
-            "ohfp_operations_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}",
-            label(strategy)
-        );
-    }
-    out.push_str("# HELP ohfp_operation_seconds_total Time spent in provider operations.\n");
-    out.push_str("# TYPE ohfp_operation_seconds_total counter\n");
-    for ((strategy, op, outcome), (_, secs)) in &lifetime {
-        let outcome = outcome.as_str();
-        let _ = writeln!(
-            out,
-            "ohfp_operation_seconds_total{{strategy=\"{}\",operation=\"{op}\",outcome=\"{outcome}\"}} {secs}",
-            label(strategy)
-        );
-    }
-    out.push_str("# HELP ohfp_strategy_in_flight Operations in flight per strategy.\n# TYPE ohfp_strategy_in_flight gauge\n");
-    out.push_str("# HELP ohfp_strategy_healthy 1 healthy, 0 unhealthy, -1 unknown.\n# TYPE ohfp_strategy_healthy gauge\n");
-    out.push_str("# HELP ohfp_circuit_state 0 closed, 1 half open, 2 open.\n# TYPE ohfp_circuit_state gauge\n");
-    for e in state.engine.entries() {
-        let name = label(e.name());
-        let health = match e.runtime.health().state {
-            HealthState::Healthy => 1,
-            HealthState::Unhealthy => 0,
-            HealthState::Unknown => -1,
-        };
-        let circuit = match e
-            .runtime
-            .breaker
-            .lock()
-            .expect("breaker lock")
-            .breaker
-            .state
-        {
-            CircuitState::Closed => 0,
-            CircuitState::HalfOpen => 1,
-            CircuitState::Open => 2,
-        };
-        let _ = writeln!(
-            out,
-            "ohfp_strategy_in_flight{{strategy=\"{name}\"}} {}",
-            e.runtime.in_flight.load(Ordering::SeqCst)
-        );
-        let _ = writeln!(out, "ohfp_strategy_healthy{{strategy=\"{name}\"}} {health}");
-        let _ = writeln!(out, "ohfp_circuit_state{{strategy=\"{name}\"}} {circuit}");
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE ohfp_uptime_seconds gauge\nohfp_uptime_seconds {}",
-        state.started.elapsed().as_secs()
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
-}
-
-/// Follow the event stream (server-sent events): selections, operations, health changes,
-/// circuit transitions, registrations and configuration changes, as they happen.
-#[utoipa::path(get, path = "/api/v1/events", tag = "providers", operation_id = "streamProviderEvents",
-    responses((status = 200, description = "text/event-stream of `Event` objects", content_type = "text/event-stream",
-        body = crate::app::events::Event)))]
-pub async fn events(
+/// Kept events, filtered (listProviderEvents): selections, operations, health changes, circuit
+/// transitions, registrations, configuration changes and HostFactory requests accepted,
+/// completed and failed. Events are stored a moment after they happen (batched off the request
+/// path); `GET /api/v1/events/stream` follows them live.
+#[utoipa::path(get, path = "/api/v1/events", tag = "providers", operation_id = "listProviderEvents",
+    params(EventsQuery),
+    responses((status = 200, body = EventList),
+        (status = 422, description = "A parameter is not valid; the problem names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_events(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(state.engine.events().subscribe())
-        .filter_map(|item| async move {
-            match item {
-                Ok(event) => SseEvent::default()
-                    .event("provider")
-                    .json_data(&event)
-                    .ok()
-                    .map(Ok),
-                // A slow follower skips what it missed, with a note.
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    Ok(Json(state.engine.list_events(q).await?))
+}
+
+/// Events stored in pages of this many while a reconnecting follower catches up.
+const REPLAY_PAGE: u32 = 500;
+
+/// The `Last-Event-ID` a reconnecting follower sends; absent means "from now on".
+fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(raw) = headers.get("last-event-id") else {
+        return Ok(0);
+    };
+    raw.to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|id| *id <= i64::MAX as u64)
+        .ok_or_else(|| {
+            ApiError(AppError::field(
+                "Last-Event-ID",
+                "must be an event id (a non-negative integer)",
+            ))
+        })
+}
+
+/// Stored events of `filter` with ids from `after` (exclusive) to `before` (exclusive), page by
+/// page. A store error is logged and yields `None`, on which the caller ends the stream: going
+/// on would skip events; the follower reconnects with the last id it got.
+fn replay(
+    store: Store,
+    filter: EventFilter,
+    after: u64,
+    before: u64,
+) -> impl Stream<Item = Option<Event>> + Send {
+    futures::stream::unfold(Some(after), move |cursor| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move {
+            let after = cursor?;
+            if after + 1 >= before {
+                return None;
+            }
+            let query = EventQuery {
+                filter,
+                since: None,
+                after: Some(after),
+                before: Some(before),
+                limit: REPLAY_PAGE,
+            };
+            match store.events(&query).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|e| e.id);
+                    let items: Vec<Option<Event>> = page.into_iter().map(Some).collect();
+                    Some((futures::stream::iter(items), next))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read stored events for a follower; its stream ends");
+                    Some((futures::stream::iter(vec![None]), None))
                 }
             }
+        }
+    })
+    .flatten()
+}
+
+/// Follow events live (server-sent events, each with its id). A follower that reconnects with
+/// `Last-Event-ID` first gets every kept event after that id, then the live ones. A follower
+/// too slow to keep up is disconnected, so that its reconnect catches up from the store.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "providers", operation_id = "streamProviderEvents",
+    params(FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of `Event` objects (SSE event `provider`, id = the event id)",
+        content_type = "text/event-stream", body = Event),
+        (status = 422, description = "A parameter is not valid; the problem names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<FollowQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let filter = q.into_filter()?;
+    let after = last_event_id(&headers)?;
+    let follow = state.engine.events().follow(after);
+    let stored = replay(
+        state.engine.store().clone(),
+        filter.clone(),
+        after,
+        follow.first_in_memory,
+    );
+    let live = futures::stream::unfold(follow.live, |mut rx| async move {
+        match rx.recv().await {
+            Ok(event) => Some((event, rx)),
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    missed = n,
+                    "an event follower fell behind; it is disconnected to catch up"
+                );
+                None
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let stream = stored
+        .chain(futures::stream::iter(follow.missed.into_iter().map(Some)))
+        .chain(live.map(Some))
+        .take_while(|e| std::future::ready(e.is_some()))
+        .filter_map(std::future::ready)
+        .filter(move |e| std::future::ready(filter.matches(e)))
+        .filter_map(|e| async move {
+            SseEvent::default()
+                .id(e.id.to_string())
+                .event("provider")
+                .json_data(&e)
+                .ok()
+                .map(Ok)
         })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -1,5 +1,6 @@
 //! Retention: one prune round over finished HostFactory requests and their machines, simulated
-//! instances terminated a while ago, and old health history. Each rule deletes in batches of
+//! instances terminated a while ago, old health history, old events and
+//! alerts cleared long ago. Each rule deletes in batches of
 //! `batch_size`, yielding between them, and stops after [`MAX_BATCHES`]: a large backlog is
 //! worked off over several rounds instead of holding the database for long.
 
@@ -7,7 +8,9 @@ use std::future::Future;
 
 use crate::config::RetentionConfig;
 use crate::domain::EpochMillis;
-use crate::store::{HealthRepo, HostFactoryRepo, SimInstanceRepo, StoreResult};
+use crate::store::{
+    AlertRepo, EventRepo, HealthRepo, HostFactoryRepo, SimInstanceRepo, StoreResult,
+};
 
 /// Most batches of one rule in one round.
 pub const MAX_BATCHES: u32 = 20;
@@ -21,6 +24,8 @@ pub struct Pruned {
     pub hostfactory_rows: u64,
     pub sim_instances: u64,
     pub health_history: u64,
+    pub events: u64,
+    pub alerts: u64,
 }
 
 /// `now` less `span` milliseconds.
@@ -52,12 +57,14 @@ where
 /// One round at `now`.
 pub async fn prune<S>(store: &S, cfg: &RetentionConfig, now: EpochMillis) -> Pruned
 where
-    S: HostFactoryRepo + SimInstanceRepo + HealthRepo,
+    S: HostFactoryRepo + SimInstanceRepo + HealthRepo + EventRepo + AlertRepo,
 {
     let batch = cfg.batch_size;
     let hf_before = before(now, cfg.hostfactory_days * DAY_MS);
     let sim_before = before(now, cfg.sim_instance_hours * HOUR_MS);
     let health_before = before(now, cfg.health_history_days * DAY_MS);
+    let events_before = before(now, cfg.events_days * DAY_MS);
+    let alerts_before = before(now, cfg.alerts_days * DAY_MS);
     let pruned = Pruned {
         hostfactory_rows: in_batches("hostfactory requests", || async {
             Ok(store.prune_finished(hf_before, batch).await?.total())
@@ -71,12 +78,22 @@ where
             store.prune_health_history(health_before, cfg.health_history_per_strategy, batch)
         })
         .await,
+        events: in_batches("events", || {
+            store.prune_events(events_before, cfg.events_max, batch)
+        })
+        .await,
+        alerts: in_batches("cleared alerts", || {
+            store.prune_alerts(alerts_before, batch)
+        })
+        .await,
     };
     if pruned != Pruned::default() {
         tracing::info!(
             hostfactory_rows = pruned.hostfactory_rows,
             sim_instances = pruned.sim_instances,
             health_history = pruned.health_history,
+            events = pruned.events,
+            alerts = pruned.alerts,
             "pruned rows past their retention"
         );
     }

@@ -122,28 +122,19 @@ impl HealthRepo for Store {
         keep: u32,
         batch: u32,
     ) -> StoreResult<u64> {
-        let old = sqlx::query(
+        self.prune_history(
             "DELETE FROM health_history WHERE id IN
-               (SELECT id FROM health_history WHERE at < ?1 ORDER BY at LIMIT ?2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        // Beyond the newest `keep` of a strategy, oldest first.
-        let surplus = sqlx::query(
+                   (SELECT id FROM health_history WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            before,
+            // Beyond the newest `keep` of a strategy, oldest first.
             "DELETE FROM health_history WHERE id IN
-               (SELECT id FROM
-                  (SELECT id, ROW_NUMBER() OVER (PARTITION BY strategy ORDER BY id DESC) AS newer
-                   FROM health_history)
-                WHERE newer > ?1 ORDER BY id LIMIT ?2)",
+                   (SELECT id FROM
+                      (SELECT id, ROW_NUMBER() OVER (PARTITION BY strategy ORDER BY id DESC) AS newer
+                       FROM health_history)
+                    WHERE newer > ?1 ORDER BY id LIMIT ?2)",
+            keep,
+            batch,
         )
-        .bind(keep)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(old + surplus)
+        .await
     }
 }

@@ -5,10 +5,12 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
-use super::rows::{flag, json_opt, named_opt, parsed, placeholders};
-use super::{HfPruned, HostFactoryRepo, Store, StoreResult, StrategyHoldings, TemplateUsage};
-use crate::domain::{EpochMillis, ProvisioningApi};
-use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
+use super::rows::{count, flag, json_opt, named_opt, parsed, placeholders};
+use super::{
+    HfCounts, HfPruned, HostFactoryRepo, Store, StoreResult, StrategyHoldings, TemplateUsage,
+};
+use crate::domain::{EpochMillis, MachineState, ProvisioningApi};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
 impl FromRow<'_, SqliteRow> for HfRequest {
     fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
@@ -442,6 +444,23 @@ impl HostFactoryRepo for Store {
             requests: acquires + returns,
         })
     }
+
+    async fn hf_counts(&self) -> StoreResult<HfCounts> {
+        let requests: Vec<RequestCount> = sqlx::query_as(
+            "SELECT kind, state, COUNT(*) AS n FROM hf_requests GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let machines: Vec<MachineCount> = sqlx::query_as(
+            "SELECT state, COUNT(*) AS n FROM hf_machines GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(HfCounts {
+            requests: requests.into_iter().map(|r| (r.0, r.1, r.2)).collect(),
+            machines: machines.into_iter().map(|m| (m.0, m.1)).collect(),
+        })
+    }
 }
 
 async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> StoreResult<()> {
@@ -491,4 +510,26 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// One row of [`HostFactoryRepo::hf_counts`]' request counts.
+struct RequestCount(RequestKind, RequestState, u64);
+
+impl FromRow<'_, SqliteRow> for RequestCount {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self(
+            parsed(r, "kind")?,
+            parsed(r, "state")?,
+            count(r, "n")?,
+        ))
+    }
+}
+
+/// One row of [`HostFactoryRepo::hf_counts`]' machine counts.
+struct MachineCount(MachineState, u64);
+
+impl FromRow<'_, SqliteRow> for MachineCount {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+        Ok(Self(parsed(r, "state")?, count(r, "n")?))
+    }
 }

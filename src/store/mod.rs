@@ -3,7 +3,9 @@
 //! `FromRow`/`query_as` or `try_get` (see `rows`). What each aggregate offers is a trait of
 //! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
+mod alerts;
 mod breaker;
+mod events;
 mod health;
 mod hostfactory;
 mod metrics;
@@ -20,14 +22,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
+
+use crate::domain::EpochMillis;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use breaker::CircuitRow;
+pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
-    CircuitRepo, HealthRepo, HfPruned, HostFactoryRepo, MetricsRepo, SettingsRepo, SimInstanceRepo,
-    StrategyHoldings, StrategyRepo, TemplateUsage,
+    AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
+    MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
@@ -87,6 +92,32 @@ impl Store {
             return Err(format!("{applied} of {expected} migrations applied"));
         }
         Ok(())
+    }
+
+    /// A history's prune round: `by_age` deletes rows older than `?1` (`before`), then
+    /// `by_count` rows beyond the newest `?1` (`keep`); each at most `?2` (`batch`) rows.
+    /// Returns how many rows went.
+    async fn prune_history(
+        &self,
+        by_age: &str,
+        before: EpochMillis,
+        by_count: &str,
+        keep: u32,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        let old = sqlx::query(by_age)
+            .bind(before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let surplus = sqlx::query(by_count)
+            .bind(keep)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(old + surplus)
     }
 
     pub async fn close(&self) {

@@ -13,12 +13,15 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    CircuitRow, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult, StoredStrategy,
-    StrategySource,
+    CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult,
+    StoredStrategy, StrategySource,
 };
+use crate::config::AlertRule;
 use crate::config::StrategySpec;
-use crate::domain::{EpochMillis, HealthStatus, ProvisioningApi};
-use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
+use crate::domain::{
+    Alert, EpochMillis, Event, HealthStatus, MachineState, NewAlert, ProvisioningApi,
+};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
 /// Registered strategies: their definitions, where they come from, their registration order.
 #[async_trait]
@@ -122,6 +125,48 @@ pub trait MetricsRepo: Send + Sync {
     async fn prune_metric_buckets(&self, before_minute: i64) -> StoreResult<u64>;
 }
 
+/// Events, kept for queries and for followers that reconnect.
+#[async_trait]
+pub trait EventRepo: Send + Sync {
+    /// The highest id ever stored (also after pruning), 0 before the first event.
+    async fn last_event_id(&self) -> StoreResult<u64>;
+
+    /// Stores events with the ids they were given.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<()>;
+
+    /// Stored events as `query` says, oldest first.
+    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
+
+    /// Deletes events older than `before`, and beyond the newest `keep`: at most `batch` of
+    /// each.
+    async fn prune_events(&self, before: EpochMillis, keep: u32, batch: u32) -> StoreResult<u64>;
+}
+
+/// Alerts raised by the rules, and the rules set at run time.
+#[async_trait]
+pub trait AlertRepo: Send + Sync {
+    /// Stores a raised alert; the stored alert, with its id.
+    async fn insert_alert(&self, alert: &NewAlert) -> StoreResult<Alert>;
+
+    /// Marks an alert cleared; the stored alert.
+    async fn clear_alert(&self, id: u64, at: EpochMillis, message: &str) -> StoreResult<Alert>;
+
+    /// Alerts not cleared, oldest first.
+    async fn active_alerts(&self) -> StoreResult<Vec<Alert>>;
+
+    /// The `limit` most recently cleared alerts, newest first.
+    async fn recent_alerts(&self, limit: u32) -> StoreResult<Vec<Alert>>;
+
+    /// Deletes at most `batch` alerts cleared before `before`; active ones are never deleted.
+    async fn prune_alerts(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
+
+    /// The rules set through the API, if any.
+    async fn load_alert_rules(&self) -> StoreResult<Option<Vec<AlertRule>>>;
+
+    /// Replaces the rules set through the API.
+    async fn save_alert_rules(&self, rules: &[AlertRule], now: EpochMillis) -> StoreResult<()>;
+}
+
 /// The simulated provider's instances; their state follows from their timestamps.
 #[async_trait]
 pub trait SimInstanceRepo: Send + Sync {
@@ -190,6 +235,13 @@ impl HfPruned {
     pub fn total(self) -> u64 {
         self.machines + self.requests
     }
+}
+
+/// How many HostFactory requests and machines the store holds, by state (for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HfCounts {
+    pub requests: Vec<(RequestKind, RequestState, u64)>,
+    pub machines: Vec<(MachineState, u64)>,
 }
 
 /// HostFactory requests (acquire and return) and the machines they hold.
@@ -285,4 +337,7 @@ pub trait HostFactoryRepo: Send + Sync {
     /// old, and its return request (if any) old. Nothing open, and no machine that is still
     /// there in the cloud, is ever deleted.
     async fn prune_finished(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned>;
+
+    /// Requests by kind and state and machines by state, of those kept.
+    async fn hf_counts(&self) -> StoreResult<HfCounts>;
 }

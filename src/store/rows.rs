@@ -81,6 +81,11 @@ fn json_error(raw: &str, e: serde_json::Error) -> String {
     format!("not the JSON expected ({e}): '{shown}'")
 }
 
+/// An id as SQLite stores it (ids are positive `i64`s).
+pub(super) fn id_param(id: u64) -> StoreResult<i64> {
+    i64::try_from(id).map_err(|_| bad_column("id", format!("{id} is out of range")))
+}
+
 /// `?, ?, …` for `n` values.
 pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

@@ -252,3 +252,44 @@ async fn serve_stops_cleanly_on_sigterm() {
     }
     assert!(dir.path().join("db/ohfp.db").exists());
 }
+
+#[tokio::test]
+async fn events_and_alerts_through_the_cli() {
+    let app = TestApp::spawn().await;
+    let url = format!("http://{}", app.addr);
+    let rules = r#"{"rules": [{"name": "open", "condition": {"type": "circuit_open"}}]}"#;
+    let (code, out, err) = ohfp(&["configureAlertRules", "--url", &url, "--data", rules]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["source"], "api");
+    let (code, out, _) = ohfp(&["getAlertRules", "--url", &url]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("circuit_open"), "{out}");
+    let (code, out, _) = ohfp(&["listAlerts", "--url", &url]).await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["active"].is_array() && v["recent"].is_array(), "{v}");
+    let listed = eventually("the rules change as an event", || async {
+        let data = r#"{"kind": "configuration", "limit": 5}"#;
+        let (code, out, _) = ohfp(&["listProviderEvents", "--url", &url, "--data", data]).await;
+        assert_eq!(code, 0);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        (v["count"] == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        listed["events"][0]["detail"]["alert_rules"][0], "open",
+        "{listed}"
+    );
+    let (code, _, err) = ohfp(&[
+        "listProviderEvents",
+        "--url",
+        &url,
+        "--data",
+        r#"{"kind": "nope"}"#,
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("kind"), "{err}");
+    app.stop().await;
+}

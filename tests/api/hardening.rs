@@ -115,7 +115,7 @@ async fn when_every_connection_is_busy_a_new_one_is_refused_with_503() {
         .await
         .unwrap();
     let events = reqwest::Client::new()
-        .get(app.url("/api/v1/events"))
+        .get(app.url("/api/v1/events/stream"))
         .send()
         .await
         .expect("event stream opens");

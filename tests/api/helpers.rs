@@ -103,10 +103,10 @@ impl TestApp {
         self.send(reqwest::Method::PUT, path, body).await
     }
 
-    /// The event stream, `GET /api/v1/events`, open (read it with [`next_event`]).
+    /// The event stream, `GET /api/v1/events/stream`, open (read it with [`next_event`]).
     pub async fn events(&self) -> reqwest::Response {
         self.client
-            .get(self.url("/api/v1/events"))
+            .get(self.url("/api/v1/events/stream"))
             .send()
             .await
             .expect("request")
@@ -153,6 +153,22 @@ pub async fn register_sim(app: &TestApp, name: &str, config: Value, extra: Value
     v
 }
 
+/// Registers a simulated strategy that always fails and opens its circuit (threshold 1, no
+/// recovery for an hour) with one failed HEALTH_CHECK.
+pub async fn open_circuit_on_failing_sim(app: &TestApp, name: &str) {
+    register_sim(app, name, json!({"failure_rate": 1.0}), json!({})).await;
+    app.put(
+        "/api/v1/providers/configuration",
+        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
+    )
+    .await;
+    execute(
+        app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": name}),
+    )
+    .await;
+}
+
 pub async fn execute(app: &TestApp, body: Value) -> Value {
     let (status, v) = app.post("/api/v1/providers/operations", body).await;
     assert_eq!(status, 200, "{v}");
@@ -192,7 +208,7 @@ pub fn error_paths(problem: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Reads the event stream (`GET /api/v1/events`, opened as `stream`) until an event of `kind`
+/// Reads the event stream (`GET /api/v1/events/stream`, opened as `stream`) until an event of `kind`
 /// arrives, and answers it; fails after [`PATIENCE`].
 pub async fn next_event(stream: &mut reqwest::Response, kind: &str) -> Value {
     let tag = format!("\"kind\":\"{kind}\"");

@@ -105,6 +105,14 @@ pub async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
     );
 }
 
+/// requestMachines through the shim, which must accept it; the request id.
+pub async fn request_machines(app: &TestApp, template: &str, count: u32) -> String {
+    let input = json!({"template": {"templateId": template, "machineCount": count}});
+    let (code, v) = shim(app, "requestMachines", &input.to_string()).await;
+    assert_eq!(code, 0, "{v}");
+    v["requestId"].as_str().unwrap().to_string()
+}
+
 fn assert_no_snake_case(v: &Value) {
     match v {
         Value::Object(m) => {
@@ -361,13 +369,7 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
     assert_eq!(v["status"], "complete");
 
     // grr-03: one healthy host and one the cloud took back.
-    let (_, v) = shim(
-        app,
-        "requestMachines",
-        &json!({"template": {"templateId": "OnDemand-C5Large", "machineCount": 1}}).to_string(),
-    )
-    .await;
-    let req_b = v["requestId"].as_str().unwrap().to_string();
+    let req_b = request_machines(app, "OnDemand-C5Large", 1).await;
     let b = wait_status(app, &req_b, "complete").await;
     let victim = b["machines"][0].clone();
     let reclaim = execute(

@@ -4,16 +4,19 @@
 mod helpers;
 mod support;
 
+mod alerts;
 mod aws;
 mod aws_hostfactory;
 mod cli;
 mod composites;
+mod events;
 mod guides;
 mod hardening;
 mod health_checks;
 mod hostfactory;
 mod http_provider;
 mod openapi;
+mod prometheus;
 mod providers;
 mod resilience;
 mod restart;

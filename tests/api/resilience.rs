@@ -1,6 +1,8 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, execute, next_event, register_sim};
+use crate::helpers::{
+    TestApp, eventually, execute, next_event, open_circuit_on_failing_sim, register_sim,
+};
 
 #[tokio::test]
 async fn failover_within_one_call_when_the_first_strategy_fails() {
@@ -100,19 +102,9 @@ async fn breaker_opens_rejects_without_calling_and_persists() {
 #[tokio::test]
 async fn circuit_half_opens_after_the_timeout_and_closes_on_success() {
     let app = TestApp::spawn().await;
-    register_sim(&app, "sim-flappy", json!({"failure_rate": 1.0}), json!({})).await;
     // The circuit stays open until it has been seen open, however slow the machine; then the
     // timeout is shortened.
-    app.put(
-        "/api/v1/providers/configuration",
-        json!({"circuit_breaker_config": {"failure_threshold": 1, "recovery_timeout": 3600}}),
-    )
-    .await;
-    execute(
-        &app,
-        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-flappy"}),
-    )
-    .await;
+    open_circuit_on_failing_sim(&app, "sim-flappy").await;
     let (_, h) = app.get("/api/v1/providers/sim-flappy/health").await;
     assert_eq!(h["circuit"]["state"], "open");
     // The provider recovers.

@@ -130,7 +130,8 @@ async fn harness(settings: StrategySettings) -> Harness {
         SettingsPatch::default(),
         store.clone(),
     ));
-    let executor = Executor::new(store.clone(), settings, Arc::default(), Arc::default());
+    let events = EventBus::start(store.clone()).await.expect("event ids");
+    let executor = Executor::new(store.clone(), settings, Arc::default(), Arc::new(events));
     Harness {
         executor,
         store,

@@ -1,6 +1,8 @@
 //! Test support that needs more than the app: moto's EC2/Auto Scaling server and what the
-//! AWS tests share, and the example provider of the provider protocol.
+//! AWS tests share, the example provider of the provider protocol, and Python packages from
+//! PyPI in venvs.
 
 pub mod aws;
 pub mod example_provider;
 pub mod moto;
+pub mod pyvenv;

@@ -1,6 +1,6 @@
-//! The project's moto launcher: installs moto's server (pinned) into a venv once, starts it on a
-//! free loopback port behind `moto_switch.py` (fault switch and call counts), and stops it on
-//! drop. A test that cannot start moto fails; it never skips.
+//! The project's moto launcher: installs moto's server (pinned) into a venv once (`pyvenv`),
+//! starts it on a free loopback port behind `moto_switch.py` (fault switch and call counts), and
+//! stops it on drop. A test that cannot start moto fails; it never skips.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -9,44 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::pyvenv;
+
 const MOTO_SPEC: &str = "moto[server]==5.2.5";
 
 fn venv() -> PathBuf {
     match std::env::var_os("OHFP_MOTO_VENV") {
         Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-            .join(".cache/ohfp/moto-venv"),
+        _ => pyvenv::cache_dir("moto-venv"),
     }
-}
-
-/// Creates the venv and installs moto when the pinned version is not there yet. `flock`
-/// serialises the tests (and test processes) that get here at once; the marker file makes it
-/// a no-op afterwards.
-fn install() -> PathBuf {
-    let venv = venv();
-    let marker = venv.join(".ohfp-moto-spec");
-    if std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == MOTO_SPEC) {
-        return venv;
-    }
-    std::fs::create_dir_all(venv.parent().expect("venv has a parent")).expect("venv parent");
-    let script = r#"set -e
-if [ "$(cat "$1/.ohfp-moto-spec" 2>/dev/null)" = "$2" ]; then exit 0; fi
-[ -x "$1/bin/python" ] || python3 -m venv "$1"
-"$1/bin/pip" install -q --disable-pip-version-check "$2"
-echo "$2" > "$1/.ohfp-moto-spec""#;
-    let status = Command::new("flock")
-        .arg(venv.with_extension("lock"))
-        .args(["sh", "-c", script, "install-moto"])
-        .arg(&venv)
-        .arg(MOTO_SPEC)
-        .status()
-        .expect("flock and python3 are needed to install moto");
-    assert!(
-        status.success(),
-        "installing {MOTO_SPEC} into {} failed",
-        venv.display()
-    );
-    venv
 }
 
 fn free_port() -> u16 {
@@ -64,7 +35,7 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Self {
-        let venv = install();
+        let venv = pyvenv::install(&venv(), MOTO_SPEC);
         let port = free_port();
         let switch =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/support/moto_switch.py");
