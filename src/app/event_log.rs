@@ -22,8 +22,9 @@ pub struct EventsQuery {
     /// Only events of this strategy.
     pub strategy: Option<String>,
     /// Only events of this kind (`selection`, `operation`, `health_change`,
-    /// `circuit_transition`, `registration`, `configuration`, `request_accepted`,
-    /// `request_completed`, `request_failed`, `alert_raised`, `alert_cleared`).
+    /// `circuit_transition`, `circuit_control`, `registration`, `configuration`, `pool_parked`,
+    /// `request_accepted`, `request_state`, `machine_state`, `request_completed`,
+    /// `request_failed`, `alert_raised`, `alert_cleared`).
     pub kind: Option<String>,
     /// RFC 3339 time: events at or after it, oldest first.
     pub since: Option<String>,
@@ -68,7 +69,11 @@ fn filter(
             .map_err(|e| errors.push(FieldError::new("kind", e)))
             .ok()
     });
-    EventFilter { strategy, kind }
+    EventFilter {
+        strategy,
+        kind,
+        request_id: None,
+    }
 }
 
 fn done<T>(value: T, errors: Vec<FieldError>) -> AppResult<T> {

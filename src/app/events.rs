@@ -103,15 +103,15 @@ impl EventBus {
         }
     }
 
-    /// Starts following after `after` (0: from now on).
-    pub fn follow(&self, after: u64) -> Follow {
+    /// Starts following after event `after` (`None`: from now on).
+    pub fn follow(&self, after: Option<u64>) -> Follow {
         let recent = self.recent.lock().expect("events lock");
         Follow {
             live: self.live.subscribe(),
             missed: recent
                 .events
                 .iter()
-                .filter(|e| after > 0 && e.id > after)
+                .filter(|e| after.is_some_and(|a| e.id > a))
                 .cloned()
                 .collect(),
             first_in_memory: recent.events.front().map_or(recent.next_id, |e| e.id),

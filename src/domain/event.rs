@@ -27,6 +27,12 @@ pub enum EventKind {
     PoolParked,
     /// HostFactory asked for machines or returned some.
     RequestAccepted,
+    /// A HostFactory request moved on before its end (`detail.state`: `provisioning`,
+    /// `in_progress`); its end is `request_completed` or `request_failed`.
+    RequestState,
+    /// A machine of a HostFactory request changed state or failed (`detail.request_id`, and
+    /// `detail.return_request_id` once returned).
+    MachineState,
     /// A HostFactory request finished with every machine it asked for (or returned).
     RequestCompleted,
     RequestFailed,
@@ -35,7 +41,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -45,6 +51,8 @@ impl EventKind {
         EventKind::Configuration,
         EventKind::PoolParked,
         EventKind::RequestAccepted,
+        EventKind::RequestState,
+        EventKind::MachineState,
         EventKind::RequestCompleted,
         EventKind::RequestFailed,
         EventKind::AlertRaised,
@@ -62,6 +70,8 @@ impl EventKind {
             EventKind::Configuration => "configuration",
             EventKind::PoolParked => "pool_parked",
             EventKind::RequestAccepted => "request_accepted",
+            EventKind::RequestState => "request_state",
+            EventKind::MachineState => "machine_state",
             EventKind::RequestCompleted => "request_completed",
             EventKind::RequestFailed => "request_failed",
             EventKind::AlertRaised => "alert_raised",

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use reconciler::run as run_reconciler;
-pub use service::{HfError, HostFactory};
+pub use service::{HfError, HostFactory, ends_request};
 
 use crate::config::HostFactoryConfig;
 

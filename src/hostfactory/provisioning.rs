@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::model::{HfMachine, HfRequest, RequestState};
 use super::service::HostFactory;
+use super::status::RequestStatus;
 use super::templates::launch_spec;
 use crate::app::Route;
 use crate::domain::{
@@ -92,6 +93,11 @@ impl HostFactory {
                 .remove(&id);
             return;
         }
+        let provisioning = HfRequest {
+            state: RequestState::Provisioning,
+            ..req.clone()
+        };
+        self.request_state(&provisioning, RequestStatus::Running);
         let mut made: Vec<(String, Machine)> = Vec::new();
         if req.attempts > 0 {
             made = self.adopt(&id).await;
@@ -186,7 +192,15 @@ impl HostFactory {
                 strategy.as_deref(),
                 &message,
             ),
-            Ok(()) => {}
+            Ok(()) => {
+                let req = HfRequest {
+                    strategy: strategy.clone().or(req.strategy),
+                    state,
+                    ..req
+                };
+                self.machine_events(&[], &rows);
+                self.request_state(&req, self.status_of(&req, &rows));
+            }
             // The machines carry the request id in the cloud; the next attempt adopts them.
             Err(e) => {
                 tracing::error!(request_id = %id, error = %e, "cannot record provisioning; will retry")

@@ -314,8 +314,46 @@ impl HostFactory {
                 );
             }
         }
-        if let Err(e) = self.store.save_observations(&rows).await {
-            tracing::error!(strategy, error = %e, "cannot save machine states");
+        match self.store.save_observations(&rows).await {
+            Ok(()) => {
+                self.machine_events(tracked, &rows);
+                self.status_events(tracked, &rows).await;
+            }
+            Err(e) => tracing::error!(strategy, error = %e, "cannot save machine states"),
+        }
+    }
+
+    /// `request_state` for each acquire request whose HostFactory status the machine rows just
+    /// saved changed (`was`: the rows before, of the machines tracked).
+    async fn status_events(&self, was: &[HfMachine], saved: &[HfMachine]) {
+        let mut ids: Vec<String> = saved.iter().map(|m| m.request_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let read = async {
+            let requests = self.store.hf_requests(&ids).await?;
+            let machines = self.store.hf_machines_of(&ids).await?;
+            crate::store::StoreResult::Ok((requests, machines))
+        };
+        let (requests, now) = match read.await {
+            Ok(read) => read,
+            Err(e) => return tracing::error!(error = %e, "cannot read requests for their status"),
+        };
+        // The rows as they were: a saved machine that was not tracked before is new.
+        let before: Vec<HfMachine> = now
+            .iter()
+            .filter_map(|m| {
+                if saved.iter().any(|s| s.machine_id == m.machine_id) {
+                    was.iter().find(|w| w.machine_id == m.machine_id).cloned()
+                } else {
+                    Some(m.clone())
+                }
+            })
+            .collect();
+        for r in requests.iter().filter(|r| r.kind == RequestKind::Acquire) {
+            let status = self.status_of(r, &now);
+            if status != self.status_of(r, &before) {
+                self.request_state(r, status);
+            }
         }
     }
 
@@ -462,7 +500,16 @@ impl HostFactory {
                 .await
             {
                 Ok(()) if state == RequestState::Done => {
-                    self.request_event(EventKind::RequestCompleted, r, None, &message)
+                    self.request_event(EventKind::RequestCompleted, r, None, &message);
+                    let done = HfRequest {
+                        state,
+                        message: message.clone(),
+                        ..r.clone()
+                    };
+                    let status = self.status_of(&done, &machines);
+                    if status != self.status_of(r, &machines) {
+                        self.request_state(&done, status);
+                    }
                 }
                 Ok(()) => self.request_event(EventKind::RequestFailed, r, None, &message),
                 Err(e) => {

@@ -11,7 +11,7 @@ use super::templates::{Template, TemplateCatalog};
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::Engine;
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
+use crate::domain::{EpochMillis, Event, EventKind, MachineState, now_millis};
 use crate::store::{HostFactoryRepo, Store};
 use crate::tasks::Tasks;
 
@@ -53,6 +53,53 @@ impl HostFactory {
                 "message": message}),
         );
     }
+
+    /// A request moved on (`state`: the provisioning step; `status`: what getRequestStatus
+    /// answers, whose end — `complete` or `complete_with_error` — ends the request's stream).
+    pub(super) fn request_state(&self, r: &HfRequest, status: RequestStatus) {
+        self.engine.events().emit(
+            EventKind::RequestState,
+            r.strategy.as_deref(),
+            json!({"request_id": r.request_id, "request_kind": r.kind.as_str(),
+                "state": r.state.as_str(), "status": status}),
+        );
+    }
+
+    /// HostFactory's status of `r` over `machines` (any machines; others are skipped).
+    pub(super) fn status_of(&self, r: &HfRequest, machines: &[HfMachine]) -> RequestStatus {
+        self.wire_request(r, machines).status
+    }
+
+    /// Machine rows once stored: an event for each that is new (`was` has no row of that id)
+    /// or whose state or failure changed, so that a request's followers see its machines move.
+    pub(super) fn machine_events(&self, was: &[HfMachine], now: &[HfMachine]) {
+        for m in now {
+            let before = was.iter().find(|w| w.machine_id == m.machine_id);
+            if before.is_some_and(|b| b.state == m.state && b.failed == m.failed) {
+                continue;
+            }
+            self.engine.events().emit(
+                EventKind::MachineState,
+                Some(&m.strategy),
+                json!({"request_id": m.request_id, "return_request_id": m.return_request_id,
+                    "machine_id": m.machine_id, "from": before.map(|b| b.state.as_str()),
+                    "state": m.state.as_str(), "failed": m.failed, "message": m.message}),
+            );
+        }
+    }
+}
+
+/// Whether `e` is the last event of request `id`: its status became final, its provisioning
+/// failed, or (a return) all its machines are gone.
+pub fn ends_request(e: &Event, id: &str) -> bool {
+    let detail = &e.detail;
+    detail["request_id"] == id
+        && match e.kind {
+            EventKind::RequestFailed => true,
+            EventKind::RequestCompleted => detail["request_kind"] == RequestKind::Return.as_str(),
+            EventKind::RequestState => detail["status"] != "running",
+            _ => false,
+        }
 }
 
 /// The host name HostFactory uses: private DNS name, else private IP, else the instance id.

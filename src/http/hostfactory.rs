@@ -7,11 +7,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use std::convert::Infallible;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+
 use super::error::{ApiError, Problem, hostfactory_status};
 use super::extract::{ApiJson, ApiPath};
+use super::service::{Until, follow_events, last_event_id};
 use crate::app::AppError;
+use crate::domain::Event;
 use crate::hostfactory::HfError;
+use crate::hostfactory::ends_request;
 use crate::hostfactory::error::check_machine_count;
+use crate::hostfactory::status::RequestStatus;
 use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
     TemplateList,
@@ -21,6 +31,7 @@ use crate::hostfactory::wire::{
     WireTemplatesAnswer,
 };
 use crate::state::AppState;
+use crate::store::EventFilter;
 
 /// HostFactory reads `{"message": …}` on failure; the status tells the shim to exit non-zero.
 pub struct HfReject(HfError);
@@ -202,6 +213,51 @@ pub async fn request_status(
         message: r.message,
         machines: r.machines.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Follow one request (server-sent events, as `GET /api/v1/events/stream`): its kept events
+/// from the first (or after `Last-Event-ID`), then live ones: `request_state` as it moves on,
+/// `machine_state` as its machines do, until `request_completed` or `request_failed`, with
+/// which the stream closes. For a request that has already ended the kept events come at once
+/// and the stream closes after them.
+#[utoipa::path(get, path = "/api/v1/requests/{id}/events", tag = "requests", operation_id = "streamRequestEvents",
+    params(("id" = String, Path, description = "req-… or ret-…"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of `Event` objects (SSE event `provider`, id = the event id)",
+        content_type = "text/event-stream", body = Event),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`Last-Event-ID` is not an event id", body = Problem, content_type = "application/problem+json")))]
+pub async fn request_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let after = last_event_id(&headers)?;
+    let Some(now) = state
+        .hostfactory
+        .known_requests(std::slice::from_ref(&id))
+        .await?
+        .pop()
+        .flatten()
+    else {
+        return Err(ApiError(AppError::NotFound {
+            what: "request",
+            name: id,
+        }));
+    };
+    let ended = now.status != RequestStatus::Running;
+    let filter = EventFilter {
+        request_id: Some(id.clone()),
+        ..EventFilter::default()
+    };
+    // The state is read before following: an end stored since comes live, as the last event.
+    let until = if ended {
+        Until::Now
+    } else {
+        Until::Last(move |e: &Event| ends_request(e, &id))
+    };
+    let stream = follow_events(&state, filter, Some(after.unwrap_or(0)), until);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// requestReturnMachines for operators: instance ids or host names.

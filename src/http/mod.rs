@@ -83,6 +83,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hostfactory::templates))
         .routes(routes!(hostfactory::create_request))
         .routes(routes!(hostfactory::request_status))
+        .routes(routes!(hostfactory::request_events))
         .routes(routes!(hostfactory::create_return, hostfactory::reclaims))
         .routes(routes!(service::health))
         .routes(routes!(service::ready))

@@ -102,15 +102,16 @@ pub async fn list_events(
 /// Events stored in pages of this many while a reconnecting follower catches up.
 const REPLAY_PAGE: u32 = 500;
 
-/// The `Last-Event-ID` a reconnecting follower sends; absent means "from now on".
-fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
+/// The `Last-Event-ID` a reconnecting follower sends.
+pub(super) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(raw) = headers.get("last-event-id") else {
-        return Ok(0);
+        return Ok(None);
     };
     raw.to_str()
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|id| *id <= i64::MAX as u64)
+        .map(Some)
         .ok_or_else(|| {
             ApiError(AppError::field(
                 "Last-Event-ID",
@@ -159,6 +160,81 @@ fn replay(
     .flatten()
 }
 
+/// Where a follower's stream ends, besides at shutdown or when the follower falls behind.
+pub(super) enum Until<L> {
+    /// Never: the main stream.
+    Shutdown,
+    /// With the first event `L` says is the last (a request's end).
+    Last(L),
+    /// With the events there are now (what followed something that has already ended).
+    Now,
+}
+
+/// The SSE stream of the events of `filter` after `after` (`None`: from now on): the kept ones
+/// (from the store, then from memory), then the live ones, until `until`.
+pub(super) fn follow_events<L>(
+    state: &AppState,
+    filter: EventFilter,
+    after: Option<u64>,
+    until: Until<L>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + use<L>
+where
+    L: Fn(&Event) -> bool + Send + 'static,
+{
+    let follow = state.engine.events().follow(after);
+    let stored = replay(
+        state.engine.store().clone(),
+        filter.clone(),
+        // Nothing kept before now for a follower from now on.
+        after.unwrap_or(follow.first_in_memory),
+        follow.first_in_memory,
+    );
+    let live = futures::stream::unfold(follow.live, |mut rx| async move {
+        match rx.recv().await {
+            Ok(event) => Some((event, rx)),
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    missed = n,
+                    "an event follower fell behind; it is disconnected to catch up"
+                );
+                None
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let kept = stored.chain(futures::stream::iter(follow.missed.into_iter().map(Some)));
+    let (events, last): (
+        futures::stream::BoxStream<'static, Option<Event>>,
+        Option<L>,
+    ) = match until {
+        Until::Shutdown => (kept.chain(live.map(Some)).boxed(), None),
+        Until::Last(last) => (kept.chain(live.map(Some)).boxed(), Some(last)),
+        Until::Now => (kept.boxed(), None),
+    };
+    let mut ended = false;
+    events
+        .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| filter.matches(e))))
+        // `None`: the store failed; the follower reconnects from the last id it got.
+        .take_while(move |e| {
+            let go = !ended && e.is_some();
+            ended = e
+                .as_ref()
+                .zip(last.as_ref())
+                .is_some_and(|(e, last)| last(e));
+            std::future::ready(go)
+        })
+        .filter_map(std::future::ready)
+        .filter_map(|e| async move {
+            SseEvent::default()
+                .id(e.id.to_string())
+                .event("provider")
+                .json_data(&e)
+                .ok()
+                .map(Ok)
+        })
+        .take_until(state.shutdown.clone().cancelled_owned())
+}
+
 /// Follow events live (server-sent events, each with its id). A follower that reconnects with
 /// `Last-Event-ID` first gets every kept event after that id, then the live ones. A follower
 /// too slow to keep up is disconnected, so that its reconnect catches up from the store.
@@ -175,40 +251,6 @@ pub async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let filter = q.into_filter()?;
     let after = last_event_id(&headers)?;
-    let follow = state.engine.events().follow(after);
-    let stored = replay(
-        state.engine.store().clone(),
-        filter.clone(),
-        after,
-        follow.first_in_memory,
-    );
-    let live = futures::stream::unfold(follow.live, |mut rx| async move {
-        match rx.recv().await {
-            Ok(event) => Some((event, rx)),
-            Err(RecvError::Lagged(n)) => {
-                tracing::debug!(
-                    missed = n,
-                    "an event follower fell behind; it is disconnected to catch up"
-                );
-                None
-            }
-            Err(RecvError::Closed) => None,
-        }
-    });
-    let stream = stored
-        .chain(futures::stream::iter(follow.missed.into_iter().map(Some)))
-        .chain(live.map(Some))
-        .take_while(|e| std::future::ready(e.is_some()))
-        .filter_map(std::future::ready)
-        .filter(move |e| std::future::ready(filter.matches(e)))
-        .filter_map(|e| async move {
-            SseEvent::default()
-                .id(e.id.to_string())
-                .event("provider")
-                .json_data(&e)
-                .ok()
-                .map(Ok)
-        })
-        .take_until(state.shutdown.clone().cancelled_owned());
+    let stream = follow_events(&state, filter, after, Until::<fn(&Event) -> bool>::Shutdown);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

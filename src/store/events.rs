@@ -11,6 +11,9 @@ use crate::domain::{EpochMillis, Event, EventKind};
 pub struct EventFilter {
     pub strategy: Option<String>,
     pub kind: Option<EventKind>,
+    /// Only events of this HostFactory request: its own, and those of its machines (which
+    /// name it as `request_id`, or as `return_request_id` once returned).
+    pub request_id: Option<String>,
 }
 
 impl EventFilter {
@@ -20,6 +23,9 @@ impl EventFilter {
                 .strategy
                 .as_deref()
                 .is_none_or(|s| e.strategy.as_deref() == Some(s))
+            && self.request_id.as_deref().is_none_or(|id| {
+                e.detail["request_id"] == id || e.detail["return_request_id"] == id
+            })
     }
 }
 
@@ -83,6 +89,8 @@ impl EventRepo for Store {
             "SELECT id, at, kind, strategy, detail FROM events
              WHERE (?1 IS NULL OR strategy = ?1) AND (?2 IS NULL OR kind = ?2)
                AND id > ?3 AND id < ?4 AND at >= ?5
+               AND (?7 IS NULL OR json_extract(detail, '$.request_id') = ?7
+                    OR json_extract(detail, '$.return_request_id') = ?7)
              ORDER BY id {} LIMIT ?6",
             if newest { "DESC" } else { "ASC" }
         );
@@ -93,6 +101,7 @@ impl EventRepo for Store {
             .bind(q.before.map(id_param).transpose()?.unwrap_or(i64::MAX))
             .bind(q.since.unwrap_or(EpochMillis::MIN))
             .bind(q.limit)
+            .bind(&q.filter.request_id)
             .fetch_all(&self.pool)
             .await?;
         if newest {
@@ -161,6 +170,7 @@ mod tests {
             filter: EventFilter {
                 kind: Some(EventKind::Operation),
                 strategy: Some("s".into()),
+                request_id: None,
             },
             ..all.clone()
         };

@@ -33,9 +33,11 @@ struct Follower {
 
 impl Follower {
     async fn connect(app: &TestApp, query: &str, last_event_id: Option<u64>) -> Self {
-        let mut req = app
-            .client
-            .get(app.url(&format!("/api/v1/events/stream{query}")));
+        Self::open(app, &format!("/api/v1/events/stream{query}"), last_event_id).await
+    }
+
+    async fn open(app: &TestApp, path: &str, last_event_id: Option<u64>) -> Self {
+        let mut req = app.client.get(app.url(path));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
@@ -49,6 +51,20 @@ impl Follower {
 
     /// The next event: its SSE id and its data.
     async fn next(&mut self) -> (u64, Value) {
+        self.next_or_end().await.expect("the stream goes on")
+    }
+
+    /// Every event until the server closes the stream.
+    async fn to_end(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Some((_, e)) = self.next_or_end().await {
+            seen.push(e);
+        }
+        seen
+    }
+
+    /// The next event, or `None` when the server closed the stream.
+    async fn next_or_end(&mut self) -> Option<(u64, Value)> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -63,15 +79,14 @@ impl Follower {
                     let event: Value = serde_json::from_str(&data).unwrap();
                     let id: u64 = id.parse().unwrap();
                     assert_eq!(event["id"], id, "the SSE id is the event id");
-                    return (id, event);
+                    return Some((id, event));
                 }
                 continue;
             }
             let chunk = tokio::time::timeout(PATIENCE, self.res.chunk())
                 .await
                 .expect("an event within the patience")
-                .unwrap()
-                .expect("the stream goes on");
+                .unwrap()?;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
@@ -209,5 +224,78 @@ async fn hostfactory_requests_are_events() {
     let completed = listed(app, "kind=request_completed", 1).await;
     assert_eq!(completed[0]["detail"]["request_id"], id.as_str());
     assert!(completed[0]["strategy"].is_string(), "{completed:?}");
+    hf.app.stop().await;
+}
+
+/// What a request's stream says, in order: each event's kind and what it tells.
+fn progress(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let d = &e["detail"];
+            match e["kind"].as_str().unwrap() {
+                "request_state" => format!("request_state {} {}", d["state"], d["status"]),
+                "machine_state" => format!("machine_state {} {}", d["machine_id"], d["state"]),
+                kind => kind.to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_is_followed_from_accepted_to_complete() {
+    // Machines boot for a second: the follower is there before they run.
+    let hf = hf_app(1.0).await;
+    let app = &hf.app;
+    let id = request_machines(app, "OnDemand-C5Large", 2).await;
+    let path = format!("/api/v1/requests/{id}/events");
+    let events = Follower::open(app, &path, None).await.to_end().await;
+    let seen = progress(&events);
+    assert_eq!(seen[0], "request_accepted", "{seen:#?}");
+    assert_eq!(
+        seen.last().unwrap(),
+        r#"request_state "in_progress" "complete""#,
+        "ends with the request complete: {seen:#?}"
+    );
+    assert!(seen.contains(&r#"request_state "provisioning" "running""#.to_string()));
+    let (status, view) = app.get(&format!("/api/v1/requests/{id}")).await;
+    assert_eq!(
+        (status, &view["status"]),
+        (200, &json!("complete")),
+        "{view}"
+    );
+    for m in view["machines"].as_array().unwrap() {
+        let machine = &m["machine_id"];
+        let states: Vec<&String> = seen
+            .iter()
+            .filter(|s| s.starts_with(&format!("machine_state {machine} ")))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                &format!(r#"machine_state {machine} "pending""#),
+                &format!(r#"machine_state {machine} "running""#)
+            ],
+            "{seen:#?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e["detail"]["request_id"] == id.as_str())
+    );
+
+    // After the end: the kept events at once, then the end; and from an id, the rest.
+    let again = Follower::open(app, &path, None).await.to_end().await;
+    assert_eq!(again, events, "the same events, kept");
+    let second = events[1]["id"].as_u64().unwrap();
+    let rest = Follower::open(app, &path, Some(second))
+        .await
+        .to_end()
+        .await;
+    assert_eq!(rest, events[2..]);
+
+    let (status, v) = app.get("/api/v1/requests/req-nope/events").await;
+    assert_eq!(status, 404, "{v}");
     hf.app.stop().await;
 }
