@@ -54,15 +54,6 @@ impl Follower {
         self.next_or_end().await.expect("the stream goes on")
     }
 
-    /// Every event until the server closes the stream.
-    async fn to_end(&mut self) -> Vec<Value> {
-        let mut seen = Vec::new();
-        while let Some((_, e)) = self.next_or_end().await {
-            seen.push(e);
-        }
-        seen
-    }
-
     /// The next event, or `None` when the server closed the stream.
     async fn next_or_end(&mut self) -> Option<(u64, Value)> {
         loop {
@@ -226,4 +217,3 @@ async fn hostfactory_requests_are_events() {
     assert!(completed[0]["strategy"].is_string(), "{completed:?}");
     hf.app.stop().await;
 }
-
