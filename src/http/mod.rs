@@ -33,7 +33,9 @@ use crate::state::AppState;
         description = "HostFactory provider service with a multi-provider strategy layer \
             (selection policies, circuit breakers, failover, health checks, metrics). \
             Errors are application/problem+json (RFC 9457). With server.auth enabled, POST, PUT \
-            and DELETE under /api/v1 need `Authorization: Bearer <token>`.",
+            and DELETE under /api/v1 need `Authorization: Bearer <token>` of a scope that allows \
+            them (401 without a known token, 403 for the wrong scope); reads need one only with \
+            server.auth.protect_reads.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -118,7 +120,7 @@ pub fn router(state: AppState) -> Router {
                         .get(middleware::REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, token = tracing::field::Empty)
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_request_id))
