@@ -96,7 +96,71 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().1;
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_auth(&mut doc);
     doc
+}
+
+/// The bearer scheme and the 401/403 answers of [`middleware::require_token`], added to every
+/// route it guards here, next to the middleware, rather than to each handler's annotation.
+/// The requirement is optional (`{}` first): auth may be off, and reads are open by default.
+fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token of server.auth; its scope (read-only, read-write, hostfactory) decides what it may call",
+                ))
+                .build(),
+        ),
+    );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !(path.starts_with("/api/v1/") || path == "/metrics") {
+            continue;
+        }
+        // HostFactory reads {"message"} from every failure of its calls.
+        let (content_type, schema) = if path.starts_with("/api/v1/hostfactory/") {
+            ("application/json", "WireMessage")
+        } else {
+            (error::PROBLEM_JSON, "Problem")
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+            ]);
+            for (status, description) in [
+                ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
+                ("403", "The token's scope does not allow this route"),
+            ] {
+                let response = ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        content_type,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .build();
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| response.into());
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

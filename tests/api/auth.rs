@@ -205,3 +205,39 @@ async fn a_token_file_others_may_read_is_refused_at_start_naming_its_path() {
         ("symphony", TokenScope::HostFactory, "hf-s3cret")
     );
 }
+
+#[tokio::test]
+async fn the_document_stays_open_and_states_the_scheme_and_the_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = scoped_app(dir.path(), true).await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, method, content_type) in [
+        (
+            "/api/v1/providers/operations",
+            "post",
+            "application/problem+json",
+        ),
+        (
+            "/api/v1/hostfactory/requestMachines",
+            "post",
+            "application/json",
+        ),
+        ("/metrics", "get", "application/problem+json"),
+    ] {
+        let op = &doc["paths"][path][method];
+        for status in ["401", "403"] {
+            assert!(
+                op["responses"][status]["content"][content_type].is_object(),
+                "{path} {status}"
+            );
+        }
+        assert_eq!(op["security"][1]["bearer"], json!([]), "{path}");
+    }
+    assert!(doc["paths"]["/health"]["get"]["responses"]["401"].is_null());
+    app.stop().await;
+}
