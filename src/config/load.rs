@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, EMBEDDED_DEFAULT, check_strategy_name, expand, guide, layers};
+use super::{
+    Config, EMBEDDED_DEFAULT, MAX_INTERVAL_SECONDS, MAX_TIMEOUT_SECONDS, check_strategy_name,
+    expand, guide, layers,
+};
 
 /// One problem, at a JSON path such as `providers[1].config.failure_rate`.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,12 +339,13 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if let Err(m) = config.server.bind_addr() {
         err("server.bind".into(), m);
     }
-    if config.server.request_timeout_seconds.is_nan()
-        || config.server.request_timeout_seconds <= 0.0
-    {
+    let timeout = config.server.request_timeout_seconds;
+    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECONDS) {
         err(
             "server.request_timeout_seconds".into(),
-            "must be greater than 0".into(),
+            format!(
+                "must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, got {timeout:?}"
+            ),
         );
     }
     if config.server.max_body_bytes < 1024 {
@@ -388,18 +392,28 @@ fn validate(config: &Config) -> Vec<ConfigError> {
         err(format!("database.retention.{field}"), message);
     }
     let hf = &config.hostfactory;
-    for (field, value) in [
-        ("reconcile_interval_seconds", hf.reconcile_interval_seconds),
+    // Each becomes a timer: a bound keeps it a `Duration`; a week is beyond any useful value.
+    for (field, value, max) in [
+        (
+            "reconcile_interval_seconds",
+            hf.reconcile_interval_seconds,
+            MAX_INTERVAL_SECONDS,
+        ),
         (
             "live_check_interval_seconds",
             hf.live_check_interval_seconds,
+            MAX_INTERVAL_SECONDS,
         ),
-        ("pending_timeout_seconds", hf.pending_timeout_seconds),
+        (
+            "pending_timeout_seconds",
+            hf.pending_timeout_seconds,
+            7.0 * MAX_INTERVAL_SECONDS,
+        ),
     ] {
-        if !(value.is_finite() && value > 0.0) {
+        if !(value > 0.0 && value <= max) {
             err(
                 format!("hostfactory.{field}"),
-                format!("must be a positive number of seconds, got {value}"),
+                format!("must be more than 0 and at most {max} seconds, got {value:?}"),
             );
         }
     }
@@ -409,10 +423,10 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "must be from 1 to 1000".into(),
         );
     }
-    if hf.spot_grace_seconds < 0 {
+    if !(0..=86_400).contains(&hf.spot_grace_seconds) {
         err(
             "hostfactory.spot_grace_seconds".into(),
-            "must be 0 or more".into(),
+            "must be from 0 to 86400".into(),
         );
     }
     let mut seen = HashSet::new();

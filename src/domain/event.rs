@@ -32,10 +32,12 @@ pub enum EventKind {
     RequestFailed,
     AlertRaised,
     AlertCleared,
+    /// A background task panicked and is being started again.
+    TaskRestarted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -49,6 +51,7 @@ impl EventKind {
         EventKind::RequestFailed,
         EventKind::AlertRaised,
         EventKind::AlertCleared,
+        EventKind::TaskRestarted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl EventKind {
             EventKind::RequestFailed => "request_failed",
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
+            EventKind::TaskRestarted => "task_restarted",
         }
     }
 }

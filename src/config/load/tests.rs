@@ -501,3 +501,28 @@ fn auth_tokens_are_checked_at_their_key() {
         [("default", crate::config::TokenScope::ReadWrite, "t")]
     );
 }
+
+#[test]
+fn every_timer_of_the_file_has_an_upper_bound() {
+    let err = load_text(
+        r#"{"server": {"request_timeout_seconds": 1e308},
+            "hostfactory": {"reconcile_interval_seconds": 1e308, "pending_timeout_seconds": 1e308,
+                            "spot_grace_seconds": 9223372036854775807},
+            "database": {"retention": {"prune_interval_seconds": 1e308, "events_days": 1e308}}}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.request_timeout_seconds",
+            "database.retention.prune_interval_seconds",
+            "database.retention.events_days",
+            "hostfactory.reconcile_interval_seconds",
+            "hostfactory.pending_timeout_seconds",
+            "hostfactory.spot_grace_seconds"
+        ]
+    );
+    assert!(err.to_string().contains("at most 86400"), "{err}");
+}
