@@ -7,17 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
 use crate::app::Engine;
 use crate::config::Config;
+use crate::domain::EventKind;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::http::prometheus::Exposition;
 use crate::state::AppState;
 use crate::store::Store;
-use crate::tasks::Tasks;
+use crate::tasks::{TaskRestart, Tasks};
 use crate::{http, monitor};
 
 /// How long shutdown waits for provisioning tasks before the store closes; an unfinished one
@@ -50,7 +52,17 @@ impl App {
             );
         }
         let shutdown = CancellationToken::new();
-        let tasks = Tasks::new(shutdown.clone());
+        let told = Arc::clone(&engine);
+        let tasks = Tasks::new(
+            shutdown.clone(),
+            Arc::new(move |restart: &TaskRestart| {
+                told.events().emit(
+                    EventKind::TaskRestarted,
+                    None,
+                    json!({"task": restart.task, "count": restart.count, "reason": restart.last_reason}),
+                );
+            }),
+        );
         let hostfactory = HostFactory::new(
             Arc::clone(&engine),
             catalog,

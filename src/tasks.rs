@@ -44,17 +44,23 @@ pub struct Tasks {
     dead: Arc<Mutex<Vec<String>>>,
     /// Tasks that panicked and were restarted.
     restarts: Arc<Mutex<Vec<TaskRestart>>>,
+    /// Told of every panic, as it is counted (the service makes it an event).
+    on_restart: RestartHook,
     /// Short tasks shutdown waits for.
     tracked: TaskTracker,
 }
 
+/// What is told of a task's panic.
+pub type RestartHook = Arc<dyn Fn(&TaskRestart) + Send + Sync>;
+
 impl Tasks {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(shutdown: CancellationToken, on_restart: RestartHook) -> Self {
         Self {
             shutdown,
             running: Arc::default(),
             dead: Arc::default(),
             restarts: Arc::default(),
+            on_restart,
             tracked: TaskTracker::new(),
         }
     }
@@ -70,6 +76,7 @@ impl Tasks {
         let shutdown = self.shutdown.clone();
         let dead = Arc::clone(&self.dead);
         let restarts = Arc::clone(&self.restarts);
+        let on_restart = Arc::clone(&self.on_restart);
         let supervisor = tokio::spawn(async move {
             let mut delay = RESTART_DELAY_FIRST;
             loop {
@@ -83,7 +90,7 @@ impl Tasks {
                             delay = RESTART_DELAY_FIRST;
                         }
                         tracing::error!(task = name, %reason, restart_in_s = delay.as_secs_f64(), "background task panicked; starting it again");
-                        record_restart(&restarts, name, reason);
+                        on_restart(&record_restart(&restarts, name, reason));
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(delay) => {}
@@ -148,25 +155,33 @@ impl Tasks {
     }
 }
 
-/// Counts a panic of `task`, which is down until [`mark_up`].
-fn record_restart(restarts: &Mutex<Vec<TaskRestart>>, task: &'static str, reason: String) {
+/// Counts a panic of `task`, which is down until [`mark_up`]; answers the count as it is now.
+fn record_restart(
+    restarts: &Mutex<Vec<TaskRestart>>,
+    task: &'static str,
+    reason: String,
+) -> TaskRestart {
     let mut restarts = restarts.lock().expect("tasks lock");
     let at = crate::domain::now_millis();
-    match restarts.iter_mut().find(|r| r.task == task) {
-        Some(r) => {
-            r.count += 1;
-            r.last_reason = reason;
-            r.last_at = at;
-            r.down = true;
+    let i = match restarts.iter().position(|r| r.task == task) {
+        Some(i) => i,
+        None => {
+            restarts.push(TaskRestart {
+                task,
+                count: 0,
+                last_reason: String::new(),
+                last_at: at,
+                down: true,
+            });
+            restarts.len() - 1
         }
-        None => restarts.push(TaskRestart {
-            task,
-            count: 1,
-            last_reason: reason,
-            last_at: at,
-            down: true,
-        }),
-    }
+    };
+    let r = &mut restarts[i];
+    r.count += 1;
+    r.last_reason = reason;
+    r.last_at = at;
+    r.down = true;
+    r.clone()
 }
 
 fn mark_up(restarts: &Mutex<Vec<TaskRestart>>, task: &'static str) {
@@ -207,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn a_task_that_stops_early_is_reported_and_one_that_stops_at_shutdown_is_not() {
         let token = CancellationToken::new();
-        let tasks = Tasks::new(token.clone());
+        let tasks = Tasks::new(token.clone(), Arc::new(|_: &TaskRestart| {}));
         tasks.spawn_service("quitter", || async {});
         let waiter = token.clone();
         tasks.spawn_service("good", move || {
@@ -224,7 +239,12 @@ mod tests {
     #[tokio::test]
     async fn a_task_that_panics_is_started_again_and_its_restart_reported() {
         let token = CancellationToken::new();
-        let tasks = Tasks::new(token.clone());
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let hook = Arc::clone(&told);
+        let tasks = Tasks::new(
+            token.clone(),
+            Arc::new(move |r: &TaskRestart| hook.lock().unwrap().push(r.clone())),
+        );
         let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (counter, waiter) = (Arc::clone(&starts), token.clone());
         tasks.spawn_service("flaky", move || {
@@ -244,6 +264,12 @@ mod tests {
         assert_eq!(restarts.len(), 1);
         assert_eq!((restarts[0].task, restarts[0].count), ("flaky", 1));
         assert_eq!(restarts[0].last_reason, "monitor broke");
+        let told = told.lock().unwrap().clone();
+        assert_eq!(told.len(), 1);
+        assert_eq!(
+            (told[0].task, told[0].count, told[0].down),
+            ("flaky", 1, true)
+        );
         assert!(tasks.dead().is_empty());
         token.cancel();
         tasks.join(Duration::from_secs(5)).await;
@@ -253,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_waits_for_tracked_work_up_to_its_deadline() {
         let token = CancellationToken::new();
-        let tasks = Tasks::new(token.clone());
+        let tasks = Tasks::new(token.clone(), Arc::new(|_: &TaskRestart| {}));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&done);
         tasks.spawn_tracked(async move {

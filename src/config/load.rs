@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, EMBEDDED_DEFAULT, check_strategy_name, expand, guide, layers};
+use super::{
+    Config, EMBEDDED_DEFAULT, MAX_INTERVAL_SECONDS, MAX_TIMEOUT_SECONDS, check_strategy_name,
+    expand, guide, layers,
+};
 
 /// One problem, at a JSON path such as `providers[1].config.failure_rate`.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +96,7 @@ pub fn load_with_env(
     layers::fill_composite_members(&mut tree);
     apply_env_overrides(&mut tree, vars).map_err(|(p, m)| one(&source, &p, m))?;
     expand::expand_tree(&mut tree, "", lookup).map_err(|(p, m)| one(&source, &p, m))?;
-    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         one(
             &source,
@@ -101,7 +104,8 @@ pub fn load_with_env(
             e.into_inner().to_string(),
         )
     })?;
-    let errors = validate(&config);
+    let mut errors = read_token_files(&mut config.server.auth);
+    errors.extend(validate(&config));
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -234,18 +238,114 @@ fn set_path(node: &mut Value, segments: &[String], value: Value) -> Result<(), S
     }
 }
 
+/// Reads each `server.auth.tokens[i].token_file` into its `token`, once, at start. A file that
+/// group or others may read is refused: the token would be as good as published.
+fn read_token_files(auth: &mut super::AuthConfig) -> Vec<ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut errors = Vec::new();
+    for (i, spec) in auth.tokens.iter_mut().enumerate() {
+        let Some(file) = spec.token_file.as_deref() else {
+            continue;
+        };
+        let path = format!("server.auth.tokens[{i}].token_file");
+        let read = std::fs::metadata(file).and_then(|meta| {
+            let mode = meta.permissions().mode() & 0o777;
+            Ok((mode, std::fs::read_to_string(file)?))
+        });
+        match read {
+            Err(e) => errors.push(ConfigError {
+                path,
+                message: format!("cannot read token file {file}: {e}"),
+            }),
+            Ok((mode, _)) if mode & 0o077 != 0 => errors.push(ConfigError {
+                path,
+                message: format!(
+                    "token file {file} has mode {mode:04o}: group and others must have no access (chmod 600 {file})"
+                ),
+            }),
+            Ok((_, text)) => spec.token = Some(text.trim_end_matches(['\n', '\r']).to_string()),
+        }
+    }
+    errors
+}
+
+/// `server.auth`: names unique and plain (they appear in logs), each token given exactly once
+/// and distinct from the others, so that a token has one scope.
+fn auth_problems(auth: &super::AuthConfig) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+    if auth.enabled && auth.credentials().next().is_none() && auth.tokens.is_empty() {
+        err(
+            "server.auth.token".into(),
+            "auth is enabled but no token is set (use \"${OHFP_TOKEN}\" or list server.auth.tokens)"
+                .into(),
+        );
+    }
+    let mut names: HashSet<&str> = HashSet::new();
+    if auth.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        names.insert(super::DEFAULT_TOKEN_NAME);
+    }
+    for (i, spec) in auth.tokens.iter().enumerate() {
+        let at = |field: &str| format!("server.auth.tokens[{i}].{field}");
+        let plain = !spec.name.is_empty()
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            err(
+                at("name"),
+                format!(
+                    "'{}' is not a token name: use letters, digits, '-', '_' or '.'",
+                    spec.name
+                ),
+            );
+        } else if !names.insert(&spec.name) {
+            err(at("name"), format!("duplicate token name '{}'", spec.name));
+        }
+        match (spec.token.as_deref(), spec.token_file.is_some()) {
+            // A token read from token_file is set; its own problems are already reported.
+            (_, true) if spec.token.as_deref() == Some("") => {
+                err(at("token_file"), "the token file is empty".into())
+            }
+            (_, true) => {}
+            (None, false) => err(at("token"), "set token (\"${VAR}\") or token_file".into()),
+            (Some(""), false) => err(
+                at("token"),
+                "is empty (an unset variable with a :- default?)".into(),
+            ),
+            (Some(_), false) => {}
+        }
+    }
+    let mut values: Vec<(&str, &str)> = auth.credentials().map(|(n, _, t)| (n, t)).collect();
+    values.sort_by_key(|(_, t)| *t);
+    for pair in values.windows(2) {
+        if pair[0].1 == pair[1].1 {
+            err(
+                "server.auth.tokens".into(),
+                format!(
+                    "tokens '{}' and '{}' are the same token",
+                    pair[0].0, pair[1].0
+                ),
+            );
+        }
+    }
+    errors
+}
+
 fn validate(config: &Config) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
     if let Err(m) = config.server.bind_addr() {
         err("server.bind".into(), m);
     }
-    if config.server.request_timeout_seconds.is_nan()
-        || config.server.request_timeout_seconds <= 0.0
-    {
+    let timeout = config.server.request_timeout_seconds;
+    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECONDS) {
         err(
             "server.request_timeout_seconds".into(),
-            "must be greater than 0".into(),
+            format!(
+                "must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, got {timeout:?}"
+            ),
         );
     }
     if config.server.max_body_bytes < 1024 {
@@ -270,11 +370,8 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             format!("must be from 1 to {}", super::MAX_SERVER_CONNECTIONS),
         );
     }
-    if config.server.auth.enabled && config.server.auth.token.as_deref().unwrap_or("").is_empty() {
-        err(
-            "server.auth.token".into(),
-            "auth is enabled but no token is set (use \"${OHFP_TOKEN}\")".into(),
-        );
+    for e in auth_problems(&config.server.auth) {
+        err(e.path, e.message);
     }
     if config.logging.max_files == 0 {
         err("logging.max_files".into(), "must be at least 1".into());
@@ -295,18 +392,28 @@ fn validate(config: &Config) -> Vec<ConfigError> {
         err(format!("database.retention.{field}"), message);
     }
     let hf = &config.hostfactory;
-    for (field, value) in [
-        ("reconcile_interval_seconds", hf.reconcile_interval_seconds),
+    // Each becomes a timer: a bound keeps it a `Duration`; a week is beyond any useful value.
+    for (field, value, max) in [
+        (
+            "reconcile_interval_seconds",
+            hf.reconcile_interval_seconds,
+            MAX_INTERVAL_SECONDS,
+        ),
         (
             "live_check_interval_seconds",
             hf.live_check_interval_seconds,
+            MAX_INTERVAL_SECONDS,
         ),
-        ("pending_timeout_seconds", hf.pending_timeout_seconds),
+        (
+            "pending_timeout_seconds",
+            hf.pending_timeout_seconds,
+            7.0 * MAX_INTERVAL_SECONDS,
+        ),
     ] {
-        if !(value.is_finite() && value > 0.0) {
+        if !(value > 0.0 && value <= max) {
             err(
                 format!("hostfactory.{field}"),
-                format!("must be a positive number of seconds, got {value}"),
+                format!("must be more than 0 and at most {max} seconds, got {value:?}"),
             );
         }
     }
@@ -316,10 +423,10 @@ fn validate(config: &Config) -> Vec<ConfigError> {
             "must be from 1 to 1000".into(),
         );
     }
-    if hf.spot_grace_seconds < 0 {
+    if !(0..=86_400).contains(&hf.spot_grace_seconds) {
         err(
             "hostfactory.spot_grace_seconds".into(),
-            "must be 0 or more".into(),
+            "must be from 0 to 86400".into(),
         );
     }
     let mut seen = HashSet::new();

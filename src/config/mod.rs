@@ -134,13 +134,38 @@ impl ServerConfig {
     }
 }
 
-/// Bearer-token protection for mutating routes (POST, PUT, DELETE under /api/v1).
+/// Bearer-token protection (README, "Security"). Mutating routes under /api/v1 need a token
+/// whose scope allows them; reads need one only with `protect_reads`.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub enabled: bool,
+    /// The single token of earlier versions: one read-write token named `default`.
     #[serde(skip_serializing)]
     pub token: Option<String>,
+    pub tokens: Vec<TokenConfig>,
+    /// Reads (GET under /api/v1 and /metrics) need a token too; `/health` and `/ready` never do.
+    pub protect_reads: bool,
+}
+
+/// Name given in logs to the single `token`.
+pub const DEFAULT_TOKEN_NAME: &str = "default";
+
+impl AuthConfig {
+    /// Every token as (name, scope, value); `token_file`s are read by the loader, so a token
+    /// without a value here is one that validation refused.
+    pub fn credentials(&self) -> impl Iterator<Item = (&str, TokenScope, &str)> {
+        let single = self
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| (DEFAULT_TOKEN_NAME, TokenScope::ReadWrite, t));
+        single.into_iter().chain(
+            self.tokens
+                .iter()
+                .filter_map(|t| Some((t.name.as_str(), t.scope, t.token.as_deref()?))),
+        )
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -148,6 +173,57 @@ impl std::fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("enabled", &self.enabled)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens)
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
+}
+
+/// What a token may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenScope {
+    /// Reads only (GET under /api/v1, /metrics).
+    ReadOnly,
+    /// Everything.
+    ReadWrite,
+    /// HostFactory's five calls and the operator request routes (/api/v1/requests,
+    /// /api/v1/returns, /api/v1/templates), reads and writes; nothing else.
+    #[serde(rename = "hostfactory")]
+    HostFactory,
+}
+
+impl TokenScope {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::ReadOnly => "read-only",
+            TokenScope::ReadWrite => "read-write",
+            TokenScope::HostFactory => "hostfactory",
+        }
+    }
+}
+
+/// One named token in `server.auth.tokens`: its value in `token` (use `${VAR}`) or in the file
+/// at `token_file` (read at start; refused if group or others may access it).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub scope: TokenScope,
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .finish()
     }
 }

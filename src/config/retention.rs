@@ -47,16 +47,24 @@ impl RetentionConfig {
     /// Problems as (field, message).
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
-        for (field, value) in [
-            ("prune_interval_seconds", self.prune_interval_seconds),
-            ("hostfactory_days", self.hostfactory_days),
-            ("sim_instance_hours", self.sim_instance_hours),
-            ("health_history_days", self.health_history_days),
-            ("events_days", self.events_days),
-            ("alerts_days", self.alerts_days),
+        // Each becomes a timer or an age in milliseconds: bounded so that it stays one.
+        for (field, value, max) in [
+            (
+                "prune_interval_seconds",
+                self.prune_interval_seconds,
+                86_400.0,
+            ),
+            ("hostfactory_days", self.hostfactory_days, 3650.0),
+            ("sim_instance_hours", self.sim_instance_hours, 87_600.0),
+            ("health_history_days", self.health_history_days, 3650.0),
+            ("events_days", self.events_days, 3650.0),
+            ("alerts_days", self.alerts_days, 3650.0),
         ] {
-            if !(value.is_finite() && value > 0.0) {
-                errors.push((field, format!("must be a positive number, got {value}")));
+            if !(value > 0.0 && value <= max) {
+                errors.push((
+                    field,
+                    format!("must be more than 0 and at most {max}, got {value:?}"),
+                ));
             }
         }
         if !(1..=10_000).contains(&self.batch_size) {

@@ -38,10 +38,12 @@ pub enum EventKind {
     RequestFailed,
     AlertRaised,
     AlertCleared,
+    /// A background task panicked and is being started again.
+    TaskRestarted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -57,6 +59,7 @@ impl EventKind {
         EventKind::RequestFailed,
         EventKind::AlertRaised,
         EventKind::AlertCleared,
+        EventKind::TaskRestarted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +79,7 @@ impl EventKind {
             EventKind::RequestFailed => "request_failed",
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
+            EventKind::TaskRestarted => "task_restarted",
         }
     }
 }

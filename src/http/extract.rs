@@ -41,6 +41,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             "the body is empty; a JSON object is expected".into(),
         ));
     }
+    // serde reads a struct from a JSON array too (fields by position: `["RANDOM"]` would set
+    // the first field); every body here is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "$",
+            "must be a JSON object, not an array",
+        )]));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,4 +1,4 @@
-//! Cross-cutting layers: bearer auth on mutating routes, a whole-request deadline, and the
+//! Cross-cutting layers: bearer tokens with scopes, a whole-request deadline, and the
 //! request id written into every problem body.
 
 use std::time::Duration;
@@ -9,39 +9,110 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use subtle::ConstantTimeEq;
+
 use super::error::{MAX_PROBLEM_BYTES, PROBLEM_JSON, Problem};
+use crate::config::{AuthConfig, TokenScope};
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// What a route needs from a token; `None` for routes that never need one (`/health`,
+/// `/ready`, the documentation).
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    write: bool,
+    /// HostFactory's calls and the operator request routes, which the `hostfactory` scope may call.
+    hostfactory: bool,
 }
 
-/// With `server.auth.enabled`, POST/PUT/PATCH/DELETE under /api/v1 need `Authorization: Bearer`.
+impl Route {
+    fn of(method: &Method, path: &str) -> Option<Route> {
+        let write = matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        if path == "/metrics" {
+            return Some(Route {
+                write,
+                hostfactory: false,
+            });
+        }
+        let rest = path.strip_prefix("/api/v1/")?;
+        let first = rest.split('/').next().unwrap_or_default();
+        Some(Route {
+            write,
+            hostfactory: matches!(first, "hostfactory" | "requests" | "returns" | "templates"),
+        })
+    }
+
+    fn allowed_to(self, scope: TokenScope) -> bool {
+        match scope {
+            TokenScope::ReadWrite => true,
+            TokenScope::ReadOnly => !self.write,
+            TokenScope::HostFactory => self.hostfactory,
+        }
+    }
+}
+
+/// The token of `Authorization: <scheme> <token>`, the scheme matched without case (RFC 9110).
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The name and scope of the token given. Every token is compared, with `subtle`'s comparison,
+/// so that neither the time taken nor an early exit tells how much of a guess was right.
+fn token_of<'a>(auth: &'a AuthConfig, given: &str) -> Option<(&'a str, TokenScope)> {
+    let mut found = None;
+    for (name, scope, token) in auth.credentials() {
+        if bool::from(token.as_bytes().ct_eq(given.as_bytes())) {
+            found = Some((name, scope));
+        }
+    }
+    found
+}
+
+/// With `server.auth.enabled`, POST/PUT/PATCH/DELETE under /api/v1 need a token whose scope
+/// allows the route (401 without a known token, 403 for the wrong scope); reads need one with
+/// `protect_reads`. The token's name goes into the request's log span, never the token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &state.config.server.auth;
-    let mutating = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    if auth.enabled && mutating && req.uri().path().starts_with("/api/v1/") {
-        let expected = auth.token.as_deref().unwrap_or_default();
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Unauthorized",
-                "this route needs 'Authorization: Bearer <token>' with the service's token (OHFP_TOKEN)",
-            )
-            .into_response();
-        }
+    let route = Route::of(req.method(), req.uri().path());
+    let Some(route) = route.filter(|r| auth.enabled && (r.write || auth.protect_reads)) else {
+        return next.run(req).await;
+    };
+    let Some((name, scope)) = bearer(req.headers()).and_then(|given| token_of(auth, given)) else {
+        tracing::warn!("request without a known bearer token refused");
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "this route needs 'Authorization: Bearer <token>' with one of the service's tokens (OHFP_TOKEN)",
+        )
+        .into_response();
+    };
+    tracing::Span::current().record("token", name);
+    if !route.allowed_to(scope) {
+        tracing::warn!(
+            token = name,
+            scope = scope.as_str(),
+            "token's scope does not allow the route"
+        );
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "token '{name}' has scope {} which does not allow {} {}",
+                scope.as_str(),
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
     }
     next.run(req).await
 }

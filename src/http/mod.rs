@@ -33,7 +33,9 @@ use crate::state::AppState;
         description = "HostFactory provider service with a multi-provider strategy layer \
             (selection policies, circuit breakers, failover, health checks, metrics). \
             Errors are application/problem+json (RFC 9457). With server.auth enabled, POST, PUT \
-            and DELETE under /api/v1 need `Authorization: Bearer <token>`.",
+            and DELETE under /api/v1 need `Authorization: Bearer <token>` of a scope that allows \
+            them (401 without a known token, 403 for the wrong scope); reads need one only with \
+            server.auth.protect_reads.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -95,7 +97,71 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().1;
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_auth(&mut doc);
     doc
+}
+
+/// The bearer scheme and the 401/403 answers of [`middleware::require_token`], added to every
+/// route it guards here, next to the middleware, rather than to each handler's annotation.
+/// The requirement is optional (`{}` first): auth may be off, and reads are open by default.
+fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token of server.auth; its scope (read-only, read-write, hostfactory) decides what it may call",
+                ))
+                .build(),
+        ),
+    );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !(path.starts_with("/api/v1/") || path == "/metrics") {
+            continue;
+        }
+        // HostFactory reads {"message"} from every failure of its calls.
+        let (content_type, schema) = if path.starts_with("/api/v1/hostfactory/") {
+            ("application/json", "WireMessage")
+        } else {
+            (error::PROBLEM_JSON, "Problem")
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+            ]);
+            for (status, description) in [
+                ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
+                ("403", "The token's scope does not allow this route"),
+            ] {
+                let response = ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        content_type,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .build();
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| response.into());
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -119,7 +185,7 @@ pub fn router(state: AppState) -> Router {
                         .get(middleware::REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, token = tracing::field::Empty)
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_request_id))

@@ -463,6 +463,21 @@ async fn execute_on(app: &TestApp, strategy: Option<&str>, operation: &str) -> V
     v
 }
 
+/// A `composite` over the usage guide's three providers, registered with `config`, then
+/// `operation` run on it.
+async fn composite_run(app: &TestApp, name: &str, mut config: Value, operation: &str) -> Value {
+    config["strategies"] = json!(["aws", "provider1", "provider2"]);
+    register(app, name, "composite", config).await;
+    execute_on(app, Some(name), operation).await
+}
+
+/// How many members a composite's call reached.
+fn members_called(v: &Value) -> usize {
+    v["metadata"]["attempted"][0]["members"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
 /// The usage guide's three providers, as simulated clouds.
 async fn usage_guide_app() -> TestApp {
     let app = TestApp::spawn_with(|cfg| cfg.providers.clear()).await;
@@ -749,46 +764,42 @@ async fn the_usage_guide_fallback_and_composition() {
     }
 
     // Multi-Provider Composition: parallel, sequential, redundant.
-    register(
+    let merged = composite_run(
         &app,
         "parallel",
-        "composite",
         json!({"mode": "PARALLEL", "aggregation_policy": "MERGE_ALL",
-               "max_concurrent_operations": 5, "timeout_seconds": 30.0,
-               "strategies": ["aws", "provider1", "provider2"]}),
+               "max_concurrent_operations": 5, "timeout_seconds": 30.0}),
+        "GET_AVAILABLE_TEMPLATES",
     )
     .await;
-    let merged = execute_on(&app, Some("parallel"), "GET_AVAILABLE_TEMPLATES").await;
     assert_eq!(merged["success"], true, "{merged}");
-    let members = merged["metadata"]["attempted"][0]["members"]
-        .as_array()
-        .unwrap();
-    assert_eq!(members.len(), 3, "every provider answers: {merged}");
-    register(
+    assert_eq!(
+        members_called(&merged),
+        3,
+        "every provider answers: {merged}"
+    );
+    let first = composite_run(
         &app,
         "sequential",
-        "composite",
         json!({"mode": "SEQUENTIAL", "aggregation_policy": "FIRST_SUCCESS",
-               "require_all_success": false,
-               "strategies": ["aws", "provider1", "provider2"]}),
+               "require_all_success": false}),
+        "GET_AVAILABLE_TEMPLATES",
     )
     .await;
-    let first = execute_on(&app, Some("sequential"), "GET_AVAILABLE_TEMPLATES").await;
     assert_eq!(first["success"], true, "{first}");
-    let members = first["metadata"]["attempted"][0]["members"]
-        .as_array()
-        .unwrap();
-    assert_eq!(members.len(), 1, "the first success ends it: {first}");
-    register(
+    assert_eq!(
+        members_called(&first),
+        1,
+        "the first success ends it: {first}"
+    );
+    let agreed = composite_run(
         &app,
         "redundant",
-        "composite",
         json!({"mode": "REDUNDANT", "aggregation_policy": "MAJORITY_WINS",
-               "min_success_count": 2, "failure_threshold": 0.3,
-               "strategies": ["aws", "provider1", "provider2"]}),
+               "min_success_count": 2, "failure_threshold": 0.3}),
+        "HEALTH_CHECK",
     )
     .await;
-    let agreed = execute_on(&app, Some("redundant"), "HEALTH_CHECK").await;
     assert_eq!(agreed["success"], true, "{agreed}");
     app.stop().await;
 }

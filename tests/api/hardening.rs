@@ -506,3 +506,16 @@ async fn every_failure_of_a_hostfactory_call_is_a_message() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_is_an_array_is_refused_where_an_object_is_expected() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app
+        .put("/api/v1/providers/configuration", json!(["RANDOM"]))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "$", "{v}");
+    let (_, c) = app.get("/api/v1/providers/configuration").await;
+    assert_eq!(c["default_selection_policy"], "FIRST_AVAILABLE", "{c}");
+    app.stop().await;
+}

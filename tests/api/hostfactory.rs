@@ -61,16 +61,27 @@ pub fn hf_config(dir: &Path, boot: f64) -> ohfp::config::Config {
 
 /// Runs a shim as HostFactory does: `<script> -f FILE`. Returns (exit code, stdout as JSON).
 pub async fn shim(app: &TestApp, call: &str, input: &str) -> (i32, Value) {
+    shim_with(app, call, input, None).await
+}
+
+/// [`shim`] with `OHFP_TOKEN` set to `token`.
+pub async fn shim_with(
+    app: &TestApp,
+    call: &str,
+    input: &str,
+    token: Option<&str>,
+) -> (i32, Value) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), input).unwrap();
-    let out = Command::new(format!("{SCRIPTS}/{call}.sh"))
-        .arg("-f")
+    let mut cmd = Command::new(format!("{SCRIPTS}/{call}.sh"));
+    cmd.arg("-f")
         .arg(file.path())
-        .env("OHFP_URL", format!("http://{}", app.addr))
-        .env_remove("OHFP_TOKEN")
-        .output()
-        .await
-        .expect("run shim");
+        .env("OHFP_URL", format!("http://{}", app.addr));
+    match token {
+        Some(token) => cmd.env("OHFP_TOKEN", token),
+        None => cmd.env_remove("OHFP_TOKEN"),
+    };
+    let out = cmd.output().await.expect("run shim");
     let stdout = String::from_utf8(out.stdout).unwrap();
     // Exactly one JSON object on stdout, nothing else.
     let value: Value = serde_json::from_str(stdout.trim_end())

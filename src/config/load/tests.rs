@@ -463,3 +463,66 @@ fn connection_settings_have_bounds_named_at_their_key() {
         assert_eq!(err.errors[0].path, path, "{text}");
     }
 }
+
+#[test]
+fn auth_tokens_are_checked_at_their_key() {
+    let text = r#"{"server": {"auth": {"enabled": true, "tokens": [
+        {"name": "ops", "scope": "read-write", "token": "${OPS_TOKEN}"},
+        {"name": "ops", "scope": "read-only", "token": "a"},
+        {"name": "bad name", "scope": "hostfactory"},
+        {"name": "twin", "scope": "read-only", "token": "a"}
+    ]}}}"#;
+    let e = load_text(text, &[("OPS_TOKEN", "o")]).unwrap_err();
+    let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.auth.tokens[1].name",
+            "server.auth.tokens[2].name",
+            "server.auth.tokens[2].token",
+            "server.auth.tokens",
+        ],
+        "{e}"
+    );
+    let e = load_text(
+        r#"{"server": {"auth": {"tokens": [{"name": "x", "scope": "admin", "token": "t"}]}}}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.errors[0].path, "server.auth.tokens[0].scope", "{e}");
+    let c = load_text(
+        r#"{"server": {"auth": {"enabled": true, "token": "${OHFP_TOKEN}"}}}"#,
+        &[("OHFP_TOKEN", "t")],
+    )
+    .unwrap();
+    let all: Vec<_> = c.server.auth.credentials().collect();
+    assert_eq!(
+        all,
+        [("default", crate::config::TokenScope::ReadWrite, "t")]
+    );
+}
+
+#[test]
+fn every_timer_of_the_file_has_an_upper_bound() {
+    let err = load_text(
+        r#"{"server": {"request_timeout_seconds": 1e308},
+            "hostfactory": {"reconcile_interval_seconds": 1e308, "pending_timeout_seconds": 1e308,
+                            "spot_grace_seconds": 9223372036854775807},
+            "database": {"retention": {"prune_interval_seconds": 1e308, "events_days": 1e308}}}"#,
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.request_timeout_seconds",
+            "database.retention.prune_interval_seconds",
+            "database.retention.events_days",
+            "hostfactory.reconcile_interval_seconds",
+            "hostfactory.pending_timeout_seconds",
+            "hostfactory.spot_grace_seconds"
+        ]
+    );
+    assert!(err.to_string().contains("at most 86400"), "{err}");
+}
