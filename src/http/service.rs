@@ -211,28 +211,27 @@ where
         Until::Last(last) => (kept.chain(live.map(Some)).boxed(), Some(last)),
         Until::Now => (kept.boxed(), None),
     };
-    let mut ended = false;
-    events
+    // `None` from the store: it failed; the follower reconnects from the last id it got.
+    let events = events
         .filter(move |e| std::future::ready(e.as_ref().is_none_or(|e| filter.matches(e))))
-        // `None`: the store failed; the follower reconnects from the last id it got.
-        .take_while(move |e| {
-            let go = !ended && e.is_some();
-            ended = e
-                .as_ref()
-                .zip(last.as_ref())
-                .is_some_and(|(e, last)| last(e));
-            std::future::ready(go)
-        })
-        .filter_map(std::future::ready)
-        .filter_map(|e| async move {
-            SseEvent::default()
-                .id(e.id.to_string())
-                .event("provider")
-                .json_data(&e)
-                .ok()
-                .map(Ok)
-        })
-        .take_until(state.shutdown.clone().cancelled_owned())
+        .take_while(|e| std::future::ready(e.is_some()))
+        .filter_map(std::future::ready);
+    // Ends right after the last event, without waiting for one more (which may never come).
+    futures::stream::unfold(Some((events, last)), |rest| async move {
+        let (mut events, last) = rest?;
+        let e = events.next().await?;
+        let ended = last.as_ref().is_some_and(|last| last(&e));
+        Some((e, (!ended).then_some((events, last))))
+    })
+    .filter_map(|e| async move {
+        SseEvent::default()
+            .id(e.id.to_string())
+            .event("provider")
+            .json_data(&e)
+            .ok()
+            .map(Ok)
+    })
+    .take_until(state.shutdown.clone().cancelled_owned())
 }
 
 /// Follow events live (server-sent events, each with its id). A follower that reconnects with

@@ -54,6 +54,15 @@ impl Follower {
         self.next_or_end().await.expect("the stream goes on")
     }
 
+    /// Every event until the server closes the stream.
+    async fn until_closed(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Some((_, e)) = self.next_or_end().await {
+            seen.push(e);
+        }
+        seen
+    }
+
     /// The next event, or `None` when the server closed the stream.
     async fn next_or_end(&mut self) -> Option<(u64, Value)> {
         loop {
@@ -215,5 +224,78 @@ async fn hostfactory_requests_are_events() {
     let completed = listed(app, "kind=request_completed", 1).await;
     assert_eq!(completed[0]["detail"]["request_id"], id.as_str());
     assert!(completed[0]["strategy"].is_string(), "{completed:?}");
+    hf.app.stop().await;
+}
+
+/// What a request's stream says, in order: each event's kind and what it tells.
+fn progress(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let d = &e["detail"];
+            match e["kind"].as_str().unwrap() {
+                "request_state" => format!("request_state {} {}", d["state"], d["status"]),
+                "machine_state" => format!("machine_state {} {}", d["machine_id"], d["state"]),
+                kind => kind.to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_is_followed_from_accepted_to_complete() {
+    // Machines boot for a second: the follower is there before they run.
+    let hf = hf_app(1.0).await;
+    let app = &hf.app;
+    let id = request_machines(app, "OnDemand-C5Large", 2).await;
+    let path = format!("/api/v1/requests/{id}/events");
+    let events = Follower::open(app, &path, None).await.until_closed().await;
+    let seen = progress(&events);
+    assert_eq!(seen[0], "request_accepted", "{seen:#?}");
+    assert_eq!(
+        seen.last().unwrap(),
+        r#"request_state "done" "complete""#,
+        "ends with the request complete: {seen:#?}"
+    );
+    assert!(seen.contains(&r#"request_state "provisioning" "running""#.to_string()));
+    let (status, view) = app.get(&format!("/api/v1/requests/{id}")).await;
+    assert_eq!(
+        (status, &view["status"]),
+        (200, &json!("complete")),
+        "{view}"
+    );
+    for m in view["machines"].as_array().unwrap() {
+        let machine = &m["machine_id"];
+        let states: Vec<&String> = seen
+            .iter()
+            .filter(|s| s.starts_with(&format!("machine_state {machine} ")))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                &format!(r#"machine_state {machine} "pending""#),
+                &format!(r#"machine_state {machine} "running""#)
+            ],
+            "{seen:#?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e["detail"]["request_id"] == id.as_str())
+    );
+
+    // After the end: the kept events at once, then the end; and from an id, the rest.
+    let again = Follower::open(app, &path, None).await.until_closed().await;
+    assert_eq!(again, events, "the same events, kept");
+    let second = events[1]["id"].as_u64().unwrap();
+    let rest = Follower::open(app, &path, Some(second))
+        .await
+        .until_closed()
+        .await;
+    assert_eq!(rest, events[2..]);
+
+    let (status, v) = app.get("/api/v1/requests/req-nope/events").await;
+    assert_eq!(status, 404, "{v}");
     hf.app.stop().await;
 }
