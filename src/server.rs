@@ -18,7 +18,6 @@ use crate::domain::EventKind;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::http::prometheus::Exposition;
 use crate::state::AppState;
-use crate::store::Store;
 use crate::tasks::{TaskRestart, Tasks};
 use crate::{http, monitor};
 
@@ -38,8 +37,7 @@ impl App {
             .server
             .bind_addr()
             .map_err(|e| anyhow::anyhow!("server.bind: {e}"))?;
-        let db = &config.database;
-        let store = Store::open(&db.path, db.busy_timeout_ms, db.max_connections).await?;
+        let store = config.database.open().await?;
         let engine = Engine::start(&config, store).await?;
         let templates_path = hostfactory::templates_path(
             &config.hostfactory,

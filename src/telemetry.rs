@@ -4,6 +4,7 @@
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
@@ -20,6 +21,33 @@ fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     let filter =
         EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("bad log level '{level}': {e}"))?;
     Ok(filter.add_directive(DEBUG_OPERATION.parse()?))
+}
+
+/// The most the AWS SDK may log, whatever the level asked for: `aws_config` logs profile
+/// credentials (the access key id among them) at info, and the SDK's debug and trace lines
+/// print the resolved identity (endpoint resolution, signing, the request with its
+/// `Authorization` header). Its warnings and errors stay. The caps are a layer of their own,
+/// so no `RUST_LOG` directive lifts them.
+fn aws_caps() -> Targets {
+    let sdk = [
+        "aws_credential_types",
+        "aws_runtime",
+        "aws_sigv4",
+        "aws_smithy_runtime",
+        "aws_smithy_runtime_api",
+        "aws_smithy_http",
+        "aws_smithy_http_client",
+        "aws_smithy_types",
+        "aws_sdk_ec2",
+        "aws_sdk_autoscaling",
+        "aws_sdk_ssm",
+    ];
+    sdk.into_iter()
+        .fold(
+            Targets::new().with_default(LevelFilter::TRACE),
+            |caps, target| caps.with_target(target, LevelFilter::INFO),
+        )
+        .with_target("aws_config", LevelFilter::WARN)
 }
 
 /// Keep the guard alive for as long as logs should reach the file.
@@ -68,6 +96,7 @@ pub fn init(cfg: &LoggingConfig, format: Option<LogFormat>) -> anyhow::Result<Op
     };
     tracing_subscriber::registry()
         .with(filter)
+        .with(aws_caps())
         .with(stderr)
         .with(file)
         .try_init()
@@ -98,22 +127,50 @@ mod tests {
         }
     }
 
-    fn logged_under(level: &str, context: &OperationContext) -> String {
+    /// What `emit` logs under `level`, filtered as [`init`] filters.
+    fn captured(level: &str, emit: impl FnOnce()) -> String {
         let out = Captured::default();
         let writer = out.clone();
         let subscriber = tracing_subscriber::registry()
             .with(filter(level).unwrap())
+            .with(aws_caps())
             .with(
                 fmt::layer()
                     .with_ansi(false)
                     .with_writer(move || writer.clone()),
             );
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn logged_under(level: &str, context: &OperationContext) -> String {
+        captured(level, || {
             let _in = operation_span(OperationType::CreateInstances, context).entered();
             tracing::debug!("a step");
             tracing::info!("done");
-        });
-        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+        })
+    }
+
+    #[test]
+    fn aws_credentials_stay_out_of_the_log_at_every_level() {
+        for level in [
+            "trace",
+            "aws_config=trace,aws_smithy_runtime=trace,ohfp=debug",
+        ] {
+            let text = captured(level, || {
+                // Where the SDK logs credentials: aws_config's profile provider at info, the
+                // orchestrator's resolved identity and request at trace.
+                tracing::info!(target: "aws_config::profile::credentials", creds = "AKIDPROFILE", "loaded base credentials");
+                tracing::trace!(target: "aws_smithy_runtime::client::orchestrator::auth", identity = "AKIDTRACE", "resolved identity");
+                tracing::debug!(target: "aws_smithy_runtime::client::orchestrator::endpoints", identity = "AKIDDEBUG", "resolving endpoint");
+                tracing::warn!(target: "aws_config::imds", "no region");
+                tracing::debug!(target: "ohfp::providers::aws", "own debug line");
+            });
+            for secret in ["AKIDPROFILE", "AKIDTRACE", "AKIDDEBUG"] {
+                assert!(!text.contains(secret), "{level}: {text}");
+            }
+            assert!(text.contains("no region"), "{level}: {text}");
+        }
     }
 
     #[test]

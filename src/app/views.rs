@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::StrategyEntry;
-use crate::domain::{Capabilities, HealthState, HealthStatus, now_millis, rfc3339};
+use crate::domain::{Capabilities, HealthState, HealthStatus, is_secret_key, now_millis, rfc3339};
 use crate::monitor::health;
 use crate::store::HealthHistoryEntry;
 use crate::strategy::{BreakerConfig, BreakerPatch, CircuitMode, CircuitState, RecentStats};
@@ -152,22 +152,6 @@ pub struct HealthCheckView {
     /// As `GET /api/v1/providers/{name}/health` now answers: the check's result, or the
     /// outside report that holds (with `held_until`).
     pub health: HealthView,
-}
-
-/// Keys whose values never leave the service.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "secret",
-        "password",
-        "token",
-        "access_key",
-        "api_key",
-        "session_key",
-        "credential",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
 }
 
 /// A strategy's config with secret-looking values replaced.

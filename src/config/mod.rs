@@ -236,6 +236,18 @@ pub struct DatabaseConfig {
     pub busy_timeout_ms: u64,
     pub max_connections: u32,
     pub retention: RetentionConfig,
+    /// The key that seals stored secrets (`crate::store::SecretKey`): this file, created 0600
+    /// at first start, by default the database path with `.key` added. `OHFP_SECRET_KEY`
+    /// (base64 of 32 bytes) takes its place when set.
+    pub secret_key_file: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The store this configuration names, with its key.
+    pub async fn open(&self) -> anyhow::Result<crate::store::Store> {
+        let key = crate::store::SecretKey::load(self.secret_key_file.as_deref(), &self.path)?;
+        crate::store::Store::open(&self.path, self.busy_timeout_ms, self.max_connections, key).await
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -245,6 +257,7 @@ impl Default for DatabaseConfig {
             busy_timeout_ms: 5000,
             max_connections: 8,
             retention: RetentionConfig::default(),
+            secret_key_file: None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod launch;
 mod machine;
 mod names;
 mod operation;
+mod secrets;
 mod unknown;
 
 pub use alert::{Alert, NewAlert};
@@ -24,6 +25,7 @@ pub use launch::{
 pub use machine::{Machine, MachineState};
 pub(crate) use names::named_enum;
 pub use operation::{Attempt, OperationType, Outcome, ProviderError, ProviderErrorKind};
+pub use secrets::is_secret_key;
 pub use unknown::UnknownValue;
 
 /// Milliseconds since the Unix epoch; the one time unit the store and the breaker use.

@@ -11,6 +11,7 @@ mod hostfactory;
 mod metrics;
 mod repo;
 mod rows;
+mod secrets;
 mod settings;
 mod sim_instances;
 mod strategies;
@@ -34,6 +35,7 @@ pub use repo::{
     AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
     MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
+pub use secrets::SecretKey;
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
 
@@ -44,14 +46,37 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    secrets: SecretKey,
+}
+
+/// The database file and its WAL companions hold secrets and HostFactory's machines: mode
+/// 0600, also for files an earlier version created 0644. SQLite gives new companions the
+/// database file's mode.
+fn owner_only(path: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for file in [
+        path.to_string(),
+        format!("{path}-wal"),
+        format!("{path}-shm"),
+    ] {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!("cannot make {file} readable by its owner only: {e}")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file, in WAL mode, and applies migrations.
+    /// Opens (creating if needed) the database file, in WAL mode, applies migrations, makes
+    /// the files readable by their owner only, and seals secrets stored in clear before.
     pub async fn open(
         path: &str,
         busy_timeout_ms: u64,
         max_connections: u32,
+        secrets: SecretKey,
     ) -> anyhow::Result<Self> {
         if let Some(parent) = Path::new(path).parent()
             && !parent.as_os_str().is_empty()
@@ -77,7 +102,19 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot apply migrations to {path}: {e}"))?;
-        Ok(Self { pool })
+        owner_only(path)?;
+        let store = Self { pool, secrets };
+        let sealed = store
+            .seal_clear_secrets()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot seal stored secrets in {path}: {e}"))?;
+        if sealed > 0 {
+            tracing::info!(
+                strategies = sealed,
+                "sealed secrets stored in clear by an earlier version"
+            );
+        }
+        Ok(store)
     }
 
     /// Readiness: the database answers and every embedded migration is applied.

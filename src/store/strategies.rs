@@ -5,6 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{json, parsed};
+use super::secrets::has_clear_secret;
 use super::{Store, StoreResult, StrategyRepo};
 use crate::config::StrategySpec;
 use crate::domain::{EpochMillis, UnknownValue};
@@ -81,6 +82,36 @@ const INSERT: &str = "INSERT INTO strategies (name, spec, source, seq, created_a
      VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM strategies), ?4, ?4)";
 
 impl Store {
+    /// `spec` as stored: JSON with its secrets sealed.
+    fn sealed_json(&self, spec: &StrategySpec) -> StoreResult<String> {
+        let sealed = StrategySpec {
+            config: self
+                .secrets
+                .seal(&spec.config)
+                .map_err(|e| sqlx::Error::Encode(e.into()))?,
+            ..spec.clone()
+        };
+        serde_json::to_string(&sealed).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+    }
+
+    /// Seals the secrets of strategies stored in clear by a version before sealing existed.
+    pub(super) async fn seal_clear_secrets(&self) -> StoreResult<u64> {
+        let stored: Vec<StoredStrategy> =
+            sqlx::query_as("SELECT spec, source, seq, created_at, updated_at FROM strategies")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut sealed = 0;
+        for s in stored.iter().filter(|s| has_clear_secret(&s.spec.config)) {
+            sqlx::query("UPDATE strategies SET spec = ?1 WHERE name = ?2")
+                .bind(self.sealed_json(&s.spec)?)
+                .bind(&s.spec.name)
+                .execute(&self.pool)
+                .await?;
+            sealed += 1;
+        }
+        Ok(sealed)
+    }
+
     /// `INSERT` followed by `conflict`, returning what [`Registered`] reads.
     async fn write_strategy(
         &self,
@@ -89,7 +120,7 @@ impl Store {
         source: StrategySource,
         now: EpochMillis,
     ) -> StoreResult<Option<Registered>> {
-        let json = serde_json::to_string(spec).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let json = self.sealed_json(spec)?;
         sqlx::query_as(&format!(
             "{INSERT} {conflict} RETURNING seq, created_at, updated_at"
         ))
@@ -105,11 +136,17 @@ impl Store {
 #[async_trait]
 impl StrategyRepo for Store {
     async fn list_strategies(&self) -> StoreResult<Vec<StoredStrategy>> {
-        sqlx::query_as(
+        let mut stored: Vec<StoredStrategy> = sqlx::query_as(
             "SELECT spec, source, seq, created_at, updated_at FROM strategies ORDER BY seq",
         )
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        for s in &mut stored {
+            s.spec.config = self.secrets.open(&s.spec.config).map_err(|e| {
+                sqlx::Error::Decode(format!("strategy '{}': {e}", s.spec.name).into())
+            })?;
+        }
+        Ok(stored)
     }
 
     async fn insert_strategy(

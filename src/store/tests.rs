@@ -16,7 +16,10 @@ use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState}
 pub(crate) async fn open() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let store = Store::open(path.to_str().unwrap(), 5000, 2).await.unwrap();
+    let path = path.to_str().unwrap();
+    let store = Store::open(path, 5000, 2, SecretKey::load(None, path).unwrap())
+        .await
+        .unwrap();
     (dir, store)
 }
 
@@ -239,7 +242,9 @@ async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failure
     .await
     .unwrap();
     pool.close().await;
-    let store = Store::open(path, 5000, 1).await.unwrap();
+    let store = Store::open(path, 5000, 1, SecretKey::load(None, path).unwrap())
+        .await
+        .unwrap();
     let b = &store.load_metric_buckets(0, Some("s")).await.unwrap()[0];
     assert_eq!(
         (

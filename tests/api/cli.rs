@@ -6,7 +6,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::{PATIENCE, TestApp, eventually};
+use crate::helpers::{PATIENCE, TestApp, eventually, get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -197,14 +197,7 @@ async fn serve_stops_cleanly_on_sigterm() {
         r.is_ok_and(|r| r.status() == 200).then_some(())
     })
     .await;
-    let v: Value = client
-        .get(format!("{base}/api/v1/providers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get(&base, "/api/v1/providers").await;
     assert_eq!(v["count"], 2);
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")

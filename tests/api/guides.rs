@@ -8,13 +8,13 @@
 //!   only environment variables set.
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use ohfp::config::Config;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, eventually, test_config};
+use crate::helpers::{TestApp, eventually, get, post, serve, test_config};
 use crate::support::example_provider::ExampleProvider;
 use crate::support::moto::Moto;
 
@@ -827,58 +827,6 @@ async fn the_usage_guides_load_test_succeeds_throughout() {
     app.stop().await;
 }
 
-/// `ohfp serve --config FILE` with `env`, until it is ready; its address.
-async fn serve(config: &Path, env: &[(String, String)]) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("OHFP_SERVER__BIND", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ohfp serve starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let (client_ref, base_ref) = (&client, &base);
-    eventually(
-        "the service on the guide's configuration is ready",
-        || async move {
-            let r = client_ref.get(format!("{base_ref}/ready")).send().await;
-            r.is_ok_and(|r| r.status() == 200).then_some(())
-        },
-    )
-    .await;
-    (child, base)
-}
-
-async fn post(base: &str, path: &str, body: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_usage_guides_configuration_files_run_as_printed() {
     let dir = tempfile::tempdir().unwrap();
@@ -919,7 +867,7 @@ async fn the_usage_guides_configuration_files_run_as_printed() {
         .collect()
     };
 
-    let (mut service, base) = serve(&config, &env("production")).await;
+    let (mut service, base) = serve(&config, &env("production"), Stdio::null()).await;
     let listed = get(&base, "/api/v1/providers").await;
     let kinds: Vec<(String, String)> = listed["providers"]
         .as_array()
@@ -1000,7 +948,7 @@ async fn the_usage_guides_configuration_files_run_as_printed() {
     service.kill().await.unwrap();
 
     // development.json over the same file.
-    let (mut service, base) = serve(&config, &env("development")).await;
+    let (mut service, base) = serve(&config, &env("development"), Stdio::null()).await;
     let configuration = get(&base, "/api/v1/providers/configuration").await;
     assert_eq!(configuration["default_selection_policy"], "FIRST_AVAILABLE");
     assert_eq!(configuration["health_check_interval"], 60.0);

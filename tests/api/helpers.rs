@@ -226,3 +226,59 @@ pub async fn next_event(stream: &mut reqwest::Response, kind: &str) -> Value {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// `ohfp serve --config FILE` (the built binary) with only `env` and PATH, in the current
+/// directory, its stderr to `stderr`, until it is ready; the process and its address.
+pub async fn serve(
+    config: &Path,
+    env: &[(String, String)],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohfp"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("OHFP_SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ohfp serve starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let (client_ref, base_ref) = (&client, &base);
+    eventually("the service is ready", || async move {
+        let r = client_ref.get(format!("{base_ref}/ready")).send().await;
+        r.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    (child, base)
+}
+
+/// POST `body` to a service at `base` (not a [`TestApp`]); the answer's JSON.
+pub async fn post(base: &str, path: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// GET from a service at `base`; the answer's JSON.
+pub async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ohfp::hostfactory::model::{HfRequest, RequestKind, RequestState};
-use ohfp::store::HostFactoryRepo;
+use ohfp::store::{HostFactoryRepo, SecretKey};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -341,7 +341,8 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
         );
     }
     // Once its machines are gone the return leaves the reconciler's rounds: it is done.
-    let store = ohfp::store::Store::open(app.db.to_str().unwrap(), 5000, 1)
+    let db = app.db.to_str().unwrap();
+    let store = ohfp::store::Store::open(db, 5000, 1, SecretKey::load(None, db).unwrap())
         .await
         .unwrap();
     let (store_ref, ret_ref) = (&store, &ret_a);
@@ -650,9 +651,7 @@ async fn a_restart_mid_request_loses_nothing_and_makes_no_duplicates() {
     )
     .await;
     assert_eq!(v["success"], true);
-    let store = ohfp::store::Store::open(&cfg.database.path, 5000, 2)
-        .await
-        .unwrap();
+    let store = cfg.database.open().await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     store
         .insert_hf_request(&HfRequest {

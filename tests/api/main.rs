@@ -21,4 +21,5 @@ mod prometheus;
 mod providers;
 mod resilience;
 mod restart;
+mod secrets;
 mod service;

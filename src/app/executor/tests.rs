@@ -16,7 +16,7 @@ use crate::providers::{
     CreateRequest, Created, HealthReport, MachineRef, Provider, StatusQuery, StatusReport,
     TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
-use crate::store::{CircuitRepo, CircuitRow, StrategySource};
+use crate::store::{CircuitRepo, CircuitRow, SecretKey, StrategySource};
 use crate::strategy::{CircuitBreaker, CircuitState};
 
 #[derive(Debug, Clone)]
@@ -122,7 +122,8 @@ struct Harness {
 async fn harness(settings: StrategySettings) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("executor.db");
-    let store = Store::open(path.to_str().expect("utf-8 path"), 5_000, 2)
+    let path = path.to_str().expect("utf-8 path");
+    let store = Store::open(path, 5_000, 2, SecretKey::load(None, path).unwrap())
         .await
         .expect("store opens");
     let settings = Arc::new(Settings::new(

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::SecretKey;
 
 fn cfg(v: Value) -> Result<SimulatedConfig, (String, String)> {
     SimulatedConfig::from_spec(v.as_object().unwrap())
@@ -43,7 +44,9 @@ fn config_validation_names_the_field() {
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("t.db").to_str().unwrap(), 1000, 2)
+    let path = dir.path().join("t.db");
+    let path = path.to_str().unwrap();
+    let store = Store::open(path, 1000, 2, SecretKey::load(None, path).unwrap())
         .await
         .unwrap();
     (dir, store)
