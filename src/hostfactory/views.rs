@@ -47,6 +47,8 @@ pub struct TemplateList {
 #[schema(example = json!({"template_id": "OnDemand-Standard", "machine_count": 2}))]
 pub struct RequestMachinesCommand {
     pub template_id: String,
+    /// 1 to 10000.
+    #[schema(minimum = 1, maximum = 10000)]
     pub machine_count: i64,
 }
 
