@@ -1,10 +1,11 @@
 //! The status page (`/status`) in headless Chromium: it loads on its own (no outside assets,
 //! a strict Content-Security-Policy), shows every strategy with the counts getProviderMetrics
 //! has, the requests in flight, and follows the event stream: a breaker that opens and the
-//! alert it raises show up without a reload.
+//! alert it raises show up without a reload. With protected reads it says it needs a token.
 
 use serde_json::{Value, json};
 
+use crate::auth::scoped_app;
 use crate::helpers::{TestApp, eventually, execute, register_sim};
 use crate::hostfactory::request_machines;
 use crate::status::status_app;
@@ -164,5 +165,33 @@ async fn the_page_shows_the_strategies_and_follows_a_breaker_opening_without_a_r
         .run(r#"return document.getElementById("count-open").textContent;"#)
         .await;
     assert_eq!(open_tiles, "1");
+    chromium.quit().await;
+}
+
+#[tokio::test]
+async fn with_protected_reads_the_page_says_it_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = &scoped_app(dir.path(), true).await;
+    let (status, _) = app.get("/api/v1/status").await;
+    assert_eq!(status, 401);
+    let (status, _) = app.get("/status").await;
+    assert_eq!(status, 200, "the page itself holds no data");
+
+    let chromium = Browser::start().await;
+    let browser = &chromium;
+    browser.goto(&app.url("/status")).await;
+    let problem = eventually("the page says it needs a token", || async move {
+        let shown = browser
+            .run(
+                r#"const state = document.getElementById("connection").dataset.state;
+                   return state === "needs-token" ? document.getElementById("problem").textContent : null;"#,
+            )
+            .await;
+        shown.as_str().map(str::to_string)
+    })
+    .await;
+    assert!(problem.contains("protect_reads"), "{problem}");
+    let rows = browser.run(STRATEGY_ROWS).await;
+    assert_eq!(rows, json!([]), "nothing shown");
     chromium.quit().await;
 }
