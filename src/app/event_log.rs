@@ -23,7 +23,8 @@ pub struct EventsQuery {
     pub strategy: Option<String>,
     /// Only events of this kind (`selection`, `operation`, `health_change`,
     /// `circuit_transition`, `registration`, `configuration`, `request_accepted`,
-    /// `request_completed`, `request_failed`, `alert_raised`, `alert_cleared`).
+    /// `request_completed`, `request_failed`, `request_unclaimed`, `alert_raised`,
+    /// `alert_cleared`).
     pub kind: Option<String>,
     /// RFC 3339 time: events at or after it, oldest first.
     pub since: Option<String>,

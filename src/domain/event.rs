@@ -30,6 +30,9 @@ pub enum EventKind {
     /// A HostFactory request finished with every machine it asked for (or returned).
     RequestCompleted,
     RequestFailed,
+    /// HostFactory never asked about an acquire request in time: it was cancelled and its
+    /// machines returned (its answer was lost).
+    RequestUnclaimed,
     AlertRaised,
     AlertCleared,
     /// A background task panicked and is being started again.
@@ -37,7 +40,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -49,6 +52,7 @@ impl EventKind {
         EventKind::RequestAccepted,
         EventKind::RequestCompleted,
         EventKind::RequestFailed,
+        EventKind::RequestUnclaimed,
         EventKind::AlertRaised,
         EventKind::AlertCleared,
         EventKind::TaskRestarted,
@@ -67,6 +71,7 @@ impl EventKind {
             EventKind::RequestAccepted => "request_accepted",
             EventKind::RequestCompleted => "request_completed",
             EventKind::RequestFailed => "request_failed",
+            EventKind::RequestUnclaimed => "request_unclaimed",
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
             EventKind::TaskRestarted => "task_restarted",

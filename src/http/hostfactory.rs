@@ -12,6 +12,7 @@ use super::extract::{ApiJson, ApiPath};
 use crate::app::AppError;
 use crate::hostfactory::HfError;
 use crate::hostfactory::error::check_machine_count;
+use crate::hostfactory::model::Caller;
 use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
     TemplateList,
@@ -88,7 +89,7 @@ pub async fn request_machines(
     Ok(Json(
         state
             .hostfactory
-            .request_machines(&template_id, count)
+            .request_machines(&template_id, count, Caller::HostFactory)
             .await?,
     ))
 }
@@ -165,7 +166,7 @@ pub async fn create_request(
     let count = check_machine_count("machine_count", cmd.machine_count)?;
     let ok = state
         .hostfactory
-        .request_machines(&cmd.template_id, count)
+        .request_machines(&cmd.template_id, count, Caller::Operator)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -186,7 +187,7 @@ pub async fn request_status(
 ) -> Result<Json<RequestView>, ApiError> {
     let r = state
         .hostfactory
-        .known_requests(std::slice::from_ref(&id))
+        .known_requests(std::slice::from_ref(&id), Caller::Operator)
         .await?
         .pop()
         .flatten()

@@ -9,6 +9,7 @@ mod middleware;
 mod operation;
 pub mod prometheus;
 mod providers;
+pub mod rate_limit;
 pub mod serve;
 mod service;
 
@@ -34,8 +35,8 @@ use crate::state::AppState;
             (selection policies, circuit breakers, failover, health checks, metrics). \
             Errors are application/problem+json (RFC 9457). With server.auth enabled, POST, PUT \
             and DELETE under /api/v1 need `Authorization: Bearer <token>` of a scope that allows \
-            them (401 without a known token, 403 for the wrong scope); reads need one only with \
-            server.auth.protect_reads.",
+            them (401 without a known token, 403 for the wrong scope, 429 with Retry-After over \
+            the token's rate limit); reads need one only with server.auth.protect_reads.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -100,14 +101,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The bearer scheme and the 401/403 answers of [`middleware::require_token`], added to every
+/// The bearer scheme and the 401/403/429 answers of [`middleware::require_token`], added to every
 /// route it guards here, next to the middleware, rather than to each handler's annotation.
 /// The requirement is optional (`{}` first): auth may be off, and reads are open by default.
 fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(
@@ -144,16 +146,27 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
             for (status, description) in [
                 ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
                 ("403", "The token's scope does not allow this route"),
+                (
+                    "429",
+                    "The token is over its rate limit (server.auth.tokens[].rate_limit); `Retry-After` says when to call again",
+                ),
             ] {
-                let response = ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        content_type,
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name(schema)))
+                let mut response = ResponseBuilder::new().description(description).content(
+                    content_type,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .build(),
+                );
+                if status == "429" {
+                    response = response.header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                            .description(Some("Whole seconds until the token may call again"))
                             .build(),
-                    )
-                    .build();
+                    );
+                }
+                let response = response.build();
                 op.responses
                     .responses
                     .entry(status.to_string())

@@ -41,6 +41,7 @@ pub(crate) fn request(
         attempts: 0,
         created_at: at,
         updated_at: at,
+        claimed_at: Some(at),
     }
 }
 
@@ -307,4 +308,103 @@ async fn a_strategy_holds_its_unfinished_machines_and_the_requests_that_may_land
         (none.machine_count, none.requests.clone()),
         (0, vec!["r-any".to_string()])
     );
+}
+
+#[tokio::test]
+async fn claiming_marks_only_unclaimed_requests_and_a_claimed_one_is_never_cancelled() {
+    let (_dir, store) = open().await;
+    for id in ["r-asked", "r-lost", "r-old"] {
+        let r = HfRequest {
+            claimed_at: (id == "r-old").then_some(5),
+            ..request(id, RequestKind::Acquire, RequestState::InProgress, 10)
+        };
+        store.insert_hf_request(&r).await.unwrap();
+    }
+    store
+        .save_observations(&[
+            machine("i-1", "r-lost", MachineState::Running, 10),
+            machine("i-2", "r-lost", MachineState::Terminated, 10),
+            machine("i-3", "r-asked", MachineState::Running, 10),
+        ])
+        .await
+        .unwrap();
+    store.claim_requests(&["r-asked".into()], 20).await.unwrap();
+    // Claimed once: a later ask changes nothing.
+    store
+        .claim_requests(&["r-old".into(), "r-asked".into()], 30)
+        .await
+        .unwrap();
+    let ids: Vec<String> = ["r-asked", "r-lost", "r-old"].map(String::from).into();
+    let mut claimed: Vec<(String, Option<EpochMillis>)> = store
+        .hf_requests(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.request_id, r.claimed_at))
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        [
+            ("r-asked".into(), Some(20)),
+            ("r-lost".into(), None),
+            ("r-old".into(), Some(5))
+        ]
+    );
+    let due: Vec<String> = store
+        .unclaimed_requests(11)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(due, ["r-lost"]);
+    assert!(store.unclaimed_requests(10).await.unwrap().is_empty());
+
+    let ret = HfRequest::new_return(0, RequestState::InProgress, 30);
+    assert_eq!(
+        store
+            .cancel_unclaimed("r-asked", "lost", &ret)
+            .await
+            .unwrap(),
+        None,
+        "a claimed request is not cancelled"
+    );
+    let returned = store
+        .cancel_unclaimed("r-lost", "lost", &ret)
+        .await
+        .unwrap();
+    assert_eq!(
+        returned,
+        Some(vec!["i-1".to_string()]),
+        "live machines only"
+    );
+    let lost = store
+        .hf_requests(&["r-lost".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (lost.state, lost.message.as_str()),
+        (RequestState::Failed, "lost")
+    );
+    let stored = store
+        .hf_requests(std::slice::from_ref(&ret.request_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored[0].kind, stored[0].state, stored[0].requested_count),
+        (RequestKind::Return, RequestState::InProgress, 1)
+    );
+    let machines = store
+        .hf_machines_of(std::slice::from_ref(&ret.request_id))
+        .await
+        .unwrap();
+    let held: Vec<&str> = machines
+        .iter()
+        .filter(|m| m.return_request_id.as_deref() == Some(ret.request_id.as_str()))
+        .map(|m| m.machine_id.as_str())
+        .collect();
+    assert_eq!(held, ["i-1"]);
+    assert!(store.unclaimed_requests(100).await.unwrap().is_empty());
 }
