@@ -40,7 +40,9 @@ impl HostFactory {
         }
     }
 
-    /// Cancels the provisioned acquire requests that are due, returning their live machines.
+    /// Cancels the acquire requests that are due and hold something, returning their live
+    /// machines: provisioned ones, and ended ones with live machines not being returned (a
+    /// machine a fleet placed after its request was cancelled comes back by another return).
     /// Requests still being provisioned are left to [`provision`](Self::provision), which makes
     /// no machine for a request that is due; they are cancelled once provisioned.
     pub(super) async fn cancel_unclaimed(&self, now: EpochMillis) {

@@ -89,6 +89,13 @@ const HELD_MACHINES: &str = "SELECT machine_id, COUNT(*) OVER () FROM hf_machine
      WHERE strategy = ?1 AND state != 'terminated' AND (failed = 0 OR return_sent_at IS NULL)
      ORDER BY created_at, machine_id LIMIT ?2";
 
+/// Of unclaimed acquire requests `r`, those that still hold something: provisioned (in progress
+/// or done), or ended (cancelled, or short at the pending timeout) with live machines not being
+/// returned, such as one a fleet placed after its request was cancelled.
+const UNCLAIMED_WITH_WORK: &str = "(r.state IN ('in_progress', 'done')
+     OR (r.state = 'failed' AND EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
+         AND m.return_request_id IS NULL AND m.failed = 0 AND m.state != 'terminated')))";
+
 /// Acquire requests whose machines are not made yet and may land on strategy `?1`.
 const HELD_REQUESTS: &str = "SELECT request_id, COUNT(*) OVER () FROM hf_requests
      WHERE kind = 'acquire' AND state IN ('pending', 'provisioning')
@@ -166,14 +173,14 @@ impl HostFactoryRepo for Store {
     }
 
     async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>> {
-        sqlx::query_as(
-            "SELECT * FROM hf_requests WHERE claimed_at IS NULL AND kind = 'acquire'
-                 AND created_at < ?1 AND state IN ('in_progress', 'done')
-             ORDER BY created_at",
-        )
-        .bind(before)
-        .fetch_all(&self.pool)
-        .await
+        let sql = format!(
+            "SELECT * FROM hf_requests r WHERE claimed_at IS NULL AND kind = 'acquire'
+                 AND created_at < ?1 AND {UNCLAIMED_WITH_WORK} ORDER BY created_at"
+        );
+        sqlx::query_as(&sql)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await
     }
 
     async fn cancel_unclaimed(
@@ -184,17 +191,18 @@ impl HostFactoryRepo for Store {
     ) -> StoreResult<Option<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
         // The write first: it takes the write lock, and finds nothing once the request is claimed.
-        let cancelled = sqlx::query(
-            "UPDATE hf_requests SET state = 'failed', message = ?2, updated_at = ?3
+        let sql = format!(
+            "UPDATE hf_requests AS r SET state = 'failed', message = ?2, updated_at = ?3
              WHERE request_id = ?1 AND claimed_at IS NULL AND kind = 'acquire'
-                 AND state IN ('in_progress', 'done')",
-        )
-        .bind(request_id)
-        .bind(message)
-        .bind(ret.created_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+                 AND {UNCLAIMED_WITH_WORK}"
+        );
+        let cancelled = sqlx::query(&sql)
+            .bind(request_id)
+            .bind(message)
+            .bind(ret.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if cancelled == 0 {
             return Ok(None);
         }

@@ -259,7 +259,8 @@ pub trait HostFactoryRepo: Send + Sync {
     /// to 500 ids).
     async fn claim_requests(&self, ids: &[String], now: EpochMillis) -> StoreResult<()>;
 
-    /// Acquire requests made before `before`, never claimed, provisioned (in progress or done).
+    /// Acquire requests made before `before`, never claimed, that hold something: provisioned
+    /// (in progress or done), or failed with live machines not being returned.
     async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>>;
 
     /// Cancels unclaimed acquire request `request_id` (failed, with `message`) and returns its

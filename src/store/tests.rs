@@ -407,4 +407,23 @@ async fn claiming_marks_only_unclaimed_requests_and_a_claimed_one_is_never_cance
         .collect();
     assert_eq!(held, ["i-1"]);
     assert!(store.unclaimed_requests(100).await.unwrap().is_empty());
+
+    // A machine placed after the cancel (a fleet that went on) brings the request back, once.
+    store
+        .save_observations(&[machine("i-4", "r-lost", MachineState::Pending, 40)])
+        .await
+        .unwrap();
+    let due = store.unclaimed_requests(100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let again = HfRequest::new_return(0, RequestState::InProgress, 50);
+    let returned = store
+        .cancel_unclaimed("r-lost", "lost again", &again)
+        .await
+        .unwrap();
+    assert_eq!(returned, Some(vec!["i-4".to_string()]));
+    assert!(store.unclaimed_requests(100).await.unwrap().is_empty());
+    assert_eq!(
+        store.cancel_unclaimed("r-lost", "x", &again).await.unwrap(),
+        None
+    );
 }
