@@ -210,10 +210,9 @@ async fn registration_inserts_once_and_never_replaces() {
     assert_eq!(store.list_strategies().await.unwrap()[0].spec.priority, 9);
 }
 
-/// A bucket written before caller errors and rejections were counted apart has them moved out
-/// of its failures, by its error codes, when the migration runs.
-#[tokio::test]
-async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+/// A store opened on a database that an older release, with the migrations below `version`
+/// only, left holding the rows `sql` writes: the newer migrations run on them.
+async fn upgraded(version: i64, sql: &str) -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let path = path.to_str().unwrap();
@@ -225,22 +224,29 @@ async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failure
     older.migrations = older
         .migrations
         .iter()
-        .filter(|m| m.version < 6)
+        .filter(|m| m.version < version)
         .cloned()
         .collect::<Vec<_>>()
         .into();
     older.run(&pool).await.unwrap();
-    sqlx::query(
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+    let store = Store::open(path, 5000, 1).await.unwrap();
+    (dir, store)
+}
+
+/// A bucket written before caller errors and rejections were counted apart has them moved out
+/// of its failures, by its error codes, when the migration runs.
+#[tokio::test]
+async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+    let (_dir, store) = upgraded(
+        6,
         "INSERT INTO metric_buckets (strategy, operation, minute, count, successes, failures,
              total_ms, max_ms, histogram, error_codes, last_error)
          VALUES ('s', 'CREATE_INSTANCES', 1, 10, 3, 7, 0, 0, '[]',
              '{\"CIRCUIT_OPEN\": 2, \"INVALID_TEMPLATE\": 1, \"TIMEOUT\": 4}', NULL)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    let store = Store::open(path, 5000, 1).await.unwrap();
+    .await;
     let b = &store.load_metric_buckets(0, Some("s")).await.unwrap()[0];
     assert_eq!(
         (
@@ -252,6 +258,25 @@ async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failure
         ),
         (10, 3, 4, 1, 2)
     );
+}
+
+/// Requests stored before HostFactory's asking was recorded count as claimed: an upgrade
+/// cancels none of them.
+#[tokio::test]
+async fn requests_stored_before_the_claim_migration_count_as_claimed() {
+    let (_dir, store) = upgraded(
+        9,
+        "INSERT INTO hf_requests (request_id, kind, requested_count, state, created_at, updated_at)
+         VALUES ('r-old', 'acquire', 1, 'done', 10, 10)",
+    )
+    .await;
+    let old = store
+        .hf_requests(&["r-old".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(old.claimed_at, Some(10));
+    assert!(store.unclaimed_requests(1_000).await.unwrap().is_empty());
 }
 
 #[tokio::test]
