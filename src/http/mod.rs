@@ -102,8 +102,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The bearer scheme and the 401/403/429 answers of [`middleware::require_token`], added to every
-/// route it guards here, next to the middleware, rather than to each handler's annotation.
-/// The requirement is optional (`{}` first): auth may be off, and reads are open by default.
+/// route it guards here, next to the middleware, rather than to each handler's annotation; and
+/// the 400/413 of reading a body, on every route that takes one (unless its annotation says
+/// them). The requirement is optional (`{}` first): auth may be off, and reads are open by
+/// default.
 fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::security::{
@@ -143,14 +145,22 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
                 SecurityRequirement::default(),
                 SecurityRequirement::new("bearer", Vec::<String>::new()),
             ]);
-            for (status, description) in [
+            let mut answers = vec![
                 ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
                 ("403", "The token's scope does not allow this route"),
                 (
                     "429",
                     "The token is over its rate limit (server.auth.tokens[].rate_limit); `Retry-After` says when to call again",
                 ),
-            ] {
+            ];
+            // A body is read whole before the handler sees it.
+            if op.request_body.is_some() {
+                answers.extend([
+                    ("400", "The body is not JSON of the expected form"),
+                    ("413", "The body is larger than server.max_body_bytes"),
+                ]);
+            }
+            for (status, description) in answers {
                 let mut response = ResponseBuilder::new().description(description).content(
                     content_type,
                     ContentBuilder::new()

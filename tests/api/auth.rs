@@ -242,6 +242,11 @@ async fn the_document_stays_open_and_states_the_scheme_and_the_refusals() {
             op["responses"]["429"]["headers"]["Retry-After"].is_object(),
             "{path}"
         );
+        // Reading a body can fail before the handler: every route taking one says so.
+        for status in ["400", "413"] {
+            let documented = op["responses"][status]["content"][content_type].is_object();
+            assert_eq!(documented, method == "post", "{path} {status}");
+        }
         assert_eq!(op["security"][1]["bearer"], json!([]), "{path}");
     }
     assert!(doc["paths"]["/health"]["get"]["responses"]["401"].is_null());
