@@ -15,6 +15,10 @@ use crate::hostfactory::{hf_config, request_machines, status_of, wait_status};
 
 const TEMPLATE: &str = "OnDemand-C5Large";
 
+/// Seconds a request may stay unclaimed here: short, yet long enough for the claiming calls
+/// below to come first on a loaded machine.
+const TIMEOUT: f64 = 5.0;
+
 /// The HostFactory fixture app, its simulated strategies holding `capacity` live instances
 /// each, requests unclaimed for `timeout` seconds cancelled.
 fn config(dir: &Path, capacity: u64, timeout: f64) -> ohfp::config::Config {
@@ -58,10 +62,9 @@ async fn wait_cancelled(app: &TestApp, id: &str, count: usize) -> String {
             let v = operator_view(app, id).await;
             let machines = v["machines"].as_array().unwrap();
             let gone = machines.iter().all(|m| m["status"] == "terminated");
-            let cancelled = v["message"]
-                .as_str()
-                .unwrap()
-                .contains("HostFactory never asked about this request within 2s");
+            let cancelled = v["message"].as_str().unwrap().contains(&format!(
+                "HostFactory never asked about this request within {TIMEOUT}s"
+            ));
             (cancelled && gone && machines.len() == count).then_some(v)
         },
     )
@@ -84,7 +87,7 @@ async fn wait_cancelled(app: &TestApp, id: &str, count: usize) -> String {
 async fn a_request_never_asked_about_is_cancelled_and_its_machines_returned_others_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     // Room for 8 machines in all: the 3 of the unclaimed request are needed at the end.
-    let cfg = config(dir.path(), 4, 2.0);
+    let cfg = config(dir.path(), 4, TIMEOUT);
     let db = cfg.database.path.clone();
     let app = TestApp::start(cfg).await;
     let unclaimed = request_machines(&app, TEMPLATE, 3).await;
@@ -182,7 +185,7 @@ async fn a_request_saved_before_a_stop_and_never_asked_about_is_cancelled_after_
     app.stop().await;
 
     let restarted = chrono::Utc::now();
-    let app = TestApp::start(config(dir.path(), 10, 2.0)).await;
+    let app = TestApp::start(config(dir.path(), 10, TIMEOUT)).await;
     wait_cancelled(&app, &lost, 2).await;
     let events = eventually("the request_unclaimed event", || async {
         let events = unclaimed_events(&app).await;
@@ -192,7 +195,10 @@ async fn a_request_saved_before_a_stop_and_never_asked_about_is_cancelled_after_
     // The timeout runs from the restart at the earliest: HostFactory gets the whole of it.
     let at = DateTime::parse_from_rfc3339(events[0]["at"].as_str().unwrap()).unwrap();
     let after = at.signed_duration_since(restarted).num_milliseconds();
-    assert!(after >= 2000, "cancelled {after} ms after the restart");
+    assert!(
+        after >= (TIMEOUT * 1000.0) as i64,
+        "cancelled {after} ms after the restart"
+    );
     assert_eq!(events[0]["detail"]["request_id"], lost.as_str());
     app.stop().await;
 }
