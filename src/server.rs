@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::domain::EventKind;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::http::prometheus::Exposition;
+use crate::http::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::tasks::{TaskRestart, Tasks};
 use crate::{http, monitor};
@@ -73,6 +74,7 @@ impl App {
         let prometheus = Arc::new(Exposition::new(&engine));
         let alerts = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
         let state = AppState {
+            rate_limits: Arc::new(RateLimits::new(&config.server.auth)),
             prometheus,
             alerts,
             engine,

@@ -8,6 +8,7 @@ use crate::app::Engine;
 use crate::config::Config;
 use crate::hostfactory::HostFactory;
 use crate::http::prometheus::Exposition;
+use crate::http::rate_limit::RateLimits;
 use crate::tasks::Tasks;
 
 /// The one state every handler gets; cheap to clone.
@@ -25,4 +26,6 @@ pub struct AppState {
     pub alerts: Arc<Alerts>,
     /// `/metrics`: the registry and the series the HTTP layer records.
     pub prometheus: Arc<Exposition>,
+    /// The per-token rate limits of `server.auth`.
+    pub rate_limits: Arc<RateLimits>,
 }

@@ -24,7 +24,7 @@ pub struct EventsQuery {
     /// Only events of this kind (`selection`, `operation`, `health_change`,
     /// `circuit_transition`, `circuit_control`, `registration`, `configuration`, `pool_parked`,
     /// `request_accepted`, `request_state`, `machine_state`, `request_completed`,
-    /// `request_failed`, `alert_raised`, `alert_cleared`).
+    /// `request_failed`, `request_unclaimed`, `alert_raised`, `alert_cleared`).
     pub kind: Option<String>,
     /// RFC 3339 time: events at or after it, oldest first.
     pub since: Option<String>,

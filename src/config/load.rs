@@ -305,6 +305,28 @@ fn auth_problems(auth: &super::AuthConfig) -> Vec<ConfigError> {
         } else if !names.insert(&spec.name) {
             err(at("name"), format!("duplicate token name '{}'", spec.name));
         }
+        if let Some(limit) = spec.rate_limit {
+            if !(limit.per_second > 0.0 && limit.per_second <= super::MAX_RATE_PER_SECOND) {
+                err(
+                    at("rate_limit.per_second"),
+                    format!(
+                        "must be more than 0 and at most {}, got {:?}",
+                        super::MAX_RATE_PER_SECOND,
+                        limit.per_second
+                    ),
+                );
+            }
+            if !(1..=super::MAX_RATE_BURST).contains(&limit.burst) {
+                err(
+                    at("rate_limit.burst"),
+                    format!(
+                        "must be from 1 to {}, got {}",
+                        super::MAX_RATE_BURST,
+                        limit.burst
+                    ),
+                );
+            }
+        }
         match (spec.token.as_deref(), spec.token_file.is_some()) {
             // A token read from token_file is set; its own problems are already reported.
             (_, true) if spec.token.as_deref() == Some("") => {
@@ -409,7 +431,7 @@ fn validate(config: &Config) -> Vec<ConfigError> {
         (
             "pending_timeout_seconds",
             hf.pending_timeout_seconds,
-            7.0 * MAX_INTERVAL_SECONDS,
+            super::MAX_REQUEST_TIMEOUT_SECONDS,
         ),
     ] {
         if !(value > 0.0 && value <= max) {
@@ -418,6 +440,16 @@ fn validate(config: &Config) -> Vec<ConfigError> {
                 format!("must be more than 0 and at most {max} seconds, got {value:?}"),
             );
         }
+    }
+    let unclaimed = hf.unclaimed_request_timeout_seconds;
+    if !(0.0..=super::MAX_REQUEST_TIMEOUT_SECONDS).contains(&unclaimed) {
+        err(
+            "hostfactory.unclaimed_request_timeout_seconds".into(),
+            format!(
+                "must be from 0 (never cancel) to {} seconds, got {unclaimed:?}",
+                super::MAX_REQUEST_TIMEOUT_SECONDS
+            ),
+        );
     }
     if !(1..=1000).contains(&hf.status_batch_size) {
         err(

@@ -72,7 +72,15 @@ pub struct HostFactoryConfig {
     pub status_batch_size: usize,
     /// Seconds a host has after a spot interruption notice (AWS gives two minutes).
     pub spot_grace_seconds: i64,
+    /// An acquire request made through requestMachines that HostFactory never names in
+    /// getRequestStatus within this many seconds of service uptime is cancelled and its machines
+    /// returned (its answer was lost); 0 never cancels.
+    pub unclaimed_request_timeout_seconds: f64,
 }
+
+/// Upper bound of `hostfactory.pending_timeout_seconds` and
+/// `hostfactory.unclaimed_request_timeout_seconds`: a week.
+pub const MAX_REQUEST_TIMEOUT_SECONDS: f64 = 7.0 * MAX_INTERVAL_SECONDS;
 
 impl Default for HostFactoryConfig {
     fn default() -> Self {
@@ -83,6 +91,7 @@ impl Default for HostFactoryConfig {
             pending_timeout_seconds: 600.0,
             status_batch_size: 1000,
             spot_grace_seconds: 120,
+            unclaimed_request_timeout_seconds: 300.0,
         }
     }
 }
@@ -215,7 +224,23 @@ pub struct TokenConfig {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// Calls this token may make; over it, 429 with `Retry-After`. None: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// A token's rate limit: `per_second` calls a second on average, with up to `burst` calls at
+/// once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Bounds of a token's `rate_limit` (inclusive).
+pub const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+pub const MAX_RATE_BURST: u32 = 100_000;
 
 impl std::fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -224,6 +249,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("scope", &self.scope)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

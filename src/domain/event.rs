@@ -36,6 +36,9 @@ pub enum EventKind {
     /// A HostFactory request finished with every machine it asked for (or returned).
     RequestCompleted,
     RequestFailed,
+    /// HostFactory never asked about an acquire request in time: it was cancelled and its
+    /// machines returned (its answer was lost).
+    RequestUnclaimed,
     AlertRaised,
     AlertCleared,
     /// A background task panicked and is being started again.
@@ -43,7 +46,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -57,6 +60,7 @@ impl EventKind {
         EventKind::MachineState,
         EventKind::RequestCompleted,
         EventKind::RequestFailed,
+        EventKind::RequestUnclaimed,
         EventKind::AlertRaised,
         EventKind::AlertCleared,
         EventKind::TaskRestarted,
@@ -77,6 +81,7 @@ impl EventKind {
             EventKind::MachineState => "machine_state",
             EventKind::RequestCompleted => "request_completed",
             EventKind::RequestFailed => "request_failed",
+            EventKind::RequestUnclaimed => "request_unclaimed",
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
             EventKind::TaskRestarted => "task_restarted",

@@ -9,6 +9,7 @@ mod reconciler;
 mod service;
 pub mod status;
 pub mod templates;
+mod unclaimed;
 pub mod views;
 pub mod wire;
 

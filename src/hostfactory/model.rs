@@ -94,6 +94,40 @@ pub struct HfRequest {
     pub attempts: i64,
     pub created_at: EpochMillis,
     pub updated_at: EpochMillis,
+    /// When the client that made it was first seen holding its id (see [`Caller`]); an acquire
+    /// request unclaimed for too long is cancelled (its answer was lost).
+    pub claimed_at: Option<EpochMillis>,
+}
+
+impl HfRequest {
+    /// A new return request (`ret-…`) for `count` machines.
+    pub fn new_return(count: i64, state: RequestState, now: EpochMillis) -> Self {
+        HfRequest {
+            request_id: format!("ret-{}", uuid::Uuid::new_v4()),
+            kind: RequestKind::Return,
+            template_id: None,
+            template: None,
+            requested_count: count,
+            provider_name: None,
+            strategy: None,
+            state,
+            message: String::new(),
+            resource_id: None,
+            provider_api: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            claimed_at: None,
+        }
+    }
+}
+
+/// Who made a request, or asks about one. HostFactory claims an acquire request by naming it
+/// in getRequestStatus; an operator's request is claimed when made (the operator reads its 202).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    HostFactory,
+    Operator,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -107,7 +107,17 @@ impl HostFactory {
             .iter()
             .map(|(_, m)| spec.units_of(m.instance_type.as_deref()))
             .sum();
-        let missing = req.requested_count - made_units;
+        // HostFactory never asked about it in time: nothing more is made, and the reconciler
+        // cancels it, returning what an earlier attempt made.
+        let unclaimed = self.is_unclaimed(&req, now) && self.still_unclaimed(&id, now).await;
+        if unclaimed {
+            tracing::warn!(request_id = %id, "HostFactory never asked about this request; no machine is made for it");
+        }
+        let missing = if unclaimed {
+            0
+        } else {
+            req.requested_count - made_units
+        };
         let mut strategy = made.first().map(|(s, _)| s.clone());
         let (mut resource_id, mut provider_api, mut message) =
             (None, req.provider_api, String::new());

@@ -67,6 +67,7 @@ impl HostFactory {
     /// because a provider was briefly unreachable.
     pub async fn reconcile(self: Arc<Self>, shutdown: &CancellationToken) {
         let now = now_millis();
+        self.cancel_unclaimed(now).await;
         let open = match self
             .store
             .hf_requests_in(&[

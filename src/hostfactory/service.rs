@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
+use super::model::{Caller, HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{placed_units, spec_of};
 use super::status::{self, MachineResult, RequestStatus};
 use super::templates::{Template, TemplateCatalog};
@@ -34,6 +34,9 @@ pub struct HostFactory {
     pub(super) chores: Mutex<HashSet<String>>,
     /// Provisioning runs as tracked tasks: shutdown waits for them before the store closes.
     pub(super) tasks: Tasks,
+    /// When this process started: an unclaimed request's time runs from here at the earliest,
+    /// so that HostFactory has the whole timeout to ask after a restart.
+    pub(super) started_at: EpochMillis,
 }
 
 impl HostFactory {
@@ -158,6 +161,7 @@ impl HostFactory {
             provisioning: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             chores: Mutex::new(HashSet::new()),
+            started_at: now_millis(),
         })
     }
 
@@ -206,8 +210,14 @@ impl HostFactory {
     /// requestMachines: checks, records the request, answers at once; provisioning follows in
     /// the background.
     /// `count` has passed [`check_machine_count`](super::error::check_machine_count) at the
-    /// edge that read it.
-    pub async fn request_machines(&self, template_id: &str, count: i64) -> HfResult<WireRequestId> {
+    /// edge that read it. An operator's request is claimed at once; HostFactory claims its own
+    /// by asking about it.
+    pub async fn request_machines(
+        &self,
+        template_id: &str,
+        count: i64,
+        caller: Caller,
+    ) -> HfResult<WireRequestId> {
         let t = self.template(template_id)?;
         if t.is_disabled() {
             return Err(HfError::TemplateDisabled(t.id));
@@ -252,6 +262,7 @@ impl HostFactory {
             attempts: 0,
             created_at: now,
             updated_at: now,
+            claimed_at: (caller == Caller::Operator).then_some(now),
         };
         self.store.insert_hf_request(&request).await?;
         drop(_admission);
@@ -269,7 +280,7 @@ impl HostFactory {
 
     /// getRequestStatus, from the store only. Every id gets its own answer, in the order asked.
     pub async fn request_status(&self, ids: &[String]) -> HfResult<Vec<WireRequest>> {
-        let known = self.known_requests(ids).await?;
+        let known = self.known_requests(ids, Caller::HostFactory).await?;
         Ok(ids
             .iter()
             .zip(known)
@@ -284,9 +295,24 @@ impl HostFactory {
             .collect())
     }
 
-    /// Each id's answer from the store, `None` for an id this service never issued.
-    pub async fn known_requests(&self, ids: &[String]) -> HfResult<Vec<Option<WireRequest>>> {
+    /// Each id's answer from the store, `None` for an id this service never issued. HostFactory
+    /// asking claims the acquire requests it names (one write, only for those not claimed yet).
+    pub async fn known_requests(
+        &self,
+        ids: &[String],
+        caller: Caller,
+    ) -> HfResult<Vec<Option<WireRequest>>> {
         let requests = self.store.hf_requests(ids).await?;
+        if caller == Caller::HostFactory {
+            let unclaimed: Vec<String> = requests
+                .iter()
+                .filter(|r| r.kind == RequestKind::Acquire && r.claimed_at.is_none())
+                .map(|r| r.request_id.clone())
+                .collect();
+            if !unclaimed.is_empty() {
+                self.store.claim_requests(&unclaimed, now_millis()).await?;
+            }
+        }
         let machines = self.store.hf_machines_of(ids).await?;
         Ok(ids
             .iter()
@@ -494,26 +520,15 @@ impl HostFactory {
             ));
         }
         let now = now_millis();
-        let request = HfRequest {
-            request_id: format!("ret-{}", uuid::Uuid::new_v4()),
-            kind: RequestKind::Return,
-            template_id: None,
-            template: None,
-            requested_count: to_return.len() as i64,
-            provider_name: None,
-            strategy: None,
-            state: if to_return.is_empty() {
+        let request = HfRequest::new_return(
+            to_return.len() as i64,
+            if to_return.is_empty() {
                 RequestState::Done
             } else {
                 RequestState::InProgress
             },
-            message: String::new(),
-            resource_id: None,
-            provider_api: None,
-            attempts: 0,
-            created_at: now,
-            updated_at: now,
-        };
+            now,
+        );
         self.store
             .insert_return_request(&request, &to_return)
             .await?;

@@ -21,6 +21,7 @@ use crate::domain::Event;
 use crate::hostfactory::HfError;
 use crate::hostfactory::ends_request;
 use crate::hostfactory::error::check_machine_count;
+use crate::hostfactory::model::Caller;
 use crate::hostfactory::status::RequestStatus;
 use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
@@ -99,7 +100,7 @@ pub async fn request_machines(
     Ok(Json(
         state
             .hostfactory
-            .request_machines(&template_id, count)
+            .request_machines(&template_id, count, Caller::HostFactory)
             .await?,
     ))
 }
@@ -176,7 +177,7 @@ pub async fn create_request(
     let count = check_machine_count("machine_count", cmd.machine_count)?;
     let ok = state
         .hostfactory
-        .request_machines(&cmd.template_id, count)
+        .request_machines(&cmd.template_id, count, Caller::Operator)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -197,7 +198,7 @@ pub async fn request_status(
 ) -> Result<Json<RequestView>, ApiError> {
     let r = state
         .hostfactory
-        .known_requests(std::slice::from_ref(&id))
+        .known_requests(std::slice::from_ref(&id), Caller::Operator)
         .await?
         .pop()
         .flatten()
@@ -235,7 +236,7 @@ pub async fn request_events(
     let after = last_event_id(&headers)?;
     let Some(now) = state
         .hostfactory
-        .known_requests(std::slice::from_ref(&id))
+        .known_requests(std::slice::from_ref(&id), Caller::Operator)
         .await?
         .pop()
         .flatten()

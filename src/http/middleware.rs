@@ -1,5 +1,5 @@
-//! Cross-cutting layers: bearer tokens with scopes, a whole-request deadline, and the
-//! request id written into every problem body.
+//! Cross-cutting layers: bearer tokens with scopes and rate limits, a whole-request deadline,
+//! and the request id written into every problem body.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error::{MAX_PROBLEM_BYTES, PROBLEM_JSON, Problem};
+use super::rate_limit::Limited;
 use crate::config::{AuthConfig, TokenScope};
 use crate::state::AppState;
 
@@ -77,7 +78,8 @@ fn token_of<'a>(auth: &'a AuthConfig, given: &str) -> Option<(&'a str, TokenScop
 
 /// With `server.auth.enabled`, POST/PUT/PATCH/DELETE under /api/v1 need a token whose scope
 /// allows the route (401 without a known token, 403 for the wrong scope); reads need one with
-/// `protect_reads`. The token's name goes into the request's log span, never the token.
+/// `protect_reads`. A token over its rate limit gets 429 (every call it makes counts). The
+/// token's name goes into the request's log span, never the token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &state.config.server.auth;
     let route = Route::of(req.method(), req.uri().path());
@@ -95,6 +97,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .into_response();
     };
     tracing::Span::current().record("token", name);
+    if let Err(over) = state.rate_limits.check(name) {
+        return rate_limited(&state, name, &over);
+    }
     if !route.allowed_to(scope) {
         tracing::warn!(
             token = name,
@@ -115,6 +120,30 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .into_response();
     }
     next.run(req).await
+}
+
+/// 429 for a call over its token's rate limit, with `Retry-After` in whole seconds.
+fn rate_limited(state: &AppState, name: &str, over: &Limited) -> Response {
+    let wait = over.retry_after_seconds();
+    tracing::warn!(
+        token = name,
+        retry_after = wait,
+        "token over its rate limit"
+    );
+    state.prometheus.rate_limited(name);
+    let mut res = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!(
+            "token '{name}' is limited to {} call(s) a second in bursts of {}; retry in {wait}s",
+            over.limit.per_second, over.limit.burst
+        ),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    res
 }
 
 /// Ends a request that runs longer than `server.request_timeout_seconds` with a 503 problem.

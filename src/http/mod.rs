@@ -9,6 +9,7 @@ mod middleware;
 mod operation;
 pub mod prometheus;
 mod providers;
+pub mod rate_limit;
 pub mod serve;
 mod service;
 mod status_page;
@@ -35,8 +36,8 @@ use crate::state::AppState;
             (selection policies, circuit breakers, failover, health checks, metrics). \
             Errors are application/problem+json (RFC 9457). With server.auth enabled, POST, PUT \
             and DELETE under /api/v1 need `Authorization: Bearer <token>` of a scope that allows \
-            them (401 without a known token, 403 for the wrong scope); reads need one only with \
-            server.auth.protect_reads.",
+            them (401 without a known token, 403 for the wrong scope, 429 with Retry-After over \
+            the token's rate limit); reads need one only with server.auth.protect_reads.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -107,26 +108,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The answer a route gives for a failure: `{"message"}` on HostFactory's calls (it reads
 /// that from every failure), problem+json elsewhere.
-fn failure_answer(
-    path: &str,
-    description: &str,
-) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+fn failure_answer(path: &str, description: &str) -> utoipa::openapi::ResponseBuilder {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let (content_type, schema) = if path.starts_with("/api/v1/hostfactory/") {
         ("application/json", "WireMessage")
     } else {
         (error::PROBLEM_JSON, "Problem")
     };
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            content_type,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema)))
-                .build(),
-        )
-        .build()
-        .into()
+    ResponseBuilder::new().description(description).content(
+        content_type,
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(schema)))
+            .build(),
+    )
 }
 
 /// Each operation of `doc` with its path.
@@ -147,13 +141,16 @@ fn operations(
     })
 }
 
-/// The bearer scheme and the 401/403 answers of [`middleware::require_token`], added to every
-/// route it guards here, next to the middleware, rather than to each handler's annotation.
-/// The requirement is optional (`{}` first): auth may be off, and reads are open by default.
+/// The bearer scheme and the 401/403/429 answers of [`middleware::require_token`], added to
+/// every route it guards here, next to the middleware, rather than to each handler's
+/// annotation. The requirement is optional (`{}` first): auth may be off, and reads are open
+/// by default.
 fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
+    use utoipa::openapi::{ObjectBuilder, Type};
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(
@@ -176,11 +173,29 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
         for (status, description) in [
             ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
             ("403", "The token's scope does not allow this route"),
+            (
+                "429",
+                "The token is over its rate limit (server.auth.tokens[].rate_limit); `Retry-After` says when to call again",
+            ),
         ] {
             op.responses
                 .responses
                 .entry(status.to_string())
-                .or_insert_with(|| failure_answer(path, description));
+                .or_insert_with(|| {
+                    let answer = failure_answer(path, description);
+                    let answer = if status == "429" {
+                        answer.header(
+                            "Retry-After",
+                            HeaderBuilder::new()
+                                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                                .description(Some("Whole seconds until the token may call again"))
+                                .build(),
+                        )
+                    } else {
+                        answer
+                    };
+                    answer.build().into()
+                });
         }
     }
 }
@@ -213,7 +228,7 @@ fn document_failures(doc: &mut utoipa::openapi::OpenApi) {
             op.responses
                 .responses
                 .entry(status.to_string())
-                .or_insert_with(|| failure_answer(path, description));
+                .or_insert_with(|| failure_answer(path, description).build().into());
         }
     }
 }

@@ -49,6 +49,11 @@ struct StrategyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     kind: &'static str,
     state: &'static str,
@@ -73,6 +78,7 @@ pub struct Exposition {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram>,
+    rate_limited: Family<TokenLabels, Counter>,
     in_flight: Family<StrategyLabels, Gauge>,
     healthy: Family<StrategyLabels, Gauge>,
     circuit: Family<StrategyLabels, Gauge>,
@@ -91,6 +97,7 @@ impl Exposition {
         let this = Self {
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(http_histogram),
+            rate_limited: Family::default(),
             in_flight: Family::default(),
             healthy: Family::default(),
             circuit: Family::default(),
@@ -142,6 +149,11 @@ impl Exposition {
             this.http_seconds.clone(),
         );
         registry.register(
+            "ohfp_http_rate_limited",
+            "Calls refused with 429 for being over their token's rate limit, by token name",
+            this.rate_limited.clone(),
+        );
+        registry.register(
             "ohfp_events_not_stored",
             "Events not kept because the queue was full or the write failed",
             engine.events().not_stored().clone(),
@@ -152,6 +164,15 @@ impl Exposition {
             this.uptime.clone(),
         );
         Self { registry, ..this }
+    }
+
+    /// One call refused for being over token `token`'s rate limit.
+    pub fn rate_limited(&self, token: &str) {
+        self.rate_limited
+            .get_or_create(&TokenLabels {
+                token: token.to_string(),
+            })
+            .inc();
     }
 
     fn observe_http(&self, route: String, method: &'static str, status: u16, took: Duration) {

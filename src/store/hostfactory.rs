@@ -29,6 +29,7 @@ impl FromRow<'_, SqliteRow> for HfRequest {
             attempts: r.try_get("attempts")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            claimed_at: r.try_get("claimed_at")?,
         })
     }
 }
@@ -88,6 +89,13 @@ const HELD_MACHINES: &str = "SELECT machine_id, COUNT(*) OVER () FROM hf_machine
      WHERE strategy = ?1 AND state != 'terminated' AND (failed = 0 OR return_sent_at IS NULL)
      ORDER BY created_at, machine_id LIMIT ?2";
 
+/// Of unclaimed acquire requests `r`, those that still hold something: provisioned (in progress
+/// or done), or ended (cancelled, or short at the pending timeout) with live machines not being
+/// returned, such as one a fleet placed after its request was cancelled.
+const UNCLAIMED_WITH_WORK: &str = "(r.state IN ('in_progress', 'done')
+     OR (r.state = 'failed' AND EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
+         AND m.return_request_id IS NULL AND m.failed = 0 AND m.state != 'terminated')))";
+
 /// Acquire requests whose machines are not made yet and may land on strategy `?1`.
 const HELD_REQUESTS: &str = "SELECT request_id, COUNT(*) OVER () FROM hf_requests
      WHERE kind = 'acquire' AND state IN ('pending', 'provisioning')
@@ -113,8 +121,9 @@ impl HostFactoryRepo for Store {
     async fn insert_hf_request(&self, r: &HfRequest) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO hf_requests (request_id, kind, template_id, template, requested_count, provider_name,
-                 strategy, state, message, resource_id, provider_api, attempts, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 strategy, state, message, resource_id, provider_api, attempts, created_at, updated_at,
+                 claimed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(&r.request_id)
         .bind(r.kind.as_str())
@@ -130,6 +139,7 @@ impl HostFactoryRepo for Store {
         .bind(r.attempts)
         .bind(r.created_at)
         .bind(r.updated_at)
+        .bind(r.claimed_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -141,29 +151,80 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
-             VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
-        )
-        .bind(&r.request_id)
-        .bind(r.requested_count)
-        .bind(r.state.as_str())
-        .bind(&r.message)
-        .bind(r.created_at)
-        .execute(&mut *tx)
-        .await?;
-        for id in machine_ids {
-            sqlx::query(
-                "UPDATE hf_machines SET return_request_id = ?2, updated_at = ?3
-                 WHERE machine_id = ?1 AND return_request_id IS NULL",
-            )
-            .bind(id)
-            .bind(&r.request_id)
-            .bind(r.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_return(&mut tx, r, machine_ids).await?;
         tx.commit().await
+    }
+
+    async fn claim_requests(&self, ids: &[String], now: EpochMillis) -> StoreResult<()> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                // Bare `?`s only: sqlx numbers them on its own, apart from any `?N`.
+                "UPDATE hf_requests SET claimed_at = ?
+                 WHERE claimed_at IS NULL AND request_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>> {
+        let sql = format!(
+            "SELECT * FROM hf_requests r WHERE claimed_at IS NULL AND kind = 'acquire'
+                 AND created_at < ?1 AND {UNCLAIMED_WITH_WORK} ORDER BY created_at"
+        );
+        sqlx::query_as(&sql)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn cancel_unclaimed(
+        &self,
+        request_id: &str,
+        message: &str,
+        ret: &HfRequest,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let mut tx = self.pool.begin().await?;
+        // The write first: it takes the write lock, and finds nothing once the request is claimed.
+        let sql = format!(
+            "UPDATE hf_requests AS r SET state = 'failed', message = ?2, updated_at = ?3
+             WHERE request_id = ?1 AND claimed_at IS NULL AND kind = 'acquire'
+                 AND {UNCLAIMED_WITH_WORK}"
+        );
+        let cancelled = sqlx::query(&sql)
+            .bind(request_id)
+            .bind(message)
+            .bind(ret.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if cancelled == 0 {
+            return Ok(None);
+        }
+        let machine_ids: Vec<String> = sqlx::query_scalar(
+            "SELECT machine_id FROM hf_machines WHERE request_id = ?1 AND return_request_id IS NULL
+                 AND failed = 0 AND state != 'terminated' ORDER BY created_at, machine_id",
+        )
+        .bind(request_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ret = HfRequest {
+            requested_count: machine_ids.len() as i64,
+            state: if machine_ids.is_empty() {
+                RequestState::Done
+            } else {
+                RequestState::InProgress
+            },
+            ..ret.clone()
+        };
+        insert_return(&mut tx, &ret, &machine_ids).await?;
+        tx.commit().await?;
+        Ok(Some(machine_ids))
     }
 
     async fn hf_requests(&self, ids: &[String]) -> StoreResult<Vec<HfRequest>> {
@@ -509,6 +570,38 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
     .bind(i64::from(m.delivered))
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Inserts return request `r` and marks `machine_ids` (those not already being returned) as
+/// returned by it.
+async fn insert_return(
+    tx: &mut sqlx::SqliteConnection,
+    r: &HfRequest,
+    machine_ids: &[String],
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
+         VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
+    )
+    .bind(&r.request_id)
+    .bind(r.requested_count)
+    .bind(r.state.as_str())
+    .bind(&r.message)
+    .bind(r.created_at)
+    .execute(&mut *tx)
+    .await?;
+    for id in machine_ids {
+        sqlx::query(
+            "UPDATE hf_machines SET return_request_id = ?2, updated_at = ?3
+             WHERE machine_id = ?1 AND return_request_id IS NULL",
+        )
+        .bind(id)
+        .bind(&r.request_id)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 

@@ -255,6 +255,24 @@ pub trait HostFactoryRepo: Send + Sync {
     async fn insert_return_request(&self, r: &HfRequest, machine_ids: &[String])
     -> StoreResult<()>;
 
+    /// Marks the requests among `ids` not claimed yet as claimed at `now` (one statement for up
+    /// to 500 ids).
+    async fn claim_requests(&self, ids: &[String], now: EpochMillis) -> StoreResult<()>;
+
+    /// Acquire requests made before `before`, never claimed, that hold something: provisioned
+    /// (in progress or done), or failed with live machines not being returned.
+    async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>>;
+
+    /// Cancels unclaimed acquire request `request_id` (failed, with `message`) and returns its
+    /// live machines with return request `ret` (its count and state set here), together; the
+    /// machines returned, or `None` when the request was claimed or ended meanwhile.
+    async fn cancel_unclaimed(
+        &self,
+        request_id: &str,
+        message: &str,
+        ret: &HfRequest,
+    ) -> StoreResult<Option<Vec<String>>>;
+
     /// The requests among `ids` that exist, in no particular order.
     async fn hf_requests(&self, ids: &[String]) -> StoreResult<Vec<HfRequest>>;
 

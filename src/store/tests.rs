@@ -44,6 +44,7 @@ pub(crate) fn request(
         attempts: 0,
         created_at: at,
         updated_at: at,
+        claimed_at: Some(at),
     }
 }
 
@@ -212,10 +213,9 @@ async fn registration_inserts_once_and_never_replaces() {
     assert_eq!(store.list_strategies().await.unwrap()[0].spec.priority, 9);
 }
 
-/// A bucket written before caller errors and rejections were counted apart has them moved out
-/// of its failures, by its error codes, when the migration runs.
-#[tokio::test]
-async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+/// A store opened on a database that an older release, with the migrations below `version`
+/// only, left holding the rows `sql` writes: the newer migrations run on them.
+async fn upgraded(version: i64, sql: &str) -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let path = path.to_str().unwrap();
@@ -227,24 +227,31 @@ async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failure
     older.migrations = older
         .migrations
         .iter()
-        .filter(|m| m.version < 6)
+        .filter(|m| m.version < version)
         .cloned()
         .collect::<Vec<_>>()
         .into();
     older.run(&pool).await.unwrap();
-    sqlx::query(
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+    let store = Store::open(path, 5000, 1, SecretKey::load(None, path).unwrap())
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+/// A bucket written before caller errors and rejections were counted apart has them moved out
+/// of its failures, by its error codes, when the migration runs.
+#[tokio::test]
+async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failures() {
+    let (_dir, store) = upgraded(
+        6,
         "INSERT INTO metric_buckets (strategy, operation, minute, count, successes, failures,
              total_ms, max_ms, histogram, error_codes, last_error)
          VALUES ('s', 'CREATE_INSTANCES', 1, 10, 3, 7, 0, 0, '[]',
              '{\"CIRCUIT_OPEN\": 2, \"INVALID_TEMPLATE\": 1, \"TIMEOUT\": 4}', NULL)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    let store = Store::open(path, 5000, 1, SecretKey::load(None, path).unwrap())
-        .await
-        .unwrap();
+    .await;
     let b = &store.load_metric_buckets(0, Some("s")).await.unwrap()[0];
     assert_eq!(
         (
@@ -256,6 +263,25 @@ async fn the_outcome_migration_moves_rejections_and_caller_errors_out_of_failure
         ),
         (10, 3, 4, 1, 2)
     );
+}
+
+/// Requests stored before HostFactory's asking was recorded count as claimed: an upgrade
+/// cancels none of them.
+#[tokio::test]
+async fn requests_stored_before_the_claim_migration_count_as_claimed() {
+    let (_dir, store) = upgraded(
+        9,
+        "INSERT INTO hf_requests (request_id, kind, requested_count, state, created_at, updated_at)
+         VALUES ('r-old', 'acquire', 1, 'done', 10, 10)",
+    )
+    .await;
+    let old = store
+        .hf_requests(&["r-old".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(old.claimed_at, Some(10));
+    assert!(store.unclaimed_requests(1_000).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -311,5 +337,123 @@ async fn a_strategy_holds_its_unfinished_machines_and_the_requests_that_may_land
     assert_eq!(
         (none.machine_count, none.requests.clone()),
         (0, vec!["r-any".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn claiming_marks_only_unclaimed_requests_and_a_claimed_one_is_never_cancelled() {
+    let (_dir, store) = open().await;
+    for id in ["r-asked", "r-lost", "r-old"] {
+        let r = HfRequest {
+            claimed_at: (id == "r-old").then_some(5),
+            ..request(id, RequestKind::Acquire, RequestState::InProgress, 10)
+        };
+        store.insert_hf_request(&r).await.unwrap();
+    }
+    store
+        .save_observations(&[
+            machine("i-1", "r-lost", MachineState::Running, 10),
+            machine("i-2", "r-lost", MachineState::Terminated, 10),
+            machine("i-3", "r-asked", MachineState::Running, 10),
+        ])
+        .await
+        .unwrap();
+    store.claim_requests(&["r-asked".into()], 20).await.unwrap();
+    // Claimed once: a later ask changes nothing.
+    store
+        .claim_requests(&["r-old".into(), "r-asked".into()], 30)
+        .await
+        .unwrap();
+    let ids: Vec<String> = ["r-asked", "r-lost", "r-old"].map(String::from).into();
+    let mut claimed: Vec<(String, Option<EpochMillis>)> = store
+        .hf_requests(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.request_id, r.claimed_at))
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        [
+            ("r-asked".into(), Some(20)),
+            ("r-lost".into(), None),
+            ("r-old".into(), Some(5))
+        ]
+    );
+    let due: Vec<String> = store
+        .unclaimed_requests(11)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(due, ["r-lost"]);
+    assert!(store.unclaimed_requests(10).await.unwrap().is_empty());
+
+    let ret = HfRequest::new_return(0, RequestState::InProgress, 30);
+    assert_eq!(
+        store
+            .cancel_unclaimed("r-asked", "lost", &ret)
+            .await
+            .unwrap(),
+        None,
+        "a claimed request is not cancelled"
+    );
+    let returned = store
+        .cancel_unclaimed("r-lost", "lost", &ret)
+        .await
+        .unwrap();
+    assert_eq!(
+        returned,
+        Some(vec!["i-1".to_string()]),
+        "live machines only"
+    );
+    let lost = store
+        .hf_requests(&["r-lost".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (lost.state, lost.message.as_str()),
+        (RequestState::Failed, "lost")
+    );
+    let stored = store
+        .hf_requests(std::slice::from_ref(&ret.request_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored[0].kind, stored[0].state, stored[0].requested_count),
+        (RequestKind::Return, RequestState::InProgress, 1)
+    );
+    let machines = store
+        .hf_machines_of(std::slice::from_ref(&ret.request_id))
+        .await
+        .unwrap();
+    let held: Vec<&str> = machines
+        .iter()
+        .filter(|m| m.return_request_id.as_deref() == Some(ret.request_id.as_str()))
+        .map(|m| m.machine_id.as_str())
+        .collect();
+    assert_eq!(held, ["i-1"]);
+    assert!(store.unclaimed_requests(100).await.unwrap().is_empty());
+
+    // A machine placed after the cancel (a fleet that went on) brings the request back, once.
+    store
+        .save_observations(&[machine("i-4", "r-lost", MachineState::Pending, 40)])
+        .await
+        .unwrap();
+    let due = store.unclaimed_requests(100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let again = HfRequest::new_return(0, RequestState::InProgress, 50);
+    let returned = store
+        .cancel_unclaimed("r-lost", "lost again", &again)
+        .await
+        .unwrap();
+    assert_eq!(returned, Some(vec!["i-4".to_string()]));
+    assert!(store.unclaimed_requests(100).await.unwrap().is_empty());
+    assert_eq!(
+        store.cancel_unclaimed("r-lost", "x", &again).await.unwrap(),
+        None
     );
 }

@@ -1,14 +1,15 @@
 //! Named tokens with scopes (README, "Security"): 401 without a known token, 403 for the wrong
-//! scope, the scheme name without case, token files, the shims with a hostfactory token.
+//! scope, the scheme name without case, token files, the shims with a hostfactory token, 429
+//! over a token's rate limit.
 
 use std::os::unix::fs::PermissionsExt;
 
-use ohfp::config::{TokenConfig, TokenScope};
+use ohfp::config::{RateLimit, TokenConfig, TokenScope};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, decode};
+use crate::helpers::{TestApp, decode, eventually};
 use crate::hostfactory::{hf_config, shim_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
@@ -19,6 +20,7 @@ fn token(name: &str, scope: TokenScope, value: &str) -> TokenConfig {
         scope,
         token: Some(value.into()),
         token_file: None,
+        rate_limit: None,
     }
 }
 
@@ -230,14 +232,104 @@ async fn the_document_stays_open_and_states_the_scheme_and_the_refusals() {
         ("/metrics", "get", "application/problem+json"),
     ] {
         let op = &doc["paths"][path][method];
-        for status in ["401", "403"] {
+        for status in ["401", "403", "429"] {
             assert!(
                 op["responses"][status]["content"][content_type].is_object(),
                 "{path} {status}"
             );
         }
+        assert!(
+            op["responses"]["429"]["headers"]["Retry-After"].is_object(),
+            "{path}"
+        );
+        // Reading a body can fail before the handler: every route taking one says so.
+        for status in ["400", "413"] {
+            let documented = op["responses"][status]["content"][content_type].is_object();
+            assert_eq!(documented, method == "post", "{path} {status}");
+        }
         assert_eq!(op["security"][1]["bearer"], json!([]), "{path}");
     }
     assert!(doc["paths"]["/health"]["get"]["responses"]["401"].is_null());
+    app.stop().await;
+}
+
+/// Calls `method path` with `token` until the answer is not 429; fails after [`PATIENCE`].
+async fn until_not_limited(app: &TestApp, method: Method, path: &str, token: &str) -> u16 {
+    eventually(&format!("{path} answered again"), || async {
+        let (status, _, _) = call(app, method.clone(), path, Some(token)).await;
+        (status != 429).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = hf_config(dir.path(), 0.2);
+    cfg.server.auth.enabled = true;
+    cfg.server.auth.protect_reads = true;
+    // One call every 10 s after the burst: the quick calls below come well within that.
+    let slow = |burst| {
+        Some(RateLimit {
+            per_second: 0.1,
+            burst,
+        })
+    };
+    cfg.server.auth.tokens = vec![
+        TokenConfig {
+            rate_limit: slow(3),
+            ..token("ci", TokenScope::ReadOnly, "ci-s3cret")
+        },
+        TokenConfig {
+            rate_limit: slow(1),
+            ..token("symphony", TokenScope::HostFactory, "hf-s3cret")
+        },
+        token("ops", TokenScope::ReadWrite, "rw-s3cret"),
+    ];
+    let app = TestApp::start(cfg).await;
+    let (method, path) = READ;
+    for n in 1..=3 {
+        let (status, _, v) = call(&app, method.clone(), path, Some("Bearer ci-s3cret")).await;
+        assert_eq!(status, 200, "call {n} within the burst: {v}");
+    }
+    let (status, headers, v) = call(&app, method.clone(), path, Some("Bearer ci-s3cret")).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("token 'ci'") && detail.contains("0.1 call(s) a second in bursts of 3"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+    let (_, _, metrics) = call(&app, Method::GET, "/metrics", Some("Bearer rw-s3cret")).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"ohfp_http_rate_limited_total{token="ci"} 1"#),
+        "{metrics}"
+    );
+
+    // Another token is not held back by it.
+    for _ in 0..10 {
+        let (status, _, v) = call(&app, method.clone(), path, Some("Bearer rw-s3cret")).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // HostFactory's calls answer {"message"}, with Retry-After kept.
+    let (hf_method, hf_path) = HF_CALL;
+    let (status, _, v) = call(&app, hf_method.clone(), hf_path, Some("Bearer hf-s3cret")).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, headers, v) = call(&app, hf_method, hf_path, Some("Bearer hf-s3cret")).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert!(
+        v["message"].as_str().unwrap().contains("token 'symphony'"),
+        "{v}"
+    );
+
+    // Once the token has waited, its calls pass again.
+    let status = until_not_limited(&app, method, path, "Bearer ci-s3cret").await;
+    assert_eq!(status, 200);
     app.stop().await;
 }

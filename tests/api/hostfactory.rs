@@ -669,6 +669,7 @@ async fn a_restart_mid_request_loses_nothing_and_makes_no_duplicates() {
             attempts: 1,
             created_at: now,
             updated_at: now,
+            claimed_at: Some(now),
         })
         .await
         .unwrap();

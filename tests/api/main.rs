@@ -25,3 +25,4 @@ mod secrets;
 mod service;
 mod status;
 mod status_page;
+mod unclaimed;

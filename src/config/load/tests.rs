@@ -465,6 +465,45 @@ fn connection_settings_have_bounds_named_at_their_key() {
 }
 
 #[test]
+fn a_token_rate_limit_is_bounded_at_its_key() {
+    let text = r#"{"server": {"auth": {"enabled": true, "tokens": [
+        {"name": "a", "scope": "read-write", "token": "a", "rate_limit": {"per_second": 0, "burst": 0}},
+        {"name": "b", "scope": "read-only", "token": "b", "rate_limit": {"per_second": 1e9, "burst": 1000000}},
+        {"name": "c", "scope": "hostfactory", "token": "c", "rate_limit": {"per_second": 0.5, "burst": 1}}
+    ]}}}"#;
+    let e = load_text(text, &[]).unwrap_err();
+    let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.auth.tokens[0].rate_limit.per_second",
+            "server.auth.tokens[0].rate_limit.burst",
+            "server.auth.tokens[1].rate_limit.per_second",
+            "server.auth.tokens[1].rate_limit.burst",
+        ],
+        "{e}"
+    );
+    let e = load_text(
+        r#"{"server": {"auth": {"tokens": [{"name": "x", "scope": "read-only", "token": "t",
+            "rate_limit": {"per_second": 5, "burst": -1}}]}}}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.errors[0].path, "server.auth.tokens[0].rate_limit.burst",
+        "{e}"
+    );
+    let c = load_text(
+        r#"{"server": {"auth": {"tokens": [{"name": "x", "scope": "read-only", "token": "t",
+            "rate_limit": {"per_second": 50, "burst": 100}}]}}}"#,
+        &[],
+    )
+    .unwrap();
+    let limit = c.server.auth.tokens[0].rate_limit.unwrap();
+    assert_eq!((limit.per_second, limit.burst), (50.0, 100));
+}
+
+#[test]
 fn auth_tokens_are_checked_at_their_key() {
     let text = r#"{"server": {"auth": {"enabled": true, "tokens": [
         {"name": "ops", "scope": "read-write", "token": "${OPS_TOKEN}"},
@@ -507,7 +546,8 @@ fn every_timer_of_the_file_has_an_upper_bound() {
     let err = load_text(
         r#"{"server": {"request_timeout_seconds": 1e308},
             "hostfactory": {"reconcile_interval_seconds": 1e308, "pending_timeout_seconds": 1e308,
-                            "spot_grace_seconds": 9223372036854775807},
+                            "spot_grace_seconds": 9223372036854775807,
+                            "unclaimed_request_timeout_seconds": 1e308},
             "database": {"retention": {"prune_interval_seconds": 1e308, "events_days": 1e308}}}"#,
         &[],
     )
@@ -521,8 +561,31 @@ fn every_timer_of_the_file_has_an_upper_bound() {
             "database.retention.events_days",
             "hostfactory.reconcile_interval_seconds",
             "hostfactory.pending_timeout_seconds",
+            "hostfactory.unclaimed_request_timeout_seconds",
             "hostfactory.spot_grace_seconds"
         ]
     );
     assert!(err.to_string().contains("at most 86400"), "{err}");
+}
+
+#[test]
+fn the_unclaimed_request_timeout_is_on_by_default_and_zero_turns_it_off() {
+    let c = load_text("{}", &[]).unwrap();
+    assert_eq!(c.hostfactory.unclaimed_request_timeout_seconds, 300.0);
+    let c = load_text(
+        r#"{"hostfactory": {"unclaimed_request_timeout_seconds": 0}}"#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.hostfactory.unclaimed_request_timeout_seconds, 0.0);
+    let err = load_text(
+        r#"{"hostfactory": {"unclaimed_request_timeout_seconds": -1}}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.errors[0].path,
+        "hostfactory.unclaimed_request_timeout_seconds"
+    );
+    assert!(err.to_string().contains("from 0 (never cancel)"), "{err}");
 }
