@@ -73,6 +73,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::parked_pools))
         .routes(routes!(providers::set_weight))
         .routes(routes!(providers::set_circuit))
+        .routes(routes!(service::status))
         .routes(routes!(service::list_events))
         .routes(routes!(service::stream_events))
         .routes(routes!(alerts::list_alerts))

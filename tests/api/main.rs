@@ -22,3 +22,4 @@ mod providers;
 mod resilience;
 mod restart;
 mod service;
+mod status;
