@@ -310,7 +310,11 @@ fn monitor_rows(out: &str, section: &str) -> Vec<BTreeMap<String, String>> {
         .skip_while(|l| *l != section)
         .skip(1)
         .take_while(|l| !l.is_empty());
-    let header = cells(lines.next().unwrap_or_else(|| panic!("{section} in\n{out}")));
+    let header = cells(
+        lines
+            .next()
+            .unwrap_or_else(|| panic!("{section} in\n{out}")),
+    );
     if header == ["(none)"] {
         return Vec::new();
     }
@@ -333,36 +337,57 @@ async fn monitor_once_prints_the_status_as_tables() {
     }
     // A strategy whose operation failed and whose breaker opened, and the alert that says so.
     open_circuit_on_failing_sim(&app, "sim-broken").await;
-    let (app_ref, url_ref) = (&app, url.as_str());
-    let out = eventually("the monitor shows the open circuit's alert", || async move {
-        let (code, out, err) = ohfp(&["monitor", "--once", "--url", url_ref]).await;
-        assert_eq!(code, 0, "{err}");
-        let alerts = monitor_rows(&out, "ALERTS");
-        alerts
-            .iter()
-            .any(|a| a["RULE"] == "circuit-open" && a["STRATEGY"] == "sim-broken")
-            .then_some(out)
-    })
+    let url_ref = url.as_str();
+    let out = eventually(
+        "the monitor shows the open circuit's alert",
+        || async move {
+            let (code, out, err) = ohfp(&["monitor", "--once", "--url", url_ref]).await;
+            assert_eq!(code, 0, "{err}");
+            let alerts = monitor_rows(&out, "ALERTS");
+            alerts
+                .iter()
+                .any(|a| a["RULE"] == "circuit-open" && a["STRATEGY"] == "sim-broken")
+                .then_some(out)
+        },
+    )
     .await;
     assert!(!out.contains('\u{1b}'), "plain text: {out}");
-    assert!(out.starts_with(&format!("ohfp monitor  {url}  last event ")), "{out}");
+    assert!(
+        out.starts_with(&format!("ohfp monitor  {url}  last event ")),
+        "{out}"
+    );
     let strategies = monitor_rows(&out, "STRATEGIES");
     let names: Vec<&str> = strategies.iter().map(|s| s["NAME"].as_str()).collect();
-    assert_eq!(names, ["sim-primary", "sim-secondary", "sim-broken"], "{out}");
+    assert_eq!(
+        names,
+        ["sim-primary", "sim-secondary", "sim-broken"],
+        "{out}"
+    );
     let row = |name: &str| strategies.iter().find(|s| s["NAME"] == name).unwrap();
     assert_eq!(
-        (row("sim-broken")["CIRCUIT"].as_str(), row("sim-primary")["CIRCUIT"].as_str()),
+        (
+            row("sim-broken")["CIRCUIT"].as_str(),
+            row("sim-primary")["CIRCUIT"].as_str()
+        ),
         ("open", "closed"),
         "{out}"
     );
     assert_eq!(row("sim-broken")["SUCCESS"], "0.0%", "{out}");
     assert!(row("sim-broken")["LAST ERROR"] != "-", "{out}");
-    assert_eq!(row("sim-secondary")["SUCCESS"], "-", "no operation yet: {out}");
+    assert_eq!(
+        row("sim-secondary")["SUCCESS"],
+        "-",
+        "no operation yet: {out}"
+    );
     // The operation counts are getProviderMetrics'.
     let (_, metrics) = app.get("/api/v1/providers/metrics").await;
     for m in metrics["strategies"].as_array().unwrap() {
         let name = m["strategy_name"].as_str().unwrap();
-        assert_eq!(row(name)["OPS"], m["totals"]["count"].to_string(), "{name}: {out}");
+        assert_eq!(
+            row(name)["OPS"],
+            m["totals"]["count"].to_string(),
+            "{name}: {out}"
+        );
     }
     assert_eq!(row("sim-primary")["OPS"], "3", "{out}");
     assert!(out.contains("\n\nREQUESTS\n"), "{out}");
@@ -413,17 +438,32 @@ async fn monitor_draws_the_screen_follows_events_and_quits_on_q() {
         code_file.display()
     );
     let started = tmux.run(&[
-        "new-session", "-d", "-s", "monitor", "-x", "160", "-y", "40", &command,
+        "new-session",
+        "-d",
+        "-s",
+        "monitor",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
     ]);
     assert!(started.status.success(), "{started:?}");
     let tmux = &tmux;
-    let shown = eventually("the monitor shows the strategies, following events", || async {
-        let s = tmux.screen();
-        (s.contains("sim-primary") && s.contains("events: live")).then_some(s)
-    })
+    let shown = eventually(
+        "the monitor shows the strategies, following events",
+        || async {
+            let s = tmux.screen();
+            (s.contains("sim-primary") && s.contains("events: live")).then_some(s)
+        },
+    )
     .await;
     assert!(shown.contains("STRATEGIES (2)"), "{shown}");
-    let secondary = |s: &str| s.lines().find(|l| l.contains("sim-secondary")).map(str::to_string);
+    let secondary = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("sim-secondary"))
+            .map(str::to_string)
+    };
     assert!(!secondary(&shown).unwrap().contains('%'), "{shown}");
     // An operation: the screen follows.
     execute(

@@ -1,18 +1,23 @@
 //! The status snapshot (`GET /api/v1/status`) as the monitor reads it: parsed once, here, into
-//! typed values; the tables only format them.
+//! typed values; the tables only format them. Strategies are read into the service's own type;
+//! alerts and requests into types of their own, since the service writes their times as text.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
+use crate::app::status::StrategyStatus;
 use crate::config::ConditionKind;
-use crate::domain::HealthState;
-use crate::strategy::breaker::{CircuitMode, CircuitState};
+use crate::hostfactory::model::{RequestKind, RequestState};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Snapshot {
     pub last_event_id: u64,
+    /// The window of the strategies' numbers, in hours.
+    pub window_hours: u32,
     pub strategies: Vec<StrategyStatus>,
     /// Active alerts, oldest first.
     pub alerts: Vec<ActiveAlert>,
@@ -20,49 +25,38 @@ pub struct Snapshot {
     pub requests: Vec<RequestInFlight>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StrategyStatus {
-    pub name: String,
-    /// The provider type or composition (`simulated`, `aws`, `load_balanced`, …): a label here.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub enabled: bool,
-    pub health: HealthState,
-    pub circuit: CircuitState,
-    pub circuit_mode: CircuitMode,
-    pub in_flight: u64,
-    pub operations: u64,
-    /// Percent, null before any operation counted.
-    pub success_rate: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ActiveAlert {
     pub rule: String,
     pub condition: ConditionKind,
     pub strategy: Option<String>,
     pub message: String,
-    #[serde(deserialize_with = "rfc3339")]
+    #[serde(deserialize_with = "parsed")]
     pub raised_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct RequestInFlight {
     pub request_id: String,
-    pub kind: String,
+    #[serde(deserialize_with = "parsed")]
+    pub kind: RequestKind,
     pub template_id: Option<String>,
-    pub state: String,
+    #[serde(deserialize_with = "parsed")]
+    pub state: RequestState,
     pub machines: u64,
     pub machines_by_state: BTreeMap<String, u64>,
-    #[serde(deserialize_with = "rfc3339")]
+    #[serde(deserialize_with = "parsed")]
     pub created_at: DateTime<Utc>,
 }
 
-fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+/// A value read from its words, as the type's `FromStr` reads them (times in RFC 3339).
+fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
     let text = String::deserialize(d)?;
-    DateTime::parse_from_rfc3339(&text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| serde::de::Error::custom(format!("not an RFC 3339 time '{text}': {e}")))
+    text.parse()
+        .map_err(|e| serde::de::Error::custom(format!("'{text}': {e}")))
 }

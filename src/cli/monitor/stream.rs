@@ -105,8 +105,14 @@ mod tests {
     #[test]
     fn events_complete_on_a_blank_line_across_chunks() {
         let mut r = SseReader::default();
-        assert!(r.push(b": keep-alive\n\nid: 7\nevent: provider\nda").is_empty());
-        assert_eq!(r.push(b"ta: {\"id\":7}\n\nid: 8\r\ndata: {}\r\n\r\n"), vec![Some(7), Some(8)]);
+        assert!(
+            r.push(b": keep-alive\n\nid: 7\nevent: provider\nda")
+                .is_empty()
+        );
+        assert_eq!(
+            r.push(b"ta: {\"id\":7}\n\nid: 8\r\ndata: {}\r\n\r\n"),
+            vec![Some(7), Some(8)]
+        );
         // An event without an id keeps the last one; a comment alone is no event.
         assert_eq!(r.push(b"data: {}\n\n:\n\n"), vec![Some(8)]);
     }

@@ -4,15 +4,16 @@
 
 use chrono::{DateTime, Utc};
 
-use super::snapshot::{ActiveAlert, RequestInFlight, Snapshot, StrategyStatus};
-use crate::strategy::breaker::CircuitMode;
+use super::snapshot::{ActiveAlert, RequestInFlight, Snapshot};
+use crate::app::status::StrategyStatus;
+use crate::strategy::CircuitMode;
 
 /// What an absent value shows.
 pub const NONE: &str = "-";
 /// What an empty section shows.
 pub const EMPTY: &str = "(none)";
-/// Between two columns.
-const GAP: &str = "  ";
+/// Blanks between two columns.
+pub const GAP: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -26,10 +27,27 @@ pub struct Column {
     /// Longer cells are cut to this many characters, ending in `…`.
     pub max: usize,
     pub align: Align,
+    /// The column that narrows when a screen is too narrow for the table (a message).
+    pub gives_way: bool,
 }
 
 const fn col(title: &'static str, max: usize, align: Align) -> Column {
-    Column { title, max, align }
+    Column {
+        title,
+        max,
+        align,
+        gives_way: false,
+    }
+}
+
+/// A text column that narrows first on a narrow screen.
+const fn wide(title: &'static str, max: usize) -> Column {
+    Column {
+        title,
+        max,
+        align: Align::Left,
+        gives_way: true,
+    }
 }
 
 const STRATEGY_COLUMNS: &[Column] = &[
@@ -42,7 +60,7 @@ const STRATEGY_COLUMNS: &[Column] = &[
     col("OPS", 9, Align::Right),
     col("SUCCESS", 7, Align::Right),
     col("P95", 10, Align::Right),
-    col("LAST ERROR", 48, Align::Left),
+    wide("LAST ERROR", 48),
 ];
 
 const ALERT_COLUMNS: &[Column] = &[
@@ -50,7 +68,7 @@ const ALERT_COLUMNS: &[Column] = &[
     col("CONDITION", 26, Align::Left),
     col("STRATEGY", 24, Align::Left),
     col("RAISED", 20, Align::Left),
-    col("MESSAGE", 60, Align::Left),
+    wide("MESSAGE", 60),
 ];
 
 const REQUEST_COLUMNS: &[Column] = &[
@@ -59,7 +77,7 @@ const REQUEST_COLUMNS: &[Column] = &[
     col("TEMPLATE", 24, Align::Left),
     col("STATE", 12, Align::Left),
     col("MACHINES", 8, Align::Right),
-    col("BY STATE", 48, Align::Left),
+    wide("BY STATE", 48),
     col("CREATED", 20, Align::Left),
 ];
 
@@ -85,6 +103,31 @@ impl Section {
                     .fold(c.title.chars().count(), usize::max)
             })
             .collect()
+    }
+
+    /// The widths within `room` characters (columns [`GAP`] apart): the column that gives way
+    /// narrows by what is missing, down to one character; if that is not enough, the columns
+    /// on the right are cut at the edge (width 0: not shown), so the names stay whole.
+    pub fn widths_within(&self, room: usize) -> Vec<usize> {
+        let gap = usize::from(GAP);
+        let mut widths = self.widths();
+        let needed = widths.iter().sum::<usize>() + gap * widths.len().saturating_sub(1);
+        let missing = needed.saturating_sub(room);
+        if let Some(w) = self
+            .columns
+            .iter()
+            .position(|c| c.gives_way)
+            .and_then(|i| widths.get_mut(i))
+        {
+            *w = w.saturating_sub(missing).max(1);
+        }
+        let mut used = 0;
+        for (i, w) in widths.iter_mut().enumerate() {
+            let start = if i == 0 { 0 } else { used + gap };
+            *w = (*w).min(room.saturating_sub(start));
+            used = if *w == 0 { room } else { start + *w };
+        }
+        widths
     }
 
     /// The header and the rows, each cell padded to its column's width and alignment.
@@ -118,8 +161,9 @@ impl Section {
             return lines;
         }
         let (header, rows) = self.padded();
+        let gap = " ".repeat(usize::from(GAP));
         for cells in std::iter::once(header).chain(rows) {
-            lines.push(cells.join(GAP).trim_end().to_string());
+            lines.push(cells.join(&gap).trim_end().to_string());
         }
         lines
     }
@@ -128,7 +172,12 @@ impl Section {
 /// The three sections of a snapshot, in the order they are shown.
 pub fn sections(s: &Snapshot) -> [Section; 3] {
     [
-        section("STRATEGIES", STRATEGY_COLUMNS, &s.strategies, strategy_cells),
+        section(
+            "STRATEGIES",
+            STRATEGY_COLUMNS,
+            &s.strategies,
+            strategy_cells,
+        ),
         section("ALERTS", ALERT_COLUMNS, &s.alerts, alert_cells),
         section("REQUESTS", REQUEST_COLUMNS, &s.requests, request_cells),
     ]
@@ -158,16 +207,18 @@ fn section<T>(
 }
 
 /// The line above the tables: where the figures come from and how fresh they are.
-pub fn header(url: &str, last_event_id: u64, at: DateTime<Utc>) -> String {
+pub fn header(url: &str, s: &Snapshot, at: DateTime<Utc>) -> String {
     format!(
-        "ohfp monitor  {url}  last event {last_event_id}  at {}",
-        time(at)
+        "ohfp monitor  {url}  last event {}  at {}  (numbers over {} h)",
+        s.last_event_id,
+        time(at),
+        s.window_hours
     )
 }
 
 /// The whole snapshot as plain text: the header, then each section, a blank line between.
 pub fn plain(url: &str, s: &Snapshot, at: DateTime<Utc>) -> String {
-    let mut out = header(url, s.last_event_id, at);
+    let mut out = header(url, s, at);
     for section in sections(s) {
         out.push_str("\n\n");
         out.push_str(&section.lines().join("\n"));
@@ -182,7 +233,7 @@ fn strategy_cells(s: &StrategyStatus) -> Vec<String> {
     };
     vec![
         s.name.clone(),
-        s.kind.clone(),
+        s.provider_type.clone(),
         if s.enabled { "yes" } else { "no" }.to_string(),
         s.health.as_str().to_string(),
         circuit,
@@ -213,9 +264,9 @@ fn request_cells(r: &RequestInFlight) -> Vec<String> {
         .join(", ");
     vec![
         r.request_id.clone(),
-        r.kind.clone(),
+        r.kind.as_str().to_string(),
         or_none(r.template_id.as_deref()),
-        r.state.clone(),
+        r.state.as_str().to_string(),
         r.machines.to_string(),
         if by_state.is_empty() {
             NONE.to_string()

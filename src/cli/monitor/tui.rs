@@ -17,7 +17,7 @@ use ratatui::{DefaultTerminal, Frame};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::time::Instant;
 
-use super::table::{self, EMPTY, Section};
+use super::table::{self, EMPTY, GAP, Section};
 use super::{FetchError, MonitorArgs, Msg, Snapshot, fetch, stream};
 use crate::cli::client::EXIT_USAGE;
 
@@ -72,7 +72,7 @@ impl View {
 
     fn header_lines(&self) -> [Line<'static>; 2] {
         let first = match (&self.snapshot, self.fetched_at) {
-            (Some(s), Some(at)) => table::header(&self.url, s.last_event_id, at),
+            (Some(s), Some(at)) => table::header(&self.url, s, at),
             _ => format!("ohfp monitor  {}  waiting for the first snapshot", self.url),
         };
         let mut second = match &self.link {
@@ -92,9 +92,9 @@ impl View {
 pub fn draw(frame: &mut Frame, view: &View) {
     let sections = view.snapshot.as_ref().map(table::sections);
     let height = |i: usize| -> u16 {
-        let rows = sections
-            .as_ref()
-            .map_or(0, |s| s[i].rows.len().max(1) + usize::from(!s[i].rows.is_empty()));
+        let rows = sections.as_ref().map_or(0, |s| {
+            s[i].rows.len().max(1) + usize::from(!s[i].rows.is_empty())
+        });
         u16::try_from(rows + 2).unwrap_or(u16::MAX).max(3)
     };
     let [top, strategies, alerts, requests] = Layout::vertical([
@@ -125,18 +125,25 @@ fn draw_section(frame: &mut Frame, area: Rect, section: &Section) {
         return;
     }
     let (header, rows) = section.padded();
-    // The last column (a message) takes what is left, so a narrow terminal cuts it first.
-    let mut widths: Vec<Constraint> = section
-        .widths()
-        .into_iter()
-        .map(|w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)))
-        .collect();
-    if let Some(last) = widths.last_mut() {
-        *last = Constraint::Fill(1);
-    }
-    let table = Table::new(rows.into_iter().map(Row::new), widths)
-        .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
-        .column_spacing(2)
+    // Inside the borders; on a narrow screen the column that gives way narrows, then the
+    // columns on the right that do not fit are left out.
+    let widths = section.widths_within(usize::from(area.width.saturating_sub(2)));
+    let shown = |cells: Vec<String>| -> Row<'static> {
+        Row::new(
+            cells
+                .into_iter()
+                .zip(&widths)
+                .filter(|(_, w)| **w > 0)
+                .map(|(cell, _)| cell),
+        )
+    };
+    let constraints = widths
+        .iter()
+        .filter(|w| **w > 0)
+        .map(|w| Constraint::Length(u16::try_from(*w).unwrap_or(u16::MAX)));
+    let table = Table::new(rows.into_iter().map(shown), constraints)
+        .header(shown(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .column_spacing(GAP)
         .block(block);
     frame.render_widget(table, area);
 }

@@ -6,7 +6,7 @@ use super::*;
 pub(crate) fn snapshot(alerts: bool) -> Snapshot {
     let long = "a-strategy-name-much-longer-than-its-column";
     serde_json::from_value(json!({
-        "last_event_id": 42,
+        "last_event_id": 42, "window_hours": 24,
         "strategies": [
             {"name": "sim-primary", "type": "simulated", "enabled": true, "health": "healthy",
              "circuit": "closed", "circuit_mode": "auto", "in_flight": 1, "operations": 40,
@@ -23,7 +23,7 @@ pub(crate) fn snapshot(alerts: bool) -> Snapshot {
         ]) } else { json!([]) },
         "requests": [
             {"request_id": "req-1", "kind": "acquire", "template_id": "web", "state": "in_progress",
-             "machines": 3, "machines_by_state": {"running": 2, "pending": 1},
+             "message": "1 of 3 machine(s) ready.", "machines": 3, "machines_by_state": {"running": 2, "pending": 1},
              "created_at": "2026-11-30T13:59:00Z"},
         ],
     }))
@@ -40,7 +40,15 @@ fn strategy_rows_show_nulls_percentages_and_cut_names() {
     assert_eq!(
         strategies.rows[0],
         [
-            "sim-primary", "simulated", "yes", "healthy", "closed", "1", "40", "97.5%", "12 ms",
+            "sim-primary",
+            "simulated",
+            "yes",
+            "healthy",
+            "closed",
+            "1",
+            "40",
+            "97.5%",
+            "12 ms",
             "-"
         ]
     );
@@ -95,7 +103,7 @@ fn plain_text_has_fixed_columns_and_marks_empty_sections() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "ohfp monitor  http://127.0.0.1:8000  last event 42  at 2026-11-30 14:05:00Z"
+        "ohfp monitor  http://127.0.0.1:8000  last event 42  at 2026-11-30 14:05:00Z  (numbers over 24 h)"
     );
     assert_eq!(lines[2], "STRATEGIES");
     let header = lines[3];
@@ -105,7 +113,10 @@ fn plain_text_has_fixed_columns_and_marks_empty_sections() {
     assert_eq!(&lines[4][health..health + 7], "healthy");
     let ops_end = header.find("OPS").unwrap() + 3;
     assert_eq!(&lines[4][ops_end - 2..ops_end], "40");
-    assert!(lines.iter().all(|l| l.trim_end() == *l), "no trailing blanks");
+    assert!(
+        lines.iter().all(|l| l.trim_end() == *l),
+        "no trailing blanks"
+    );
     let alerts = lines.iter().position(|l| *l == "ALERTS").unwrap();
     assert_eq!((lines[alerts - 1], lines[alerts + 1]), ("", EMPTY));
     assert!(text.contains("\n\nREQUESTS\nREQUEST "), "{text}");
@@ -124,4 +135,20 @@ fn alerts_show_their_rule_strategy_and_time() {
             "circuit is open"
         ]]
     );
+}
+
+#[test]
+fn a_narrow_room_narrows_the_column_that_gives_way() {
+    let [strategies, ..] = sections(&snapshot(false));
+    let full = strategies.widths();
+    let needed = full.iter().sum::<usize>() + 2 * (full.len() - 1);
+    assert_eq!(strategies.widths_within(needed + 10), full);
+    let narrow = strategies.widths_within(needed - 20);
+    let last = full.len() - 1;
+    assert_eq!(narrow[last], full[last] - 20, "LAST ERROR gives way");
+    assert_eq!(narrow[..last], full[..last]);
+    // Not enough even so: the columns on the right are cut at the edge.
+    let cut = strategies.widths_within(40);
+    assert_eq!(cut[..3], [24, 9, 3], "{cut:?}");
+    assert!(cut[3..].iter().all(|w| *w == 0), "{cut:?}");
 }
