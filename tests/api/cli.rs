@@ -7,7 +7,9 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::helpers::{PATIENCE, TestApp, eventually, execute, open_circuit_on_failing_sim};
+use crate::helpers::{
+    PATIENCE, TestApp, eventually, execute, open_circuit_on_failing_sim, test_config,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -427,7 +429,7 @@ impl Drop for Tmux {
 }
 
 #[tokio::test]
-async fn monitor_draws_the_screen_follows_events_and_quits_on_q() {
+async fn monitor_draws_the_screen_follows_events_reconnects_and_quits_on_q() {
     let app = TestApp::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let code_file = dir.path().join("code");
@@ -476,6 +478,36 @@ async fn monitor_draws_the_screen_follows_events_and_quits_on_q() {
             .is_some_and(|l| l.contains('%'))
             .then_some(())
     })
+    .await;
+    // The service goes away: the header says so; back on the same port, the stream is followed
+    // again (from the last event id) and the view keeps following.
+    let mut cfg = test_config(&app.db);
+    cfg.server.bind = app.addr.to_string();
+    let _db = app.stop().await;
+    eventually("the monitor says the stream dropped", || async {
+        tmux.screen()
+            .contains("events: disconnected, retrying")
+            .then_some(())
+    })
+    .await;
+    let app = TestApp::start(cfg).await;
+    eventually("the monitor follows the stream again", || async {
+        tmux.screen().contains("events: live").then_some(())
+    })
+    .await;
+    execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-primary"}),
+    )
+    .await;
+    eventually(
+        "the screen counts the operation after the restart",
+        || async {
+            let s = tmux.screen();
+            let primary = s.lines().find(|l| l.contains("sim-primary"))?;
+            primary.contains('%').then_some(())
+        },
+    )
     .await;
     tmux.run(&["send-keys", "-t", "monitor", "q"]);
     let code = eventually("the monitor exits", || async {

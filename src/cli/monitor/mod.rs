@@ -62,7 +62,8 @@ pub enum Msg {
     /// An event arrived: the snapshot is out of date.
     Changed,
     Fetched(Box<Result<Snapshot, FetchError>>),
-    Input(ratatui::crossterm::event::Event),
+    /// A key or a resize from the terminal, or why it could not be read.
+    Input(std::io::Result<ratatui::crossterm::event::Event>),
 }
 
 pub async fn fetch(client: &reqwest::Client, args: &MonitorArgs) -> Result<Snapshot, FetchError> {

@@ -75,15 +75,15 @@ impl View {
             (Some(s), Some(at)) => table::header(&self.url, s, at),
             _ => format!("ohfp monitor  {}  waiting for the first snapshot", self.url),
         };
+        // The key first: the reasons after it may be cut at the edge.
         let mut second = match &self.link {
-            Link::Connecting => "events: connecting".to_string(),
-            Link::Live => "events: live".to_string(),
-            Link::Retrying(why) => format!("events: disconnected, retrying ({why})"),
+            Link::Connecting => "q: quit  events: connecting".to_string(),
+            Link::Live => "q: quit  events: live".to_string(),
+            Link::Retrying(why) => format!("q: quit  events: disconnected, retrying ({why})"),
         };
         if let Some(problem) = &self.problem {
             second.push_str(&format!("  snapshot: {problem}"));
         }
-        second.push_str("  q: quit");
         [Line::from(first), Line::from(second)]
     }
 }
@@ -166,7 +166,7 @@ pub async fn run(args: MonitorArgs) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ohfp: cannot draw on the terminal: {e}");
+            eprintln!("ohfp: the terminal failed: {e}");
             1
         }
     }
@@ -193,8 +193,9 @@ async fn watch(terminal: &mut DefaultTerminal, args: MonitorArgs) -> std::io::Re
         let wake = due.unwrap_or_else(|| Instant::now() + REFRESH_EVERY);
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::Input(input)) if quits(&input) => break Ok(()),
-                Some(Msg::Input(_)) => {}
+                Some(Msg::Input(Ok(input))) if quits(&input) => break Ok(()),
+                Some(Msg::Input(Ok(_))) => {}
+                Some(Msg::Input(Err(e))) => break Err(e),
                 Some(Msg::Changed) => {
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
@@ -242,19 +243,19 @@ fn quits(input: &Event) -> bool {
 }
 
 /// Reads the terminal's input on a thread of its own (crossterm's reads block) until the view
-/// stops listening.
+/// stops listening. A read that fails is sent too, and ends the view: without input it could
+/// not be quit.
 fn read_input(tx: UnboundedSender<Msg>) {
     std::thread::spawn(move || {
         while !tx.is_closed() {
-            match event::poll(INPUT_POLL) {
-                Ok(false) => {}
-                Ok(true) => {
-                    let sent = event::read().map(|input| tx.send(Msg::Input(input)));
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                Err(_) => return,
+            let input = match event::poll(INPUT_POLL) {
+                Ok(false) => continue,
+                Ok(true) => event::read(),
+                Err(e) => Err(e),
+            };
+            let failed = input.is_err();
+            if tx.send(Msg::Input(input)).is_err() || failed {
+                return;
             }
         }
     });

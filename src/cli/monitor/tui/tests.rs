@@ -29,7 +29,7 @@ fn the_screen_shows_the_header_and_three_tables() {
         "{lines:#?}"
     );
     assert!(
-        lines[1].starts_with("events: disconnected, retrying (the event stream ended)"),
+        lines[1].starts_with("q: quit  events: disconnected, retrying (the event stream ended)"),
         "{lines:#?}"
     );
     let text = lines.join("\n");
@@ -82,7 +82,7 @@ fn before_the_first_snapshot_the_screen_says_so_and_a_failure_is_shown() {
         "{lines:#?}"
     );
     assert!(
-        lines[1].contains("events: connecting  snapshot: cannot reach the service"),
+        lines[1].contains("q: quit  events: connecting  snapshot: cannot reach the service"),
         "{lines:#?}"
     );
 }
