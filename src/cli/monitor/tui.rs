@@ -1,8 +1,8 @@
 //! The full-screen view: a header (service, last event, time, the stream's state) and the three
 //! tables, drawn by [`draw`] from what the loop knows. The loop follows the event stream, fetches
 //! the snapshot at most every [`DEBOUNCE`] while events come and every [`REFRESH_EVERY`] anyway,
-//! and quits on `q`, Esc or Ctrl-C, putting the terminal back as it was (on a panic too: the
-//! hook `ratatui::try_init` installs does it).
+//! and quits on `q`, Esc, Ctrl-C or SIGTERM, putting the terminal back as it was (on a panic
+//! too: the hook `ratatui::try_init` installs does it).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -186,6 +186,9 @@ async fn watch(terminal: &mut DefaultTerminal, args: MonitorArgs) -> std::io::Re
     // When the snapshot is to be fetched next, if it is due.
     let mut due: Option<Instant> = None;
     let mut fetching = false;
+    // SIGTERM (or SIGINT from outside: in raw mode Ctrl-C is a key) ends the view cleanly too.
+    let stop = crate::server::shutdown_signal();
+    tokio::pin!(stop);
     let outcome = loop {
         if let Err(e) = terminal.draw(|f| draw(f, &view)) {
             break Err(e);
@@ -210,6 +213,7 @@ async fn watch(terminal: &mut DefaultTerminal, args: MonitorArgs) -> std::io::Re
                 }
                 None => break Ok(()),
             },
+            () = &mut stop => break Ok(()),
             _ = every.tick() => due = Some(Instant::now()),
             () = tokio::time::sleep_until(wake), if due.is_some() => {
                 if fetching {
