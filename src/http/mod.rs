@@ -11,6 +11,7 @@ pub mod prometheus;
 mod providers;
 pub mod serve;
 mod service;
+mod status_page;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -74,6 +75,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::set_weight))
         .routes(routes!(providers::set_circuit))
         .routes(routes!(service::status))
+        .routes(routes!(status_page::status_page))
         .routes(routes!(service::list_events))
         .routes(routes!(service::stream_events))
         .routes(routes!(alerts::list_alerts))

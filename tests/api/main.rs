@@ -23,3 +23,4 @@ mod resilience;
 mod restart;
 mod service;
 mod status;
+mod status_page;

@@ -2,6 +2,8 @@
 //! and `/metrics` have, the active alerts as listAlerts has them, the HostFactory requests
 //! still running, and the last event id to follow the stream from.
 
+use std::path::Path;
+
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, execute, open_circuit_on_failing_sim};
@@ -44,17 +46,23 @@ fn strategy<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} in the snapshot: {snapshot}"))
 }
 
-#[tokio::test]
-async fn the_snapshot_counts_what_get_provider_metrics_and_prometheus_count() {
-    let dir = tempfile::tempdir().unwrap();
-    // Machines that take ten minutes to boot keep their request running.
-    let mut cfg = hf_config(dir.path(), 600.0);
+/// The HostFactory test app (its database in `dir`) with machines that take ten minutes to
+/// boot, so that a request stays in flight, and one alert rule, `circuit-open`, judged every
+/// second.
+pub async fn status_app(dir: &Path) -> TestApp {
+    let mut cfg = hf_config(dir, 600.0);
     cfg.alerts.evaluate_every_seconds = 1.0;
     cfg.alerts.rules = serde_json::from_value(
         json!([{"name": "circuit-open", "condition": {"type": "circuit_open"}, "clear_seconds": 0}]),
     )
     .unwrap();
-    let app = &TestApp::start(cfg).await;
+    TestApp::start(cfg).await
+}
+
+#[tokio::test]
+async fn the_snapshot_counts_what_get_provider_metrics_and_prometheus_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = &status_app(dir.path()).await;
     for _ in 0..3 {
         execute(
             app,
