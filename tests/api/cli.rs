@@ -7,6 +7,7 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
+use crate::auth::scoped_app;
 use crate::helpers::{
     PATIENCE, TestApp, eventually, execute, open_circuit_on_failing_sim, test_config,
 };
@@ -517,5 +518,24 @@ async fn monitor_draws_the_screen_follows_events_reconnects_and_quits_on_q() {
     })
     .await;
     assert_eq!(code.trim(), "0");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_once_reads_a_protected_service_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = scoped_app(dir.path(), true).await;
+    let url = format!("http://{}", app.addr);
+    let (code, out, err) = ohfp(&["monitor", "--once", "--url", &url]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    let problem: Value = serde_json::from_str(&err).expect("the problem on stderr");
+    assert_eq!(problem["status"], 401, "{err}");
+    let (code, out, err) = ohfp_in_env(
+        &["monitor", "--once", "--url", &url],
+        &[("OHFP_TOKEN", "ro-s3cret")],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\n\nSTRATEGIES\nNAME "), "{out}");
     app.stop().await;
 }
