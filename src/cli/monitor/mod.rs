@@ -66,6 +66,7 @@ pub enum Msg {
     Input(std::io::Result<ratatui::crossterm::event::Event>),
 }
 
+/// One snapshot from the service, typed; an error says whether it was reached.
 pub async fn fetch(client: &reqwest::Client, args: &MonitorArgs) -> Result<Snapshot, FetchError> {
     let res = request(
         client,
