@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
             0
         }
         Command::ProviderCheck(args) => ohfp::cli::provider_check(args).await,
+        Command::Monitor(args) => ohfp::cli::monitor(args).await,
         Command::Client(cmd) => ohfp::cli::run_client(cmd).await,
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

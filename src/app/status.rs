@@ -2,7 +2,7 @@
 //! the HostFactory requests in flight, in one answer. The status page and `ohfp monitor` render
 //! it, then follow the event stream from its `last_event_id`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -19,7 +19,7 @@ const WINDOW_HOURS: u32 = 24;
 
 /// One registered strategy. `operations`, `success_rate` and `p95_ms` are getProviderMetrics'
 /// `totals` over the same window.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StrategyStatus {
     pub name: String,
     /// The provider type, or the composite's kind.

@@ -217,27 +217,27 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let url = format!("{}{}", args.url.trim_end_matches('/'), call.path);
     let client = reqwest::Client::new();
-    let mut req = client.request(call.method.clone(), &url).query(&call.query);
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
-        req = req.bearer_auth(token);
-    }
+    let mut req = request(
+        &client,
+        call.method.clone(),
+        &args.url,
+        &call.path,
+        args.token.as_deref(),
+    )
+    .query(&call.query);
     if let Some(body) = &call.body {
         req = req.json(body);
     }
     let res = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ohfp: cannot reach the service at {}: {e}", args.url);
+            eprintln!("ohfp: {}", unreachable(&args.url, &e));
             return EXIT_UNREACHABLE;
         }
     };
     let status = res.status();
-    let text = res.text().await.unwrap_or_default();
-    let shown = serde_json::from_str::<Value>(&text)
-        .map(|v| pretty(&v))
-        .unwrap_or(text);
+    let shown = shown_body(res).await;
     if status.is_success() {
         super::print_line(&shown);
         0
@@ -245,6 +245,35 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         eprintln!("{shown}");
         EXIT_REJECTED
     }
+}
+
+/// A call to `path` of the service at `base`, bearing the token when one is given.
+pub(super) fn request(
+    client: &reqwest::Client,
+    method: Method,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let req = client.request(method, url);
+    match token.filter(|t| !t.is_empty()) {
+        Some(token) => req.bearer_auth(token),
+        None => req,
+    }
+}
+
+/// What to say when the service at `base` could not be reached.
+pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> String {
+    format!("cannot reach the service at {base}: {e}")
+}
+
+/// An answer's body as shown to a person: JSON pretty-printed, anything else as it came.
+pub(super) async fn shown_body(res: reqwest::Response) -> String {
+    let text = res.text().await.unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .map(|v| pretty(&v))
+        .unwrap_or(text)
 }
 
 #[cfg(test)]

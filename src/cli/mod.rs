@@ -1,8 +1,9 @@
 //! Command line: `serve`, `check-config`, `openapi`, and a client command per CQRS name
 //! (`ohfp getProviderHealth`, `ohfp executeProviderOperation --data '{…}'`), each one HTTP call
-//! to a running service.
+//! to a running service, and `monitor`, the status in a terminal.
 
 mod client;
+mod monitor;
 mod provider_check;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::LogFormat;
 
 pub use client::run_client;
+pub use monitor::{MonitorArgs, run as monitor};
 
 /// Prints one line on stdout. A reader that stops early (`| head`) closes the pipe; that ends
 /// the output, it is not an error (`println!` would panic).
@@ -53,6 +55,9 @@ pub enum Command {
     /// Check that a service at URL speaks the provider protocol (every call, idempotency,
     /// batching, unknown ids, bad input, error classes); exits 1 naming each call it gets wrong.
     ProviderCheck(ProviderCheckArgs),
+    /// Watch the service in the terminal: strategies, active alerts and HostFactory requests in
+    /// flight, kept up to date from the event stream; `--once` prints them once as plain text.
+    Monitor(MonitorArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }

@@ -1,12 +1,17 @@
 //! The built binary: client commands against a running app, check-config, openapi, and
 //! `serve` stopped by SIGTERM.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::helpers::{PATIENCE, TestApp, eventually, get};
+use crate::auth::scoped_app;
+use crate::helpers::{
+    PATIENCE, TestApp, eventually, execute, get, open_circuit_on_failing_sim, test_config,
+};
+use crate::support::debian;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
@@ -284,5 +289,250 @@ async fn events_and_alerts_through_the_cli() {
     .await;
     assert_eq!(code, 1);
     assert!(err.contains("kind"), "{err}");
+    app.stop().await;
+}
+
+/// One section of `ohfp monitor --once`'s output as rows of column title → cell (columns are
+/// two or more blanks apart; no cell is empty).
+fn monitor_rows(out: &str, section: &str) -> Vec<BTreeMap<String, String>> {
+    let cells = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = out
+        .lines()
+        .skip_while(|l| *l != section)
+        .skip(1)
+        .take_while(|l| !l.is_empty());
+    let header = cells(
+        lines
+            .next()
+            .unwrap_or_else(|| panic!("{section} in\n{out}")),
+    );
+    if header == ["(none)"] {
+        return Vec::new();
+    }
+    lines
+        .map(|l| header.iter().cloned().zip(cells(l)).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn monitor_once_prints_the_status_as_tables() {
+    let app = TestApp::spawn_with(|cfg| cfg.alerts.evaluate_every_seconds = 1.0).await;
+    let url = format!("http://{}", app.addr);
+    for _ in 0..3 {
+        execute(
+            &app,
+            json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "sim-primary",
+                   "parameters": {"template_id": "web-server", "count": 1}}),
+        )
+        .await;
+    }
+    // A strategy whose operation failed and whose breaker opened, and the alert that says so.
+    open_circuit_on_failing_sim(&app, "sim-broken").await;
+    let url_ref = url.as_str();
+    let out = eventually(
+        "the monitor shows the open circuit's alert",
+        || async move {
+            let (code, out, err) = ohfp(&["monitor", "--once", "--url", url_ref]).await;
+            assert_eq!(code, 0, "{err}");
+            let alerts = monitor_rows(&out, "ALERTS");
+            alerts
+                .iter()
+                .any(|a| a["RULE"] == "circuit-open" && a["STRATEGY"] == "sim-broken")
+                .then_some(out)
+        },
+    )
+    .await;
+    assert!(!out.contains('\u{1b}'), "plain text: {out}");
+    assert!(
+        out.starts_with(&format!("ohfp monitor  {url}  last event ")),
+        "{out}"
+    );
+    let strategies = monitor_rows(&out, "STRATEGIES");
+    let names: Vec<&str> = strategies.iter().map(|s| s["NAME"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["sim-primary", "sim-secondary", "sim-broken"],
+        "{out}"
+    );
+    let row = |name: &str| strategies.iter().find(|s| s["NAME"] == name).unwrap();
+    assert_eq!(
+        (
+            row("sim-broken")["CIRCUIT"].as_str(),
+            row("sim-primary")["CIRCUIT"].as_str()
+        ),
+        ("open", "closed"),
+        "{out}"
+    );
+    assert_eq!(row("sim-broken")["SUCCESS"], "0.0%", "{out}");
+    assert!(row("sim-broken")["LAST ERROR"] != "-", "{out}");
+    assert_eq!(
+        row("sim-secondary")["SUCCESS"],
+        "-",
+        "no operation yet: {out}"
+    );
+    // The operation counts are getProviderMetrics'.
+    let (_, metrics) = app.get("/api/v1/providers/metrics").await;
+    for m in metrics["strategies"].as_array().unwrap() {
+        let name = m["strategy_name"].as_str().unwrap();
+        assert_eq!(
+            row(name)["OPS"],
+            m["totals"]["count"].to_string(),
+            "{name}: {out}"
+        );
+    }
+    assert_eq!(row("sim-primary")["OPS"], "3", "{out}");
+    assert!(out.contains("\n\nREQUESTS\n"), "{out}");
+
+    // No terminal, no full-screen view; a service that is not there is an error.
+    let (code, _, err) = ohfp(&["monitor", "--url", &url]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--once"), "{err}");
+    let (code, out, err) = ohfp(&["monitor", "--once", "--url", "http://127.0.0.1:9"]).await;
+    assert_eq!((code, out.as_str()), (3, ""));
+    assert!(err.contains("cannot reach the service"), "{err}");
+    app.stop().await;
+}
+
+const TMUX: &str = "/usr/bin/tmux";
+
+/// A tmux server on a socket of its own, for the full-screen monitor; gone when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(TMUX)
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux runs (apt-get install tmux)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "monitor"]).stdout)
+            .into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[tokio::test]
+async fn monitor_draws_the_screen_follows_events_reconnects_and_quits_on_q() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let code_file = dir.path().join("code");
+    debian::install(&[TMUX], &["tmux"]);
+    let tmux = Tmux(format!("ohfp-monitor-test-{}", std::process::id()));
+    let command = format!(
+        "env -u OHFP_TOKEN {BIN} monitor --url http://{}; echo $? > {}; sleep 60",
+        app.addr,
+        code_file.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "monitor",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let tmux = &tmux;
+    let shown = eventually(
+        "the monitor shows the strategies, following events",
+        || async {
+            let s = tmux.screen();
+            (s.contains("sim-primary") && s.contains("events: live")).then_some(s)
+        },
+    )
+    .await;
+    assert!(shown.contains("STRATEGIES (2)"), "{shown}");
+    let secondary = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("sim-secondary"))
+            .map(str::to_string)
+    };
+    assert!(!secondary(&shown).unwrap().contains('%'), "{shown}");
+    // An operation: the screen follows.
+    execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-secondary"}),
+    )
+    .await;
+    eventually("the screen counts the operation", || async {
+        secondary(&tmux.screen())
+            .is_some_and(|l| l.contains('%'))
+            .then_some(())
+    })
+    .await;
+    // The service goes away: the header says so; back on the same port, the stream is followed
+    // again (from the last event id) and the view keeps following.
+    let mut cfg = test_config(&app.db);
+    cfg.server.bind = app.addr.to_string();
+    let _db = app.stop().await;
+    eventually("the monitor says the stream dropped", || async {
+        tmux.screen()
+            .contains("events: disconnected, retrying")
+            .then_some(())
+    })
+    .await;
+    let app = TestApp::start(cfg).await;
+    eventually("the monitor follows the stream again", || async {
+        tmux.screen().contains("events: live").then_some(())
+    })
+    .await;
+    execute(
+        &app,
+        json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-primary"}),
+    )
+    .await;
+    eventually(
+        "the screen counts the operation after the restart",
+        || async {
+            let s = tmux.screen();
+            let primary = s.lines().find(|l| l.contains("sim-primary"))?;
+            primary.contains('%').then_some(())
+        },
+    )
+    .await;
+    tmux.run(&["send-keys", "-t", "monitor", "q"]);
+    let code = eventually("the monitor exits", || async {
+        std::fs::read_to_string(&code_file)
+            .ok()
+            .filter(|c| c.ends_with('\n'))
+    })
+    .await;
+    assert_eq!(code.trim(), "0");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_once_reads_a_protected_service_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = scoped_app(dir.path(), true).await;
+    let url = format!("http://{}", app.addr);
+    let (code, out, err) = ohfp(&["monitor", "--once", "--url", &url]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    let problem: Value = serde_json::from_str(&err).expect("the problem on stderr");
+    assert_eq!(problem["status"], 401, "{err}");
+    let (code, out, err) = ohfp_in_env(
+        &["monitor", "--once", "--url", &url],
+        &[("OHFP_TOKEN", "ro-s3cret")],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\n\nSTRATEGIES\nNAME "), "{out}");
     app.stop().await;
 }

@@ -1,6 +1,5 @@
 //! Headless Chromium for the tests: Debian's `chromium` and `chromium-driver`, installed with
-//! apt-get when missing (under `flock`, so that tests and test processes that get there at once
-//! install them once), driven over the W3C WebDriver protocol that chromedriver speaks on a
+//! apt-get when missing (see `debian`), driven over the W3C WebDriver protocol that chromedriver speaks on a
 //! loopback port. A test that cannot install or start them fails; it never skips.
 
 use std::os::unix::process::CommandExt;
@@ -10,51 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::pyvenv;
+use super::debian;
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// Installs the two packages unless both programs are there; as root, or through `sudo -n`.
-pub fn install() {
-    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
-        return;
-    }
-    let script = format!(
-        r#"set -e
-if [ -x {CHROMIUM} ] && [ -x {CHROMEDRIVER} ]; then exit 0; fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-liberation"#
-    );
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let lock = pyvenv::cache_dir("chromium.lock");
-    std::fs::create_dir_all(lock.parent().expect("the cache has a parent")).expect("cache dir");
-    let mut cmd = Command::new(if root { "flock" } else { "sudo" });
-    if !root {
-        cmd.args(["-n", "flock"]);
-    }
-    let out = cmd
-        .arg(&lock)
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("flock and apt-get are needed to install chromium: {e}"));
-    assert!(
-        out.status.success(),
-        "installing Debian's chromium and chromium-driver failed ({}): this test needs them.\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
-        "apt-get succeeded but {CHROMIUM} or {CHROMEDRIVER} is missing"
-    );
-}
 
 /// A chromedriver with one headless Chromium session. [`Browser::quit`] closes the browser;
 /// dropped without that (a failed test), the process group of chromedriver and the browser it
@@ -67,7 +25,10 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Self {
-        install();
+        debian::install(
+            &[CHROMIUM, CHROMEDRIVER],
+            &["chromium", "chromium-driver", "fonts-liberation"],
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
