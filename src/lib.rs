@@ -3,7 +3,8 @@
 //! Layers, outermost first: `cli` and `http` (thin), `app` (commands, queries, the strategy
 //! engine), `strategy` (pure selection and breaker logic), `providers` (clouds and the
 //! simulator), `store` (SQLite), `monitor` (background task), `alerts` (rules and their
-//! evaluation). `domain` holds the shared types.
+//! evaluation). `domain` holds the shared types; `objects_only` the JSON rule every input is
+//! read under (structs from objects only).
 
 pub mod alerts;
 pub mod app;
@@ -13,6 +14,7 @@ pub mod domain;
 pub mod hostfactory;
 pub mod http;
 pub mod monitor;
+pub mod objects_only;
 pub mod providers;
 pub mod run;
 pub mod server;

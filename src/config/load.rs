@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::objects_only::ObjectsOnly;
+
 use super::{
     Config, EMBEDDED_DEFAULT, MAX_INTERVAL_SECONDS, MAX_TIMEOUT_SECONDS, check_strategy_name,
     expand, guide, layers,
@@ -96,7 +98,7 @@ pub fn load_with_env(
     layers::fill_composite_members(&mut tree);
     apply_env_overrides(&mut tree, vars).map_err(|(p, m)| one(&source, &p, m))?;
     expand::expand_tree(&mut tree, "", lookup).map_err(|(p, m)| one(&source, &p, m))?;
-    let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(ObjectsOnly(tree)).map_err(|e| {
         let path = e.path().to_string();
         one(
             &source,

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::{AppError, FieldError};
+use crate::objects_only::ObjectsOnly;
 
 /// JSON body. The content type is not checked (curl's `-d` sends form encoding by default);
 /// the body must parse as JSON.
@@ -41,8 +42,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             "the body is empty; a JSON object is expected".into(),
         ));
     }
-    // serde reads a struct from a JSON array too (fields by position: `["RANDOM"]` would set
-    // the first field); every body here is an object.
+    // Every body here is an object (deeper down, `ObjectsOnly` refuses arrays read as structs).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(AppError::Validation(vec![FieldError::new(
             "$",
@@ -50,7 +50,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         )]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(ObjectsOnly(&mut de)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{StrategySpec, breaker_problems};
 use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
+use crate::objects_only::ObjectsOnly;
 use crate::store::Store;
 use crate::strategy::{BreakerConfig, Candidate, Transition};
 
@@ -170,7 +171,7 @@ pub const PROVIDER_TYPES: [&str; 6] = [
 pub(crate) fn parse_config<T: DeserializeOwned>(
     config: &Map<String, Value>,
 ) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(Value::Object(config.clone())).map_err(|e| {
+    serde_path_to_error::deserialize(ObjectsOnly(Value::Object(config.clone()))).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." {
             "config".to_string()

@@ -515,7 +515,32 @@ async fn a_body_that_is_an_array_is_refused_where_an_object_is_expected() {
         .await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["errors"][0]["path"], "$", "{v}");
+    // Deeper down too: serde would fill a struct's fields from an array by position.
+    let (status, v) = app
+        .put(
+            "/api/v1/providers/configuration",
+            json!({"selection_criteria": [["instances"], 90.0]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "selection_criteria", "{v}");
     let (_, c) = app.get("/api/v1/providers/configuration").await;
     assert_eq!(c["default_selection_policy"], "FIRST_AVAILABLE", "{c}");
+    assert_eq!(
+        c["selection_criteria"]["min_success_rate"],
+        Value::Null,
+        "{c}"
+    );
+    // And in a provider's own config.
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "arr", "provider_type": "simulated",
+                "strategy_config": {"region": "r"},
+                "circuit_breaker": [true, 3]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["path"], "circuit_breaker", "{v}");
     app.stop().await;
 }
