@@ -29,7 +29,7 @@ pub use registration::{RegisterCommand, SetWeightCommand, UnregisterView};
     "parameters": {"template_id": "web-server", "count": 2}, "strategy_override": "sim-primary"}))]
 pub struct ExecuteCommand {
     /// Any case: `CREATE_INSTANCES` or `create_instances`.
-    #[schema(value_type = String, example = "CREATE_INSTANCES")]
+    #[schema(value_type = OperationType, example = "CREATE_INSTANCES")]
     pub operation_type: OperationType,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -123,7 +123,8 @@ pub struct ResultMetadata {
     "error_kind": null, "response_time_ms": 12.1}]}}))]
 pub struct OperationResult {
     pub success: bool,
-    #[schema(value_type = Object)]
+    /// What the operation gave; null when it failed.
+    #[schema(value_type = Option<Object>)]
     pub data: Value,
     pub error_message: Option<String>,
     pub error_code: Option<String>,
@@ -135,7 +136,7 @@ pub struct OperationResult {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"operation_type": "CREATE_INSTANCES", "selection_criteria": {"require_healthy": true}}))]
 pub struct SelectCommand {
-    #[schema(value_type = String, example = "CREATE_INSTANCES")]
+    #[schema(value_type = OperationType, example = "CREATE_INSTANCES")]
     pub operation_type: OperationType,
     #[serde(default)]
     pub selection_criteria: Option<SelectionCriteria>,
@@ -183,9 +184,11 @@ pub struct HealthReport {
     pub is_healthy: bool,
     #[serde(default)]
     pub status_message: Option<String>,
+    /// Free-form details kept with the report; `retry_after` (seconds, 0 to 86400) holds
+    /// the report against the background checks for that long.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub error_details: Option<Value>,
+    pub error_details: Option<Map<String, Value>>,
 }
 
 /// setProviderCircuit: an operator's decision on a strategy's circuit.
@@ -425,7 +428,7 @@ impl Engine {
                 HealthState::Unhealthy
             },
             status_message: cmd.health_status.status_message,
-            error_details: cmd.health_status.error_details,
+            error_details: cmd.health_status.error_details.map(Value::Object),
             source,
             checked_at: Some(now_millis()),
             response_time_ms: None,

@@ -103,6 +103,13 @@ impl EventBus {
         }
     }
 
+    /// The id of the newest event (0 before the first): following after it misses nothing
+    /// newer.
+    pub fn last_id(&self) -> u64 {
+        let recent = self.recent.lock().expect("events lock");
+        recent.next_id.saturating_sub(1)
+    }
+
     /// Starts following after event `after` (`None`: from now on).
     pub fn follow(&self, after: Option<u64>) -> Follow {
         let recent = self.recent.lock().expect("events lock");

@@ -16,6 +16,7 @@ pub mod queries;
 pub mod registry;
 pub mod settings;
 mod startup;
+pub mod status;
 pub mod views;
 
 pub use crate::domain::Attempt;

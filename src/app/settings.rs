@@ -193,7 +193,7 @@ pub struct SettingsPatch {
         alias = "selection_policy",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, example = "ROUND_ROBIN")]
+    #[schema(value_type = Option<SelectionPolicy>, example = "ROUND_ROBIN")]
     pub default_selection_policy: Option<SelectionPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection_criteria: Option<SelectionCriteria>,
@@ -206,15 +206,19 @@ pub struct SettingsPatch {
     pub active_strategy: Option<Option<String>>,
     /// Registered strategies, at most 100, no duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 100)]
     pub fallback_strategies: Option<Vec<String>>,
     /// Seconds between background health checks: 1 to 86400 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub health_check_interval: Option<f64>,
     /// Seconds one health check may take: more than 0, at most 3600 (one hour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 3600)]
     pub health_check_timeout: Option<f64>,
     /// Extra attempts of a failed health check before it counts: 0 to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 10)]
     pub health_check_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker_config: Option<BreakerPatch>,

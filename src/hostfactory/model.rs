@@ -4,11 +4,14 @@
 
 use std::str::FromStr;
 
+use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::{EpochMillis, MachineState, ProvisioningApi, UnknownValue};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum RequestKind {
     Acquire,
     Return,
@@ -38,7 +41,8 @@ impl FromStr for RequestKind {
 /// Where a request is in its life. `Pending` and `Provisioning` belong to acquire requests
 /// before their machines are known; `Done`/`Failed` are final for the provisioning step only:
 /// the HostFactory status is always derived from the machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum RequestState {
     Pending,
     Provisioning,

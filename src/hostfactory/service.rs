@@ -8,10 +8,11 @@ use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{placed_units, spec_of};
 use super::status::{self, MachineResult, RequestStatus};
 use super::templates::{Template, TemplateCatalog};
+use super::views::RequestInFlight;
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::Engine;
 use crate::config::HostFactoryConfig;
-use crate::domain::{EpochMillis, Event, EventKind, MachineState, now_millis};
+use crate::domain::{EpochMillis, Event, EventKind, MachineState, now_millis, rfc3339};
 use crate::store::{HostFactoryRepo, Store};
 use crate::tasks::Tasks;
 
@@ -294,6 +295,56 @@ impl HostFactory {
                     .iter()
                     .find(|r| &r.request_id == id)
                     .map(|r| self.wire_request(r, &machines))
+            })
+            .collect())
+    }
+
+    /// The requests getRequestStatus answers `running` for, oldest first: acquire requests
+    /// being provisioned or short of machines, acquire requests whose machines still boot, and
+    /// returns whose machines are not gone yet.
+    pub async fn requests_in_flight(&self) -> HfResult<Vec<RequestInFlight>> {
+        let mut open = self
+            .store
+            .hf_requests_in(&[
+                RequestState::Pending,
+                RequestState::Provisioning,
+                RequestState::InProgress,
+            ])
+            .await?;
+        let mut booting: Vec<String> = self
+            .store
+            .hf_machines_to_track()
+            .await?
+            .into_iter()
+            .filter(|m| m.state == MachineState::Pending && !m.delivered)
+            .map(|m| m.request_id)
+            .filter(|id| !open.iter().any(|r| &r.request_id == id))
+            .collect();
+        booting.sort();
+        booting.dedup();
+        open.extend(self.store.hf_requests(&booting).await?);
+        open.sort_by(|a, b| (a.created_at, &a.request_id).cmp(&(b.created_at, &b.request_id)));
+        let ids: Vec<String> = open.iter().map(|r| r.request_id.clone()).collect();
+        let machines = self.store.hf_machines_of(&ids).await?;
+        Ok(open
+            .iter()
+            .map(|r| (r, self.wire_request(r, &machines)))
+            .filter(|(_, wire)| wire.status == RequestStatus::Running)
+            .map(|(r, wire)| {
+                let mut machines_by_state = BTreeMap::new();
+                for m in &wire.machines {
+                    *machines_by_state.entry(m.status.clone()).or_default() += 1;
+                }
+                RequestInFlight {
+                    request_id: r.request_id.clone(),
+                    kind: r.kind,
+                    template_id: r.template_id.clone(),
+                    state: r.state,
+                    message: wire.message,
+                    machines: wire.machines.len() as u64,
+                    machines_by_state,
+                    created_at: rfc3339(r.created_at),
+                }
             })
             .collect())
     }

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use std::collections::BTreeMap;
+
+use super::model::{RequestKind, RequestState};
 use super::service::{HfResult, HostFactory, host_name};
 use super::status::{MachineResult, RequestStatus};
 use super::templates::Template;
@@ -47,6 +50,8 @@ pub struct TemplateList {
 #[schema(example = json!({"template_id": "OnDemand-Standard", "machine_count": 2}))]
 pub struct RequestMachinesCommand {
     pub template_id: String,
+    /// 1 to 10000.
+    #[schema(minimum = 1, maximum = 10000)]
     pub machine_count: i64,
 }
 
@@ -108,6 +113,28 @@ pub struct RequestView {
     pub status: RequestStatus,
     pub message: String,
     pub machines: Vec<MachineView>,
+}
+
+/// A request HostFactory still sees `running`, in the status snapshot.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"request_id": "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713", "kind": "acquire",
+    "template_id": "OnDemand-C5Large", "state": "in_progress", "message": "1 of 2 machine(s) ready.",
+    "machines": 2, "machines_by_state": {"pending": 1, "running": 1},
+    "created_at": "2026-11-30T16:05:00.000Z"}))]
+pub struct RequestInFlight {
+    pub request_id: String,
+    pub kind: RequestKind,
+    /// Null for return requests.
+    pub template_id: Option<String>,
+    /// Where the lifecycle has it: `done` once every machine is known, while some still boot.
+    pub state: RequestState,
+    /// As getRequestStatus says it.
+    pub message: String,
+    /// The machines it holds (acquire) or returns (return).
+    pub machines: u64,
+    /// Those machines by cloud state (`pending`, `running`, `shutting-down`, …).
+    pub machines_by_state: BTreeMap<String, u64>,
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -11,6 +11,7 @@ pub mod prometheus;
 mod providers;
 pub mod serve;
 mod service;
+mod status_page;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -73,6 +74,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::parked_pools))
         .routes(routes!(providers::set_weight))
         .routes(routes!(providers::set_circuit))
+        .routes(routes!(service::status))
+        .routes(routes!(status_page::status_page))
         .routes(routes!(service::list_events))
         .routes(routes!(service::stream_events))
         .routes(routes!(alerts::list_alerts))
@@ -98,7 +101,50 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().1;
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     document_auth(&mut doc);
+    document_failures(&mut doc);
     doc
+}
+
+/// The answer a route gives for a failure: `{"message"}` on HostFactory's calls (it reads
+/// that from every failure), problem+json elsewhere.
+fn failure_answer(
+    path: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let (content_type, schema) = if path.starts_with("/api/v1/hostfactory/") {
+        ("application/json", "WireMessage")
+    } else {
+        (error::PROBLEM_JSON, "Problem")
+    };
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            content_type,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Each operation of `doc` with its path.
+fn operations(
+    doc: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&String, &mut utoipa::openapi::path::Operation)> {
+    doc.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        .map(move |op| (path, op))
+    })
 }
 
 /// The bearer scheme and the 401/403 answers of [`middleware::require_token`], added to every
@@ -108,7 +154,6 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(
@@ -120,46 +165,55 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
-    for (path, item) in doc.paths.paths.iter_mut() {
+    for (path, op) in operations(doc) {
         if !(path.starts_with("/api/v1/") || path == "/metrics") {
             continue;
         }
-        // HostFactory reads {"message"} from every failure of its calls.
-        let (content_type, schema) = if path.starts_with("/api/v1/hostfactory/") {
-            ("application/json", "WireMessage")
-        } else {
-            (error::PROBLEM_JSON, "Problem")
-        };
-        let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ];
-        for op in operations.into_iter().flatten() {
-            op.security = Some(vec![
-                SecurityRequirement::default(),
-                SecurityRequirement::new("bearer", Vec::<String>::new()),
+        op.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+        for (status, description) in [
+            ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
+            ("403", "The token's scope does not allow this route"),
+        ] {
+            op.responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| failure_answer(path, description));
+        }
+    }
+}
+
+/// The failures any route of the kind may answer, from the layers around the handlers rather
+/// than the handlers themselves, so documented here once: a body that is not JSON (400), too
+/// large (413, `server.max_body_bytes`) or wrong in a field (422); a path parameter that does
+/// not parse (400); and for every route under /api/v1 a time-out or a service going away (503,
+/// `server.request_timeout_seconds`) and a failure of the service itself (500).
+fn document_failures(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, op) in operations(doc) {
+        let mut answers = Vec::new();
+        if op.request_body.is_some() {
+            answers.extend([
+                ("400", "The body is not JSON"),
+                ("413", "The body is larger than server.max_body_bytes"),
+                ("422", "A field is not valid; the answer names it"),
             ]);
-            for (status, description) in [
-                ("401", "No known bearer token; `WWW-Authenticate: Bearer`"),
-                ("403", "The token's scope does not allow this route"),
-            ] {
-                let response = ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        content_type,
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name(schema)))
-                            .build(),
-                    )
-                    .build();
-                op.responses
-                    .responses
-                    .entry(status.to_string())
-                    .or_insert_with(|| response.into());
-            }
+        }
+        if path.contains('{') {
+            answers.push(("400", "A path parameter is not valid"));
+        }
+        if path.starts_with("/api/v1/") {
+            answers.extend([
+                ("500", "The service failed; the log has the details under the request id"),
+                ("503", "The request took longer than server.request_timeout_seconds, or the service is stopping"),
+            ]);
+        }
+        for (status, description) in answers {
+            op.responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| failure_answer(path, description));
         }
     }
 }
@@ -194,4 +248,126 @@ pub fn router(state: AppState) -> Router {
         // Outermost, so that it counts what the client got (401s, timeouts, panics as 500).
         .layer(axum::middleware::from_fn_with_state(state.clone(), prometheus::track))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::config;
+    use crate::hostfactory::error::MAX_MACHINE_COUNT;
+    use crate::strategy::balancing::MAX_WEIGHT;
+    use crate::strategy::selection::MAX_RESPONSE_TIME_MS;
+
+    /// The schema's bounds are literals (utoipa takes no constants): each is checked against
+    /// the constant the validation uses, so the two cannot drift apart.
+    #[test]
+    fn documented_bounds_are_the_validated_ones() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let field = |schema: &str, name: &str, bound: &str| -> f64 {
+            doc["components"]["schemas"][schema]["properties"][name][bound]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{schema}.{name} has no {bound}"))
+        };
+        let cases = [
+            (
+                "SettingsPatch",
+                "health_check_interval",
+                "minimum",
+                config::MIN_HEALTH_CHECK_INTERVAL_SECONDS,
+            ),
+            (
+                "SettingsPatch",
+                "health_check_interval",
+                "maximum",
+                config::MAX_INTERVAL_SECONDS,
+            ),
+            (
+                "SettingsPatch",
+                "health_check_timeout",
+                "maximum",
+                config::MAX_TIMEOUT_SECONDS,
+            ),
+            (
+                "SettingsPatch",
+                "health_check_retries",
+                "maximum",
+                f64::from(config::MAX_HEALTH_CHECK_RETRIES),
+            ),
+            (
+                "SettingsPatch",
+                "fallback_strategies",
+                "maxItems",
+                config::MAX_FALLBACK_STRATEGIES as f64,
+            ),
+            (
+                "BreakerPatch",
+                "failure_threshold",
+                "maximum",
+                f64::from(config::MAX_FAILURE_THRESHOLD),
+            ),
+            (
+                "BreakerPatch",
+                "recovery_timeout",
+                "maximum",
+                config::MAX_RECOVERY_TIMEOUT_SECONDS,
+            ),
+            (
+                "BreakerPatch",
+                "half_open_max_calls",
+                "maximum",
+                f64::from(config::MAX_HALF_OPEN_MAX_CALLS),
+            ),
+            (
+                "SelectionCriteria",
+                "max_response_time_ms",
+                "maximum",
+                MAX_RESPONSE_TIME_MS,
+            ),
+            ("SetWeightCommand", "weight", "maximum", MAX_WEIGHT),
+            ("RegisterCommand", "weight", "maximum", MAX_WEIGHT),
+            (
+                "RequestMachinesCommand",
+                "machine_count",
+                "maximum",
+                MAX_MACHINE_COUNT as f64,
+            ),
+        ];
+        for (schema, name, bound, expected) in cases {
+            assert_eq!(
+                field(schema, name, bound),
+                expected,
+                "{schema}.{name}.{bound}"
+            );
+        }
+        let policy = &doc["components"]["schemas"]["SettingsPatch"]["properties"]["default_selection_policy"];
+        assert!(policy.to_string().contains("SelectionPolicy"), "{policy}");
+        let data = &doc["components"]["schemas"]["OperationResult"]["properties"]["data"];
+        assert!(
+            data["type"]
+                .as_array()
+                .is_some_and(|t| t.contains(&Value::from("null"))),
+            "{data}"
+        );
+    }
+
+    #[test]
+    fn every_operation_documents_its_failures() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let codes = op["responses"].as_object().unwrap();
+                let mut expected = Vec::new();
+                if op.get("requestBody").is_some() {
+                    expected.extend(["400", "413", "422"]);
+                }
+                if path.starts_with("/api/v1/") {
+                    expected.extend(["401", "403", "500", "503"]);
+                }
+                for code in expected {
+                    assert!(codes.contains_key(code), "{method} {path} lacks {code}");
+                }
+            }
+        }
+    }
 }

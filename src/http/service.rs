@@ -1,5 +1,5 @@
-//! Service routes outside /api/v1 (liveness, readiness) and the events (kept and live);
-//! `/metrics` is in `prometheus.rs`.
+//! Service routes outside /api/v1 (liveness, readiness), the status snapshot and the events (kept
+//! and live); `/metrics` is in `prometheus.rs`.
 
 use std::convert::Infallible;
 
@@ -16,6 +16,7 @@ use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
 use crate::app::AppError;
 use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
+use crate::app::status::StatusSnapshot;
 use crate::domain::Event;
 use crate::state::AppState;
 use crate::store::{EventFilter, EventQuery, EventRepo, Store};
@@ -82,6 +83,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Pro
             e,
         )),
     }
+}
+
+/// Everything at a glance (getStatus): each registered strategy's health, circuit, in-flight
+/// operations and numbers over the last 24 hours (getProviderMetrics' `totals`), the active
+/// alerts and the HostFactory requests still running. `last_event_id` is where to follow
+/// `/api/v1/events/stream` from (`Last-Event-ID`) to keep it current; `/status` renders it.
+#[utoipa::path(get, path = "/api/v1/status", tag = "service", operation_id = "getStatus",
+    responses((status = 200, body = StatusSnapshot)))]
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusSnapshot>, ApiError> {
+    Ok(Json(state.engine.status(&state.hostfactory).await?))
 }
 
 /// Kept events, filtered (listProviderEvents): selections, operations, health changes, circuit

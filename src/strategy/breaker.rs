@@ -125,12 +125,15 @@ pub struct BreakerPatch {
     pub enabled: Option<bool>,
     /// Consecutive failures that open the circuit: 1 to 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub failure_threshold: Option<u32>,
     /// Seconds an open circuit waits: more than 0, at most 86400 (one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 86400)]
     pub recovery_timeout: Option<f64>,
     /// Probes allowed at once while half open: 1 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub half_open_max_calls: Option<u32>,
 }
 

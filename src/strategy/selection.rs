@@ -112,10 +112,12 @@ pub struct SelectionCriteria {
     pub required_capabilities: Option<Vec<String>>,
     /// Percent, 0–100; judged only after MIN_SAMPLES_FOR_CRITERIA (5) recent operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub min_success_rate: Option<f64>,
     /// More than 0, at most 3600000 (one hour). Judged only after MIN_SAMPLES_FOR_CRITERIA (5)
     /// recent operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 3600000)]
     pub max_response_time_ms: Option<f64>,
     /// Drop unhealthy strategies and open circuits (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,7 +23,7 @@ fn token(name: &str, scope: TokenScope, value: &str) -> TokenConfig {
 }
 
 /// The HostFactory fixture app with one token of each scope.
-async fn scoped_app(dir: &std::path::Path, protect_reads: bool) -> TestApp {
+pub async fn scoped_app(dir: &std::path::Path, protect_reads: bool) -> TestApp {
     let mut cfg = hf_config(dir, 0.2);
     cfg.server.auth.enabled = true;
     cfg.server.auth.protect_reads = protect_reads;

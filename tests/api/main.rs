@@ -24,3 +24,5 @@ mod resilience;
 mod restart;
 mod secrets;
 mod service;
+mod status;
+mod status_page;

@@ -51,7 +51,9 @@ pub struct RegisterCommand {
     pub capabilities: Option<CapabilityFlags>,
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Share under WEIGHTED_ROUND_ROBIN: more than 0, at most 1000000.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     pub weight: Option<f64>,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -68,7 +70,8 @@ pub struct RegisterCommand {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"weight": 0.8}))]
 pub struct SetWeightCommand {
-    /// Any positive number, fractions too; the other members keep theirs.
+    /// Any positive number up to 1000000, fractions too; the other members keep theirs.
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     pub weight: f64,
 }
 
