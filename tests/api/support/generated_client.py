@@ -16,6 +16,7 @@ from ohfp_client.api.providers import (
 from ohfp_client.models import (
     ExecuteCommand,
     OperationResult,
+    OperationType,
     RegisterCommand,
     RegisterCommandStrategyConfig,
     StrategyMetrics,
@@ -47,7 +48,9 @@ assert view.provider_type == "simulated"
 for _ in range(3):
     result = execute_provider_operation.sync(
         client=client,
-        body=ExecuteCommand(operation_type="HEALTH_CHECK", strategy_override="sim-generated"),
+        body=ExecuteCommand(
+            operation_type=OperationType.HEALTH_CHECK, strategy_override="sim-generated"
+        ),
     )
     assert isinstance(result, OperationResult), result
     assert result.success, result.to_dict()
