@@ -191,6 +191,18 @@ pub struct HealthReport {
     pub error_details: Option<Map<String, Value>>,
 }
 
+/// The words `mode` accepts (the document's enum; read as [`CircuitMode`]).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CircuitModeInput {
+    Auto,
+    Open,
+    ForcedOpen,
+    Closed,
+    ForcedClosed,
+}
+
 /// setProviderCircuit: an operator's decision on a strategy's circuit.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +211,7 @@ pub struct SetCircuitCommand {
     /// `open` (also `forced_open`): reject every call until told otherwise; `closed` (also
     /// `forced_closed`): admit every call, failures not counted; `auto`: the breaker's rules
     /// decide again, from the state it is in.
-    #[schema(value_type = String, example = "open")]
+    #[schema(value_type = CircuitModeInput, example = "open")]
     pub mode: CircuitMode,
     /// Who decides (recorded with the mode and in the event); default `api`.
     #[serde(default)]

@@ -20,17 +20,21 @@ const MAX_NAME_CHARS: usize = 200;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events of this strategy.
+    #[param(min_length = 1, max_length = 200)]
     pub strategy: Option<String>,
     /// Only events of this kind (`selection`, `operation`, `health_change`,
     /// `circuit_transition`, `circuit_control`, `registration`, `configuration`, `pool_parked`,
     /// `request_accepted`, `request_state`, `machine_state`, `request_completed`,
     /// `request_failed`, `request_unclaimed`, `alert_raised`, `alert_cleared`).
+    #[param(value_type = Option<EventKind>)]
     pub kind: Option<String>,
     /// RFC 3339 time: events at or after it, oldest first.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Events with an id above this one, oldest first (to page forward, pass the last id seen).
     pub after: Option<u64>,
     /// 1 to 1000 (default 100). Without `since` or `after`, the newest this many.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -40,8 +44,10 @@ pub struct EventsQuery {
 #[into_params(parameter_in = Query)]
 pub struct FollowQuery {
     /// Only events of this strategy.
+    #[param(min_length = 1, max_length = 200)]
     pub strategy: Option<String>,
     /// Only events of this kind.
+    #[param(value_type = Option<EventKind>)]
     pub kind: Option<String>,
 }
 

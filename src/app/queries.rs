@@ -88,6 +88,7 @@ pub struct HealthList {
 pub struct MetricsQuery {
     /// Window ending now, 1 to 744 hours (31 days, the retention).
     #[serde(default = "default_hours")]
+    #[param(minimum = 1, maximum = 744)]
     pub time_range_hours: u32,
     /// Totals per operation type as well.
     #[serde(default = "default_true")]

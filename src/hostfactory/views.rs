@@ -50,9 +50,23 @@ pub struct TemplateList {
 #[schema(example = json!({"template_id": "OnDemand-Standard", "machine_count": 2}))]
 pub struct RequestMachinesCommand {
     pub template_id: String,
-    /// 1 to 10000.
+    /// 1 to 10000; a whole number, `3.0` too (JSON Schema's `integer` admits it, as
+    /// requestMachines does).
     #[schema(minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "whole_number")]
     pub machine_count: i64,
+}
+
+/// A JSON number without a fraction, written `3` or `3.0`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("must be a whole number, got {n}")))
 }
 
 /// requestReturnMachines for operators: instance ids or host names.

@@ -342,3 +342,127 @@ mod tests {
         }
     }
 }
+
+/// What the OpenAPI document promises for the inputs of the five calls. The parsers above
+/// read the bodies themselves (leniently, as HostFactory writes them); these types only
+/// describe them.
+pub mod inputs {
+    use serde::Deserialize;
+    use utoipa::ToSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+
+    /// Not blank: the parsers trim what they read (Unicode white space, U+0085 too) and take
+    /// a blank value for a missing one.
+    const NOT_BLANK: &str = r"[^\s\u0085]";
+
+    /// The template asked for and how many machines.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    #[schema(as = HfTemplateAsk)]
+    #[allow(dead_code)]
+    pub struct TemplateAsk {
+        /// A template of getAvailableTemplates.
+        #[schema(pattern = r"[^\s\u0085]")]
+        pub template_id: String,
+        #[schema(minimum = 1, maximum = 10000)]
+        pub machine_count: i64,
+    }
+
+    /// requestMachines (the same two keys at the top level are accepted too).
+    #[derive(Deserialize, ToSchema)]
+    #[schema(as = HfRequestMachinesInput)]
+    #[allow(dead_code)]
+    pub struct RequestMachinesInput {
+        pub template: TemplateAsk,
+    }
+
+    /// One request asked about.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    #[schema(as = HfRequestRef)]
+    #[allow(dead_code)]
+    pub struct RequestRef {
+        #[schema(pattern = r"[^\s\u0085]")]
+        pub request_id: String,
+    }
+
+    /// A list of requests, or a single one.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(untagged)]
+    #[schema(as = HfRequestRefs)]
+    #[allow(dead_code)]
+    pub enum RequestRefs {
+        Many(Vec<RequestRef>),
+        One(RequestRef),
+    }
+
+    /// getRequestStatus.
+    #[derive(Deserialize, ToSchema)]
+    #[schema(as = HfRequestStatusInput)]
+    #[allow(dead_code)]
+    pub struct RequestStatusInput {
+        pub requests: RequestRefs,
+    }
+
+    /// A host as HostFactory names it: by `name`, `machineId` or both. Its schema, written
+    /// out below, says "at least one of them" (`anyOf`), which the derive cannot.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    pub struct HostRef {
+        pub name: Option<String>,
+        pub machine_id: Option<String>,
+    }
+
+    impl utoipa::PartialSchema for HostRef {
+        fn schema() -> RefOr<Schema> {
+            let with = |required: &str| {
+                let text = || {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(NOT_BLANK))
+                };
+                ObjectBuilder::new()
+                    .property("name", text())
+                    .property("machineId", text())
+                    .required(required)
+            };
+            AnyOfBuilder::new()
+                .item(with("name"))
+                .item(with("machineId"))
+                .description(Some(
+                    "A host as HostFactory names it: by `name`, `machineId` or both",
+                ))
+                .into()
+        }
+    }
+
+    impl ToSchema for HostRef {
+        fn name() -> std::borrow::Cow<'static, str> {
+            "HfHost".into()
+        }
+    }
+
+    /// requestReturnMachines.
+    #[derive(Deserialize, ToSchema)]
+    #[schema(as = HfHostsInput)]
+    #[allow(dead_code)]
+    pub struct HostsInput {
+        pub machines: Vec<HostRef>,
+    }
+
+    /// getReturnRequests: the hosts HostFactory holds (none, or no body, is fine).
+    #[derive(Deserialize, ToSchema)]
+    #[schema(as = HfHeldHostsInput)]
+    #[allow(dead_code)]
+    pub struct HeldHostsInput {
+        #[serde(default)]
+        pub machines: Vec<HostRef>,
+    }
+
+    /// getAvailableTemplates: any object (usually `{}`), or no body.
+    #[derive(Deserialize, ToSchema)]
+    #[schema(as = HfTemplatesInput)]
+    #[allow(dead_code)]
+    pub struct TemplatesInput {}
+}

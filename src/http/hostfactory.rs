@@ -27,6 +27,7 @@ use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
     TemplateList,
 };
+use crate::hostfactory::wire::inputs;
 use crate::hostfactory::wire::{
     self, Host, WireMessage, WireRequestId, WireReturnsAnswer, WireStatusAnswer,
     WireTemplatesAnswer,
@@ -69,7 +70,7 @@ const REJECTED: &str = "Rejected; `message` says why (no requestId)";
 /// getAvailableTemplates: the templates with the admin's attributes in typed-array form.
 #[utoipa::path(post, path = "/api/v1/hostfactory/getAvailableTemplates", tag = "hostfactory",
     operation_id = "hfGetAvailableTemplates",
-    request_body(content = Object, description = "What HostFactory wrote into the -f file (usually `{}`)"),
+    request_body(content = inputs::TemplatesInput, description = "What HostFactory wrote into the -f file (usually `{}`; no body is fine)"),
     responses((status = 200, body = WireTemplatesAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
 pub async fn get_available_templates(
     State(state): State<AppState>,
@@ -85,7 +86,7 @@ pub async fn get_available_templates(
 /// requestMachines: recorded before the answer; provisioning continues in the service.
 #[utoipa::path(post, path = "/api/v1/hostfactory/requestMachines", tag = "hostfactory",
     operation_id = "hfRequestMachines",
-    request_body(content = Object, description = "`{\"template\": {\"templateId\": \"…\", \"machineCount\": 3}}`"),
+    request_body(content = inputs::RequestMachinesInput, description = "`{\"template\": {\"templateId\": \"…\", \"machineCount\": 3}}`"),
     responses((status = 200, body = WireRequestId),
         (status = 400, description = REJECTED, body = WireMessage),
         (status = 422, description = "machineCount out of range (1 to 10000)", body = WireMessage),
@@ -108,7 +109,7 @@ pub async fn request_machines(
 /// requestReturnMachines: one requestId for all the machines given, by `name` or `machineId`.
 #[utoipa::path(post, path = "/api/v1/hostfactory/requestReturnMachines", tag = "hostfactory",
     operation_id = "hfRequestReturnMachines",
-    request_body(content = Object, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
+    request_body(content = inputs::HostsInput, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
     responses((status = 200, body = WireRequestId), (status = 400, description = REJECTED, body = WireMessage)))]
 pub async fn request_return_machines(
     State(state): State<AppState>,
@@ -121,7 +122,7 @@ pub async fn request_return_machines(
 /// getRequestStatus: acquire and return ids, each answered on its own, from the store.
 #[utoipa::path(post, path = "/api/v1/hostfactory/getRequestStatus", tag = "hostfactory",
     operation_id = "hfGetRequestStatus",
-    request_body(content = Object, description = "`{\"requests\": [{\"requestId\": \"…\"}]}` (a single object is accepted too)"),
+    request_body(content = inputs::RequestStatusInput, description = "`{\"requests\": [{\"requestId\": \"…\"}]}` (a single object is accepted too)"),
     responses((status = 200, body = WireStatusAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
 pub async fn get_request_status(
     State(state): State<AppState>,
@@ -136,7 +137,7 @@ pub async fn get_request_status(
 /// getReturnRequests: which of the listed hosts the cloud is taking back, with grace periods.
 #[utoipa::path(post, path = "/api/v1/hostfactory/getReturnRequests", tag = "hostfactory",
     operation_id = "hfGetReturnRequests",
-    request_body(content = Object, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
+    request_body(content = inputs::HeldHostsInput, description = "`{\"machines\": [{\"name\": \"…\", \"machineId\": \"…\"}]}`"),
     responses((status = 200, body = WireReturnsAnswer), (status = 400, description = REJECTED, body = WireMessage)))]
 pub async fn get_return_requests(
     State(state): State<AppState>,

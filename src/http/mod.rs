@@ -103,6 +103,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     document_auth(&mut doc);
     document_failures(&mut doc);
+    document_optional_bodies(&mut doc);
     doc
 }
 
@@ -139,6 +140,28 @@ fn operations(
         .flatten()
         .map(move |op| (path, op))
     })
+}
+
+/// HostFactory calls whose input may be left out altogether (getAvailableTemplates usually
+/// gets `{}`, getReturnRequests may get nothing). The annotation cannot say "optional but not
+/// null" (`Option<T>` makes the schema nullable, and `null` is refused), so it is said here.
+const OPTIONAL_BODIES: [&str; 2] = [
+    "/api/v1/hostfactory/getAvailableTemplates",
+    "/api/v1/hostfactory/getReturnRequests",
+];
+
+fn document_optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    for path in OPTIONAL_BODIES {
+        let body = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(body) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
 }
 
 /// The bearer scheme and the 401/403/429 answers of [`middleware::require_token`], added to
@@ -217,6 +240,17 @@ fn document_failures(doc: &mut utoipa::openapi::OpenApi) {
         }
         if path.contains('{') {
             answers.push(("400", "A path parameter is not valid"));
+        }
+        let has_query = op
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
+        if has_query {
+            answers.push((
+                "422",
+                "A query parameter is not valid, or not one this operation knows; the answer names it",
+            ));
         }
         if path.starts_with("/api/v1/") {
             answers.extend([

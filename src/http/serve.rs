@@ -188,6 +188,10 @@ pub async fn serve(
             },
         }
     }
+    // Shutdown began: closing the listening socket makes new connections fail at once (refused)
+    // instead of waiting in the backlog for an accept that never comes, while the connections
+    // already open finish their requests.
+    drop(listener);
     tracker.close();
     tracker.wait().await;
 }

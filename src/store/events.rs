@@ -67,7 +67,7 @@ impl EventRepo for Store {
     }
 
     async fn insert_events(&self, events: &[Event]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO events (id, at, kind, strategy, detail) VALUES (?1, ?2, ?3, ?4, ?5)",

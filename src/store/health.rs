@@ -64,7 +64,7 @@ impl HealthRepo for Store {
         health: &HealthStatus,
         changed: bool,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO strategy_health
                  (strategy, state, status_message, error_details, source, checked_at, response_time_ms)

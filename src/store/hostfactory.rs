@@ -150,7 +150,7 @@ impl HostFactoryRepo for Store {
         r: &HfRequest,
         machine_ids: &[String],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         insert_return(&mut tx, r, machine_ids).await?;
         tx.commit().await
     }
@@ -189,7 +189,7 @@ impl HostFactoryRepo for Store {
         message: &str,
         ret: &HfRequest,
     ) -> StoreResult<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         // The write first: it takes the write lock, and finds nothing once the request is claimed.
         let sql = format!(
             "UPDATE hf_requests AS r SET state = 'failed', message = ?2, updated_at = ?3
@@ -279,7 +279,7 @@ impl HostFactoryRepo for Store {
         machines: &[HfMachine],
         now: EpochMillis,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE hf_requests SET state = ?2, message = ?3, strategy = COALESCE(?4, strategy),
                  resource_id = COALESCE(?5, resource_id), provider_api = COALESCE(?6, provider_api), updated_at = ?7
@@ -318,7 +318,7 @@ impl HostFactoryRepo for Store {
     }
 
     async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for m in machines {
             upsert_machine(&mut tx, m).await?;
         }
@@ -387,7 +387,7 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
         message: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for id in machine_ids {
             sqlx::query("UPDATE hf_machines SET message = ?2 WHERE machine_id = ?1 AND failed = 0")
                 .bind(id)
@@ -399,7 +399,7 @@ impl HostFactoryRepo for Store {
     }
 
     async fn mark_return_sent(&self, machine_ids: &[String], now: EpochMillis) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for id in machine_ids {
             sqlx::query(
                 "UPDATE hf_machines SET return_sent_at = ?2, updated_at = ?2,
@@ -415,7 +415,7 @@ impl HostFactoryRepo for Store {
     }
 
     async fn hf_holdings(&self, strategy: &str, first: u32) -> StoreResult<StrategyHoldings> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut read = async |query: &'static str| -> StoreResult<(Vec<String>, u64)> {
             let rows: Vec<(String, i64)> = sqlx::query_as(query)
                 .bind(strategy)
@@ -441,7 +441,7 @@ impl HostFactoryRepo for Store {
     async fn hf_template_usage(&self, template_id: &str) -> StoreResult<TemplateUsage> {
         // One read transaction, so both reads see the same moment: read apart, a request that
         // placed its machines and finished in between would be counted in neither.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let live: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT instance_type FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated'",
         )
@@ -474,7 +474,7 @@ impl HostFactoryRepo for Store {
     async fn prune_finished(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned> {
         // The machines first (they refer to their requests), then the requests; both
         // statements pick the same requests: those left with no machine stay prunable.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut deleted = [0; 2];
         for (table, n) in ["hf_machines", "hf_requests"].into_iter().zip(&mut deleted) {
             *n = sqlx::query(&format!(

@@ -139,7 +139,7 @@ impl MetricsRepo for Store {
     }
 
     async fn add_metric_buckets(&self, deltas: &[MetricBucket]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for delta in deltas {
             let existing: Option<Counts> = sqlx::query_as(&format!(
                 "SELECT {COUNTS} FROM metric_buckets

@@ -117,6 +117,15 @@ impl Store {
         Ok(store)
     }
 
+    /// A write transaction, `BEGIN IMMEDIATE`: it takes SQLite's write lock at its start,
+    /// waiting up to the busy timeout for it. A deferred one (`BEGIN`) that reads before it
+    /// writes cannot wait: when another connection committed in between, its upgrade to a
+    /// writer fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), whatever the busy
+    /// timeout. Every transaction of this store writes, so every one starts here.
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<(), String> {
         let applied: i64 =

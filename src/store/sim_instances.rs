@@ -49,7 +49,7 @@ const COLUMNS: &str =
 #[async_trait]
 impl SimInstanceRepo for Store {
     async fn insert_sim_instances(&self, rows: &[SimInstanceRow]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for row in rows {
             sqlx::query(&format!(
                 "INSERT INTO sim_instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -109,7 +109,7 @@ impl SimInstanceRepo for Store {
         reclaimed: bool,
     ) -> StoreResult<Vec<String>> {
         let mut touched = Vec::new();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for id in ids {
             let updated = sqlx::query(
                 "UPDATE sim_instances SET terminating_at = ?3, reclaimed = ?4

@@ -182,7 +182,7 @@ impl StrategyRepo for Store {
     }
 
     async fn delete_strategy(&self, name: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let deleted = sqlx::query("DELETE FROM strategies WHERE name = ?1")
             .bind(name)
             .execute(&mut *tx)

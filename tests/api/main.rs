@@ -19,6 +19,7 @@ mod http_provider;
 mod openapi;
 mod prometheus;
 mod providers;
+mod reliability;
 mod resilience;
 mod restart;
 mod secrets;
