@@ -4,6 +4,7 @@
 //! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
 mod alerts;
+mod backup;
 mod breaker;
 mod events;
 mod health;
@@ -27,6 +28,7 @@ use sqlx::SqlitePool;
 use crate::domain::EpochMillis;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use backup::{BackupSummary, backup};
 pub use breaker::CircuitRow;
 pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
@@ -35,7 +37,7 @@ pub use repo::{
     AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
     MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
-pub use secrets::SecretKey;
+pub use secrets::{KEY_ENV, SecretKey};
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
 
