@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{get, post, serve, strategy_names};
+use crate::helpers::{PATIENCE, get, post, serve, strategy_names};
+
+const SECRET: &str = "backup-secret-access-key-5e2f";
 
 /// The embedded default with its database at `db` and no log files.
 fn config_file(dir: &Path, name: &str, db: &Path) -> PathBuf {
@@ -72,6 +74,17 @@ async fn a_backup_taken_while_serving_restores_strategies_and_requests() {
     let config = config_file(dir.path(), "live.json", &db);
     let (mut live, base) = serve(&config, &[], Stdio::null()).await;
 
+    // A strategy with a secret, sealed under the key that is not in the copy.
+    let v = post(
+        &base,
+        "/api/v1/providers",
+        json!({"strategy_name": "aws-keys", "provider_type": "aws",
+            "strategy_config": {"region": "eu-west-1", "endpoint_url": "http://127.0.0.1:9",
+                "access_key_id": "AKIAOHFPBACKUPTEST", "secret_access_key": SECRET}}),
+    )
+    .await;
+    assert_eq!(v["strategy_name"], "aws-keys", "{v}");
+
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_until(base.clone(), stop.clone()));
     // Some writes are acknowledged before the copy starts; more go on while it runs.
@@ -93,6 +106,12 @@ async fn a_backup_taken_while_serving_restores_strategies_and_requests() {
     let (strategies, requests) = writer.await.unwrap();
     assert!(copy.is_file());
     assert_eq!(mode(&copy), 0o600);
+    let bytes = std::fs::read(&copy).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        has("enc:v1:") && !has(SECRET),
+        "the copy holds the secret sealed only"
+    );
     assert!(
         out.starts_with(&format!("wrote {} (", copy.display())),
         "{out}"
@@ -156,6 +175,22 @@ async fn a_backup_taken_while_serving_restores_strategies_and_requests() {
         std::fs::remove_file(file).unwrap();
     }
     std::fs::copy(&copy, &db).unwrap();
+    // Without its key the copy does not start: its secrets cannot be opened.
+    let keyless = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohfp"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("OHFP_SERVER__BIND", "127.0.0.1:0")
+        .env_remove("OHFP_SECRET_KEY")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, keyless)
+        .await
+        .expect("a service without its key stops")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not the one it was sealed with"), "{err}");
+    // It made a key of its own at that start: the backed-up one replaces it.
+    std::fs::remove_file(&key).unwrap();
     std::fs::copy(dir.path().join("backups/ohfp-1.db.key"), &key).unwrap();
     let (mut service, base) = serve(&config, &[], Stdio::null()).await;
     let names = strategy_names(&get(&base, "/api/v1/providers").await);
@@ -163,6 +198,8 @@ async fn a_backup_taken_while_serving_restores_strategies_and_requests() {
         assert!(names.contains(name), "{name} restored: {names:?}");
     }
     assert!(!names.iter().any(|n| n == "sim-after"), "{names:?}");
+    let v = get(&base, "/api/v1/providers/aws-keys").await;
+    assert_eq!(v["strategy_config"]["secret_access_key"], "***", "{v}");
     assert!(names.len() <= strategies.len() + 2, "{names:?}");
     let v = get(
         &base,
