@@ -99,13 +99,7 @@ pub async fn backup(args: BackupArgs) -> i32 {
                 s.strategies,
                 s.hostfactory_requests
             ));
-            let key = if std::env::var(crate::store::KEY_ENV).is_ok_and(|v| !v.trim().is_empty()) {
-                format!("the key in {}", crate::store::KEY_ENV)
-            } else {
-                db.secret_key_file
-                    .clone()
-                    .unwrap_or_else(|| format!("{}.key", db.path))
-            };
+            let key = crate::store::SecretKey::source(db.secret_key_file.as_deref(), &db.path);
             print_line(format!(
                 "the secret key is not in the copy: back up {key} separately; without it the stored strategies' secrets cannot be read"
             ));

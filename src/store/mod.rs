@@ -37,7 +37,7 @@ pub use repo::{
     AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
     MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
-pub use secrets::{KEY_ENV, SecretKey};
+pub use secrets::SecretKey;
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
 
