@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
             }
             0
         }
+        Command::Backup(args) => ohfp::run::backup(args).await,
         Command::ProviderCheck(args) => ohfp::cli::provider_check(args).await,
         Command::Monitor(args) => ohfp::cli::monitor(args).await,
         Command::Client(cmd) => ohfp::cli::run_client(cmd).await,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::app::views::redacted;
-use crate::cli::{ServeArgs, print_line};
+use crate::cli::{BackupArgs, ServeArgs, print_line};
 use crate::hostfactory::{self, templates::TemplateCatalog};
 use crate::server::{App, shutdown_signal};
 use crate::{config, http, telemetry};
@@ -71,6 +71,42 @@ pub fn check_config(files: &[PathBuf]) -> i32 {
         }
         Err(e) => {
             eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// `ohfp backup FILE`: the configured database copied into FILE; returns the exit code.
+pub async fn backup(args: BackupArgs) -> i32 {
+    // The copy holds what the database holds: for its owner only, as `serve` makes it.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let files: Vec<&Path> = args.config.iter().map(PathBuf::as_path).collect();
+    let cfg = match config::load(&files) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let db = &cfg.database;
+    match crate::store::backup(&db.path, &args.file, db.busy_timeout_ms).await {
+        Ok(s) => {
+            print_line(format!(
+                "wrote {} ({} bytes) from {}: {} strategies, {} HostFactory requests",
+                args.file.display(),
+                s.bytes,
+                db.path,
+                s.strategies,
+                s.hostfactory_requests
+            ));
+            let key = crate::store::SecretKey::source(db.secret_key_file.as_deref(), &db.path);
+            print_line(format!(
+                "the secret key is not in the copy: back up {key} separately; without it the stored strategies' secrets cannot be read"
+            ));
+            0
+        }
+        Err(e) => {
+            eprintln!("ohfp backup: {e:#}");
             1
         }
     }

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `openapi`, and a client command per CQRS name
+//! Command line: `serve`, `check-config`, `openapi`, `backup`, and a client command per CQRS name
 //! (`ohfp getProviderHealth`, `ohfp executeProviderOperation --data '{…}'`), each one HTTP call
 //! to a running service, and `monitor`, the status in a terminal.
 
@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long)]
         provider_protocol: bool,
     },
+    /// Copy the database of the service this configuration runs into FILE, consistently, while
+    /// it serves. The secret key is not in the copy: back it up separately.
+    Backup(BackupArgs),
     /// Check that a service at URL speaks the provider protocol (every call, idempotency,
     /// batching, unknown ids, bad input, error classes); exits 1 naming each call it gets wrong.
     ProviderCheck(ProviderCheckArgs),
@@ -74,6 +77,16 @@ pub struct ServeArgs {
     /// Log format, overriding logging.format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy; must not exist (created 0600).
+    pub file: PathBuf,
+    /// The service's configuration, read as `serve` reads it (repeatable; OHFP_CONFIG, OHFP_ENV
+    /// and overrides apply): the database is its database.path.
+    #[arg(long, env = "OHFP_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -4,6 +4,7 @@
 //! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
 mod alerts;
+mod backup;
 mod breaker;
 mod events;
 mod health;
@@ -27,6 +28,7 @@ use sqlx::SqlitePool;
 use crate::domain::EpochMillis;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use backup::{BackupSummary, backup};
 pub use breaker::CircuitRow;
 pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;

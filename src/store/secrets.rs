@@ -23,6 +23,14 @@ const NONCE_BYTES: usize = 24;
 /// The environment variable that carries the key instead of a file.
 pub const KEY_ENV: &str = "OHFP_SECRET_KEY";
 
+fn key_from_env() -> Option<String> {
+    std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn key_file(file: Option<&str>, db_path: &str) -> String {
+    file.map_or_else(|| format!("{db_path}.key"), str::to_string)
+}
+
 #[derive(Clone)]
 pub struct SecretKey(XChaCha20Poly1305);
 
@@ -45,14 +53,21 @@ impl SecretKey {
     /// The key of the database at `db_path`: from `OHFP_SECRET_KEY`, else from `file` (default
     /// `<db_path>.key`), created at first start. A key file group or others may read is refused.
     pub fn load(file: Option<&str>, db_path: &str) -> anyhow::Result<Self> {
-        if let Some(encoded) = std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty()) {
+        if let Some(encoded) = key_from_env() {
             let bytes = STANDARD
                 .decode(encoded.trim())
                 .map_err(|e| anyhow::anyhow!("{KEY_ENV} is not base64: {e}"))?;
             return Self::from_bytes(&bytes, KEY_ENV);
         }
-        let path = file.map_or_else(|| format!("{db_path}.key"), str::to_string);
-        Self::from_file(Path::new(&path))
+        Self::from_file(Path::new(&key_file(file, db_path)))
+    }
+
+    /// Where [`SecretKey::load`] takes the key from, for operators: the variable or the file.
+    pub fn source(file: Option<&str>, db_path: &str) -> String {
+        match key_from_env() {
+            Some(_) => format!("the key in {KEY_ENV}"),
+            None => key_file(file, db_path),
+        }
     }
 
     fn from_file(path: &Path) -> anyhow::Result<Self> {

@@ -15,7 +15,8 @@ use crate::support::debian;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ohfp");
 
-async fn ohfp(args: &[&str]) -> (i32, String, String) {
+/// The built binary with `args`; exit code, stdout, stderr.
+pub(crate) async fn ohfp(args: &[&str]) -> (i32, String, String) {
     ohfp_in_env(args, &[]).await
 }
 

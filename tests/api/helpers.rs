@@ -260,6 +260,16 @@ pub async fn serve(
     (child, base)
 }
 
+/// The strategy names of a `GET /api/v1/providers` answer, in its order.
+pub fn strategy_names(list: &Value) -> Vec<String> {
+    list["providers"]
+        .as_array()
+        .expect("a providers list")
+        .iter()
+        .map(|p| p["strategy_name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// POST `body` to a service at `base` (not a [`TestApp`]); the answer's JSON.
 pub async fn post(base: &str, path: &str, body: Value) -> Value {
     reqwest::Client::new()
