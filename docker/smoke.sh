@@ -26,6 +26,7 @@ started=$(date +%s)
 failures=0
 
 pass() { echo "PASS $*"; }
+elapsed() { echo "$(( $(date +%s) - started )) s"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 die() { echo "FAIL $*"; exit 1; }
 
@@ -79,7 +80,7 @@ if ! podman image exists "$base"; then
     podman import --quiet --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["/bin/bash"]' "$tarball" "$base" >/dev/null
 fi
-pass "base image $base"
+pass "base image $base ($(elapsed))"
 
 # 3. The binary.
 binary=${1:-${OHFP_BINARY:-}}
@@ -102,7 +103,7 @@ podman build --isolation chroot --format docker --pull=never \
     -f "$repo/docker/Dockerfile" --target runtime-prebuilt \
     --build-arg RUNTIME_BASE="$base" -t "$image" "$work/context" >"$work/build.log" 2>&1 \
     || { tail -40 "$work/build.log"; die "podman build"; }
-pass "podman build --isolation chroot --target runtime-prebuilt: $image"
+pass "podman build --isolation chroot --target runtime-prebuilt: $image ($(elapsed))"
 # The image this one replaces (its tag moved) is removed, so reruns do not pile up layers.
 if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$image")" ]; then
     podman image rm "$previous" >/dev/null 2>&1 || true
@@ -127,6 +128,11 @@ if [ -n "$user" ] && [ -n "$ids" ] && [ "${ids%%:*}" != 0 ]; then
 else
     fail "USER '$user' must name a non-root user of the image (found '$ids')"
     ids=65534:65534
+fi
+if [ -s "$mounted/etc/ssl/certs/ca-certificates.crt" ]; then
+    pass "CA certificates in /etc/ssl/certs (for the clouds' TLS)"
+else
+    fail "no /etc/ssl/certs/ca-certificates.crt in the image"
 fi
 case " $volumes " in
 *" /etc/ohfp "*) case " $volumes " in *" /var/lib/ohfp "*) has_volumes=1 ;; esac ;;
@@ -222,7 +228,7 @@ if [ -n "$up" ]; then
     fi
 fi
 
-echo "$(( $(date +%s) - started )) s"
+echo "$(elapsed) in all"
 if [ "$failures" -gt 0 ]; then
     echo "FAIL $failures check(s) failed"
     exit 1
