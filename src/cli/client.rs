@@ -119,6 +119,7 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         ConfigureProviderStrategy(a) => (a, Method::PUT, "/api/v1/providers/configuration"),
         GetProviderStrategyConfig(a) => (a, Method::GET, "/api/v1/providers/configuration"),
         UpdateProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health"),
+        GetServiceHealth(a) => (a, Method::GET, "/health"),
         GetProviderHealth(a) => (a, Method::GET, "/api/v1/providers/{name?}/health"),
         CheckProviderHealth(a) => (a, Method::POST, "/api/v1/providers/{name}/health/check"),
         ListAvailableProviders(a) => (a, Method::GET, "/api/v1/providers"),
@@ -298,6 +299,8 @@ mod tests {
             (c.method, c.path.as_str()),
             (Method::GET, "/api/v1/providers/aws-a/parked-pools")
         );
+        let c = planned(&["ohfp", "getServiceHealth"]).unwrap();
+        assert_eq!((c.method, c.path.as_str()), (Method::GET, "/health"));
         let c = planned(&["ohfp", "getProviderHealth"]).unwrap();
         assert_eq!(
             (c.method, c.path.as_str()),

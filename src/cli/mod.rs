@@ -154,6 +154,10 @@ pub enum ClientCommand {
     /// POST /api/v1/providers/{name}/health
     #[command(name = "updateProviderHealth")]
     UpdateProviderHealth(ClientArgs),
+    /// GET /health: the service's liveness, exit 0 when it answers 200 (the container image's
+    /// health check)
+    #[command(name = "getServiceHealth")]
+    GetServiceHealth(ClientArgs),
     /// GET /api/v1/providers/health, or /api/v1/providers/{name}/health with --name
     #[command(name = "getProviderHealth")]
     GetProviderHealth(ClientArgs),
