@@ -47,7 +47,8 @@ fi
 # runs no EXIT trap, so each signal that ends it (HostFactory closing the pipe the answer goes
 # to is SIGPIPE) is turned into an exit with the usual status, 128 + the signal's number.
 work=
-trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+curl_pid=
+trap '[ -z "$curl_pid" ] || kill "$curl_pid" 2>/dev/null; [ -z "$work" ] || rm -rf "$work"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 131' QUIT
@@ -61,12 +62,23 @@ if [ -n "$token" ]; then
     printf 'Authorization: Bearer %s\n' "$token" > "$work/headers"
 fi
 
-code=$(curl -sS --max-time "$timeout" -X POST \
+if [ -z "$file" ]; then
+    file=$work/input
+    cat > "$file"
+fi
+# curl runs in the background and the shell waits for it: `wait` returns as soon as a trapped
+# signal arrives, so the trap runs mid-call (a shell waiting on a command substitution may
+# only run it once curl is done, and then report curl's failure instead of the signal).
+curl -sS --max-time "$timeout" -X POST \
     -H 'Content-Type: application/json' -H "@$work/headers" \
-    --data-binary "@${file:--}" \
+    --data-binary "@$file" \
     -o "$work/body" -w '%{http_code}' \
-    "$url/api/v1/hostfactory/$call" 2>"$work/err")
+    "$url/api/v1/hostfactory/$call" > "$work/code" 2>"$work/err" &
+curl_pid=$!
+wait "$curl_pid"
 status=$?
+curl_pid=
+code=$(cat "$work/code")
 if [ $status -ne 0 ]; then
     fail "ohfp service unreachable at $url: $(cat "$work/err")"
 fi

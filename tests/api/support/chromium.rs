@@ -3,7 +3,6 @@
 //! loopback port. A test that cannot install or start them fails; it never skips.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
