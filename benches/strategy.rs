@@ -1,10 +1,14 @@
-//! Criterion benchmarks of the hot pure paths: selection, the breaker, and HostFactory parsing.
-//! Run: `cargo bench --bench strategy`.
+//! Criterion benchmarks of the hot pure paths: selection among 10, 100 and 1,000 strategies by
+//! every policy, the breaker, HostFactory parsing, and rendering a getRequestStatus answer of
+//! 10,000 machines. Run: `cargo bench --bench strategy` (about two minutes).
 
 use std::hint::black_box;
+use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use ohfp::domain::{Capabilities, HealthState, OperationType};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ohfp::domain::{Capabilities, HealthState, MachineState, OperationType};
+use ohfp::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
+use ohfp::hostfactory::wire::WireStatusAnswer;
 use ohfp::strategy::selection::select;
 use ohfp::strategy::{
     BreakerConfig, Candidate, CircuitBreaker, CircuitState, RecentStats, SelectionCriteria,
@@ -44,32 +48,35 @@ fn candidates(n: usize) -> Vec<Candidate> {
 }
 
 fn selection(c: &mut Criterion) {
-    let cands = candidates(10);
     let criteria = SelectionCriteria {
         required_capabilities: Some(vec!["instances".into()]),
         min_success_rate: Some(50.0),
         ..Default::default()
     };
-    for policy in [
-        SelectionPolicy::FirstAvailable,
-        SelectionPolicy::WeightedRoundRobin,
-        SelectionPolicy::LeastConnections,
-        SelectionPolicy::PerformanceBased,
-    ] {
-        let mut state = SelectorState::new(Some(1));
-        c.bench_function(&format!("select 10 strategies {policy}"), |b| {
-            b.iter(|| {
-                select(
-                    black_box(&cands),
-                    OperationType::CreateInstances,
-                    &criteria,
-                    policy,
-                    &mut state,
-                )
-                .unwrap()
-            })
-        });
+    let mut group = c.benchmark_group("select");
+    for n in [10, 100, 1000] {
+        let cands = candidates(n);
+        for policy in SelectionPolicy::ALL {
+            let mut state = SelectorState::new(Some(1));
+            group.bench_with_input(
+                BenchmarkId::new(policy.to_string(), n),
+                &cands,
+                |b, cands| {
+                    b.iter(|| {
+                        select(
+                            black_box(cands),
+                            OperationType::CreateInstances,
+                            &criteria,
+                            policy,
+                            &mut state,
+                        )
+                        .unwrap()
+                    })
+                },
+            );
+        }
     }
+    group.finish();
 }
 
 fn breaker(c: &mut Criterion) {
@@ -96,5 +103,74 @@ fn hostfactory(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, breaker, hostfactory);
+/// An acquire request of 10,000 running machines, as the store reads them back.
+fn request_of(n: usize) -> (HfRequest, Vec<HfMachine>) {
+    let now = 1_795_305_690_000;
+    let request = HfRequest {
+        request_id: "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713".into(),
+        kind: RequestKind::Acquire,
+        template_id: Some("OnDemand-Standard".into()),
+        template: None,
+        requested_count: n as i64,
+        provider_name: None,
+        strategy: Some("sim-primary".into()),
+        state: RequestState::Done,
+        message: String::new(),
+        resource_id: None,
+        provider_api: None,
+        attempts: 1,
+        created_at: now,
+        updated_at: now,
+        claimed_at: Some(now),
+    };
+    let machines = (0..n)
+        .map(|i| HfMachine {
+            machine_id: format!("i-{i:017x}"),
+            request_id: request.request_id.clone(),
+            template_id: request.template_id.clone(),
+            strategy: "sim-primary".into(),
+            state: MachineState::Running,
+            delivered: true,
+            private_ip: Some(format!("10.20.{}.{}", i / 250, i % 250 + 4)),
+            private_dns: Some(format!("ip-10-20-{}-{}.sim.internal", i / 250, i % 250 + 4)),
+            instance_type: Some("m5.large".into()),
+            price_type: Some("ondemand".into()),
+            launch_time: Some(now / 1000),
+            created_at: now,
+            updated_at: now,
+            ..HfMachine::default()
+        })
+        .collect();
+    (request, machines)
+}
+
+fn status_answer(c: &mut Criterion) {
+    let (request, machines) = request_of(10_000);
+    c.bench_function("getRequestStatus answer of 10,000 machines: build", |b| {
+        b.iter(|| ohfp::hostfactory::wire_request(black_box(&request), black_box(&machines)))
+    });
+    c.bench_function(
+        "getRequestStatus answer of 10,000 machines: build + JSON",
+        |b| {
+            b.iter(|| {
+                let answer = WireStatusAnswer {
+                    requests: vec![ohfp::hostfactory::wire_request(
+                        black_box(&request),
+                        black_box(&machines),
+                    )],
+                };
+                serde_json::to_vec(&answer).unwrap()
+            })
+        },
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = selection, breaker, hostfactory, status_answer
+}
 criterion_main!(benches);

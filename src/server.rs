@@ -71,7 +71,7 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let prometheus = Arc::new(Exposition::new(&engine));
+        let prometheus = Arc::new(Exposition::new(&engine, &hostfactory));
         let alerts = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
         let state = AppState {
             rate_limits: Arc::new(RateLimits::new(&config.server.auth)),

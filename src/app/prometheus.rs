@@ -6,7 +6,8 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::domain::Outcome;
@@ -65,5 +66,89 @@ impl OperationSeries {
             "Provider operation latency by strategy, operation type and outcome",
             self.seconds.clone(),
         );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StrategyLabel {
+    pub strategy: String,
+}
+
+/// The HostFactory reconciler's series: how long its rounds take, and the status calls it
+/// makes to each strategy (one per batch of `hostfactory.status_batch_size` machines).
+#[derive(Clone)]
+pub struct ReconcileSeries {
+    round_seconds: Histogram,
+    status_calls: Family<StrategyLabel, Counter>,
+    last_polled: Family<StrategyLabel, Gauge>,
+    last_calls: Family<StrategyLabel, Gauge>,
+}
+
+impl Default for ReconcileSeries {
+    fn default() -> Self {
+        Self {
+            // 1 ms to about 65 s, doubling.
+            round_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            status_calls: Family::default(),
+            last_polled: Family::default(),
+            last_calls: Family::default(),
+        }
+    }
+}
+
+impl ReconcileSeries {
+    pub fn round(&self, took: std::time::Duration) {
+        self.round_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn status_call(&self, strategy: &str) {
+        self.status_calls.get_or_create(&label(strategy)).inc();
+    }
+
+    /// A new round: strategies it does not poll show no latest poll.
+    pub fn clear_polls(&self) {
+        self.last_polled.clear();
+        self.last_calls.clear();
+    }
+
+    /// The latest poll of `strategy`: `machines` asked about in `calls` status calls.
+    pub fn polled(&self, strategy: &str, machines: usize, calls: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.last_polled
+            .get_or_create(&label(strategy))
+            .set(gauge(machines));
+        self.last_calls
+            .get_or_create(&label(strategy))
+            .set(gauge(calls));
+    }
+
+    /// Adds the series (sharing their counts) to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ohfp_reconcile_round_seconds",
+            "Time of one HostFactory reconciler round, its provider polls included",
+            self.round_seconds.clone(),
+        );
+        registry.register(
+            "ohfp_reconcile_status_calls",
+            "Status calls the reconciler made, by strategy",
+            self.status_calls.clone(),
+        );
+        registry.register(
+            "ohfp_reconcile_last_poll_machines",
+            "Machines asked about by the latest reconciler round, per strategy it polled",
+            self.last_polled.clone(),
+        );
+        registry.register(
+            "ohfp_reconcile_last_poll_calls",
+            "Status calls of the latest reconciler round, per strategy it polled",
+            self.last_calls.clone(),
+        );
+    }
+}
+
+fn label(strategy: &str) -> StrategyLabel {
+    StrategyLabel {
+        strategy: strategy.to_string(),
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use reconciler::run as run_reconciler;
-pub use service::{HfError, HostFactory, ends_request};
+pub use service::{HfError, HostFactory, ends_request, wire_request};
 
 use crate::config::HostFactoryConfig;
 

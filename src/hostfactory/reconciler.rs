@@ -34,7 +34,11 @@ pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
         // provider calls run in tasks of their own, so the next start picks up from there.
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = Arc::clone(&hf).reconcile(&shutdown) => {}
+            _ = async {
+                let started = std::time::Instant::now();
+                Arc::clone(&hf).reconcile(&shutdown).await;
+                hf.reconcile_series.round(started.elapsed());
+            } => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -204,6 +208,7 @@ impl HostFactory {
             }
         }
         let batch = self.cfg.status_batch_size.max(1);
+        self.reconcile_series.clear_polls();
         let mut chores = Vec::new();
         for (strategy, poll) in polls {
             let (hf, tracked, in_progress) = (
@@ -224,6 +229,8 @@ impl HostFactory {
                         None => chunks.push((Vec::new(), poll.request_ids.clone())),
                     }
                 }
+                hf.reconcile_series
+                    .polled(&name, poll.instance_ids.len(), chunks.len());
                 for (ids, request_ids) in chunks {
                     hf.poll_one(&name, ids, request_ids, &tracked, &in_progress, now)
                         .await;
@@ -262,6 +269,7 @@ impl HostFactory {
             strategy: Some(strategy.to_string()),
             ..Route::default()
         };
+        self.reconcile_series.status_call(strategy);
         let report = match self.engine.execute(op, route).await {
             Ok(outcome) => match outcome.result.and_then(OperationOutput::into_status) {
                 Ok(report) => report,

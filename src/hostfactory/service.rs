@@ -11,6 +11,7 @@ use super::templates::{Template, TemplateCatalog};
 use super::views::RequestInFlight;
 use super::wire::{Host, WireMachine, WireRequest, WireRequestId, WireReturn};
 use crate::app::Engine;
+use crate::app::prometheus::ReconcileSeries;
 use crate::config::HostFactoryConfig;
 use crate::domain::{EpochMillis, Event, EventKind, MachineState, now_millis, rfc3339};
 use crate::store::{HostFactoryRepo, Store};
@@ -37,6 +38,8 @@ pub struct HostFactory {
     /// When this process started: an unclaimed request's time runs from here at the earliest,
     /// so that HostFactory has the whole timeout to ask after a restart.
     pub(super) started_at: EpochMillis,
+    /// The reconciler's round times and status calls, for `/metrics`.
+    pub(super) reconcile_series: ReconcileSeries,
 }
 
 impl HostFactory {
@@ -71,7 +74,7 @@ impl HostFactory {
 
     /// HostFactory's status of `r` over `machines` (any machines; others are skipped).
     pub(super) fn status_of(&self, r: &HfRequest, machines: &[HfMachine]) -> RequestStatus {
-        self.wire_request(r, machines).status
+        wire_request(r, machines).status
     }
 
     /// Machine rows once stored: an event for each that is new (`was` has no row of that id)
@@ -162,7 +165,13 @@ impl HostFactory {
             wake: Notify::new(),
             chores: Mutex::new(HashSet::new()),
             started_at: now_millis(),
+            reconcile_series: ReconcileSeries::default(),
         })
+    }
+
+    /// The reconciler's series (clones share the counts).
+    pub fn reconcile_series(&self) -> &ReconcileSeries {
+        &self.reconcile_series
     }
 
     pub fn templates(&self) -> Arc<Vec<Template>> {
@@ -320,7 +329,7 @@ impl HostFactory {
                 requests
                     .iter()
                     .find(|r| &r.request_id == id)
-                    .map(|r| self.wire_request(r, &machines))
+                    .map(|r| wire_request(r, &machines))
             })
             .collect())
     }
@@ -354,7 +363,7 @@ impl HostFactory {
         let machines = self.store.hf_machines_of(&ids).await?;
         Ok(open
             .iter()
-            .map(|r| (r, self.wire_request(r, &machines)))
+            .map(|r| (r, wire_request(r, &machines)))
             .filter(|(_, wire)| wire.status == RequestStatus::Running)
             .map(|(r, wire)| {
                 let mut machines_by_state = BTreeMap::new();
@@ -373,96 +382,6 @@ impl HostFactory {
                 }
             })
             .collect())
-    }
-
-    fn wire_request(&self, r: &HfRequest, all: &[HfMachine]) -> WireRequest {
-        let (machines, results): (Vec<WireMachine>, Vec<MachineResult>) = match r.kind {
-            RequestKind::Acquire => all
-                .iter()
-                .filter(|m| m.request_id == r.request_id)
-                .map(|m| {
-                    let result = status::acquire_result(m.state, m.failed, m.delivered);
-                    (wire_machine(m, result), result)
-                })
-                .unzip(),
-            RequestKind::Return => all
-                .iter()
-                .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
-                .map(|m| {
-                    let result = status::return_result(m.state);
-                    (wire_machine(m, result), result)
-                })
-                .unzip(),
-        };
-        let known = machines.len() as i64;
-        let spec = spec_of(r);
-        let placed = placed_units(&spec, r, all);
-        let (more_expected, shortfall) = match (r.kind, r.state) {
-            (RequestKind::Return, _) => (false, false),
-            (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
-            (_, RequestState::InProgress) => (placed < r.requested_count, false),
-            (_, RequestState::Done) => (false, placed < r.requested_count),
-            (_, RequestState::Failed) => (false, true),
-        };
-        let status = status::request_status(&results, more_expected, shortfall);
-        let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
-        // Weighted templates are asked for in capacity units: say so, beside the machines.
-        let asked = if r.kind == RequestKind::Acquire && spec.weighted {
-            format!(
-                "{placed} of {} capacity unit(s) placed; ",
-                r.requested_count
-            )
-        } else {
-            String::new()
-        };
-        let message = if !r.message.is_empty() {
-            r.message.clone()
-        } else {
-            match (r.kind, status) {
-                (RequestKind::Acquire, RequestStatus::Running) if !asked.is_empty() => {
-                    format!("{asked}{} machine(s) ready.", count(MachineResult::Succeed))
-                }
-                (RequestKind::Acquire, RequestStatus::Running) => {
-                    format!(
-                        "{} of {} machine(s) ready.",
-                        count(MachineResult::Succeed),
-                        r.requested_count
-                    )
-                }
-                (RequestKind::Acquire, RequestStatus::Complete) => {
-                    format!("{asked}{known} machine(s) ready.")
-                }
-                (RequestKind::Acquire, RequestStatus::CompleteWithError) if !asked.is_empty() => {
-                    format!(
-                        "{asked}{} machine(s) ready, {} failed.",
-                        count(MachineResult::Succeed),
-                        count(MachineResult::Fail)
-                    )
-                }
-                (RequestKind::Acquire, RequestStatus::CompleteWithError) => format!(
-                    "{} of {} machine(s) ready; {} failed.",
-                    count(MachineResult::Succeed),
-                    r.requested_count,
-                    count(MachineResult::Fail)
-                ),
-                (RequestKind::Return, RequestStatus::Running) => {
-                    let problem = machines.iter().map(|m| &m.message).find(|m| !m.is_empty());
-                    format!(
-                        "{} of {} machine(s) terminated.{}",
-                        count(MachineResult::Succeed),
-                        known,
-                        problem.map(|p| format!(" {p}")).unwrap_or_default()
-                    )
-                }
-                (RequestKind::Return, _) => format!("{known} machine(s) returned."),
-            }
-        };
-        WireRequest {
-            request_id: r.request_id.clone(),
-            status,
-            message,
-            machines,
-        }
     }
 
     /// requestReturnMachines: one return request for the machines given (by name or id),
@@ -588,6 +507,98 @@ impl HostFactory {
             }
             _ => 0,
         }
+    }
+}
+
+/// getRequestStatus's answer for `r` over `machines` (any machines; those of other requests are
+/// skipped). Pure: the benches render 10,000 machines through it.
+pub fn wire_request(r: &HfRequest, all: &[HfMachine]) -> WireRequest {
+    let (machines, results): (Vec<WireMachine>, Vec<MachineResult>) = match r.kind {
+        RequestKind::Acquire => all
+            .iter()
+            .filter(|m| m.request_id == r.request_id)
+            .map(|m| {
+                let result = status::acquire_result(m.state, m.failed, m.delivered);
+                (wire_machine(m, result), result)
+            })
+            .unzip(),
+        RequestKind::Return => all
+            .iter()
+            .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
+            .map(|m| {
+                let result = status::return_result(m.state);
+                (wire_machine(m, result), result)
+            })
+            .unzip(),
+    };
+    let known = machines.len() as i64;
+    let spec = spec_of(r);
+    let placed = placed_units(&spec, r, all);
+    let (more_expected, shortfall) = match (r.kind, r.state) {
+        (RequestKind::Return, _) => (false, false),
+        (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
+        (_, RequestState::InProgress) => (placed < r.requested_count, false),
+        (_, RequestState::Done) => (false, placed < r.requested_count),
+        (_, RequestState::Failed) => (false, true),
+    };
+    let status = status::request_status(&results, more_expected, shortfall);
+    let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
+    // Weighted templates are asked for in capacity units: say so, beside the machines.
+    let asked = if r.kind == RequestKind::Acquire && spec.weighted {
+        format!(
+            "{placed} of {} capacity unit(s) placed; ",
+            r.requested_count
+        )
+    } else {
+        String::new()
+    };
+    let message = if !r.message.is_empty() {
+        r.message.clone()
+    } else {
+        match (r.kind, status) {
+            (RequestKind::Acquire, RequestStatus::Running) if !asked.is_empty() => {
+                format!("{asked}{} machine(s) ready.", count(MachineResult::Succeed))
+            }
+            (RequestKind::Acquire, RequestStatus::Running) => {
+                format!(
+                    "{} of {} machine(s) ready.",
+                    count(MachineResult::Succeed),
+                    r.requested_count
+                )
+            }
+            (RequestKind::Acquire, RequestStatus::Complete) => {
+                format!("{asked}{known} machine(s) ready.")
+            }
+            (RequestKind::Acquire, RequestStatus::CompleteWithError) if !asked.is_empty() => {
+                format!(
+                    "{asked}{} machine(s) ready, {} failed.",
+                    count(MachineResult::Succeed),
+                    count(MachineResult::Fail)
+                )
+            }
+            (RequestKind::Acquire, RequestStatus::CompleteWithError) => format!(
+                "{} of {} machine(s) ready; {} failed.",
+                count(MachineResult::Succeed),
+                r.requested_count,
+                count(MachineResult::Fail)
+            ),
+            (RequestKind::Return, RequestStatus::Running) => {
+                let problem = machines.iter().map(|m| &m.message).find(|m| !m.is_empty());
+                format!(
+                    "{} of {} machine(s) terminated.{}",
+                    count(MachineResult::Succeed),
+                    known,
+                    problem.map(|p| format!(" {p}")).unwrap_or_default()
+                )
+            }
+            (RequestKind::Return, _) => format!("{known} machine(s) returned."),
+        }
+    };
+    WireRequest {
+        request_id: r.request_id.clone(),
+        status,
+        message,
+        machines,
     }
 }
 

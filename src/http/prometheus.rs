@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use super::error::Problem;
 use crate::app::Engine;
 use crate::domain::HealthState;
+use crate::hostfactory::HostFactory;
 use crate::state::AppState;
 use crate::store::HostFactoryRepo;
 use crate::strategy::CircuitState;
@@ -91,9 +92,10 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    pub fn new(engine: &Engine) -> Self {
+    pub fn new(engine: &Engine, hostfactory: &HostFactory) -> Self {
         let mut registry = Registry::default();
         engine.metrics_recorder().series().register(&mut registry);
+        hostfactory.reconcile_series().register(&mut registry);
         let this = Self {
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(http_histogram),

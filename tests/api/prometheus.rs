@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, execute, open_circuit_on_failing_sim, register_sim};
-use crate::hostfactory::{hf_app, request_machines, wait_status};
+use crate::hostfactory::{hf_app, hf_config, request_machines, wait_status};
 use crate::support::pyvenv;
 
 const PARSER_SPEC: &str = "prometheus-client==0.26.0";
@@ -229,6 +229,52 @@ async fn a_breaker_opening_shows_in_metrics() {
         let (_, text) = scrape(&app, None).await;
         text.contains("ohfp_circuit_state{strategy=\"sim-bad\"} 2")
             .then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+/// The reconciler's series: its rounds, and one status call per batch of
+/// `hostfactory.status_batch_size` machines in flight, per strategy.
+#[tokio::test]
+async fn reconciler_rounds_and_status_calls_per_batch_show_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = hf_config(dir.path(), 30.0);
+    cfg.hostfactory.status_batch_size = 2;
+    let app = TestApp::start(cfg).await;
+    request_machines(&app, "OnDemand-C5Large", 5).await;
+    // 5 machines booting for 30 s, asked about in batches of 2: 3 calls a round, seen in one
+    // scrape (a scrape between a round's start and its poll shows no latest poll).
+    let (strategy, text) = eventually("a poll of 5 machines in 3 calls", || async {
+        let (_, text) = scrape(&app, None).await;
+        let strategy = text
+            .lines()
+            .find(|l| l.starts_with("ohfp_reconcile_last_poll_machines{") && l.ends_with(" 5"))
+            .map(|l| l.split('"').nth(1).unwrap().to_string())?;
+        let calls = format!("ohfp_reconcile_last_poll_calls{{strategy=\"{strategy}\"}} 3");
+        text.lines().any(|l| l == calls).then_some((strategy, text))
+    })
+    .await;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{strategy=\"{strategy}\"}} ")))
+            .unwrap_or_else(|| panic!("no {name} for {strategy}:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let rounds = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("ohfp_reconcile_round_seconds_count "))
+            .unwrap_or_else(|| panic!("no round count:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("ohfp_reconcile_status_calls_total") >= 3.0, "{text}");
+    let before = rounds(&text);
+    assert!(before >= 1.0, "{text}");
+    eventually("more rounds counted", || async {
+        let (_, text) = scrape(&app, None).await;
+        (rounds(&text) > before).then_some(())
     })
     .await;
     app.stop().await;
