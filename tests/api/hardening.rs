@@ -327,7 +327,7 @@ fn shim_with_token(call: &str, url: &str, tmp: &Path) -> tokio::process::Child {
         .arg(&input)
         .env("OHFP_URL", url)
         .env("OHFP_TOKEN", "s3cret-bearer-token")
-        .env("OHFP_TIMEOUT", "1")
+        .env("OHFP_TIMEOUT", "60")
         .env("TMPDIR", tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
