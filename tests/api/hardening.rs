@@ -322,7 +322,11 @@ async fn a_strategy_holding_hostfactory_machines_is_kept_until_they_are_returned
 fn shim_with_token(call: &str, url: &str, tmp: &Path) -> tokio::process::Child {
     let input = tmp.with_extension("input.json");
     std::fs::write(&input, "{}").unwrap();
-    tokio::process::Command::new(format!("{SCRIPTS}/{call}.sh"))
+    // Through `env --default-signal` (which execs it, keeping the pid): a shell cannot trap a
+    // signal ignored on entry, and the test runner may have inherited an ignored HUP (nohup).
+    tokio::process::Command::new("env")
+        .arg("--default-signal")
+        .arg(format!("{SCRIPTS}/{call}.sh"))
         .arg("-f")
         .arg(&input)
         .env("OHFP_URL", url)
