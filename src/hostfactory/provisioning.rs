@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::model::{HfMachine, HfRequest, RequestState};
-use super::service::HostFactory;
+use super::service::{HostFactory, MachinesById};
 use super::status::RequestStatus;
 use super::templates::launch_spec;
 use crate::app::Route;
@@ -208,7 +208,7 @@ impl HostFactory {
                     state,
                     ..req
                 };
-                self.machine_events(&[], &rows);
+                self.machine_events(&MachinesById::new(), &rows);
                 self.request_state(&req, self.status_of(&req, &rows));
             }
             // The machines carry the request id in the cloud; the next attempt adopts them.

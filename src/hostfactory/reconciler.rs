@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{machine_row, placed_units, spec_of};
-use super::service::HostFactory;
+use super::service::{HostFactory, MachinesById, by_id};
 use super::status::{self, MachineResult};
 use crate::app::Route;
 use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
@@ -325,8 +325,9 @@ impl HostFactory {
         }
         match self.store.save_observations(&rows).await {
             Ok(()) => {
-                self.machine_events(tracked, &rows);
-                self.status_events(tracked, &rows).await;
+                let was = by_id(tracked);
+                self.machine_events(&was, &rows);
+                self.status_events(&was, &rows).await;
             }
             Err(e) => tracing::error!(strategy, error = %e, "cannot save machine states"),
         }
@@ -334,7 +335,7 @@ impl HostFactory {
 
     /// `request_state` for each acquire request whose HostFactory status the machine rows just
     /// saved changed (`was`: the rows before, of the machines tracked).
-    async fn status_events(&self, was: &[HfMachine], saved: &[HfMachine]) {
+    async fn status_events(&self, was: &MachinesById<'_>, saved: &[HfMachine]) {
         let mut ids: Vec<String> = saved.iter().map(|m| m.request_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -348,11 +349,12 @@ impl HostFactory {
             Err(e) => return tracing::error!(error = %e, "cannot read requests for their status"),
         };
         // The rows as they were: a saved machine that was not tracked before is new.
+        let saved = by_id(saved);
         let before: Vec<HfMachine> = now
             .iter()
             .filter_map(|m| {
-                if saved.iter().any(|s| s.machine_id == m.machine_id) {
-                    was.iter().find(|w| w.machine_id == m.machine_id).cloned()
+                if saved.contains_key(m.machine_id.as_str()) {
+                    was.get(m.machine_id.as_str()).map(|w| (*w).clone())
                 } else {
                     Some(m.clone())
                 }

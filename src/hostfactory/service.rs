@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -79,9 +79,9 @@ impl HostFactory {
 
     /// Machine rows once stored: an event for each that is new (`was` has no row of that id)
     /// or whose state or failure changed, so that a request's followers see its machines move.
-    pub(super) fn machine_events(&self, was: &[HfMachine], now: &[HfMachine]) {
+    pub(super) fn machine_events(&self, was: &MachinesById, now: &[HfMachine]) {
         for m in now {
-            let before = was.iter().find(|w| w.machine_id == m.machine_id);
+            let before = was.get(m.machine_id.as_str()).copied();
             if before.is_some_and(|b| b.state == m.state && b.failed == m.failed) {
                 continue;
             }
@@ -94,6 +94,17 @@ impl HostFactory {
             );
         }
     }
+}
+
+/// Machine rows by id: the rounds look each polled machine up among every tracked one, which
+/// a scan would make quadratic at thousands of machines.
+pub(super) type MachinesById<'a> = HashMap<&'a str, &'a HfMachine>;
+
+pub(super) fn by_id(machines: &[HfMachine]) -> MachinesById<'_> {
+    machines
+        .iter()
+        .map(|m| (m.machine_id.as_str(), m))
+        .collect()
 }
 
 /// Whether `e` is the last event of request `id`: its status became final, its provisioning
