@@ -2,6 +2,7 @@
 //! request lifecycle in the store, and the background reconciler that keeps it fresh.
 
 pub mod error;
+mod events;
 mod ghosts;
 pub mod model;
 mod provisioning;
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use events::ends_request;
 pub use reconciler::run as run_reconciler;
-pub use service::{HfError, HostFactory, ends_request, wire_request};
+pub use service::{HfError, HostFactory, wire_request};
 
 use crate::config::HostFactoryConfig;
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::events::MachinesById;
 use super::model::{HfMachine, HfRequest, RequestState};
-use super::service::{HostFactory, MachinesById};
+use super::service::HostFactory;
 use super::status::RequestStatus;
 use super::templates::launch_spec;
 use crate::app::Route;

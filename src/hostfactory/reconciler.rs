@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{MachinesById, by_id};
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{machine_row, placed_units, spec_of};
-use super::service::{HostFactory, MachinesById, by_id};
+use super::service::HostFactory;
 use super::status::{self, MachineResult};
 use crate::app::Route;
 use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
