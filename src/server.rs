@@ -18,7 +18,7 @@ use crate::domain::EventKind;
 use crate::hostfactory::{self, HostFactory, templates::TemplateCatalog};
 use crate::http::prometheus::Exposition;
 use crate::http::rate_limit::RateLimits;
-use crate::state::AppState;
+use crate::state::{AppParts, AppState};
 use crate::tasks::{TaskRestart, Tasks};
 use crate::{http, monitor};
 
@@ -73,7 +73,7 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let prometheus = Arc::new(Exposition::new(&engine, &hostfactory));
         let alerts = Alerts::start(&config.alerts, Arc::clone(&engine)).await?;
-        let state = AppState {
+        let state = AppState::new(AppParts {
             rate_limits: Arc::new(RateLimits::new(&config.server.auth)),
             prometheus,
             alerts,
@@ -83,7 +83,7 @@ impl App {
             started,
             shutdown,
             tasks,
-        };
+        });
         Ok(Self { listener, state })
     }
 

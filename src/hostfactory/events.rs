@@ -75,6 +75,15 @@ pub(super) fn by_id(machines: &[HfMachine]) -> MachinesById<'_> {
         .collect()
 }
 
+/// Machine rows by the acquire request they belong to, for the same reason.
+pub(super) fn by_request(machines: &[HfMachine]) -> HashMap<&str, Vec<&HfMachine>> {
+    let mut of: HashMap<&str, Vec<&HfMachine>> = HashMap::new();
+    for m in machines {
+        of.entry(m.request_id.as_str()).or_default().push(m);
+    }
+    of
+}
+
 /// Whether `e` is the last event of request `id`: its status became final, its provisioning
 /// failed, or (a return) all its machines are gone.
 pub fn ends_request(e: &Event, id: &str) -> bool {

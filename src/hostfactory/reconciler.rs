@@ -3,7 +3,7 @@
 //! per strategy and batch, never one per HostFactory request), notices reclaims, times out
 //! machines that never start, and sends terminations for returned machines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{MachinesById, by_id};
+use super::events::{MachinesById, by_id, by_request};
 use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{machine_row, placed_units, spec_of};
 use super::service::HostFactory;
@@ -122,15 +122,16 @@ impl HostFactory {
         if ids.is_empty() {
             return;
         }
-        let machines = match self.store.hf_machines_of(&ids).await {
-            Ok(m) => m,
+        let snapshots = match self.store.hf_request_snapshots(&ids).await {
+            Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "cannot read returned machines"),
         };
-        for r in returns {
-            let done = machines
-                .iter()
-                .filter(|m| m.return_request_id.as_deref() == Some(r.request_id.as_str()))
-                .all(|m| status::return_result(m.state) == MachineResult::Succeed);
+        for (r, snapshot) in returns.iter().zip(snapshots) {
+            let done = snapshot.is_some_and(|s| {
+                s.machines
+                    .iter()
+                    .all(|m| status::return_result(m.state) == MachineResult::Succeed)
+            });
             if !done {
                 continue;
             }
@@ -197,9 +198,11 @@ impl HostFactory {
             }
         }
         // Fleets and groups place machines after the create call answered: look them up by tag.
+        let tracked_of = by_request(tracked);
         for r in in_progress.iter() {
+            let placed = tracked_of.get(r.request_id.as_str()).into_iter().flatten();
             if let Some(strategy) = &r.strategy
-                && placed_units(&spec_of(r), r, tracked.iter()) < r.requested_count
+                && placed_units(&spec_of(r), r, placed.copied()) < r.requested_count
             {
                 polls
                     .entry(strategy.clone())
@@ -284,12 +287,13 @@ impl HostFactory {
         };
         let pending_timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
         let mut rows = Vec::new();
+        let was = by_id(tracked);
         for m in &report.machines {
-            let row = match tracked.iter().find(|t| t.machine_id == m.instance_id) {
+            let row = match was.get(m.instance_id.as_str()) {
                 Some(t) => observe(t, m, now),
                 None => match in_progress
                     .iter()
-                    .find(|r| m.request_id.is_some() && m.request_id == Some(r.request_id.clone()))
+                    .find(|r| m.request_id.as_deref() == Some(r.request_id.as_str()))
                 {
                     Some(r) => machine_row(r, strategy, m, now),
                     None => continue,
@@ -297,9 +301,9 @@ impl HostFactory {
             };
             rows.push(row);
         }
-        let not_found = &report.not_found;
-        for t in tracked.iter().filter(|t| not_found.contains(&t.machine_id)) {
-            let mut gone = t.clone();
+        let not_found: BTreeSet<&str> = report.not_found.iter().map(String::as_str).collect();
+        for t in not_found.into_iter().filter_map(|id| was.get(id)) {
+            let mut gone = HfMachine::clone(t);
             gone.state = MachineState::Terminated;
             gone.failed = !t.delivered && t.return_request_id.is_none();
             if gone.failed {
@@ -326,7 +330,6 @@ impl HostFactory {
         }
         match self.store.save_observations(&rows).await {
             Ok(()) => {
-                let was = by_id(tracked);
                 self.machine_events(&was, &rows);
                 self.status_events(&was, &rows).await;
             }
@@ -340,31 +343,30 @@ impl HostFactory {
         let mut ids: Vec<String> = saved.iter().map(|m| m.request_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let read = async {
-            let requests = self.store.hf_requests(&ids).await?;
-            let machines = self.store.hf_machines_of(&ids).await?;
-            crate::store::StoreResult::Ok((requests, machines))
-        };
-        let (requests, now) = match read.await {
-            Ok(read) => read,
+        let snapshots = match self.store.hf_request_snapshots(&ids).await {
+            Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "cannot read requests for their status"),
         };
-        // The rows as they were: a saved machine that was not tracked before is new.
         let saved = by_id(saved);
-        let before: Vec<HfMachine> = now
-            .iter()
-            .filter_map(|m| {
-                if saved.contains_key(m.machine_id.as_str()) {
-                    was.get(m.machine_id.as_str()).map(|w| (*w).clone())
-                } else {
-                    Some(m.clone())
-                }
-            })
-            .collect();
-        for r in requests.iter().filter(|r| r.kind == RequestKind::Acquire) {
-            let status = self.status_of(r, &now);
-            if status != self.status_of(r, &before) {
-                self.request_state(r, status);
+        for s in snapshots.iter().flatten() {
+            if s.request.kind != RequestKind::Acquire {
+                continue;
+            }
+            // The rows as they were: a saved machine that was not tracked before is new.
+            let before: Vec<HfMachine> = s
+                .machines
+                .iter()
+                .filter_map(|m| {
+                    if saved.contains_key(m.machine_id.as_str()) {
+                        was.get(m.machine_id.as_str()).map(|w| (*w).clone())
+                    } else {
+                        Some(m.clone())
+                    }
+                })
+                .collect();
+            let status = self.status_of(&s.request, &s.machines);
+            if status != self.status_of(&s.request, &before) {
+                self.request_state(&s.request, status);
             }
         }
     }
@@ -483,13 +485,14 @@ impl HostFactory {
     /// all their machines within the pending timeout.
     async fn settle(&self, in_progress: &[HfRequest], now: EpochMillis) {
         let ids: Vec<String> = in_progress.iter().map(|r| r.request_id.clone()).collect();
-        let machines = match self.store.hf_machines_of(&ids).await {
-            Ok(m) => m,
+        let snapshots = match self.store.hf_request_snapshots(&ids).await {
+            Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "cannot read machines to settle"),
         };
         let timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
-        for r in in_progress {
-            let known = placed_units(&spec_of(r), r, &machines);
+        for (r, snapshot) in in_progress.iter().zip(snapshots) {
+            let machines: &[HfMachine] = snapshot.as_deref().map_or(&[], |s| &s.machines);
+            let known = placed_units(&spec_of(r), r, machines);
             let outcome = if known >= r.requested_count {
                 Some((RequestState::Done, r.message.clone()))
             } else if now - r.created_at > timeout {
@@ -518,8 +521,8 @@ impl HostFactory {
                         message: message.clone(),
                         ..r.clone()
                     };
-                    let status = self.status_of(&done, &machines);
-                    if status != self.status_of(r, &machines) {
+                    let status = self.status_of(&done, machines);
+                    if status != self.status_of(r, machines) {
                         self.request_state(&done, status);
                     }
                 }

@@ -1,9 +1,10 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::events::by_id;
 use super::model::{Caller, HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{placed_units, spec_of};
 use super::status::{self, MachineResult, RequestStatus};
@@ -61,21 +62,23 @@ async fn lookup_hosts<'h>(
         .flat_map(|h| h.machine_id.iter().chain(h.name.iter()).cloned())
         .collect();
     let found = store.hf_machines_by_keys(&keys).await?;
+    // Indexes, not scans: HostFactory returns thousands of hosts at once.
+    let by_id = by_id(&found);
+    let mut by_name: HashMap<&str, &HfMachine> = HashMap::new();
+    for m in &found {
+        for name in m.private_dns.iter().chain(m.private_ip.iter()) {
+            by_name.entry(name.as_str()).or_insert(m);
+        }
+    }
     Ok(hosts
         .iter()
         .map(|h| {
-            let by_id = h
+            let machine = h
                 .machine_id
-                .as_ref()
-                .and_then(|id| found.iter().find(|m| &m.machine_id == id));
-            let by_name = || {
-                h.name.as_ref().and_then(|n| {
-                    found.iter().find(|m| {
-                        m.private_dns.as_ref() == Some(n) || m.private_ip.as_ref() == Some(n)
-                    })
-                })
-            };
-            (h, by_id.or_else(by_name).cloned())
+                .as_deref()
+                .and_then(|id| by_id.get(id))
+                .or_else(|| h.name.as_deref().and_then(|n| by_name.get(n)));
+            (h, machine.map(|m| (*m).clone()))
         })
         .collect())
 }
@@ -244,26 +247,23 @@ impl HostFactory {
         ids: &[String],
         caller: Caller,
     ) -> HfResult<Vec<Option<WireRequest>>> {
-        let requests = self.store.hf_requests(ids).await?;
+        let snapshots = self.store.hf_request_snapshots(ids).await?;
         if caller == Caller::HostFactory {
-            let unclaimed: Vec<String> = requests
+            let mut unclaimed: Vec<String> = snapshots
                 .iter()
+                .flatten()
+                .map(|s| &s.request)
                 .filter(|r| r.kind == RequestKind::Acquire && r.claimed_at.is_none())
                 .map(|r| r.request_id.clone())
                 .collect();
+            unclaimed.dedup();
             if !unclaimed.is_empty() {
                 self.store.claim_requests(&unclaimed, now_millis()).await?;
             }
         }
-        let machines = self.store.hf_machines_of(ids).await?;
-        Ok(ids
+        Ok(snapshots
             .iter()
-            .map(|id| {
-                requests
-                    .iter()
-                    .find(|r| &r.request_id == id)
-                    .map(|r| wire_request(r, &machines))
-            })
+            .map(|s| s.as_ref().map(|s| wire_request(&s.request, &s.machines)))
             .collect())
     }
 
@@ -279,6 +279,7 @@ impl HostFactory {
                 RequestState::InProgress,
             ])
             .await?;
+        let listed: HashSet<String> = open.iter().map(|r| r.request_id.clone()).collect();
         let mut booting: Vec<String> = self
             .store
             .hf_machines_to_track()
@@ -286,17 +287,23 @@ impl HostFactory {
             .into_iter()
             .filter(|m| m.state == MachineState::Pending && !m.delivered)
             .map(|m| m.request_id)
-            .filter(|id| !open.iter().any(|r| &r.request_id == id))
+            .filter(|id| !listed.contains(id))
             .collect();
         booting.sort();
         booting.dedup();
         open.extend(self.store.hf_requests(&booting).await?);
         open.sort_by(|a, b| (a.created_at, &a.request_id).cmp(&(b.created_at, &b.request_id)));
         let ids: Vec<String> = open.iter().map(|r| r.request_id.clone()).collect();
-        let machines = self.store.hf_machines_of(&ids).await?;
+        let snapshots = self.store.hf_request_snapshots(&ids).await?;
         Ok(open
             .iter()
-            .map(|r| (r, wire_request(r, &machines)))
+            .zip(snapshots)
+            .map(|(r, s)| {
+                (
+                    r,
+                    wire_request(r, s.as_deref().map_or(&[], |s| &s.machines)),
+                )
+            })
             .filter(|(_, wire)| wire.status == RequestStatus::Running)
             .map(|(r, wire)| {
                 let mut machines_by_state = BTreeMap::new();
@@ -325,6 +332,7 @@ impl HostFactory {
         let mut unknown = Vec::new();
         let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut to_return: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for (h, machine) in lookup_hosts(&self.store, hosts).await? {
             match machine {
                 None => unknown.push(
@@ -335,7 +343,7 @@ impl HostFactory {
                 ),
                 Some(m) => match &m.return_request_id {
                     Some(ret) => already.entry(ret.clone()).or_default().push(host_name(&m)),
-                    None if !to_return.contains(&m.machine_id) => {
+                    None if seen.insert(m.machine_id.clone()) => {
                         to_return.push(m.machine_id.clone())
                     }
                     None => {}

@@ -11,6 +11,7 @@ mod health;
 mod hostfactory;
 mod metrics;
 mod repo;
+mod request_cache;
 mod rows;
 mod secrets;
 mod settings;
@@ -21,6 +22,7 @@ pub(crate) mod tests;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -37,6 +39,7 @@ pub use repo::{
     AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
     MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
+pub use request_cache::RequestSnapshot;
 pub use secrets::SecretKey;
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
@@ -49,6 +52,7 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 pub struct Store {
     pool: SqlitePool,
     secrets: SecretKey,
+    requests: Arc<request_cache::RequestCache>,
 }
 
 /// The database file and its WAL companions hold secrets and HostFactory's machines: mode
@@ -105,7 +109,11 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("cannot apply migrations to {path}: {e}"))?;
         owner_only(path)?;
-        let store = Self { pool, secrets };
+        let store = Self {
+            pool,
+            secrets,
+            requests: Arc::default(),
+        };
         let sealed = store
             .seal_clear_secrets()
             .await

@@ -9,12 +9,14 @@
 //! - `prune_*` methods delete at most `batch` rows per table and return how many they deleted,
 //!   so that the caller can repeat them without holding the database for long.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, SimInstanceRow, StoreResult,
-    StoredStrategy, StrategySource,
+    CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, RequestSnapshot, SimInstanceRow,
+    StoreResult, StoredStrategy, StrategySource,
 };
 use crate::config::AlertRule;
 use crate::config::StrategySpec;
@@ -275,6 +277,14 @@ pub trait HostFactoryRepo: Send + Sync {
 
     /// The requests among `ids` that exist, in no particular order.
     async fn hf_requests(&self, ids: &[String]) -> StoreResult<Vec<HfRequest>>;
+
+    /// Each id's request with the machines getRequestStatus reports for it, `None` for an id
+    /// never issued; from the in-memory copy where it holds the request (see
+    /// `store::request_cache`), else from the database.
+    async fn hf_request_snapshots(
+        &self,
+        ids: &[String],
+    ) -> StoreResult<Vec<Option<Arc<RequestSnapshot>>>>;
 
     /// The requests in any of `states`, oldest first.
     async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>>;

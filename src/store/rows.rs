@@ -5,8 +5,9 @@
 use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Row, Sqlite};
 
 use super::StoreResult;
 
@@ -89,4 +90,15 @@ pub(super) fn id_param(id: u64) -> StoreResult<i64> {
 /// `?, ?, …` for `n` values.
 pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// `q` with `values` bound in order, for the `?`s of [`placeholders`].
+pub(super) fn bind_all<'q>(
+    mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    values: &'q [String],
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    for v in values {
+        q = q.bind(v);
+    }
+    q
 }

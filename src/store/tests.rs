@@ -2,6 +2,7 @@
 //! registration. Retention has its own file. `open`, `request` and `machine` serve other
 //! modules' tests too.
 
+mod request_cache;
 mod retention;
 
 use serde_json::json;

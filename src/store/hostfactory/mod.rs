@@ -1,76 +1,23 @@
 //! HostFactory requests and machines.
 
+mod rows;
+mod writes;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row};
 
-use super::rows::{count, flag, json_opt, named_opt, parsed, placeholders};
+use self::rows::{MachineCount, OpenPlacement, RequestCount};
+use self::writes::{Set, insert_return, upsert_machine};
+use super::rows::placeholders;
 use super::{
-    HfCounts, HfPruned, HostFactoryRepo, Store, StoreResult, StrategyHoldings, TemplateUsage,
+    HfCounts, HfPruned, HostFactoryRepo, RequestSnapshot, Store, StoreResult, StrategyHoldings,
+    TemplateUsage,
 };
-use crate::domain::{EpochMillis, MachineState, ProvisioningApi};
-use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
-
-impl FromRow<'_, SqliteRow> for HfRequest {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
-        Ok(HfRequest {
-            request_id: r.try_get("request_id")?,
-            kind: parsed(r, "kind")?,
-            template_id: r.try_get("template_id")?,
-            template: json_opt(r, "template")?,
-            requested_count: r.try_get("requested_count")?,
-            provider_name: r.try_get("provider_name")?,
-            strategy: r.try_get("strategy")?,
-            state: parsed(r, "state")?,
-            message: r.try_get("message")?,
-            resource_id: r.try_get("resource_id")?,
-            provider_api: named_opt(r, "provider_api")?,
-            attempts: r.try_get("attempts")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-            claimed_at: r.try_get("claimed_at")?,
-        })
-    }
-}
-
-impl FromRow<'_, SqliteRow> for HfMachine {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
-        Ok(HfMachine {
-            machine_id: r.try_get("machine_id")?,
-            request_id: r.try_get("request_id")?,
-            template_id: r.try_get("template_id")?,
-            strategy: r.try_get("strategy")?,
-            state: parsed(r, "state")?,
-            failed: flag(r, "failed")?,
-            delivered: flag(r, "delivered")?,
-            message: r.try_get("message")?,
-            private_ip: r.try_get("private_ip")?,
-            public_ip: r.try_get("public_ip")?,
-            private_dns: r.try_get("private_dns")?,
-            instance_type: r.try_get("instance_type")?,
-            price_type: r.try_get("price_type")?,
-            launch_time: r.try_get("launch_time")?,
-            resource_id: r.try_get("resource_id")?,
-            provider_api: named_opt(r, "provider_api")?,
-            reclaim_notice: r.try_get("reclaim_notice")?,
-            reclaimed_at: r.try_get("reclaimed_at")?,
-            return_request_id: r.try_get("return_request_id")?,
-            return_sent_at: r.try_get("return_sent_at")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
-    }
-}
-
-/// A row of the open-request half of [`HostFactoryRepo::hf_template_usage`].
-#[derive(sqlx::FromRow)]
-struct OpenPlacement {
-    request_id: String,
-    requested_count: i64,
-    machine_id: Option<String>,
-    instance_type: Option<String>,
-}
+use crate::domain::{EpochMillis, ProvisioningApi};
+use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
 
 /// The machines the reconciler tracks, every round. Served by the partial index
 /// `hf_machines_tracked` (migration 0003), whose WHERE is this one word for word: SQLite uses a
@@ -106,7 +53,7 @@ const HELD_REQUESTS: &str = "SELECT request_id, COUNT(*) OVER () FROM hf_request
 /// `?1`; the oldest `?2`. A machine is gone when terminated, or failed with its termination
 /// accepted (failed machines are not polled after that); a machine returned by a return
 /// request newer than `?1` keeps its acquire request.
-const PRUNABLE_ACQUIRES: &str = "SELECT r.request_id FROM hf_requests r
+pub(super) const PRUNABLE_ACQUIRES: &str = "SELECT r.request_id FROM hf_requests r
      WHERE r.kind = 'acquire' AND r.state IN ('done', 'failed') AND r.updated_at < ?1
        AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
            AND NOT ((m.state = 'terminated' OR (m.failed = 1 AND m.return_sent_at IS NOT NULL))
@@ -142,6 +89,7 @@ impl HostFactoryRepo for Store {
         .bind(r.claimed_at)
         .execute(&self.pool)
         .await?;
+        self.requests.evict_requests([r.request_id.as_str()]);
         Ok(())
     }
 
@@ -152,24 +100,19 @@ impl HostFactoryRepo for Store {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         insert_return(&mut tx, r, machine_ids).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.requests.evict_machines(
+            machine_ids.iter().map(String::as_str),
+            [r.request_id.as_str()],
+        );
+        Ok(())
     }
 
     async fn claim_requests(&self, ids: &[String], now: EpochMillis) -> StoreResult<()> {
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                // Bare `?`s only: sqlx numbers them on its own, apart from any `?N`.
-                "UPDATE hf_requests SET claimed_at = ?
-                 WHERE claimed_at IS NULL AND request_id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&self.pool).await?;
-        }
-        Ok(())
+        let claimed = self.claim(ids, now).await;
+        // Also after a failure: the chunks before it are written.
+        self.requests.evict_requests(ids.iter().map(String::as_str));
+        claimed
     }
 
     async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>> {
@@ -224,6 +167,10 @@ impl HostFactoryRepo for Store {
         };
         insert_return(&mut tx, &ret, &machine_ids).await?;
         tx.commit().await?;
+        self.requests.evict_machines(
+            machine_ids.iter().map(String::as_str),
+            [request_id, ret.request_id.as_str()],
+        );
         Ok(Some(machine_ids))
     }
 
@@ -241,6 +188,37 @@ impl HostFactoryRepo for Store {
             out.extend(q.fetch_all(&self.pool).await?);
         }
         Ok(out)
+    }
+
+    async fn hf_request_snapshots(
+        &self,
+        ids: &[String],
+    ) -> StoreResult<Vec<Option<Arc<RequestSnapshot>>>> {
+        let (mut found, generation) = self.requests.get(ids);
+        let mut missing: Vec<String> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let requests = self.hf_requests(&missing).await?;
+        let machines = self.hf_machines_of(&missing).await?;
+        let read: Vec<Arc<RequestSnapshot>> = RequestSnapshot::group(requests, machines)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        self.requests.fill(generation, &read);
+        for (id, slot) in ids.iter().zip(&mut found) {
+            if slot.is_none() {
+                *slot = read.iter().find(|s| &s.request.request_id == id).cloned();
+            }
+        }
+        Ok(found)
     }
 
     async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>> {
@@ -264,6 +242,7 @@ impl HostFactoryRepo for Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.requests.evict_requests([request_id]);
         Ok(())
     }
 
@@ -297,7 +276,9 @@ impl HostFactoryRepo for Store {
         for m in machines {
             upsert_machine(&mut tx, m).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.evict_observed(machines, [request_id]);
+        Ok(())
     }
 
     async fn set_request_state(
@@ -314,6 +295,7 @@ impl HostFactoryRepo for Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.requests.evict_requests([request_id]);
         Ok(())
     }
 
@@ -322,7 +304,9 @@ impl HostFactoryRepo for Store {
         for m in machines {
             upsert_machine(&mut tx, m).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.evict_observed(machines, []);
+        Ok(())
     }
 
     async fn hf_machines_of(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
@@ -346,6 +330,7 @@ impl HostFactoryRepo for Store {
 
     async fn hf_machines_by_keys(&self, keys: &[String]) -> StoreResult<Vec<HfMachine>> {
         let mut out: Vec<HfMachine> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for chunk in keys.chunks(300) {
             let p = placeholders(chunk.len());
             let sql = format!(
@@ -358,7 +343,7 @@ impl HostFactoryRepo for Store {
                 }
             }
             for m in q.fetch_all(&self.pool).await? {
-                if !out.iter().any(|o| o.machine_id == m.machine_id) {
+                if seen.insert(m.machine_id.clone()) {
                     out.push(m);
                 }
             }
@@ -387,31 +372,17 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
         message: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        for id in machine_ids {
-            sqlx::query("UPDATE hf_machines SET message = ?2 WHERE machine_id = ?1 AND failed = 0")
-                .bind(id)
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+        let head = "UPDATE hf_machines SET message = ? WHERE failed = 0 AND machine_id";
+        self.update_machines(head, &[Set::Text(message)], machine_ids)
+            .await
     }
 
     async fn mark_return_sent(&self, machine_ids: &[String], now: EpochMillis) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        for id in machine_ids {
-            sqlx::query(
-                "UPDATE hf_machines SET return_sent_at = ?2, updated_at = ?2,
-                     message = CASE WHEN failed = 1 THEN message ELSE '' END
-                 WHERE machine_id = ?1",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+        let head = "UPDATE hf_machines SET return_sent_at = ?, updated_at = ?,
+                message = CASE WHEN failed = 1 THEN message ELSE '' END
+            WHERE machine_id";
+        self.update_machines(head, &[Set::Time(now), Set::Time(now)], machine_ids)
+            .await
     }
 
     async fn hf_holdings(&self, strategy: &str, first: u32) -> StoreResult<StrategyHoldings> {
@@ -472,38 +443,11 @@ impl HostFactoryRepo for Store {
     }
 
     async fn prune_finished(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned> {
-        // The machines first (they refer to their requests), then the requests; both
-        // statements pick the same requests: those left with no machine stay prunable.
-        let mut tx = self.write().await?;
-        let mut deleted = [0; 2];
-        for (table, n) in ["hf_machines", "hf_requests"].into_iter().zip(&mut deleted) {
-            *n = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE request_id IN ({PRUNABLE_ACQUIRES})"
-            ))
-            .bind(before)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
-        let [machines, acquires] = deleted;
-        let returns = sqlx::query(
-            "DELETE FROM hf_requests WHERE request_id IN
-               (SELECT r.request_id FROM hf_requests r
-                WHERE r.kind = 'return' AND r.updated_at < ?1
-                  AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.return_request_id = r.request_id)
-                ORDER BY r.updated_at, r.request_id LIMIT ?2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(HfPruned {
-            machines,
-            requests: acquires + returns,
-        })
+        let pruned = self.prune_hf(before, batch).await;
+        // Deletions name no request up front, and a failure may follow a committed part:
+        // forget the whole copy (pruning is rare).
+        self.requests.clear();
+        pruned
     }
 
     async fn hf_counts(&self) -> StoreResult<HfCounts> {
@@ -521,108 +465,5 @@ impl HostFactoryRepo for Store {
             requests: requests.into_iter().map(|r| (r.0, r.1, r.2)).collect(),
             machines: machines.into_iter().map(|m| (m.0, m.1)).collect(),
         })
-    }
-}
-
-async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
-             private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
-             provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
-             delivered)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
-         ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
-             delivered = MAX(delivered, excluded.delivered),
-             message = excluded.message,
-             private_ip = COALESCE(excluded.private_ip, private_ip),
-             public_ip = COALESCE(excluded.public_ip, public_ip),
-             private_dns = COALESCE(excluded.private_dns, private_dns),
-             instance_type = COALESCE(excluded.instance_type, instance_type),
-             price_type = COALESCE(excluded.price_type, price_type),
-             launch_time = COALESCE(excluded.launch_time, launch_time),
-             resource_id = COALESCE(excluded.resource_id, resource_id),
-             provider_api = COALESCE(excluded.provider_api, provider_api),
-             reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
-             reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
-             updated_at = excluded.updated_at",
-    )
-    .bind(&m.machine_id)
-    .bind(&m.request_id)
-    .bind(&m.template_id)
-    .bind(&m.strategy)
-    .bind(m.state.as_str())
-    .bind(i64::from(m.failed))
-    .bind(&m.message)
-    .bind(&m.private_ip)
-    .bind(&m.public_ip)
-    .bind(&m.private_dns)
-    .bind(&m.instance_type)
-    .bind(&m.price_type)
-    .bind(m.launch_time)
-    .bind(&m.resource_id)
-    .bind(m.provider_api.map(ProvisioningApi::as_str))
-    .bind(&m.reclaim_notice)
-    .bind(m.reclaimed_at)
-    .bind(&m.return_request_id)
-    .bind(m.return_sent_at)
-    .bind(m.created_at)
-    .bind(m.updated_at)
-    .bind(i64::from(m.delivered))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Inserts return request `r` and marks `machine_ids` (those not already being returned) as
-/// returned by it.
-async fn insert_return(
-    tx: &mut sqlx::SqliteConnection,
-    r: &HfRequest,
-    machine_ids: &[String],
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
-         VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
-    )
-    .bind(&r.request_id)
-    .bind(r.requested_count)
-    .bind(r.state.as_str())
-    .bind(&r.message)
-    .bind(r.created_at)
-    .execute(&mut *tx)
-    .await?;
-    for id in machine_ids {
-        sqlx::query(
-            "UPDATE hf_machines SET return_request_id = ?2, updated_at = ?3
-             WHERE machine_id = ?1 AND return_request_id IS NULL",
-        )
-        .bind(id)
-        .bind(&r.request_id)
-        .bind(r.created_at)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// One row of [`HostFactoryRepo::hf_counts`]' request counts.
-struct RequestCount(RequestKind, RequestState, u64);
-
-impl FromRow<'_, SqliteRow> for RequestCount {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
-        Ok(Self(
-            parsed(r, "kind")?,
-            parsed(r, "state")?,
-            count(r, "n")?,
-        ))
-    }
-}
-
-/// One row of [`HostFactoryRepo::hf_counts`]' machine counts.
-struct MachineCount(MachineState, u64);
-
-impl FromRow<'_, SqliteRow> for MachineCount {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
-        Ok(Self(parsed(r, "state")?, count(r, "n")?))
     }
 }

@@ -1,0 +1,200 @@
+//! The write steps the repository's methods share, and the eviction of what they touched from
+//! the in-memory copy of requests.
+
+use super::PRUNABLE_ACQUIRES;
+use crate::domain::{EpochMillis, ProvisioningApi};
+use crate::hostfactory::model::{HfMachine, HfRequest};
+use crate::store::rows::{bind_all, placeholders};
+use crate::store::{HfPruned, Store, StoreResult};
+
+impl Store {
+    pub(super) async fn claim(&self, ids: &[String], now: EpochMillis) -> StoreResult<()> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                // Bare `?`s only: sqlx numbers them on its own, apart from any `?N`.
+                "UPDATE hf_requests SET claimed_at = ?
+                 WHERE claimed_at IS NULL AND request_id IN ({})",
+                placeholders(chunk.len())
+            );
+            bind_all(sqlx::query(&sql).bind(now), chunk)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn prune_hf(&self, before: EpochMillis, batch: u32) -> StoreResult<HfPruned> {
+        // The machines first (they refer to their requests), then the requests; both
+        // statements pick the same requests: those left with no machine stay prunable.
+        let mut tx = self.write().await?;
+        let mut deleted = [0; 2];
+        for (table, n) in ["hf_machines", "hf_requests"].into_iter().zip(&mut deleted) {
+            *n = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE request_id IN ({PRUNABLE_ACQUIRES})"
+            ))
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        let [machines, acquires] = deleted;
+        let returns = sqlx::query(
+            "DELETE FROM hf_requests WHERE request_id IN
+               (SELECT r.request_id FROM hf_requests r
+                WHERE r.kind = 'return' AND r.updated_at < ?1
+                  AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.return_request_id = r.request_id)
+                ORDER BY r.updated_at, r.request_id LIMIT ?2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(HfPruned {
+            machines,
+            requests: acquires + returns,
+        })
+    }
+
+    /// `head IN (…)` over `machine_ids`, with `set` bound first, in one transaction; then
+    /// forgets the requests holding them.
+    pub(super) async fn update_machines(
+        &self,
+        head: &str,
+        set: &[Set<'_>],
+        machine_ids: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for (sql, chunk) in in_chunks(head, machine_ids) {
+            let mut q = sqlx::query(&sql);
+            for value in set {
+                q = match *value {
+                    Set::Text(text) => q.bind(text),
+                    Set::Time(at) => q.bind(at),
+                };
+            }
+            bind_all(q, chunk).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.requests
+            .evict_machines(machine_ids.iter().map(String::as_str), []);
+        Ok(())
+    }
+
+    /// After machines `machines` were written: forgets the requests they name (a machine new
+    /// to the copy), those holding them in the copy (whose return request may differ from the
+    /// one given), and `ids`.
+    pub(super) fn evict_observed<'a>(
+        &self,
+        machines: &'a [HfMachine],
+        ids: impl IntoIterator<Item = &'a str>,
+    ) {
+        let named = machines.iter().flat_map(|m| {
+            std::iter::once(m.request_id.as_str()).chain(m.return_request_id.as_deref())
+        });
+        self.requests.evict_machines(
+            machines.iter().map(|m| m.machine_id.as_str()),
+            named.chain(ids),
+        );
+    }
+}
+
+pub(super) async fn upsert_machine(
+    tx: &mut sqlx::SqliteConnection,
+    m: &HfMachine,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
+             private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
+             provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
+             delivered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+         ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
+             delivered = MAX(delivered, excluded.delivered),
+             message = excluded.message,
+             private_ip = COALESCE(excluded.private_ip, private_ip),
+             public_ip = COALESCE(excluded.public_ip, public_ip),
+             private_dns = COALESCE(excluded.private_dns, private_dns),
+             instance_type = COALESCE(excluded.instance_type, instance_type),
+             price_type = COALESCE(excluded.price_type, price_type),
+             launch_time = COALESCE(excluded.launch_time, launch_time),
+             resource_id = COALESCE(excluded.resource_id, resource_id),
+             provider_api = COALESCE(excluded.provider_api, provider_api),
+             reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
+             reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
+             updated_at = excluded.updated_at",
+    )
+    .bind(&m.machine_id)
+    .bind(&m.request_id)
+    .bind(&m.template_id)
+    .bind(&m.strategy)
+    .bind(m.state.as_str())
+    .bind(i64::from(m.failed))
+    .bind(&m.message)
+    .bind(&m.private_ip)
+    .bind(&m.public_ip)
+    .bind(&m.private_dns)
+    .bind(&m.instance_type)
+    .bind(&m.price_type)
+    .bind(m.launch_time)
+    .bind(&m.resource_id)
+    .bind(m.provider_api.map(ProvisioningApi::as_str))
+    .bind(&m.reclaim_notice)
+    .bind(m.reclaimed_at)
+    .bind(&m.return_request_id)
+    .bind(m.return_sent_at)
+    .bind(m.created_at)
+    .bind(m.updated_at)
+    .bind(i64::from(m.delivered))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A value bound before the machine ids of [`Store::update_machines`].
+pub(super) enum Set<'a> {
+    Text(&'a str),
+    Time(EpochMillis),
+}
+
+/// `head IN (?, …)` for each chunk of `ids` small enough for one statement, with the chunk.
+pub(super) fn in_chunks<'a>(
+    head: &'a str,
+    ids: &'a [String],
+) -> impl Iterator<Item = (String, &'a [String])> {
+    ids.chunks(500)
+        .map(move |chunk| (format!("{head} IN ({})", placeholders(chunk.len())), chunk))
+}
+
+/// Inserts return request `r` and marks `machine_ids` (those not already being returned) as
+/// returned by it.
+pub(super) async fn insert_return(
+    tx: &mut sqlx::SqliteConnection,
+    r: &HfRequest,
+    machine_ids: &[String],
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
+         VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
+    )
+    .bind(&r.request_id)
+    .bind(r.requested_count)
+    .bind(r.state.as_str())
+    .bind(&r.message)
+    .bind(r.created_at)
+    .execute(&mut *tx)
+    .await?;
+    let head = "UPDATE hf_machines SET return_request_id = ?, updated_at = ?
+        WHERE return_request_id IS NULL AND machine_id";
+    for (sql, chunk) in in_chunks(head, machine_ids) {
+        bind_all(
+            sqlx::query(&sql).bind(&r.request_id).bind(r.created_at),
+            chunk,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
