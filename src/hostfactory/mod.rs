@@ -1,6 +1,7 @@
 //! The HostFactory side: templates, the five provider calls in HostFactory's wire format, the
 //! request lifecycle in the store, and the background reconciler that keeps it fresh.
 
+mod answers;
 pub mod error;
 mod events;
 mod ghosts;

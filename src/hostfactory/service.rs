@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::answers::{self, RenderedAnswers};
 use super::events::by_id;
 use super::model::{Caller, HfMachine, HfRequest, RequestKind, RequestState};
 use super::provisioning::{placed_units, spec_of};
@@ -15,7 +16,7 @@ use crate::app::Engine;
 use crate::app::prometheus::ReconcileSeries;
 use crate::config::HostFactoryConfig;
 use crate::domain::{EpochMillis, EventKind, MachineState, now_millis, rfc3339};
-use crate::store::{HostFactoryRepo, Store};
+use crate::store::{HostFactoryRepo, RequestSnapshot, Store};
 use crate::tasks::Tasks;
 
 pub use super::error::{HfError, HfResult};
@@ -41,6 +42,8 @@ pub struct HostFactory {
     pub(super) started_at: EpochMillis,
     /// The reconciler's round times and status calls, for `/metrics`.
     pub(super) reconcile_series: ReconcileSeries,
+    /// getRequestStatus answers by the snapshot they were rendered from.
+    answers: RenderedAnswers,
 }
 
 /// The host name HostFactory uses: private DNS name, else private IP, else the instance id.
@@ -102,6 +105,7 @@ impl HostFactory {
             chores: Mutex::new(HashSet::new()),
             started_at: now_millis(),
             reconcile_series: ReconcileSeries::default(),
+            answers: RenderedAnswers::default(),
         })
     }
 
@@ -223,30 +227,49 @@ impl HostFactory {
         })
     }
 
-    /// getRequestStatus, from the store only. Every id gets its own answer, in the order asked.
-    pub async fn request_status(&self, ids: &[String]) -> HfResult<Vec<WireRequest>> {
-        let known = self.known_requests(ids, Caller::HostFactory).await?;
-        Ok(ids
+    /// getRequestStatus's answer as JSON (`WireStatusAnswer`), from the store only. Every id
+    /// gets its own answer, in the order asked; a request unchanged since it was last asked
+    /// about is not rendered again.
+    pub async fn request_status(&self, ids: &[String]) -> HfResult<Vec<u8>> {
+        let snapshots = self.snapshots_asked(ids, Caller::HostFactory).await?;
+        let parts: Vec<Arc<str>> = ids
             .iter()
-            .zip(known)
-            .map(|(id, answer)| {
-                answer.unwrap_or_else(|| WireRequest {
+            .zip(&snapshots)
+            .map(|(id, snapshot)| match snapshot {
+                Some(s) => self.answers.of(s),
+                None => answers::to_json(&WireRequest {
                     request_id: id.clone(),
                     status: RequestStatus::CompleteWithError,
                     message: format!("Unknown request '{id}': this service never issued it."),
                     machines: Vec::new(),
                 })
+                .into(),
             })
-            .collect())
+            .collect();
+        Ok(answers::status_answer(&parts))
     }
 
-    /// Each id's answer from the store, `None` for an id this service never issued. HostFactory
-    /// asking claims the acquire requests it names (one write, only for those not claimed yet).
+    /// Each id's answer from the store, `None` for an id this service never issued.
     pub async fn known_requests(
         &self,
         ids: &[String],
         caller: Caller,
     ) -> HfResult<Vec<Option<WireRequest>>> {
+        Ok(self
+            .snapshots_asked(ids, caller)
+            .await?
+            .iter()
+            .map(|s| s.as_ref().map(|s| wire_request(&s.request, &s.machines)))
+            .collect())
+    }
+
+    /// Each id's request and machines, `None` for an id this service never issued. HostFactory
+    /// asking claims the acquire requests it names (one write, only for those not claimed yet).
+    async fn snapshots_asked(
+        &self,
+        ids: &[String],
+        caller: Caller,
+    ) -> HfResult<Vec<Option<Arc<RequestSnapshot>>>> {
         let snapshots = self.store.hf_request_snapshots(ids).await?;
         if caller == Caller::HostFactory {
             let mut unclaimed: Vec<String> = snapshots
@@ -261,10 +284,7 @@ impl HostFactory {
                 self.store.claim_requests(&unclaimed, now_millis()).await?;
             }
         }
-        Ok(snapshots
-            .iter()
-            .map(|s| s.as_ref().map(|s| wire_request(&s.request, &s.machines)))
-            .collect())
+        Ok(snapshots)
     }
 
     /// The requests getRequestStatus answers `running` for, oldest first: acquire requests

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use std::convert::Infallible;
@@ -127,11 +127,10 @@ pub async fn request_return_machines(
 pub async fn get_request_status(
     State(state): State<AppState>,
     body: Bytes,
-) -> HfAnswer<WireStatusAnswer> {
+) -> Result<Response, HfReject> {
     let ids = wire::parse_request_ids(&body)?;
-    Ok(Json(WireStatusAnswer {
-        requests: state.hostfactory.request_status(&ids).await?,
-    }))
+    let json = state.hostfactory.request_status(&ids).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// getReturnRequests: which of the listed hosts the cloud is taking back, with grace periods.

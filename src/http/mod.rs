@@ -47,7 +47,9 @@ use crate::state::AppState;
         (name = "alerts", description = "Alert rules and the alerts they raised"),
         (name = "service", description = "Liveness, readiness, Prometheus metrics"),
     ),
-    components(schemas(error::Problem))
+    components(schemas(error::Problem)),
+    // Routed apart from the others, ahead of the layers (see `router`).
+    paths(service::health)
 )]
 struct ApiDoc;
 
@@ -91,7 +93,6 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hostfactory::request_status))
         .routes(routes!(hostfactory::request_events))
         .routes(routes!(hostfactory::create_return, hostfactory::reclaims))
-        .routes(routes!(service::health))
         .routes(routes!(service::ready))
         .routes(routes!(prometheus::metrics))
         .split_for_parts()
@@ -296,6 +297,10 @@ pub fn router(state: AppState) -> Router {
         )
         // Outermost, so that it counts what the client got (401s, timeouts, panics as 500).
         .layer(axum::middleware::from_fn_with_state(state.clone(), prometheus::track))
+        // The liveness probe, added after the layers so that none of them wraps it: it takes no
+        // token, body or time, and a probe every few seconds needs no request id, span or
+        // HTTP series. Measured, the layers cost more than half of its answer's CPU time.
+        .route("/health", axum::routing::get(service::health))
         .with_state(state)
 }
 

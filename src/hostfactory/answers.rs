@@ -1,0 +1,138 @@
+//! getRequestStatus's answer as JSON, each request's part rendered once per snapshot of it.
+//!
+//! HostFactory polls the same requests again and again while most of them do not change. The
+//! store hands out one shared snapshot per request until a write evicts it
+//! (`store::request_cache`); the JSON rendered from a snapshot is kept beside a weak reference
+//! to it and reused while the store still serves that same snapshot, so an unchanged request
+//! costs a copy of its bytes, and a changed one is rendered again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::service::wire_request;
+use super::wire::WireRequest;
+use crate::store::RequestSnapshot;
+
+/// Entries kept before those of snapshots the store no longer serves are dropped.
+const SWEEP_ABOVE: usize = 20_000;
+
+#[derive(Default)]
+pub(super) struct RenderedAnswers {
+    by_request: Mutex<HashMap<String, Rendered>>,
+}
+
+struct Rendered {
+    from: Weak<RequestSnapshot>,
+    json: Arc<str>,
+}
+
+impl RenderedAnswers {
+    /// The JSON of `snapshot`'s answer, rendered now or earlier from this very snapshot.
+    pub(super) fn of(&self, snapshot: &Arc<RequestSnapshot>) -> Arc<str> {
+        let id = &snapshot.request.request_id;
+        if let Some(r) = self.lock().get(id)
+            && std::ptr::eq(r.from.as_ptr(), Arc::as_ptr(snapshot))
+        {
+            return Arc::clone(&r.json);
+        }
+        let json: Arc<str> = to_json(&wire_request(&snapshot.request, &snapshot.machines)).into();
+        let mut memo = self.lock();
+        if memo.len() >= SWEEP_ABOVE {
+            memo.retain(|_, r| r.from.strong_count() > 0);
+        }
+        memo.insert(
+            id.clone(),
+            Rendered {
+                from: Arc::downgrade(snapshot),
+                json: Arc::clone(&json),
+            },
+        );
+        json
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Rendered>> {
+        // Entries are whole or absent: one left by a panicking thread is still right.
+        self.by_request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(super) fn to_json(answer: &WireRequest) -> String {
+    serde_json::to_string(answer).expect("a wire answer always serializes")
+}
+
+/// `{"requests": [parts…]}`, the shape of `WireStatusAnswer`, from each request's JSON.
+pub(super) fn status_answer(parts: &[Arc<str>]) -> Vec<u8> {
+    const HEAD: &[u8] = b"{\"requests\":[";
+    let len = HEAD.len() + 2 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(HEAD);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(part.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
+    use crate::hostfactory::wire::WireStatusAnswer;
+
+    fn snapshot(id: &str, machines: usize) -> Arc<RequestSnapshot> {
+        let request = HfRequest {
+            request_id: id.into(),
+            ..HfRequest::new_return(machines as i64, RequestState::InProgress, 0)
+        };
+        let machines = (0..machines)
+            .map(|i| HfMachine {
+                machine_id: format!("i-{id}-{i}"),
+                request_id: "req-x".into(),
+                return_request_id: Some(id.into()),
+                private_ip: Some(format!("10.0.0.{i}")),
+                ..HfMachine::default()
+            })
+            .collect();
+        Arc::new(RequestSnapshot { request, machines })
+    }
+
+    #[test]
+    fn the_composed_answer_is_what_serde_writes_for_the_typed_one() {
+        let memo = RenderedAnswers::default();
+        let snapshots = [snapshot("ret-a", 3), snapshot("ret-b", 0)];
+        for n in 0..=2 {
+            let parts: Vec<Arc<str>> = snapshots[..n].iter().map(|s| memo.of(s)).collect();
+            let typed = WireStatusAnswer {
+                requests: snapshots[..n]
+                    .iter()
+                    .map(|s| wire_request(&s.request, &s.machines))
+                    .collect(),
+            };
+            let composed: serde_json::Value =
+                serde_json::from_slice(&status_answer(&parts)).unwrap();
+            assert_eq!(
+                composed,
+                serde_json::to_value(&typed).unwrap(),
+                "{n} request(s)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_rendered_once_and_a_new_one_again() {
+        let memo = RenderedAnswers::default();
+        let first = snapshot("ret-a", 2);
+        let rendered = memo.of(&first);
+        assert!(Arc::ptr_eq(&rendered, &memo.of(&first)), "reused");
+        // The store replaced the snapshot (a write evicted it): rendered anew from the new one.
+        let second = snapshot("ret-a", 1);
+        let again = memo.of(&second);
+        assert!(!Arc::ptr_eq(&rendered, &again));
+        assert_eq!(again.matches("machineId").count(), 1);
+    }
+}
