@@ -1,3 +1,7 @@
 #!/bin/sh
 # HostFactory provider script getReturnRequests: runs as "getReturnRequests.sh -f FILE".
-exec "$(dirname "$0")/invoke_provider.sh" getReturnRequests "$@"
+# The shared body is read into this shell, not started as another: HostFactory runs a script
+# per call, and each process less is a millisecond less per call.
+case $0 in */*) shim_dir=${0%/*} ;; *) shim_dir=. ;; esac
+set -- getReturnRequests "$@"
+. "$shim_dir/invoke_provider.sh"

@@ -19,7 +19,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-here=$(cd "$(dirname "$0")" && pwd)
+# Shell expansions, not dirname: no process is started for them. $0 is the script HostFactory
+# ran (these lines are read into it).
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
 env_url=$OHFP_URL
 env_token=$OHFP_TOKEN
 if [ -r "$here/ohfp.env" ]; then
@@ -78,7 +80,7 @@ curl_pid=$!
 wait "$curl_pid"
 status=$?
 curl_pid=
-code=$(cat "$work/code")
+IFS= read -r code < "$work/code" || :
 if [ $status -ne 0 ]; then
     fail "ohfp service unreachable at $url: $(cat "$work/err")"
 fi
