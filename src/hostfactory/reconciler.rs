@@ -109,7 +109,7 @@ impl HostFactory {
             .partition(|r| r.kind == RequestKind::Acquire);
         let (tracked, in_progress) = (Arc::new(tracked), Arc::new(in_progress));
         let mut chores = self.poll(&tracked, &in_progress, now, shutdown);
-        chores.extend(self.send_terminations(shutdown).await);
+        chores.extend(self.send_terminations(&tracked, shutdown).await);
         let _ = tokio::time::timeout(ROUND_WAIT, futures::future::join_all(chores)).await;
         self.settle(&in_progress, now).await;
         self.close_returns(&returns, now).await;
@@ -235,9 +235,17 @@ impl HostFactory {
                 }
                 hf.reconcile_series
                     .polled(&name, poll.instance_ids.len(), chunks.len());
+                let mut saved = Vec::new();
                 for (ids, request_ids) in chunks {
-                    hf.poll_one(&name, ids, request_ids, &tracked, &in_progress, now)
-                        .await;
+                    saved.extend(
+                        hf.poll_one(&name, ids, request_ids, &tracked, &in_progress, now)
+                            .await,
+                    );
+                }
+                // Once for the strategy's whole poll, not per batch: a request of thousands of
+                // machines spread over batches is read once.
+                if !saved.is_empty() {
+                    hf.status_events(&by_id(&tracked), &saved).await;
                 }
             };
             chores.extend(self.chore("poll", &strategy, shutdown, work));
@@ -245,6 +253,8 @@ impl HostFactory {
         chores
     }
 
+    /// One status call; saves what it says and emits the machines' events. Returns the rows
+    /// saved (none when the call or the save failed).
     async fn poll_one(
         &self,
         strategy: &str,
@@ -253,7 +263,7 @@ impl HostFactory {
         tracked: &[HfMachine],
         in_progress: &[HfRequest],
         now: EpochMillis,
-    ) {
+    ) -> Vec<HfMachine> {
         let resources: Vec<ResourceRef> = in_progress
             .iter()
             .filter(|r| request_ids.contains(&r.request_id))
@@ -278,11 +288,13 @@ impl HostFactory {
             Ok(outcome) => match outcome.result.and_then(OperationOutput::into_status) {
                 Ok(report) => report,
                 Err(e) => {
-                    return tracing::warn!(strategy, error = %e, "status poll failed; retrying next round");
+                    tracing::warn!(strategy, error = %e, "status poll failed; retrying next round");
+                    return Vec::new();
                 }
             },
             Err(e) => {
-                return tracing::warn!(strategy, error = %e, "status poll not possible; retrying next round");
+                tracing::warn!(strategy, error = %e, "status poll not possible; retrying next round");
+                return Vec::new();
             }
         };
         let pending_timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
@@ -331,9 +343,12 @@ impl HostFactory {
         match self.store.save_observations(&rows).await {
             Ok(()) => {
                 self.machine_events(&was, &rows);
-                self.status_events(&was, &rows).await;
+                rows
             }
-            Err(e) => tracing::error!(strategy, error = %e, "cannot save machine states"),
+            Err(e) => {
+                tracing::error!(strategy, error = %e, "cannot save machine states");
+                Vec::new()
+            }
         }
     }
 
@@ -373,21 +388,19 @@ impl HostFactory {
 
     /// TERMINATE_INSTANCES for returned machines not yet handed to their provider, and for
     /// machines failed for not starting; one call per strategy.
+    /// `tracked`: the round's machines, read at its start (the round does not read them twice).
     async fn send_terminations(
         self: &Arc<Self>,
+        tracked: &[HfMachine],
         shutdown: &CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        let machines = match self.store.hf_machines_to_track().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read machines to terminate");
-                return Vec::new();
-            }
-        };
         let mut by_strategy: BTreeMap<String, Vec<HfMachine>> = BTreeMap::new();
-        for m in machines {
+        for m in tracked {
             if m.return_request_id.is_some() && m.return_sent_at.is_none() && !is_gone(m.state) {
-                by_strategy.entry(m.strategy.clone()).or_default().push(m);
+                by_strategy
+                    .entry(m.strategy.clone())
+                    .or_default()
+                    .push(m.clone());
             }
         }
         // Failed machines are no longer tracked, but still need to go.

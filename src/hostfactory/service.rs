@@ -55,17 +55,24 @@ pub fn host_name(m: &HfMachine) -> String {
 }
 
 /// The stored machines of the hosts HostFactory named, paired with each host (`None` when
-/// unknown). The machine id wins over the name.
+/// unknown). The machine id wins over the name; names are looked up only for the hosts whose
+/// id is unknown (or not given), so that a return of thousands of hosts is answered from the
+/// primary key rather than from scans of the name columns.
 async fn lookup_hosts<'h>(
     store: &Store,
     hosts: &'h [Host],
 ) -> HfResult<Vec<(&'h Host, Option<HfMachine>)>> {
-    let keys: Vec<String> = hosts
+    let ids: Vec<String> = hosts.iter().filter_map(|h| h.machine_id.clone()).collect();
+    let mut found = store.hf_machines_by_ids(&ids).await?;
+    let known: HashSet<&str> = found.iter().map(|m| m.machine_id.as_str()).collect();
+    let names: Vec<String> = hosts
         .iter()
-        .flat_map(|h| h.machine_id.iter().chain(h.name.iter()).cloned())
+        .filter(|h| h.machine_id.as_deref().is_none_or(|id| !known.contains(id)))
+        .filter_map(|h| h.name.clone())
         .collect();
-    let found = store.hf_machines_by_keys(&keys).await?;
-    // Indexes, not scans: HostFactory returns thousands of hosts at once.
+    if !names.is_empty() {
+        found.extend(store.hf_machines_by_keys(&names).await?);
+    }
     let by_id = by_id(&found);
     let mut by_name: HashMap<&str, &HfMachine> = HashMap::new();
     for m in &found {

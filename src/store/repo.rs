@@ -326,6 +326,9 @@ pub trait HostFactoryRepo: Send + Sync {
     /// oldest first.
     async fn hf_machines_of(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>>;
 
+    /// Machines whose id is among `ids` (primary-key lookups).
+    async fn hf_machines_by_ids(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>>;
+
     /// Machines whose id, private DNS name or private IP is among `keys`, each once.
     async fn hf_machines_by_keys(&self, keys: &[String]) -> StoreResult<Vec<HfMachine>>;
 

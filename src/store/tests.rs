@@ -4,6 +4,7 @@
 
 mod request_cache;
 mod retention;
+mod upsert;
 
 use serde_json::json;
 use tempfile::TempDir;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::FromRow;
 
 use self::rows::{MachineCount, OpenPlacement, RequestCount};
-use self::writes::{Set, insert_return, upsert_machine};
-use super::rows::placeholders;
+use self::writes::{Set, in_chunks, insert_return, upsert_machines};
+use super::rows::{bind_all, placeholders};
 use super::{
     HfCounts, HfPruned, HostFactoryRepo, RequestSnapshot, Store, StoreResult, StrategyHoldings,
     TemplateUsage,
@@ -273,9 +274,7 @@ impl HostFactoryRepo for Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for m in machines {
-            upsert_machine(&mut tx, m).await?;
-        }
+        upsert_machines(&mut tx, machines).await?;
         tx.commit().await?;
         self.evict_observed(machines, [request_id]);
         Ok(())
@@ -301,9 +300,7 @@ impl HostFactoryRepo for Store {
 
     async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        for m in machines {
-            upsert_machine(&mut tx, m).await?;
-        }
+        upsert_machines(&mut tx, machines).await?;
         tx.commit().await?;
         self.evict_observed(machines, []);
         Ok(())
@@ -324,6 +321,19 @@ impl HostFactoryRepo for Store {
                 }
             }
             out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
+    async fn hf_machines_by_ids(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
+        let mut out = Vec::new();
+        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", ids) {
+            let rows = bind_all(sqlx::query(&sql), chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                out.push(HfMachine::from_row(row)?);
+            }
         }
         Ok(out)
     }

@@ -1,6 +1,10 @@
 //! The write steps the repository's methods share, and the eviction of what they touched from
 //! the in-memory copy of requests.
 
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Sqlite};
+
 use super::PRUNABLE_ACQUIRES;
 use crate::domain::{EpochMillis, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest};
@@ -101,55 +105,77 @@ impl Store {
     }
 }
 
-pub(super) async fn upsert_machine(
+/// Rows per upsert statement: 22 values each, well under SQLite's 32,766 variables.
+const UPSERT_ROWS: usize = 200;
+
+/// Inserts `machines`, or updates those stored: many rows per statement (one statement per
+/// machine made a round over thousands of machines spend most of its time in statements). A
+/// statement may name a machine once only, so a machine given twice starts a new statement,
+/// which keeps the outcome of upserting them one by one, in order.
+pub(super) async fn upsert_machines(
     tx: &mut sqlx::SqliteConnection,
-    m: &HfMachine,
+    machines: &[HfMachine],
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
+    let mut start = 0;
+    while start < machines.len() {
+        let mut ids = HashSet::new();
+        let end = machines[start..]
+            .iter()
+            .take(UPSERT_ROWS)
+            .position(|m| !ids.insert(m.machine_id.as_str()))
+            .map_or_else(
+                || (start + UPSERT_ROWS).min(machines.len()),
+                |dup| start + dup,
+            );
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
              private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
              provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
-             delivered)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
-         ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
-             delivered = MAX(delivered, excluded.delivered),
-             message = excluded.message,
-             private_ip = COALESCE(excluded.private_ip, private_ip),
-             public_ip = COALESCE(excluded.public_ip, public_ip),
-             private_dns = COALESCE(excluded.private_dns, private_dns),
-             instance_type = COALESCE(excluded.instance_type, instance_type),
-             price_type = COALESCE(excluded.price_type, price_type),
-             launch_time = COALESCE(excluded.launch_time, launch_time),
-             resource_id = COALESCE(excluded.resource_id, resource_id),
-             provider_api = COALESCE(excluded.provider_api, provider_api),
-             reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
-             reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
-             updated_at = excluded.updated_at",
-    )
-    .bind(&m.machine_id)
-    .bind(&m.request_id)
-    .bind(&m.template_id)
-    .bind(&m.strategy)
-    .bind(m.state.as_str())
-    .bind(i64::from(m.failed))
-    .bind(&m.message)
-    .bind(&m.private_ip)
-    .bind(&m.public_ip)
-    .bind(&m.private_dns)
-    .bind(&m.instance_type)
-    .bind(&m.price_type)
-    .bind(m.launch_time)
-    .bind(&m.resource_id)
-    .bind(m.provider_api.map(ProvisioningApi::as_str))
-    .bind(&m.reclaim_notice)
-    .bind(m.reclaimed_at)
-    .bind(&m.return_request_id)
-    .bind(m.return_sent_at)
-    .bind(m.created_at)
-    .bind(m.updated_at)
-    .bind(i64::from(m.delivered))
-    .execute(&mut *tx)
-    .await?;
+             delivered) ",
+        );
+        q.push_values(&machines[start..end], |mut row, m| {
+            row.push_bind(&m.machine_id)
+                .push_bind(&m.request_id)
+                .push_bind(&m.template_id)
+                .push_bind(&m.strategy)
+                .push_bind(m.state.as_str())
+                .push_bind(i64::from(m.failed))
+                .push_bind(&m.message)
+                .push_bind(&m.private_ip)
+                .push_bind(&m.public_ip)
+                .push_bind(&m.private_dns)
+                .push_bind(&m.instance_type)
+                .push_bind(&m.price_type)
+                .push_bind(m.launch_time)
+                .push_bind(&m.resource_id)
+                .push_bind(m.provider_api.map(ProvisioningApi::as_str))
+                .push_bind(&m.reclaim_notice)
+                .push_bind(m.reclaimed_at)
+                .push_bind(&m.return_request_id)
+                .push_bind(m.return_sent_at)
+                .push_bind(m.created_at)
+                .push_bind(m.updated_at)
+                .push_bind(i64::from(m.delivered));
+        });
+        q.push(
+            " ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
+              delivered = MAX(delivered, excluded.delivered),
+              message = excluded.message,
+              private_ip = COALESCE(excluded.private_ip, private_ip),
+              public_ip = COALESCE(excluded.public_ip, public_ip),
+              private_dns = COALESCE(excluded.private_dns, private_dns),
+              instance_type = COALESCE(excluded.instance_type, instance_type),
+              price_type = COALESCE(excluded.price_type, price_type),
+              launch_time = COALESCE(excluded.launch_time, launch_time),
+              resource_id = COALESCE(excluded.resource_id, resource_id),
+              provider_api = COALESCE(excluded.provider_api, provider_api),
+              reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
+              reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
+              updated_at = excluded.updated_at",
+        );
+        q.build().execute(&mut *tx).await?;
+        start = end;
+    }
     Ok(())
 }
 
