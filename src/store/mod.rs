@@ -19,6 +19,7 @@ mod sim_instances;
 mod strategies;
 #[cfg(test)]
 pub(crate) mod tests;
+mod tracked;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -53,6 +54,7 @@ pub struct Store {
     pool: SqlitePool,
     secrets: SecretKey,
     requests: Arc<request_cache::RequestCache>,
+    tracked: Arc<tracked::TrackedMachines>,
 }
 
 /// The database file and its WAL companions hold secrets and HostFactory's machines: mode
@@ -113,6 +115,7 @@ impl Store {
             pool,
             secrets,
             requests: Arc::default(),
+            tracked: Arc::default(),
         };
         let sealed = store
             .seal_clear_secrets()

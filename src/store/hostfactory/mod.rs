@@ -100,8 +100,8 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        insert_return(&mut tx, r, machine_ids).await?;
-        tx.commit().await?;
+        let stored = insert_return(&mut tx, r, machine_ids).await?;
+        self.commit_machines(tx, stored).await?;
         self.requests.evict_machines(
             machine_ids.iter().map(String::as_str),
             [r.request_id.as_str()],
@@ -166,8 +166,8 @@ impl HostFactoryRepo for Store {
             },
             ..ret.clone()
         };
-        insert_return(&mut tx, &ret, &machine_ids).await?;
-        tx.commit().await?;
+        let stored = insert_return(&mut tx, &ret, &machine_ids).await?;
+        self.commit_machines(tx, stored).await?;
         self.requests.evict_machines(
             machine_ids.iter().map(String::as_str),
             [request_id, ret.request_id.as_str()],
@@ -274,8 +274,8 @@ impl HostFactoryRepo for Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        upsert_machines(&mut tx, machines).await?;
-        tx.commit().await?;
+        let stored = upsert_machines(&mut tx, machines).await?;
+        self.commit_machines(tx, stored).await?;
         self.evict_observed(machines, [request_id]);
         Ok(())
     }
@@ -300,8 +300,8 @@ impl HostFactoryRepo for Store {
 
     async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        upsert_machines(&mut tx, machines).await?;
-        tx.commit().await?;
+        let stored = upsert_machines(&mut tx, machines).await?;
+        self.commit_machines(tx, stored).await?;
         self.evict_observed(machines, []);
         Ok(())
     }
@@ -327,7 +327,7 @@ impl HostFactoryRepo for Store {
 
     async fn hf_machines_by_ids(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
         let mut out = Vec::new();
-        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", ids) {
+        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", ids, "") {
             let rows = bind_all(sqlx::query(&sql), chunk)
                 .fetch_all(&self.pool)
                 .await?;
@@ -362,7 +362,7 @@ impl HostFactoryRepo for Store {
     }
 
     async fn hf_machines_to_track(&self) -> StoreResult<Vec<HfMachine>> {
-        sqlx::query_as(TRACKED).fetch_all(&self.pool).await
+        self.tracked.read(self.pool.acquire().await?).await
     }
 
     async fn hf_failed_unterminated(&self) -> StoreResult<Vec<HfMachine>> {

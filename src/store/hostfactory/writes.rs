@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::PRUNABLE_ACQUIRES;
 use crate::domain::{EpochMillis, ProvisioningApi};
@@ -71,7 +72,8 @@ impl Store {
         machine_ids: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        for (sql, chunk) in in_chunks(head, machine_ids) {
+        let mut stored = Vec::new();
+        for (sql, chunk) in in_chunks(head, machine_ids, RETURNING) {
             let mut q = sqlx::query(&sql);
             for value in set {
                 q = match *value {
@@ -79,11 +81,24 @@ impl Store {
                     Set::Time(at) => q.bind(at),
                 };
             }
-            bind_all(q, chunk).execute(&mut *tx).await?;
+            stored.extend(returned(bind_all(q, chunk).fetch_all(&mut *tx).await?)?);
         }
-        tx.commit().await?;
+        self.commit_machines(tx, stored).await?;
         self.requests
             .evict_machines(machine_ids.iter().map(String::as_str), []);
+        Ok(())
+    }
+
+    /// Commits `tx`, whose statements stored `stored` (as `RETURNING *` gave them), and applies
+    /// them to the tracked machines, in commit order (see `store::tracked`).
+    pub(super) async fn commit_machines(
+        &self,
+        tx: sqlx::Transaction<'static, Sqlite>,
+        stored: Vec<HfMachine>,
+    ) -> StoreResult<()> {
+        let mut tracked = self.tracked.hold().await;
+        tx.commit().await?;
+        tracked.apply(stored);
         Ok(())
     }
 
@@ -115,7 +130,8 @@ const UPSERT_ROWS: usize = 200;
 pub(super) async fn upsert_machines(
     tx: &mut sqlx::SqliteConnection,
     machines: &[HfMachine],
-) -> StoreResult<()> {
+) -> StoreResult<Vec<HfMachine>> {
+    let mut stored = Vec::with_capacity(machines.len());
     let mut start = 0;
     while start < machines.len() {
         let mut ids = HashSet::new();
@@ -171,12 +187,13 @@ pub(super) async fn upsert_machines(
               provider_api = COALESCE(excluded.provider_api, provider_api),
               reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
               reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
-              updated_at = excluded.updated_at",
+              updated_at = excluded.updated_at
+             RETURNING *",
         );
-        q.build().execute(&mut *tx).await?;
+        stored.extend(q.build_query_as::<HfMachine>().fetch_all(&mut *tx).await?);
         start = end;
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// A value bound before the machine ids of [`Store::update_machines`].
@@ -189,9 +206,12 @@ pub(super) enum Set<'a> {
 pub(super) fn in_chunks<'a>(
     head: &'a str,
     ids: &'a [String],
+    tail: &'a str,
 ) -> impl Iterator<Item = (String, &'a [String])> {
-    ids.chunks(500)
-        .map(move |chunk| (format!("{head} IN ({})", placeholders(chunk.len())), chunk))
+    ids.chunks(500).map(move |chunk| {
+        let sql = format!("{head} IN ({}){tail}", placeholders(chunk.len()));
+        (sql, chunk)
+    })
 }
 
 /// Inserts return request `r` and marks `machine_ids` (those not already being returned) as
@@ -200,7 +220,7 @@ pub(super) async fn insert_return(
     tx: &mut sqlx::SqliteConnection,
     r: &HfRequest,
     machine_ids: &[String],
-) -> StoreResult<()> {
+) -> StoreResult<Vec<HfMachine>> {
     sqlx::query(
         "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
          VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
@@ -214,13 +234,18 @@ pub(super) async fn insert_return(
     .await?;
     let head = "UPDATE hf_machines SET return_request_id = ?, updated_at = ?
         WHERE return_request_id IS NULL AND machine_id";
-    for (sql, chunk) in in_chunks(head, machine_ids) {
-        bind_all(
-            sqlx::query(&sql).bind(&r.request_id).bind(r.created_at),
-            chunk,
-        )
-        .execute(&mut *tx)
-        .await?;
+    let mut stored = Vec::new();
+    for (sql, chunk) in in_chunks(head, machine_ids, RETURNING) {
+        let q = sqlx::query(&sql).bind(&r.request_id).bind(r.created_at);
+        stored.extend(returned(bind_all(q, chunk).fetch_all(&mut *tx).await?)?);
     }
-    Ok(())
+    Ok(stored)
+}
+
+/// Machine statements give back the rows as stored, for the tracked machines.
+const RETURNING: &str = " RETURNING *";
+
+/// The machine rows a `RETURNING *` statement gave back.
+fn returned(rows: Vec<SqliteRow>) -> StoreResult<Vec<HfMachine>> {
+    rows.iter().map(HfMachine::from_row).collect()
 }

@@ -1,9 +1,11 @@
-//! The in-memory copy of requests never answers what the database no longer holds: after every
-//! kind of write, each request reads the same through the copy as straight from SQLite.
+//! The in-memory copies never answer what the database no longer holds: after every kind of
+//! write, each request reads the same through the copy of requests as straight from SQLite,
+//! and the tracked machines are those the reconciler's query finds.
 
 use super::{machine, open, request};
 use crate::domain::MachineState;
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
+use crate::store::hostfactory::TRACKED;
 use crate::store::{HostFactoryRepo, RequestSnapshot, Store};
 
 const IDS: [&str; 4] = ["r-a", "r-b", "r-lost", "ret-1"];
@@ -12,8 +14,22 @@ fn ids() -> Vec<String> {
     IDS.map(String::from).into()
 }
 
-/// Reads every request through the copy (filling it), then checks each against SQLite.
+/// Reads every request through the copy (filling it), then checks each against SQLite; the
+/// same for the tracked machines.
 async fn agrees(store: &Store, after: &str) {
+    let sorted = |mut machines: Vec<HfMachine>| {
+        machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        machines
+    };
+    let tracked: Vec<HfMachine> = sqlx::query_as(TRACKED)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(store.hf_machines_to_track().await.unwrap()),
+        sorted(tracked),
+        "tracked machines after {after}"
+    );
     let through_copy = store.hf_request_snapshots(&ids()).await.unwrap();
     // Twice: the second read is served from the copy the first one filled.
     let again = store.hf_request_snapshots(&ids()).await.unwrap();

@@ -1,0 +1,78 @@
+//! The machines the reconciler tracks every round (neither terminated nor failed), kept in
+//! memory so that a round over thousands of machines does not read them all from SQLite.
+//!
+//! Loaded from the database once, then kept by the store's own writes: each write of machine
+//! rows asks SQLite for the rows as stored (`RETURNING *`), takes this set's lock while it
+//! still holds SQLite's write lock, commits, and applies the rows. Writes are thus applied in
+//! commit order, and the first load cannot interleave with one. A loader takes its
+//! database connection before the lock, so that a writer waiting for the lock never holds the
+//! last free connection it needs.
+
+use std::collections::HashMap;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::StoreResult;
+use super::hostfactory::TRACKED;
+use crate::domain::MachineState;
+use crate::hostfactory::model::HfMachine;
+
+#[derive(Debug, Default)]
+pub(super) struct TrackedMachines {
+    /// `None` until the first read loads it.
+    by_id: Mutex<Option<HashMap<String, HfMachine>>>,
+}
+
+pub(super) fn is_tracked(m: &HfMachine) -> bool {
+    m.state != MachineState::Terminated && !m.failed
+}
+
+impl TrackedMachines {
+    /// The tracked machines by strategy (then id), read from the database on `conn` the
+    /// first time.
+    pub(super) async fn read(
+        &self,
+        mut conn: PoolConnection<Sqlite>,
+    ) -> StoreResult<Vec<HfMachine>> {
+        let mut held = self.by_id.lock().await;
+        if held.is_none() {
+            let loaded: Vec<HfMachine> = sqlx::query_as(TRACKED).fetch_all(&mut *conn).await?;
+            *held = Some(
+                loaded
+                    .into_iter()
+                    .map(|m| (m.machine_id.clone(), m))
+                    .collect(),
+            );
+        }
+        drop(conn);
+        let mut machines: Vec<HfMachine> = held.iter().flat_map(|m| m.values().cloned()).collect();
+        machines.sort_by(|a, b| (&a.strategy, &a.machine_id).cmp(&(&b.strategy, &b.machine_id)));
+        Ok(machines)
+    }
+
+    /// Taken before a write transaction commits (see the module's note).
+    pub(super) async fn hold(&self) -> TrackedGuard<'_> {
+        TrackedGuard(self.by_id.lock().await)
+    }
+}
+
+pub(super) struct TrackedGuard<'a>(MutexGuard<'a, Option<HashMap<String, HfMachine>>>);
+
+impl TrackedGuard<'_> {
+    /// Applies machine rows as a committed write stored them.
+    pub(super) fn apply(&mut self, stored: Vec<HfMachine>) {
+        let Some(by_id) = self.0.as_mut() else {
+            // Not loaded yet: the first read will see these rows in the database.
+            return;
+        };
+        for m in stored {
+            if is_tracked(&m) {
+                by_id.insert(m.machine_id.clone(), m);
+            } else {
+                by_id.remove(&m.machine_id);
+            }
+        }
+    }
+}
