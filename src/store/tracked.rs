@@ -52,6 +52,24 @@ impl TrackedMachines {
         Ok(machines)
     }
 
+    /// Of machines `ids`, those tracked (cloned), and the ids that are not (or all of them
+    /// before the first read).
+    pub(super) async fn split(&self, ids: &[String]) -> (Vec<HfMachine>, Vec<String>) {
+        let held = self.by_id.lock().await;
+        let Some(by_id) = held.as_ref() else {
+            return (Vec::new(), ids.to_vec());
+        };
+        let mut found = Vec::new();
+        let mut rest = Vec::new();
+        for id in ids {
+            match by_id.get(id) {
+                Some(m) => found.push(m.clone()),
+                None => rest.push(id.clone()),
+            }
+        }
+        (found, rest)
+    }
+
     /// Taken before a write transaction commits (see the module's note).
     pub(super) async fn hold(&self) -> TrackedGuard<'_> {
         TrackedGuard(self.by_id.lock().await)

@@ -326,8 +326,9 @@ impl HostFactoryRepo for Store {
     }
 
     async fn hf_machines_by_ids(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
-        let mut out = Vec::new();
-        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", ids, "") {
+        // Machines HostFactory gives back are live, so mostly tracked: no read for those.
+        let (mut out, rest) = self.tracked.split(ids).await;
+        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", &rest, "") {
             let rows = bind_all(sqlx::query(&sql), chunk)
                 .fetch_all(&self.pool)
                 .await?;
