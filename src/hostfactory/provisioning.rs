@@ -74,6 +74,7 @@ pub(super) fn machine_row(
         resource_id: m.resource_id.clone(),
         provider_api: m.provider_api,
         reclaim_notice: m.reclaim_notice.clone(),
+        reclaim_deadline: m.reclaim_deadline,
         created_at: now,
         updated_at: now,
         ..HfMachine::default()

@@ -568,6 +568,8 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
             .clone()
             .or_else(|| Some(format!("{} outside HostFactory", row.state.as_str())));
         row.reclaimed_at = t.reclaimed_at.or(Some(now));
+        // The first deadline the cloud gave stays, as the store keeps it.
+        row.reclaim_deadline = t.reclaim_deadline.or(m.reclaim_deadline);
     }
     row.updated_at = now;
     row

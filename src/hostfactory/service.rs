@@ -434,8 +434,12 @@ impl HostFactory {
         reclaimed_at: EpochMillis,
         now: EpochMillis,
     ) -> i64 {
-        match m.state {
-            MachineState::Running | MachineState::Pending => {
+        match (m.state, m.reclaim_deadline) {
+            // The cloud said when: the seconds left until then, whenever we noticed.
+            (MachineState::Running | MachineState::Pending, Some(deadline)) => {
+                ((deadline - now) / 1000).max(0)
+            }
+            (MachineState::Running | MachineState::Pending, None) => {
                 (self.cfg.spot_grace_seconds - (now - reclaimed_at) / 1000).max(0)
             }
             _ => 0,

@@ -441,6 +441,7 @@ mod tests {
             region: None,
             price_type: None,
             reclaim_notice: None,
+            reclaim_deadline: None,
             request_id: None,
             resource_id: None,
             provider_api: None,
