@@ -99,10 +99,11 @@ impl HostFactory {
                     .spawn_tracked(Arc::clone(&self).provision(req.clone()));
             }
         }
-        let tracked = match self.store.hf_machines_to_track().await {
+        let mut tracked = match self.store.hf_machines_to_track().await {
             Ok(m) => m,
             Err(e) => return tracing::error!(error = %e, "reconciler cannot read machines"),
         };
+        self.apply_reclaim_notices(&mut tracked, now).await;
         let (in_progress, returns): (Vec<HfRequest>, Vec<HfRequest>) = open
             .into_iter()
             .filter(|r| r.state == RequestState::InProgress)

@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 mod aws;
 mod aws_hostfactory;
+mod aws_notices;
 mod backup;
 mod cli;
 mod composites;

@@ -15,6 +15,7 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 /// Region, endpoint, retry and timeouts from the strategy; credentials from the config when
@@ -71,6 +72,7 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             ssm: aws_sdk_ssm::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
         }
     }
 }

@@ -50,6 +50,25 @@ pub struct AwsConfig {
     /// 0 moves on without parking.
     #[serde(default = "default_capacity_cooldown")]
     pub capacity_cooldown_seconds: u32,
+    /// An SQS queue an EventBridge rule feeds with EC2's interruption warnings, rebalance
+    /// recommendations and state changes; long-polled when set.
+    #[serde(default)]
+    pub interruption_queue_url: Option<String>,
+    /// Whether a rebalance recommendation from the queue is reported to getReturnRequests or
+    /// only evented.
+    #[serde(default)]
+    pub rebalance_recommendations: RebalanceMode,
+}
+
+/// What a rebalance recommendation (a spot instance at elevated risk of interruption) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebalanceMode {
+    /// Listed by getReturnRequests, as a reclaim without a deadline.
+    Report,
+    /// Only a `reclaim_notice` event.
+    #[default]
+    Event,
 }
 
 fn default_max_attempts() -> u32 {
@@ -89,6 +108,7 @@ impl AwsConfig {
             &mut cfg.secret_access_key,
             &mut cfg.session_token,
             &mut cfg.image_id,
+            &mut cfg.interruption_queue_url,
         ] {
             non_empty(field);
         }
@@ -119,6 +139,14 @@ impl AwsConfig {
             return bad(
                 "endpoint_url",
                 format!("must be an http:// or https:// URL, got '{url}'"),
+            );
+        }
+        if let Some(url) = &cfg.interruption_queue_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "interruption_queue_url",
+                format!("must be an SQS queue URL (https://...), got '{url}'"),
             );
         }
         if cfg.access_key_id.is_some() != cfg.secret_access_key.is_some() {

@@ -9,6 +9,7 @@ mod create;
 mod ec2_fleet;
 mod errors;
 mod launch_template;
+mod notices;
 mod pools;
 mod run_instances;
 mod spec;
@@ -26,14 +27,15 @@ pub use config::AwsConfig;
 pub use pools::{ParkedPool, ParkedPools, PoolKey};
 
 use super::{
-    CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
-    TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, Provider, ReclaimNotice, StatusQuery, StatusReport,
+    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::app::events::{EventBus, EventKind};
 use crate::domain::{
     Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi, now_millis, rfc3339,
 };
 use client::AwsClients;
+use notices::{NoticeBook, NoticeQueue};
 use pools::{PoolParking, failover_order};
 
 /// Tags ohfp puts on every instance (and on its fleets, groups and launch templates).
@@ -56,11 +58,30 @@ pub struct AwsProvider {
     asg_lock: tokio::sync::Mutex<()>,
     parking: PoolParking,
     events: Arc<EventBus>,
+    /// Notices from the interruption queue, for the reconciler.
+    notices: Arc<NoticeBook>,
+    /// Stops the queue task when the provider goes (its strategy replaced or removed).
+    _queue_task: Option<tokio_util::sync::DropGuard>,
 }
 
 impl AwsProvider {
     pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>) -> Self {
         let clients = AwsClients::new(&cfg).await;
+        let notices = Arc::new(NoticeBook::default());
+        let queue_task = cfg.interruption_queue_url.clone().map(|queue_url| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let queue = NoticeQueue {
+                strategy: strategy.to_string(),
+                queue_url,
+                rebalance: cfg.rebalance_recommendations,
+                sqs: clients.sqs.clone(),
+                book: Arc::clone(&notices),
+                events: Arc::clone(&events),
+                wait_seconds: NoticeQueue::wait_for(cfg.operation_timeout_seconds),
+            };
+            tokio::spawn(queue.run(stop.clone()));
+            stop.drop_guard()
+        });
         Self {
             strategy: strategy.to_string(),
             parking: PoolParking::new(cfg.capacity_cooldown_seconds),
@@ -68,6 +89,8 @@ impl AwsProvider {
             clients,
             asg_lock: tokio::sync::Mutex::new(()),
             events,
+            notices,
+            _queue_task: queue_task,
         }
     }
 
@@ -171,5 +194,9 @@ impl Provider for AwsProvider {
 
     fn parked_pools(&self) -> Option<ParkedPools> {
         Some(self.parking.list(now_millis()))
+    }
+
+    fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
+        self.notices.take()
     }
 }
