@@ -62,6 +62,12 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// How long its machines may stay pending before HostFactory fails them, when the
+    /// strategy's configuration says (else `hostfactory.pending_timeout_seconds`).
+    fn pending_timeout_seconds(&self) -> Option<f64> {
+        None
+    }
+
     /// Reclaim notices that arrived since the last call (a notice queue); each is handed out
     /// once. None for providers without a queue.
     fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {

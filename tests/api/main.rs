@@ -7,6 +7,7 @@ mod support;
 mod alerts;
 mod auth;
 mod aws;
+mod aws_fields;
 mod aws_hostfactory;
 mod aws_notices;
 mod backup;

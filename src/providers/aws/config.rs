@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::MAX_REQUEST_TIMEOUT_SECONDS;
 use crate::providers::parse_config;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -58,6 +59,13 @@ pub struct AwsConfig {
     /// only evented.
     #[serde(default)]
     pub rebalance_recommendations: RebalanceMode,
+    /// An instance of this strategy pending longer is failed and terminated; none:
+    /// `hostfactory.pending_timeout_seconds`.
+    #[serde(default)]
+    pub pending_timeout_seconds: Option<f64>,
+    /// A proxy for this strategy's AWS calls only (every SDK client it builds).
+    #[serde(default)]
+    pub https_proxy: Option<String>,
 }
 
 /// What a rebalance recommendation (a spot instance at elevated risk of interruption) does.
@@ -109,6 +117,7 @@ impl AwsConfig {
             &mut cfg.session_token,
             &mut cfg.image_id,
             &mut cfg.interruption_queue_url,
+            &mut cfg.https_proxy,
         ] {
             non_empty(field);
         }
@@ -159,6 +168,21 @@ impl AwsConfig {
             && !arn.starts_with("arn:")
         {
             return bad("role_arn", "must be an IAM role ARN (arn:...)".into());
+        }
+        if let Some(v) = cfg.pending_timeout_seconds
+            && !(v.is_finite() && v > 0.0 && v <= MAX_REQUEST_TIMEOUT_SECONDS)
+        {
+            return bad(
+                "pending_timeout_seconds",
+                format!(
+                    "must be more than 0 and at most {MAX_REQUEST_TIMEOUT_SECONDS} seconds, got {v}"
+                ),
+            );
+        }
+        if let Some(proxy) = &cfg.https_proxy
+            && let Err(e) = aws_smithy_http_client::proxy::ProxyConfig::all(proxy.as_str())
+        {
+            return bad("https_proxy", format!("must be a proxy URL: {e}"));
         }
         if cfg.capacity_cooldown_seconds > MAX_CAPACITY_COOLDOWN {
             return bad(
@@ -229,6 +253,26 @@ mod tests {
                 .0,
             "config.access_key_id"
         );
+        for (bad, field) in [
+            (
+                json!({"pending_timeout_seconds": 0}),
+                "pending_timeout_seconds",
+            ),
+            (json!({"https_proxy": "not a url"}), "https_proxy"),
+            (
+                json!({"interruption_queue_url": "queue"}),
+                "interruption_queue_url",
+            ),
+            (
+                json!({"rebalance_recommendations": "ignore"}),
+                "rebalance_recommendations",
+            ),
+        ] {
+            let mut spec = bad.as_object().unwrap().clone();
+            spec.insert("region".into(), json!("eu-west-1"));
+            let err = AwsConfig::from_spec(&spec).unwrap_err();
+            assert!(err.0.ends_with(field), "{field}: {err:?}");
+        }
     }
 
     #[test]

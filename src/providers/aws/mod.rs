@@ -8,6 +8,7 @@ mod config;
 mod create;
 mod ec2_fleet;
 mod errors;
+mod interfaces;
 mod launch_template;
 mod notices;
 mod pools;
@@ -194,6 +195,10 @@ impl Provider for AwsProvider {
 
     fn parked_pools(&self) -> Option<ParkedPools> {
         Some(self.parking.list(now_millis()))
+    }
+
+    fn pending_timeout_seconds(&self) -> Option<f64> {
+        self.cfg.pending_timeout_seconds
     }
 
     fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
