@@ -30,6 +30,8 @@ pub enum EventKind {
     ReclaimNotice,
     /// An AWS strategy's interruption queue could not be read; retried after `retry_in_seconds`.
     NoticeQueueFailed,
+    /// An AWS strategy could not refresh its EC2 vCPU quotas; the last ones known stay.
+    QuotaRefreshFailed,
     /// HostFactory asked for machines or returned some.
     RequestAccepted,
     /// A HostFactory request moved on before its end (`detail.state`: `provisioning`,
@@ -51,7 +53,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -62,6 +64,7 @@ impl EventKind {
         EventKind::PoolParked,
         EventKind::ReclaimNotice,
         EventKind::NoticeQueueFailed,
+        EventKind::QuotaRefreshFailed,
         EventKind::RequestAccepted,
         EventKind::RequestState,
         EventKind::MachineState,
@@ -85,6 +88,7 @@ impl EventKind {
             EventKind::PoolParked => "pool_parked",
             EventKind::ReclaimNotice => "reclaim_notice",
             EventKind::NoticeQueueFailed => "notice_queue_failed",
+            EventKind::QuotaRefreshFailed => "quota_refresh_failed",
             EventKind::RequestAccepted => "request_accepted",
             EventKind::RequestState => "request_state",
             EventKind::MachineState => "machine_state",

@@ -209,6 +209,21 @@ impl LaunchSpec {
         }
     }
 
+    /// A spec of these instance types, each of weight 1, and nothing else (tests).
+    #[cfg(test)]
+    pub fn of_types(types: &[&str]) -> Self {
+        Self {
+            instance_types: types
+                .iter()
+                .map(|t| WeightedType {
+                    instance_type: t.to_string(),
+                    weight: 1,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+
     /// The capacity units one machine of `instance_type` counts for: its weight in a weighted
     /// spec, else 1. The one place machine weights are computed.
     pub fn units_of(&self, instance_type: Option<&str>) -> i64 {

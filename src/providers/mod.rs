@@ -62,6 +62,12 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// Machines of `spec` the account's quotas still allow, from what the provider last
+    /// learnt (no call); `None`: no cap known.
+    fn quota_headroom(&self, _spec: &LaunchSpec) -> Option<i64> {
+        None
+    }
+
     /// How long its machines may stay pending before HostFactory fails them, when the
     /// strategy's configuration says (else `hostfactory.pending_timeout_seconds`).
     fn pending_timeout_seconds(&self) -> Option<f64> {

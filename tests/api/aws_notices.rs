@@ -3,9 +3,11 @@
 //! machine whose spot warning arrived, with the seconds left until the warning's deadline,
 //! without any status sweep of running machines.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use ohfp::config::Config;
 use serde_json::{Value, json};
 
 use crate::aws_hostfactory::network;
@@ -80,6 +82,21 @@ async fn ec2_event(moto: &Moto, detail_type: &str, detail: Value, at: i64) {
     assert_eq!(v["FailedEntryCount"], 0, "{v}");
 }
 
+/// config/aws.json on `moto` (both strategies) with one template, `OnDemand-Run` on
+/// aws-primary in the region's default subnet and security group.
+pub(crate) async fn one_template_config(moto: &Moto, dir: &Path) -> Config {
+    let (subnet, security_group) = network(moto, REGION).await;
+    let mut t = template("OnDemand-Run");
+    t["providerName"] = json!("aws-primary");
+    t["subnetId"] = json!(subnet);
+    t["securityGroupIds"] = json!([security_group]);
+    let templates = dir.join("awsprov_templates.json");
+    std::fs::write(&templates, json!({ "templates": [t] }).to_string()).unwrap();
+    let mut cfg = production_config(dir, moto, moto);
+    cfg.hostfactory.templates_path = Some(templates.display().to_string());
+    cfg
+}
+
 async fn queue_depth(moto: &Moto, url: &str) -> (String, String) {
     let attributes = moto
         .sqs(REGION)
@@ -108,15 +125,7 @@ async fn a_spot_warning_on_the_queue_gives_get_return_requests_the_seconds_left(
     let moto = Moto::start().await;
     let queue_url = notice_queue(&moto).await;
     let dir = tempfile::tempdir().unwrap();
-    let (subnet, security_group) = network(&moto, REGION).await;
-    let mut t = template("OnDemand-Run");
-    t["providerName"] = json!("aws-primary");
-    t["subnetId"] = json!(subnet);
-    t["securityGroupIds"] = json!([security_group]);
-    let templates = dir.path().join("awsprov_templates.json");
-    std::fs::write(&templates, json!({ "templates": [t] }).to_string()).unwrap();
-    let mut cfg = production_config(dir.path(), &moto, &moto);
-    cfg.hostfactory.templates_path = Some(templates.display().to_string());
+    let mut cfg = one_template_config(&moto, dir.path()).await;
     cfg.hostfactory.reconcile_interval_seconds = 0.5;
     // Running machines are not asked about again within the test: only the queue can tell.
     cfg.hostfactory.live_check_interval_seconds = 3600.0;

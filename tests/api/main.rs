@@ -10,6 +10,7 @@ mod aws;
 mod aws_fields;
 mod aws_hostfactory;
 mod aws_notices;
+mod aws_quotas;
 mod backup;
 mod cli;
 mod composites;

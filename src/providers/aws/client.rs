@@ -19,6 +19,7 @@ pub struct AwsClients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub quotas: aws_sdk_servicequotas::Client,
 }
 
 /// Region, endpoint, retry and timeouts from the strategy; credentials from the config when
@@ -95,6 +96,7 @@ impl AwsClients {
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             ssm: aws_sdk_ssm::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
+            quotas: aws_sdk_servicequotas::Client::new(&sdk),
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct AwsConfig {
     /// A proxy for this strategy's AWS calls only (every SDK client it builds).
     #[serde(default)]
     pub https_proxy: Option<String>,
+    /// Seconds between refreshes of the account's EC2 vCPU quotas and usage, which then cap
+    /// getAvailableTemplates' availableNumber; none: quotas are not read.
+    #[serde(default)]
+    pub quota_refresh_seconds: Option<u32>,
 }
 
 /// What a rebalance recommendation (a spot instance at elevated risk of interruption) does.
@@ -91,8 +95,11 @@ fn default_connect_timeout() -> f64 {
 fn default_capacity_cooldown() -> u32 {
     600
 }
-/// A day: a pool parked longer is better left out of the template.
+/// A day: a pool parked longer is better left out of the template (and quotas refreshed less
+/// often are stale).
 const MAX_CAPACITY_COOLDOWN: u32 = 86_400;
+/// Service Quotas is not meant to be polled: a refresh a minute at most.
+const MIN_QUOTA_REFRESH: u32 = 60;
 fn default_name_prefix() -> String {
     "ohfp".into()
 }
@@ -183,6 +190,16 @@ impl AwsConfig {
             && let Err(e) = aws_smithy_http_client::proxy::ProxyConfig::all(proxy.as_str())
         {
             return bad("https_proxy", format!("must be a proxy URL: {e}"));
+        }
+        if let Some(every) = cfg.quota_refresh_seconds
+            && !(MIN_QUOTA_REFRESH..=MAX_CAPACITY_COOLDOWN).contains(&every)
+        {
+            return bad(
+                "quota_refresh_seconds",
+                format!(
+                    "must be from {MIN_QUOTA_REFRESH} to {MAX_CAPACITY_COOLDOWN} seconds, got {every}"
+                ),
+            );
         }
         if cfg.capacity_cooldown_seconds > MAX_CAPACITY_COOLDOWN {
             return bad(

@@ -12,6 +12,7 @@ mod interfaces;
 mod launch_template;
 mod notices;
 mod pools;
+mod quotas;
 mod run_instances;
 mod spec;
 mod spot_fleet;
@@ -38,6 +39,7 @@ use crate::domain::{
 use client::AwsClients;
 use notices::{NoticeBook, NoticeQueue};
 use pools::{PoolParking, failover_order};
+use quotas::{QuotaBook, QuotaRefresh};
 
 /// Tags ohfp puts on every instance (and on its fleets, groups and launch templates).
 pub const TAG_REQUEST_ID: &str = "ohfp:request-id";
@@ -63,6 +65,9 @@ pub struct AwsProvider {
     notices: Arc<NoticeBook>,
     /// Stops the queue task when the provider goes (its strategy replaced or removed).
     _queue_task: Option<tokio_util::sync::DropGuard>,
+    /// The account's vCPU quotas and usage, when `quota_refresh_seconds` is set.
+    quotas: Option<Arc<QuotaBook>>,
+    _quota_task: Option<tokio_util::sync::DropGuard>,
 }
 
 impl AwsProvider {
@@ -83,6 +88,22 @@ impl AwsProvider {
             tokio::spawn(queue.run(stop.clone()));
             stop.drop_guard()
         });
+        let (quotas, quota_task) = match cfg.quota_refresh_seconds {
+            Some(every) => {
+                let book = Arc::new(QuotaBook::default());
+                let stop = tokio_util::sync::CancellationToken::new();
+                let refresh = QuotaRefresh {
+                    strategy: strategy.to_string(),
+                    clients: clients.clone(),
+                    book: Arc::clone(&book),
+                    events: Arc::clone(&events),
+                };
+                let every = std::time::Duration::from_secs(u64::from(every));
+                tokio::spawn(refresh.run(every, stop.clone()));
+                (Some(book), Some(stop.drop_guard()))
+            }
+            None => (None, None),
+        };
         Self {
             strategy: strategy.to_string(),
             parking: PoolParking::new(cfg.capacity_cooldown_seconds),
@@ -92,6 +113,8 @@ impl AwsProvider {
             events,
             notices,
             _queue_task: queue_task,
+            quotas,
+            _quota_task: quota_task,
         }
     }
 
@@ -195,6 +218,10 @@ impl Provider for AwsProvider {
 
     fn parked_pools(&self) -> Option<ParkedPools> {
         Some(self.parking.list(now_millis()))
+    }
+
+    fn quota_headroom(&self, spec: &LaunchSpec) -> Option<i64> {
+        self.quotas.as_ref()?.headroom(spec)
     }
 
     fn pending_timeout_seconds(&self) -> Option<f64> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::pyvenv;
 
@@ -113,6 +113,17 @@ impl Moto {
         let list = instance_types.join(",");
         assert!(
             self.post("/_ohfp/capacity", &list)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+
+    /// Calls of `action` (a JSON-protocol call) answer `body`, a recorded AWS answer.
+    pub async fn answer(&self, action: &str, body: Value) {
+        let wanted = json!({"action": action, "body": body}).to_string();
+        assert!(
+            self.post("/_ohfp/answer", &wanted)
                 .await
                 .status()
                 .is_success()
