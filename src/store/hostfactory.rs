@@ -55,6 +55,7 @@ impl FromRow<'_, SqliteRow> for HfMachine {
             provider_api: named_opt(r, "provider_api")?,
             reclaim_notice: r.try_get("reclaim_notice")?,
             reclaimed_at: r.try_get("reclaimed_at")?,
+            reclaim_deadline: r.try_get("reclaim_deadline")?,
             return_request_id: r.try_get("return_request_id")?,
             return_sent_at: r.try_get("return_sent_at")?,
             created_at: r.try_get("created_at")?,
@@ -529,8 +530,8 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
         "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
              private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
              provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
-             delivered)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+             delivered, reclaim_deadline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
          ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
              delivered = MAX(delivered, excluded.delivered),
              message = excluded.message,
@@ -544,6 +545,7 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
              provider_api = COALESCE(excluded.provider_api, provider_api),
              reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
              reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
+             reclaim_deadline = COALESCE(reclaim_deadline, excluded.reclaim_deadline),
              updated_at = excluded.updated_at",
     )
     .bind(&m.machine_id)
@@ -568,6 +570,7 @@ async fn upsert_machine(tx: &mut sqlx::SqliteConnection, m: &HfMachine) -> Store
     .bind(m.created_at)
     .bind(m.updated_at)
     .bind(i64::from(m.delivered))
+    .bind(m.reclaim_deadline)
     .execute(&mut *tx)
     .await?;
     Ok(())
