@@ -24,7 +24,7 @@ pub struct EventsQuery {
     pub strategy: Option<String>,
     /// Only events of this kind (`selection`, `operation`, `health_change`,
     /// `circuit_transition`, `circuit_control`, `registration`, `configuration`, `pool_parked`,
-    /// `request_accepted`, `request_state`, `machine_state`, `request_completed`,
+    /// `reclaim_notice`, `notice_queue_failed`, `quota_refresh_failed`, `request_accepted`, `request_state`, `machine_state`, `request_completed`,
     /// `request_failed`, `request_unclaimed`, `alert_raised`, `alert_cleared`).
     #[param(value_type = Option<EventKind>)]
     pub kind: Option<String>,

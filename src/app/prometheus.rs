@@ -82,6 +82,7 @@ pub struct ReconcileSeries {
     status_calls: Family<StrategyLabel, Counter>,
     last_polled: Family<StrategyLabel, Gauge>,
     last_calls: Family<StrategyLabel, Gauge>,
+    notices_applied: Family<StrategyLabel, Counter>,
 }
 
 impl Default for ReconcileSeries {
@@ -92,6 +93,7 @@ impl Default for ReconcileSeries {
             status_calls: Family::default(),
             last_polled: Family::default(),
             last_calls: Family::default(),
+            notices_applied: Family::default(),
         }
     }
 }
@@ -103,6 +105,11 @@ impl ReconcileSeries {
 
     pub fn status_call(&self, strategy: &str) {
         self.status_calls.get_or_create(&label(strategy)).inc();
+    }
+
+    /// A reclaim notice from `strategy`'s queue marked a machine reclaimed.
+    pub fn notice_applied(&self, strategy: &str) {
+        self.notices_applied.get_or_create(&label(strategy)).inc();
     }
 
     /// A new round: strategies it does not poll show no latest poll.
@@ -143,6 +150,11 @@ impl ReconcileSeries {
             "ohfp_reconcile_last_poll_calls",
             "Status calls of the latest reconciler round, per strategy it polled",
             self.last_calls.clone(),
+        );
+        registry.register(
+            "ohfp_reclaim_notices_applied",
+            "Reclaim notices from a strategy's interruption queue that marked a machine reclaimed",
+            self.notices_applied.clone(),
         );
     }
 }

@@ -25,6 +25,13 @@ pub enum EventKind {
     Configuration,
     /// An AWS strategy parked an (instance type, subnet) pool that had no capacity.
     PoolParked,
+    /// An AWS strategy's interruption queue said EC2 is taking an instance (or recommends
+    /// rebalancing it): `detail.instance_id`, `type`, `deadline`, `reported`.
+    ReclaimNotice,
+    /// An AWS strategy's interruption queue could not be read; retried after `retry_in_seconds`.
+    NoticeQueueFailed,
+    /// An AWS strategy could not refresh its EC2 vCPU quotas; the last ones known stay.
+    QuotaRefreshFailed,
     /// HostFactory asked for machines or returned some.
     RequestAccepted,
     /// A HostFactory request moved on before its end (`detail.state`: `provisioning`,
@@ -46,7 +53,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -55,6 +62,9 @@ impl EventKind {
         EventKind::Registration,
         EventKind::Configuration,
         EventKind::PoolParked,
+        EventKind::ReclaimNotice,
+        EventKind::NoticeQueueFailed,
+        EventKind::QuotaRefreshFailed,
         EventKind::RequestAccepted,
         EventKind::RequestState,
         EventKind::MachineState,
@@ -76,6 +86,9 @@ impl EventKind {
             EventKind::Registration => "registration",
             EventKind::Configuration => "configuration",
             EventKind::PoolParked => "pool_parked",
+            EventKind::ReclaimNotice => "reclaim_notice",
+            EventKind::NoticeQueueFailed => "notice_queue_failed",
+            EventKind::QuotaRefreshFailed => "quota_refresh_failed",
             EventKind::RequestAccepted => "request_accepted",
             EventKind::RequestState => "request_state",
             EventKind::MachineState => "machine_state",

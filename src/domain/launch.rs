@@ -89,6 +89,24 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// The kind of the network interfaces a template asks for: EFA with ENA (`efa`), EFA
+    /// alone beside a primary ENA interface (`efa-only`), or plain ENA (`interface`).
+    pub enum InterfaceType ("interface type") {
+        Efa => "efa",
+        EfaOnly => "efa-only",
+        Interface => "interface",
+    }
+}
+
+/// Network interfaces of one kind, one per network card (IBM's `efaCount` and
+/// `interfaceType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkInterfaces {
+    pub count: u32,
+    pub interface_type: InterfaceType,
+}
+
 /// Which capacity reservations instances use: any open one that matches (`open`, EC2's
 /// default), none, or the one named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -173,6 +191,11 @@ pub struct LaunchSpec {
     /// The version of the user's launch template (`$Default` when absent).
     pub launch_template_version: Option<String>,
     pub placement: Placement,
+    /// `None`: the cloud's default single interface.
+    pub network_interfaces: Option<NetworkInterfaces>,
+    /// Launch into a Capacity Block (reserved GPU capacity for a time), which
+    /// `placement.capacity_reservation` targets.
+    pub capacity_block: bool,
     pub fleet: FleetOptions,
 }
 
@@ -182,6 +205,21 @@ impl LaunchSpec {
     pub fn named(template_id: impl Into<String>) -> Self {
         Self {
             template_id: template_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A spec of these instance types, each of weight 1, and nothing else (tests).
+    #[cfg(test)]
+    pub fn of_types(types: &[&str]) -> Self {
+        Self {
+            instance_types: types
+                .iter()
+                .map(|t| WeightedType {
+                    instance_type: t.to_string(),
+                    weight: 1,
+                })
+                .collect(),
             ..Self::default()
         }
     }

@@ -66,6 +66,10 @@ pub struct Machine {
     /// Set when the cloud is taking the instance back (spot interruption, outside termination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reclaim_notice: Option<String>,
+    /// When the cloud takes the instance, epoch milliseconds, when it says (a spot two-minute
+    /// warning): HostFactory's grace period counts down to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim_deadline: Option<crate::domain::EpochMillis>,
     /// The HostFactory request the instance was made for (from its tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,

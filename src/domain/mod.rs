@@ -18,9 +18,9 @@ pub use capabilities::{Capabilities, CapabilityFlags};
 pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};
 pub use launch::{
-    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, LaunchSpec,
-    OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume, SpecField, Tenancy,
-    VolumeType, WeightedType,
+    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, InterfaceType, LaunchSpec,
+    NetworkInterfaces, OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume,
+    SpecField, Tenancy, VolumeType, WeightedType,
 };
 pub use machine::{Machine, MachineState};
 pub(crate) use names::named_enum;

@@ -33,8 +33,9 @@ macro_rules! named_enum {
                 Self::ALL
                     .iter()
                     .copied()
-                    .find(|v| v.as_str().to_ascii_uppercase() == upper)
-                    .or_else(|| aliases.iter().find(|(a, _)| a.to_ascii_uppercase() == upper).map(|(_, v)| *v))
+                    // Canonical names with `-` (`efa-only`, `capacity-block`) compare alike.
+                    .find(|v| v.as_str().to_ascii_uppercase().replace('-', "_") == upper)
+                    .or_else(|| aliases.iter().find(|(a, _)| a.to_ascii_uppercase().replace('-', "_") == upper).map(|(_, v)| *v))
                     .ok_or_else(|| {
                     let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
                     format!("unknown {} '{s}', expected one of {}", $what, names.join(", "))

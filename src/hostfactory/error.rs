@@ -29,6 +29,15 @@ pub enum HfError {
         held: i64,
         asked: i64,
     },
+    #[error(
+        "Template '{template}': the AWS account's vCPU quota for its instance types has room for {room} more machine(s) on strategy '{strategy}', {asked} requested. Ask AWS for a higher quota (Service Quotas) or request fewer."
+    )]
+    OverQuota {
+        template: String,
+        strategy: String,
+        room: i64,
+        asked: i64,
+    },
     #[error("request '{0}' is not known to this service")]
     UnknownRequest(String),
     /// The store failed; details go to the log, not to HostFactory.

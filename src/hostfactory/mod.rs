@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 mod ghosts;
 pub mod model;
+mod notices;
 mod provisioning;
 mod reconciler;
 mod service;

@@ -151,6 +151,8 @@ pub struct HfMachine {
     pub provider_api: Option<ProvisioningApi>,
     pub reclaim_notice: Option<String>,
     pub reclaimed_at: Option<EpochMillis>,
+    /// When the cloud said it takes the machine (a spot two-minute warning), if it said.
+    pub reclaim_deadline: Option<EpochMillis>,
     pub return_request_id: Option<String>,
     pub return_sent_at: Option<EpochMillis>,
     pub created_at: EpochMillis,

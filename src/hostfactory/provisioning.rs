@@ -74,6 +74,7 @@ pub(super) fn machine_row(
         resource_id: m.resource_id.clone(),
         provider_api: m.provider_api,
         reclaim_notice: m.reclaim_notice.clone(),
+        reclaim_deadline: m.reclaim_deadline,
         created_at: now,
         updated_at: now,
         ..HfMachine::default()
@@ -81,6 +82,15 @@ pub(super) fn machine_row(
 }
 
 impl HostFactory {
+    /// How long a machine of `strategy` may stay pending: the strategy's own timeout when its
+    /// provider has one, else `hostfactory.pending_timeout_seconds`.
+    pub(super) fn pending_timeout_of(&self, strategy: Option<&str>) -> f64 {
+        strategy
+            .and_then(|name| self.engine.registry().get(name))
+            .and_then(|entry| entry.provider.pending_timeout_seconds())
+            .unwrap_or(self.cfg.pending_timeout_seconds)
+    }
+
     /// Provisions one acquire request. An earlier attempt (before a restart) may have made
     /// machines already: they are found by their request-id tag first, and only the rest is made.
     pub(super) async fn provision(self: Arc<Self>, req: HfRequest) {

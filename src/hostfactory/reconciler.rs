@@ -99,10 +99,11 @@ impl HostFactory {
                     .spawn_tracked(Arc::clone(&self).provision(req.clone()));
             }
         }
-        let tracked = match self.store.hf_machines_to_track().await {
+        let mut tracked = match self.store.hf_machines_to_track().await {
             Ok(m) => m,
             Err(e) => return tracing::error!(error = %e, "reconciler cannot read machines"),
         };
+        self.apply_reclaim_notices(&mut tracked, now).await;
         let (in_progress, returns): (Vec<HfRequest>, Vec<HfRequest>) = open
             .into_iter()
             .filter(|r| r.state == RequestState::InProgress)
@@ -297,7 +298,8 @@ impl HostFactory {
                 return Vec::new();
             }
         };
-        let pending_timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
+        let pending_seconds = self.pending_timeout_of(Some(strategy));
+        let pending_timeout = (pending_seconds * 1000.0) as i64;
         let mut rows = Vec::new();
         let was = by_id(tracked);
         for m in &report.machines {
@@ -334,10 +336,8 @@ impl HostFactory {
                 && now - row.created_at > pending_timeout
             {
                 row.failed = true;
-                row.message = format!(
-                    "Did not start within {}s; it is being terminated.",
-                    self.cfg.pending_timeout_seconds
-                );
+                row.message =
+                    format!("Did not start within {pending_seconds}s; it is being terminated.");
             }
         }
         match self.store.save_observations(&rows).await {
@@ -502,9 +502,10 @@ impl HostFactory {
             Ok(s) => s,
             Err(e) => return tracing::error!(error = %e, "cannot read machines to settle"),
         };
-        let timeout = (self.cfg.pending_timeout_seconds * 1000.0) as i64;
         for (r, snapshot) in in_progress.iter().zip(snapshots) {
             let machines: &[HfMachine] = snapshot.as_deref().map_or(&[], |s| &s.machines);
+            let pending_seconds = self.pending_timeout_of(r.strategy.as_deref());
+            let timeout = (pending_seconds * 1000.0) as i64;
             let known = placed_units(&spec_of(r), r, machines);
             let outcome = if known >= r.requested_count {
                 Some((RequestState::Done, r.message.clone()))
@@ -512,8 +513,8 @@ impl HostFactory {
                 Some((
                     RequestState::Failed,
                     format!(
-                        "Only {known} of {} unit(s) were placed within {}s.",
-                        r.requested_count, self.cfg.pending_timeout_seconds
+                        "Only {known} of {} unit(s) were placed within {pending_seconds}s.",
+                        r.requested_count
                     ),
                 ))
             } else {
@@ -584,6 +585,8 @@ fn observe(t: &HfMachine, m: &crate::domain::Machine, now: EpochMillis) -> HfMac
             .clone()
             .or_else(|| Some(format!("{} outside HostFactory", row.state.as_str())));
         row.reclaimed_at = t.reclaimed_at.or(Some(now));
+        // The first deadline the cloud gave stays, as the store keeps it.
+        row.reclaim_deadline = t.reclaim_deadline.or(m.reclaim_deadline);
     }
     row.updated_at = now;
     row

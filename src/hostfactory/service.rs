@@ -146,6 +146,28 @@ impl HostFactory {
     /// Units a template may still get (`None`: unlimited): maxNumber less its live machines and
     /// what its open requests still wait for, in units for weighted templates.
     pub async fn available(&self, t: &Template) -> HfResult<Option<i64>> {
+        let room = self.max_number_room(t).await?;
+        Ok(match (room, self.quota_room(t)) {
+            (Some(r), Some((_, q))) => Some(r.min(q)),
+            (r, q) => r.or(q.map(|(_, q)| q)),
+        })
+    }
+
+    /// What the account's quotas still allow the template on the strategy it names (`None`:
+    /// no strategy named, or no cap known), with that strategy.
+    fn quota_room(&self, t: &Template) -> Option<(String, i64)> {
+        let name = t.provider_name.as_ref()?;
+        let room = self
+            .engine
+            .entry(name)
+            .ok()?
+            .provider
+            .quota_headroom(&t.launch)?;
+        Some((name.clone(), room))
+    }
+
+    /// maxNumber less what the template holds and waits for.
+    async fn max_number_room(&self, t: &Template) -> HfResult<Option<i64>> {
         if t.max_number < 0 {
             return Ok(None);
         }
@@ -187,7 +209,7 @@ impl HostFactory {
             });
         }
         let _admission = self.admission.lock().await;
-        if let Some(room) = self.available(&t).await?
+        if let Some(room) = self.max_number_room(&t).await?
             && count > room
         {
             return Err(HfError::OverLimit {
@@ -199,6 +221,16 @@ impl HostFactory {
                     "machines"
                 },
                 held: t.max_number - room,
+                asked: count,
+            });
+        }
+        if let Some((strategy, room)) = self.quota_room(&t)
+            && count > room
+        {
+            return Err(HfError::OverQuota {
+                template: t.id.clone(),
+                strategy,
+                room,
                 asked: count,
             });
         }
@@ -469,8 +501,12 @@ impl HostFactory {
         reclaimed_at: EpochMillis,
         now: EpochMillis,
     ) -> i64 {
-        match m.state {
-            MachineState::Running | MachineState::Pending => {
+        match (m.state, m.reclaim_deadline) {
+            // The cloud said when: the seconds left until then, whenever we noticed.
+            (MachineState::Running | MachineState::Pending, Some(deadline)) => {
+                ((deadline - now) / 1000).max(0)
+            }
+            (MachineState::Running | MachineState::Pending, None) => {
                 (self.cfg.spot_grace_seconds - (now - reclaimed_at) / 1000).max(0)
             }
             _ => 0,

@@ -184,7 +184,8 @@ pub fn hostfactory_status(e: &HfError) -> StatusCode {
         HfError::UnknownTemplate { .. } | HfError::UnknownRequest(_) => StatusCode::NOT_FOUND,
         HfError::TemplateDisabled(_)
         | HfError::UnknownProvider { .. }
-        | HfError::OverLimit { .. } => StatusCode::CONFLICT,
+        | HfError::OverLimit { .. }
+        | HfError::OverQuota { .. } => StatusCode::CONFLICT,
         HfError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -212,7 +213,8 @@ fn hostfactory_problem(e: &HfError) -> Problem {
         }
         HfError::TemplateDisabled(_)
         | HfError::UnknownProvider { .. }
-        | HfError::OverLimit { .. } => {
+        | HfError::OverLimit { .. }
+        | HfError::OverQuota { .. } => {
             Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
         }
         HfError::Store(_) => Problem::new(

@@ -76,6 +76,17 @@ pub struct StatusReport {
     pub not_found: Vec<String>,
 }
 
+/// The cloud said it is taking a machine back, ahead of any status call (a provider's notice
+/// queue). Applied to the machine as a status answer's `reclaim_notice` would be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReclaimNotice {
+    pub instance_id: String,
+    /// Why, as `Machine::reclaim_notice` says it.
+    pub notice: String,
+    /// When the cloud takes it (epoch ms), when it says.
+    pub deadline: Option<crate::domain::EpochMillis>,
+}
+
 /// One machine to give back and how it was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MachineRef {
@@ -441,6 +452,7 @@ mod tests {
             region: None,
             price_type: None,
             reclaim_notice: None,
+            reclaim_deadline: None,
             request_id: None,
             resource_id: None,
             provider_api: None,

@@ -24,8 +24,8 @@ use crate::strategy::{BreakerConfig, Candidate, Transition};
 
 pub use contract::{
     CreateRequest, Created, HealthReport, MachineRef, MemberHealth, OfferedTemplate, Operation,
-    OperationOutput, ResourceRef, SpecProblem, StatusQuery, StatusReport, TemplatesReport,
-    TerminateFailure, TerminateReport, TerminateRequest, ValidationReport,
+    OperationOutput, ReclaimNotice, ResourceRef, SpecProblem, StatusQuery, StatusReport,
+    TemplatesReport, TerminateFailure, TerminateReport, TerminateRequest, ValidationReport,
 };
 
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
@@ -60,6 +60,24 @@ pub trait Provider: Send + Sync {
     /// The capacity pools the provider skips for now; `None` for providers without pools.
     fn parked_pools(&self) -> Option<aws::ParkedPools> {
         None
+    }
+
+    /// Machines of `spec` the account's quotas still allow, from what the provider last
+    /// learnt (no call); `None`: no cap known.
+    fn quota_headroom(&self, _spec: &LaunchSpec) -> Option<i64> {
+        None
+    }
+
+    /// How long its machines may stay pending before HostFactory fails them, when the
+    /// strategy's configuration says (else `hostfactory.pending_timeout_seconds`).
+    fn pending_timeout_seconds(&self) -> Option<f64> {
+        None
+    }
+
+    /// Reclaim notices that arrived since the last call (a notice queue); each is handed out
+    /// once. None for providers without a queue.
+    fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
+        Vec::new()
     }
 
     /// Runs one operation, with the calls made to member strategies (composite types only).

@@ -216,6 +216,7 @@ impl SimulatedProvider {
                 .get("price_type")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            reclaim_deadline: None,
             reclaim_notice: row
                 .reclaimed
                 .then(|| "reclaimed by the simulated cloud".to_string()),

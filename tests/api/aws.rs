@@ -7,7 +7,7 @@ use crate::helpers::{TestApp, error_paths, execute, next_event};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
-fn aws_strategy(
+pub(crate) fn aws_strategy(
     name: &str,
     moto: &Moto,
     region: &str,
@@ -24,7 +24,7 @@ fn aws_strategy(
 }
 
 /// The app with only the given AWS strategies, failing over in their order.
-async fn aws_app(strategies: Vec<StrategySpec>) -> TestApp {
+pub(crate) async fn aws_app(strategies: Vec<StrategySpec>) -> TestApp {
     TestApp::spawn_with(move |cfg| {
         cfg.strategy.fallback_strategies = strategies.iter().map(|s| s.name.clone()).collect();
         cfg.providers = strategies;
@@ -32,7 +32,7 @@ async fn aws_app(strategies: Vec<StrategySpec>) -> TestApp {
     .await
 }
 
-async fn op(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -> Value {
+pub(crate) async fn op(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -> Value {
     execute(
         app,
         json!({"operation_type": operation, "parameters": parameters, "strategy_override": strategy}),
@@ -41,13 +41,27 @@ async fn op(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -
 }
 
 /// An operation that must succeed; its data.
-async fn ok(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -> Value {
+pub(crate) async fn ok(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -> Value {
     let v = op(app, strategy, operation, parameters).await;
     assert_eq!(v["success"], true, "{operation}: {v}");
     v["data"].clone()
 }
 
-async fn warm_up(app: &TestApp, strategy: &str) {
+/// A CREATE_INSTANCES of `template` on aws-a that must be refused (422) before any strategy
+/// runs; the paths of the problems.
+pub(crate) async fn refused_paths(app: &TestApp, template: Value) -> Vec<String> {
+    let (status, v) = app
+        .post(
+            "/api/v1/providers/operations",
+            json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "aws-a",
+                   "parameters": {"count": 1, "template": template}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    error_paths(&v).into_iter().map(str::to_string).collect()
+}
+
+pub(crate) async fn warm_up(app: &TestApp, strategy: &str) {
     ok(app, strategy, "HEALTH_CHECK", json!({})).await;
 }
 
@@ -810,15 +824,7 @@ async fn ibm_placement_fields_reach_run_instances_and_the_launch_templates_of_fl
     bad["tenancy"] = json!("shared");
     bad["launchTemplateVersion"] = json!("$Latest");
     bad["capacityReservationPreference"] = json!("targeted");
-    let (status, v) = app
-        .post(
-            "/api/v1/providers/operations",
-            json!({"operation_type": "CREATE_INSTANCES", "strategy_override": "aws-a",
-                   "parameters": {"count": 1, "template": bad}}),
-        )
-        .await;
-    assert_eq!(status, 422, "{v}");
-    let paths = error_paths(&v);
+    let paths = refused_paths(&app, bad).await;
     assert_eq!(
         paths,
         [

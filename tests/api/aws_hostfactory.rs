@@ -21,7 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The region's default subnet and security group, as an admin would write them into a
 /// template. The first EC2 call also pays moto's cold start.
-async fn network(moto: &Moto, region: &str) -> (String, String) {
+pub(crate) async fn network(moto: &Moto, region: &str) -> (String, String) {
     let ec2 = moto.ec2(region).await;
     let subnets = ec2.describe_subnets().send().await.expect("subnets");
     let subnet = subnets

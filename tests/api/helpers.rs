@@ -74,14 +74,22 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self
-            .client
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(self.url(path))
             .send()
             .await
-            .expect("request");
-        decode(res).await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        decode(self.get_response(path).await).await
+    }
+
+    /// The body of a GET that answers text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let res = self.get_response(path).await;
+        res.text().await.expect("a text body")
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {

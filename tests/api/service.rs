@@ -16,15 +16,7 @@ async fn liveness_readiness_docs_and_prometheus() {
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("swagger"));
     crate::helpers::execute(&app, json!({"operation_type": "HEALTH_CHECK"})).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     assert!(text.contains("ohfp_operations_total{strategy=\"sim-primary\",operation=\"HEALTH_CHECK\",outcome=\"success\"} 1"), "{text}");
     assert!(text.contains("ohfp_circuit_state{strategy=\"sim-secondary\"} 0"));
     app.stop().await;

@@ -6,9 +6,9 @@
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, LaunchSpec,
-    OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume, Tenancy, VolumeType,
-    WeightedType, named_enum,
+    AllocationStrategy, CapacityReservation, FleetOptions, FleetType, InterfaceType, LaunchSpec,
+    NetworkInterfaces, OnDemandAllocation, Placement, PriceType, ProvisioningApi, RootVolume,
+    Tenancy, VolumeType, WeightedType, named_enum,
 };
 
 named_enum! {
@@ -19,6 +19,16 @@ named_enum! {
         Targeted => "targeted",
     }
 }
+
+named_enum! {
+    /// `marketType` as written in the file: on demand and spot are `priceType`'s.
+    enum MarketKey ("market type") {
+        CapacityBlock => "capacity-block",
+    }
+}
+
+/// Most network cards an instance type has (one interface each).
+const MAX_NETWORK_CARDS: u32 = 32;
 
 /// A problem with one key: (key, message).
 pub type KeyProblem = (String, String);
@@ -243,6 +253,52 @@ fn placement(r: &mut Reader) -> Placement {
     }
 }
 
+/// `efaCount` and `interfaceType`: a count alone means EFA interfaces, a type alone one
+/// interface of it.
+fn network_interfaces(r: &mut Reader) -> Option<NetworkInterfaces> {
+    let count = r.whole("efaCount", 1, MAX_NETWORK_CARDS);
+    let interface_type: Option<InterfaceType> = r.named("interfaceType");
+    if count.is_none() && interface_type.is_none() {
+        return None;
+    }
+    Some(NetworkInterfaces {
+        count: count.unwrap_or(1),
+        interface_type: interface_type.unwrap_or(InterfaceType::Efa),
+    })
+}
+
+/// `marketType: capacity-block`: on demand, through RunInstances or an Auto Scaling group's
+/// launch template, into the Capacity Block `capacityReservationId` names.
+fn capacity_block(
+    r: &mut Reader,
+    api: Option<ProvisioningApi>,
+    price_type: PriceType,
+    placement: &Placement,
+) -> bool {
+    let Some(MarketKey::CapacityBlock) = r.named::<MarketKey>("marketType") else {
+        return false;
+    };
+    if !matches!(
+        api,
+        Some(ProvisioningApi::RunInstances | ProvisioningApi::Asg)
+    ) {
+        let message = "capacity-block needs providerApi RunInstances or ASG".into();
+        r.bad("marketType", message);
+    }
+    if price_type != PriceType::OnDemand {
+        let message = format!("capacity-block is on-demand capacity, not priceType {price_type}");
+        r.bad("marketType", message);
+    }
+    if !matches!(
+        placement.capacity_reservation,
+        Some(CapacityReservation::Targeted { .. })
+    ) {
+        let message = "capacity-block needs capacityReservationId (the Capacity Block)".into();
+        r.bad("marketType", message);
+    }
+    true
+}
+
 /// Reads the launch keys of a template object. Every problem is reported, each naming its key.
 pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProblem>> {
     let mut r = Reader {
@@ -356,6 +412,9 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
     };
     let launch_template_id = r.text("launchTemplateId");
     let launch_template_version = launch_template_version(&mut r, launch_template_id.is_some());
+    let placement = placement(&mut r);
+    let network_interfaces = network_interfaces(&mut r);
+    let capacity_block = capacity_block(&mut r, provisioning_api, price_type, &placement);
     let spec = LaunchSpec {
         template_id,
         provisioning_api,
@@ -372,7 +431,9 @@ pub fn launch_spec(raw: &Map<String, Value>) -> Result<LaunchSpec, Vec<KeyProble
         instance_profile: r.text("instanceProfile"),
         root_volume,
         launch_template_version,
-        placement: placement(&mut r),
+        placement,
+        network_interfaces,
+        capacity_block,
         launch_template_id,
         fleet,
     };

@@ -245,15 +245,70 @@ async fn the_catalog_takes_a_good_edit_and_keeps_the_last_good_set_after_a_bad_o
     );
 }
 
+/// The minimal template with `extra` keys, read.
+fn with(extra: Value) -> Result<Template, Vec<String>> {
+    let mut t = minimal();
+    t.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    one(t)
+}
+
+#[test]
+fn efa_interfaces_and_capacity_blocks_are_read_and_checked() {
+    use crate::domain::{InterfaceType, NetworkInterfaces};
+    let t = with(json!({"efaCount": 4})).unwrap();
+    assert_eq!(
+        t.launch.network_interfaces,
+        Some(NetworkInterfaces {
+            count: 4,
+            interface_type: InterfaceType::Efa
+        })
+    );
+    let t = with(json!({"interfaceType": "efa-only"})).unwrap();
+    assert_eq!(
+        t.launch
+            .network_interfaces
+            .map(|n| (n.count, n.interface_type)),
+        Some((1, InterfaceType::EfaOnly))
+    );
+    let block = json!({"marketType": "capacity-block", "providerApi": "RunInstances",
+        "capacityReservationId": "cr-1"});
+    assert!(with(block.clone()).unwrap().launch.capacity_block);
+    assert!(!with(json!({})).unwrap().launch.capacity_block);
+    for (extra, needle) in [
+        (json!({"efaCount": 0}), "efaCount: must be"),
+        (json!({"efaCount": 33}), "efaCount: must be"),
+        (
+            json!({"interfaceType": "ena"}),
+            "interfaceType: unknown interface type",
+        ),
+        (
+            json!({"marketType": "spot"}),
+            "marketType: unknown market type",
+        ),
+        (
+            json!({"marketType": "capacity-block", "providerApi": "EC2Fleet",
+                "capacityReservationId": "cr-1"}),
+            "marketType: capacity-block needs providerApi RunInstances or ASG",
+        ),
+        (
+            json!({"marketType": "capacity-block", "providerApi": "RunInstances"}),
+            "marketType: capacity-block needs capacityReservationId",
+        ),
+        (
+            json!({"marketType": "capacity-block", "providerApi": "ASG", "priceType": "spot",
+                "capacityReservationId": "cr-1"}),
+            "marketType: capacity-block is on-demand capacity, not priceType spot",
+        ),
+    ] {
+        let text = with(extra).unwrap_err().join("\n");
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
 #[test]
 fn placement_keys_are_read_and_a_reservation_needs_its_preference_to_agree() {
-    let with = |extra: Value| {
-        let mut t = minimal();
-        t.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        one(t)
-    };
     let t = with(json!({"tenancy": "Dedicated", "placementGroupName": "hpc",
         "capacityReservationId": "cr-1", "launchTemplateId": "lt-1", "launchTemplateVersion": "3"}))
     .unwrap();

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::MAX_REQUEST_TIMEOUT_SECONDS;
 use crate::providers::parse_config;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -50,6 +51,36 @@ pub struct AwsConfig {
     /// 0 moves on without parking.
     #[serde(default = "default_capacity_cooldown")]
     pub capacity_cooldown_seconds: u32,
+    /// An SQS queue an EventBridge rule feeds with EC2's interruption warnings, rebalance
+    /// recommendations and state changes; long-polled when set.
+    #[serde(default)]
+    pub interruption_queue_url: Option<String>,
+    /// Whether a rebalance recommendation from the queue is reported to getReturnRequests or
+    /// only evented.
+    #[serde(default)]
+    pub rebalance_recommendations: RebalanceMode,
+    /// An instance of this strategy pending longer is failed and terminated; none:
+    /// `hostfactory.pending_timeout_seconds`.
+    #[serde(default)]
+    pub pending_timeout_seconds: Option<f64>,
+    /// A proxy for this strategy's AWS calls only (every SDK client it builds).
+    #[serde(default)]
+    pub https_proxy: Option<String>,
+    /// Seconds between refreshes of the account's EC2 vCPU quotas and usage, which then cap
+    /// getAvailableTemplates' availableNumber; none: quotas are not read.
+    #[serde(default)]
+    pub quota_refresh_seconds: Option<u32>,
+}
+
+/// What a rebalance recommendation (a spot instance at elevated risk of interruption) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebalanceMode {
+    /// Listed by getReturnRequests, as a reclaim without a deadline.
+    Report,
+    /// Only a `reclaim_notice` event.
+    #[default]
+    Event,
 }
 
 fn default_max_attempts() -> u32 {
@@ -64,8 +95,11 @@ fn default_connect_timeout() -> f64 {
 fn default_capacity_cooldown() -> u32 {
     600
 }
-/// A day: a pool parked longer is better left out of the template.
+/// A day: a pool parked longer is better left out of the template (and quotas refreshed less
+/// often are stale).
 const MAX_CAPACITY_COOLDOWN: u32 = 86_400;
+/// Service Quotas is not meant to be polled: a refresh a minute at most.
+const MIN_QUOTA_REFRESH: u32 = 60;
 fn default_name_prefix() -> String {
     "ohfp".into()
 }
@@ -89,6 +123,8 @@ impl AwsConfig {
             &mut cfg.secret_access_key,
             &mut cfg.session_token,
             &mut cfg.image_id,
+            &mut cfg.interruption_queue_url,
+            &mut cfg.https_proxy,
         ] {
             non_empty(field);
         }
@@ -121,6 +157,14 @@ impl AwsConfig {
                 format!("must be an http:// or https:// URL, got '{url}'"),
             );
         }
+        if let Some(url) = &cfg.interruption_queue_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "interruption_queue_url",
+                format!("must be an SQS queue URL (https://...), got '{url}'"),
+            );
+        }
         if cfg.access_key_id.is_some() != cfg.secret_access_key.is_some() {
             return bad(
                 "access_key_id",
@@ -131,6 +175,31 @@ impl AwsConfig {
             && !arn.starts_with("arn:")
         {
             return bad("role_arn", "must be an IAM role ARN (arn:...)".into());
+        }
+        if let Some(v) = cfg.pending_timeout_seconds
+            && !(v.is_finite() && v > 0.0 && v <= MAX_REQUEST_TIMEOUT_SECONDS)
+        {
+            return bad(
+                "pending_timeout_seconds",
+                format!(
+                    "must be more than 0 and at most {MAX_REQUEST_TIMEOUT_SECONDS} seconds, got {v}"
+                ),
+            );
+        }
+        if let Some(proxy) = &cfg.https_proxy
+            && let Err(e) = aws_smithy_http_client::proxy::ProxyConfig::all(proxy.as_str())
+        {
+            return bad("https_proxy", format!("must be a proxy URL: {e}"));
+        }
+        if let Some(every) = cfg.quota_refresh_seconds
+            && !(MIN_QUOTA_REFRESH..=MAX_CAPACITY_COOLDOWN).contains(&every)
+        {
+            return bad(
+                "quota_refresh_seconds",
+                format!(
+                    "must be from {MIN_QUOTA_REFRESH} to {MAX_CAPACITY_COOLDOWN} seconds, got {every}"
+                ),
+            );
         }
         if cfg.capacity_cooldown_seconds > MAX_CAPACITY_COOLDOWN {
             return bad(
@@ -201,6 +270,26 @@ mod tests {
                 .0,
             "config.access_key_id"
         );
+        for (bad, field) in [
+            (
+                json!({"pending_timeout_seconds": 0}),
+                "pending_timeout_seconds",
+            ),
+            (json!({"https_proxy": "not a url"}), "https_proxy"),
+            (
+                json!({"interruption_queue_url": "queue"}),
+                "interruption_queue_url",
+            ),
+            (
+                json!({"rebalance_recommendations": "ignore"}),
+                "rebalance_recommendations",
+            ),
+        ] {
+            let mut spec = bad.as_object().unwrap().clone();
+            spec.insert("region".into(), json!("eu-west-1"));
+            let err = AwsConfig::from_spec(&spec).unwrap_err();
+            assert!(err.0.ends_with(field), "{field}: {err:?}");
+        }
     }
 
     #[test]

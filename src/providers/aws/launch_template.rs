@@ -13,11 +13,13 @@ use aws_sdk_ec2::types::{
     CapacityReservationPreference, CapacityReservationTarget, Filter,
     LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateCapacityReservationSpecificationRequest,
     LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplatePlacementRequest, LaunchTemplateTagSpecificationRequest,
-    RequestLaunchTemplateData, ResourceType, TagSpecification,
+    LaunchTemplateInstanceMarketOptionsRequest, LaunchTemplatePlacementRequest,
+    LaunchTemplateTagSpecificationRequest, MarketType, RequestLaunchTemplateData, ResourceType,
+    TagSpecification,
 };
 
 use super::errors::{classify, code_of};
+use super::interfaces::template_interfaces;
 use super::spec::{ResolvedSpec, invalid};
 use super::{AwsProvider, TAG_TEMPLATE_ID, tag};
 use crate::domain::{CapacityReservation, ProviderError};
@@ -43,6 +45,16 @@ pub(super) fn reservation_request(
     }
 }
 
+/// The market of a spec's instances when it is not EC2's default (on demand): spot, or a
+/// Capacity Block.
+pub(super) fn market_type(t: &ResolvedSpec) -> Option<MarketType> {
+    if t.spec.capacity_block {
+        Some(MarketType::CapacityBlock)
+    } else {
+        t.is_spot().then_some(MarketType::Spot)
+    }
+}
+
 /// A launch template and the version one request uses.
 #[derive(Debug, Clone)]
 pub struct LaunchTemplateRef {
@@ -65,9 +77,6 @@ impl AwsProvider {
         let mut data = RequestLaunchTemplateData::builder()
             .image_id(image)
             .instance_type(t.primary_type().into())
-            .set_security_group_ids(
-                (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
-            )
             .set_key_name(t.spec.key_name.clone())
             .set_user_data(t.user_data().await.map_err(invalid)?)
             .tag_specifications(
@@ -82,6 +91,22 @@ impl AwsProvider {
                     .set_tags(Some(tag_list))
                     .build(),
             );
+        data = match &t.spec.network_interfaces {
+            Some(n) => {
+                data.set_network_interfaces(Some(template_interfaces(n, &t.spec.security_groups)))
+            }
+            None => data.set_security_group_ids(
+                (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
+            ),
+        };
+        // Fleets choose spot themselves; a Capacity Block is the template's to say (groups).
+        if t.spec.capacity_block {
+            data = data.instance_market_options(
+                LaunchTemplateInstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::CapacityBlock)
+                    .build(),
+            );
+        }
         let p = &t.spec.placement;
         if p.group_name.is_some() || p.tenancy.is_some() {
             data = data.placement(

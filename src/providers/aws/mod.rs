@@ -8,8 +8,11 @@ mod config;
 mod create;
 mod ec2_fleet;
 mod errors;
+mod interfaces;
 mod launch_template;
+mod notices;
 mod pools;
+mod quotas;
 mod run_instances;
 mod spec;
 mod spot_fleet;
@@ -26,15 +29,17 @@ pub use config::AwsConfig;
 pub use pools::{ParkedPool, ParkedPools, PoolKey};
 
 use super::{
-    CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
-    TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, Provider, ReclaimNotice, StatusQuery, StatusReport,
+    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::app::events::{EventBus, EventKind};
 use crate::domain::{
     Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi, now_millis, rfc3339,
 };
 use client::AwsClients;
+use notices::{NoticeBook, NoticeQueue};
 use pools::{PoolParking, failover_order};
+use quotas::{QuotaBook, QuotaRefresh};
 
 /// Tags ohfp puts on every instance (and on its fleets, groups and launch templates).
 pub const TAG_REQUEST_ID: &str = "ohfp:request-id";
@@ -56,11 +61,49 @@ pub struct AwsProvider {
     asg_lock: tokio::sync::Mutex<()>,
     parking: PoolParking,
     events: Arc<EventBus>,
+    /// Notices from the interruption queue, for the reconciler.
+    notices: Arc<NoticeBook>,
+    /// Stops the queue task when the provider goes (its strategy replaced or removed).
+    _queue_task: Option<tokio_util::sync::DropGuard>,
+    /// The account's vCPU quotas and usage, when `quota_refresh_seconds` is set.
+    quotas: Option<Arc<QuotaBook>>,
+    _quota_task: Option<tokio_util::sync::DropGuard>,
 }
 
 impl AwsProvider {
     pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>) -> Self {
         let clients = AwsClients::new(&cfg).await;
+        let notices = Arc::new(NoticeBook::default());
+        let queue_task = cfg.interruption_queue_url.clone().map(|queue_url| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let queue = NoticeQueue {
+                strategy: strategy.to_string(),
+                queue_url,
+                rebalance: cfg.rebalance_recommendations,
+                sqs: clients.sqs.clone(),
+                book: Arc::clone(&notices),
+                events: Arc::clone(&events),
+                wait_seconds: NoticeQueue::wait_for(cfg.operation_timeout_seconds),
+            };
+            tokio::spawn(queue.run(stop.clone()));
+            stop.drop_guard()
+        });
+        let (quotas, quota_task) = match cfg.quota_refresh_seconds {
+            Some(every) => {
+                let book = Arc::new(QuotaBook::default());
+                let stop = tokio_util::sync::CancellationToken::new();
+                let refresh = QuotaRefresh {
+                    strategy: strategy.to_string(),
+                    clients: clients.clone(),
+                    book: Arc::clone(&book),
+                    events: Arc::clone(&events),
+                };
+                let every = std::time::Duration::from_secs(u64::from(every));
+                tokio::spawn(refresh.run(every, stop.clone()));
+                (Some(book), Some(stop.drop_guard()))
+            }
+            None => (None, None),
+        };
         Self {
             strategy: strategy.to_string(),
             parking: PoolParking::new(cfg.capacity_cooldown_seconds),
@@ -68,6 +111,10 @@ impl AwsProvider {
             clients,
             asg_lock: tokio::sync::Mutex::new(()),
             events,
+            notices,
+            _queue_task: queue_task,
+            quotas,
+            _quota_task: quota_task,
         }
     }
 
@@ -171,5 +218,17 @@ impl Provider for AwsProvider {
 
     fn parked_pools(&self) -> Option<ParkedPools> {
         Some(self.parking.list(now_millis()))
+    }
+
+    fn quota_headroom(&self, spec: &LaunchSpec) -> Option<i64> {
+        self.quotas.as_ref()?.headroom(spec)
+    }
+
+    fn pending_timeout_seconds(&self) -> Option<f64> {
+        self.cfg.pending_timeout_seconds
+    }
+
+    fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
+        self.notices.take()
     }
 }

@@ -187,7 +187,6 @@ impl PoolParking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::WeightedType;
 
     fn pool(t: &str, subnet: Option<&str>) -> PoolKey {
         PoolKey {
@@ -198,15 +197,9 @@ mod tests {
 
     fn spec(types: &[&str], subnets: &[&str]) -> LaunchSpec {
         LaunchSpec {
-            instance_types: types
-                .iter()
-                .map(|t| WeightedType {
-                    instance_type: t.to_string(),
-                    weight: 1,
-                })
-                .collect(),
             subnets: subnets.iter().map(|s| s.to_string()).collect(),
-            ..LaunchSpec::named("t")
+            template_id: "t".into(),
+            ..LaunchSpec::of_types(types)
         }
     }
 

@@ -4,12 +4,13 @@
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, CapacityReservationSpecification, EbsBlockDevice,
     IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
-    MarketType, Placement, ResourceType, TagSpecification,
+    Placement, ResourceType, TagSpecification,
 };
 
 use super::create::LaunchOrder;
 use super::errors::classify;
-use super::launch_template::reservation_request;
+use super::interfaces::run_interfaces;
+use super::launch_template::{market_type, reservation_request};
 use super::pools::{PoolKey, failover_order, is_pool_fault};
 use super::spec::invalid;
 use super::{AwsProvider, tag};
@@ -80,10 +81,6 @@ impl AwsProvider {
             .min_count(order.units)
             .max_count(order.units)
             .instance_type(pool.instance_type.as_str().into())
-            .set_subnet_id(pool.subnet.clone())
-            .set_security_group_ids(
-                (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
-            )
             .set_key_name(t.spec.key_name.clone())
             .set_user_data(t.user_data().await.map_err(invalid)?)
             .tag_specifications(
@@ -98,6 +95,18 @@ impl AwsProvider {
                     .set_tags(Some(tags))
                     .build(),
             );
+        call = match &t.spec.network_interfaces {
+            Some(n) => call.set_network_interfaces(Some(run_interfaces(
+                n,
+                pool.subnet.as_deref(),
+                &t.spec.security_groups,
+            ))),
+            None => call
+                .set_subnet_id(pool.subnet.clone())
+                .set_security_group_ids(
+                    (!t.spec.security_groups.is_empty()).then(|| t.spec.security_groups.clone()),
+                ),
+        };
         call = match &t.spec.launch_template_id {
             Some(id) => call.launch_template(
                 LaunchTemplateSpecification::builder()
@@ -107,10 +116,10 @@ impl AwsProvider {
             ),
             None => call.image_id(self.resolve_image(t).await?),
         };
-        if t.is_spot() {
+        if let Some(market) = market_type(t) {
             call = call.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
+                    .market_type(market)
                     .build(),
             );
         }

@@ -6,11 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, InstanceStateName};
+use aws_sdk_ec2::primitives::DateTime;
+use aws_sdk_ec2::types::{
+    Filter, Instance, InstanceLifecycleType, InstanceStateName, SpotInstanceRequest,
+};
 
 use super::errors::{classify, code_of};
 use super::{AwsProvider, TAG_PROVIDER_API, TAG_REQUEST_ID, TAG_RETURNED};
-use crate::domain::{Machine, MachineState, ProviderError, ProvisioningApi};
+use crate::domain::{EpochMillis, Machine, MachineState, ProviderError, ProvisioningApi};
 use crate::providers::{ResourceRef, StatusQuery, StatusReport};
 
 /// Most instance ids in one DescribeInstances call (the API's limit).
@@ -25,6 +28,33 @@ fn spot_reclaim(code: &str) -> bool {
             || code.starts_with("instance-stopped-")
             || code.starts_with("instance-hibernated-"))
             && !code.ends_with("-by-user"))
+}
+
+/// How long EC2 gives a spot instance between its interruption warning and the interruption.
+pub(super) const SPOT_WARNING_MILLIS: EpochMillis = 120_000;
+
+/// When the cloud takes the instance of a spot request in status `code`, last changed at
+/// `updated`: the two-minute warning (`marked-for-termination`, `marked-for-stop`,
+/// `marked-for-hibernation`) runs out 120 s after the status changed.
+fn spot_deadline(code: &str, updated: Option<&DateTime>) -> Option<EpochMillis> {
+    let updated = updated?.to_millis().ok()?;
+    code.starts_with("marked-for-")
+        .then_some(updated + SPOT_WARNING_MILLIS)
+}
+
+/// The instance a spot request's status says EC2 is taking back, with the notice and, for a
+/// two-minute warning, the deadline.
+fn spot_notice(r: &SpotInstanceRequest) -> Option<(&str, String, Option<EpochMillis>)> {
+    let status = r.status()?;
+    let code = status.code().filter(|c| spot_reclaim(c))?;
+    Some((
+        r.instance_id()?,
+        format!(
+            "spot request {code}: {}",
+            status.message().unwrap_or("taken back by EC2")
+        ),
+        spot_deadline(code, status.update_time()),
+    ))
 }
 
 fn tag_value<'a>(i: &'a Instance, key: &str) -> Option<&'a str> {
@@ -120,6 +150,7 @@ impl AwsProvider {
                 .into(),
             ),
             reclaim_notice,
+            reclaim_deadline: None,
             request_id: tag_value(i, TAG_REQUEST_ID).map(str::to_string),
             resource_id: resource
                 .or(tag_resource)
@@ -237,18 +268,12 @@ impl AwsProvider {
                     return;
                 }
             };
-            for r in out.spot_instance_requests() {
-                let (Some(instance), Some(status)) = (r.instance_id(), r.status()) else {
-                    continue;
-                };
-                let Some(code) = status.code().filter(|c| spot_reclaim(c)) else {
-                    continue;
-                };
+            for (instance, notice, deadline) in
+                out.spot_instance_requests().iter().filter_map(spot_notice)
+            {
                 if let Some(m) = machines.iter_mut().find(|m| m.instance_id == instance) {
-                    m.reclaim_notice = Some(format!(
-                        "spot request {code}: {}",
-                        status.message().unwrap_or("taken back by EC2")
-                    ));
+                    m.reclaim_notice = Some(notice);
+                    m.reclaim_deadline = deadline;
                 }
             }
         }
@@ -459,6 +484,9 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod recorded;
 
 #[cfg(test)]
 mod tests {

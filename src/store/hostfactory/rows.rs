@@ -50,6 +50,7 @@ impl FromRow<'_, SqliteRow> for HfMachine {
             provider_api: named_opt(r, "provider_api")?,
             reclaim_notice: r.try_get("reclaim_notice")?,
             reclaimed_at: r.try_get("reclaimed_at")?,
+            reclaim_deadline: r.try_get("reclaim_deadline")?,
             return_request_id: r.try_get("return_request_id")?,
             return_sent_at: r.try_get("return_sent_at")?,
             created_at: r.try_get("created_at")?,

@@ -120,7 +120,7 @@ impl Store {
     }
 }
 
-/// Rows per upsert statement: 22 values each, well under SQLite's 32,766 variables.
+/// Rows per upsert statement: 23 values each, well under SQLite's 32,766 variables.
 const UPSERT_ROWS: usize = 200;
 
 /// Inserts `machines`, or updates those stored: many rows per statement (one statement per
@@ -147,7 +147,7 @@ pub(super) async fn upsert_machines(
             "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
              private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
              provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
-             delivered) ",
+             delivered, reclaim_deadline) ",
         );
         q.push_values(&machines[start..end], |mut row, m| {
             row.push_bind(&m.machine_id)
@@ -171,7 +171,8 @@ pub(super) async fn upsert_machines(
                 .push_bind(m.return_sent_at)
                 .push_bind(m.created_at)
                 .push_bind(m.updated_at)
-                .push_bind(i64::from(m.delivered));
+                .push_bind(i64::from(m.delivered))
+                .push_bind(m.reclaim_deadline);
         });
         q.push(
             " ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
@@ -187,6 +188,7 @@ pub(super) async fn upsert_machines(
               provider_api = COALESCE(excluded.provider_api, provider_api),
               reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
               reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
+              reclaim_deadline = COALESCE(reclaim_deadline, excluded.reclaim_deadline),
               updated_at = excluded.updated_at
              RETURNING *",
         );

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::pyvenv;
 
@@ -119,6 +119,17 @@ impl Moto {
         );
     }
 
+    /// Calls of `action` (a JSON-protocol call) answer `body`, a recorded AWS answer.
+    pub async fn answer(&self, action: &str, body: Value) {
+        let wanted = json!({"action": action, "body": body}).to_string();
+        assert!(
+            self.post("/_ohfp/answer", &wanted)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+
     /// Every AWS call from now on fails with AuthFailure (moto's own switch).
     pub async fn enforce_auth_failure(&self) {
         assert!(
@@ -175,6 +186,36 @@ impl Moto {
 
     pub async fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
         aws_sdk_autoscaling::Client::new(&self.sdk_config(region).await)
+    }
+
+    pub async fn sqs(&self, region: &str) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config(region).await)
+    }
+
+    /// One EventBridge call (`PutRule`, `PutTargets`, `PutEvents`) in its JSON protocol; the
+    /// project has no EventBridge client, and moto reads the service and region from the
+    /// authorization header without checking the signature.
+    pub async fn eventbridge(&self, region: &str, action: &str, body: Value) -> Value {
+        let answer = self
+            .http
+            .post(&self.url)
+            .header("X-Amz-Target", format!("AWSEvents.{action}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/{region}/events/aws4_request, \
+                     SignedHeaders=host, Signature=0"
+                ),
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("moto answers");
+        let status = answer.status();
+        let v: Value = answer.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{action}: {status} {v}");
+        v
     }
 }
 

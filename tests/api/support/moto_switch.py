@@ -8,6 +8,9 @@
   GET  /_ohfp/requests JSON [{action, params}] of the query-protocol calls since the last reset
                       (the newest 200), for what moto does not reflect
   POST /_ohfp/calls   resets the counts and the recorded requests
+  POST /_ohfp/answer  body: JSON {"action": A, "body": B}: calls of action A (a JSON-protocol
+                      call, e.g. ListServiceQuotas, which moto serves for vpc only) answer B,
+                      a recorded AWS answer, instead of moto
 Everything else goes to moto (its /moto-api/ included).
 """
 import argparse
@@ -20,7 +23,7 @@ from urllib.parse import parse_qs
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-state = {"fault": "off", "calls": Counter(), "short": set(), "requests": []}
+state = {"fault": "off", "calls": Counter(), "short": set(), "requests": [], "answers": {}}
 KEPT_REQUESTS = 200
 guard = threading.Lock()
 
@@ -86,6 +89,13 @@ def wrap(moto_app):
                 state["short"] = {t for t in short if t}
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [",".join(sorted(state["short"])).encode()]
+        if path == "/_ohfp/answer" and method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            wanted = json.loads(environ["wsgi.input"].read(size))
+            with guard:
+                state["answers"][wanted["action"]] = json.dumps(wanted["body"]).encode()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [wanted["action"].encode()]
         if path == "/_ohfp/calls":
             with guard:
                 if method == "POST":
@@ -110,8 +120,13 @@ def wrap(moto_app):
                 del state["requests"][:-KEPT_REQUESTS]
             fault = state["fault"]
             short = state["short"]
+            recorded = state["answers"].get(action)
         if fault != "off":
             return fault_answer(fault, environ, start_response)
+        if recorded is not None:
+            start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"),
+                                      ("Content-Length", str(len(recorded)))])
+            return [recorded]
         instance_type = (params.get("InstanceType") or [None])[0]
         if action == "RunInstances" and instance_type in short:
             return no_capacity(instance_type, start_response)
