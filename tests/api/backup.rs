@@ -128,8 +128,10 @@ async fn a_backup_taken_while_serving_restores_strategies_and_requests() {
     // The two file strategies are stored too.
     assert!(count("strategies,") >= before.len(), "{out}");
     assert!(count("HostFactory requests") >= 1, "{out}");
+    // At most: the two of the file, aws-keys, and every registration the writer made (the
+    // copy cannot hold one it had not yet asked for).
     assert!(
-        count("strategies,") <= strategies.len() + 2,
+        count("strategies,") <= strategies.len() + 3,
         "{out}: {} registered",
         strategies.len()
     );
