@@ -3,12 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use ohfp::cli::{Cli, Command, print_line};
 
-// mimalloc rather than glibc's malloc: allocation was the largest cost left in a perf profile
-// of the routes under load (malloc, free and consolidation together), and it keeps RSS lower
-// after the large status answers of a big site.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
