@@ -123,7 +123,7 @@ pub struct ClientArgs {
     /// strategy_name or provider_name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Request id, for getRequestStatus (else taken from the data's request_id).
+    /// Request id, for getRequestStatus (else taken from the data's request_id) and listAudit.
     #[arg(long)]
     pub request_id: Option<String>,
 }
@@ -200,6 +200,10 @@ pub enum ClientCommand {
     /// GET /api/v1/events (--data '{"kind": "circuit_transition", "limit": 20}')
     #[command(name = "listProviderEvents")]
     ListProviderEvents(ClientArgs),
+    /// GET /api/v1/audit: the audit trail of cloud-changing calls (--request-id req-…, or
+    /// --data '{"since": "2026-11-30T14:00:00Z", "until": "…", "after": 120, "limit": 50}')
+    #[command(name = "listAudit")]
+    ListAudit(ClientArgs),
     /// GET /api/v1/alerts
     #[command(name = "listAlerts")]
     ListAlerts(ClientArgs),

@@ -78,6 +78,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(service::status))
         .routes(routes!(status_page::status_page))
         .routes(routes!(service::list_events))
+        .routes(routes!(service::list_audit))
         .routes(routes!(service::stream_events))
         .routes(routes!(alerts::list_alerts))
         .routes(routes!(alerts::get_rules, alerts::put_rules))

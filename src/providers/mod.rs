@@ -221,7 +221,13 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
             let cfg =
                 aws::AwsConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
             Ok(Arc::new(
-                aws::AwsProvider::new(&spec.name, cfg, Arc::clone(&deps.events)).await,
+                aws::AwsProvider::new(
+                    &spec.name,
+                    cfg,
+                    Arc::clone(&deps.events),
+                    deps.store.clone(),
+                )
+                .await,
             ))
         }
         "simulated" => {

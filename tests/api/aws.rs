@@ -7,7 +7,7 @@ use crate::helpers::{TestApp, error_paths, execute, next_event};
 use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
-fn aws_strategy(
+pub(crate) fn aws_strategy(
     name: &str,
     moto: &Moto,
     region: &str,
@@ -24,7 +24,7 @@ fn aws_strategy(
 }
 
 /// The app with only the given AWS strategies, failing over in their order.
-async fn aws_app(strategies: Vec<StrategySpec>) -> TestApp {
+pub(crate) async fn aws_app(strategies: Vec<StrategySpec>) -> TestApp {
     TestApp::spawn_with(move |cfg| {
         cfg.strategy.fallback_strategies = strategies.iter().map(|s| s.name.clone()).collect();
         cfg.providers = strategies;
@@ -47,7 +47,7 @@ async fn ok(app: &TestApp, strategy: &str, operation: &str, parameters: Value) -
     v["data"].clone()
 }
 
-async fn warm_up(app: &TestApp, strategy: &str) {
+pub(crate) async fn warm_up(app: &TestApp, strategy: &str) {
     ok(app, strategy, "HEALTH_CHECK", json!({})).await;
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 mod support;
 
 mod alerts;
+mod audit;
 mod auth;
 mod aws;
 mod aws_hostfactory;

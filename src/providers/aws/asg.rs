@@ -4,6 +4,7 @@
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_ec2::types::Filter;
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::classify;
@@ -110,7 +111,8 @@ impl AwsProvider {
                         .resource_type("auto-scaling-group")
                         .build()
                 };
-                self.clients
+                let sent = self
+                    .clients
                     .autoscaling
                     .create_auto_scaling_group()
                     .auto_scaling_group_name(&name)
@@ -123,12 +125,16 @@ impl AwsProvider {
                     .tags(group_tag(TAG_PROVIDER_API, ProvisioningApi::Asg.as_str()))
                     .send()
                     .await
-                    .map_err(|e| classify("CreateAutoScalingGroup", e))?;
+                    .map_err(|e| classify("CreateAutoScalingGroup", e));
+                let target = json!({"group": name, "desired_capacity": order.units});
+                self.audit("CreateAutoScalingGroup", target, &sent).await;
+                sent?;
                 order.units
             }
             Some(group) => {
                 let desired = group.desired + order.units;
-                self.clients
+                let sent = self
+                    .clients
                     .autoscaling
                     .update_auto_scaling_group()
                     .auto_scaling_group_name(&name)
@@ -137,7 +143,10 @@ impl AwsProvider {
                     .desired_capacity(desired)
                     .send()
                     .await
-                    .map_err(|e| classify("UpdateAutoScalingGroup", e))?;
+                    .map_err(|e| classify("UpdateAutoScalingGroup", e));
+                let target = json!({"group": name, "desired_capacity": desired});
+                self.audit("UpdateAutoScalingGroup", target, &sent).await;
+                sent?;
                 desired
             }
         };
@@ -168,14 +177,19 @@ impl AwsProvider {
             .cloned()
             .partition(|id| group.instance_ids.contains(id));
         for id in &members {
-            self.clients
+            let sent = self
+                .clients
                 .autoscaling
                 .terminate_instance_in_auto_scaling_group()
                 .instance_id(id)
                 .should_decrement_desired_capacity(true)
                 .send()
                 .await
-                .map_err(|e| classify("TerminateInstanceInAutoScalingGroup", e))?;
+                .map_err(|e| classify("TerminateInstanceInAutoScalingGroup", e));
+            let target = json!({"group": name, "instance_ids": [id]});
+            self.audit("TerminateInstanceInAutoScalingGroup", target, &sent)
+                .await;
+            sent?;
         }
         let left = group.instance_ids.len() - members.len();
         if left == 0 && group.desired <= members.len() as i32 {
@@ -186,6 +200,9 @@ impl AwsProvider {
                 .auto_scaling_group_name(name)
                 .force_delete(true)
                 .send()
+                .await
+                .map_err(|e| classify("DeleteAutoScalingGroup", e));
+            self.audit("DeleteAutoScalingGroup", json!({"group": name}), &deleted)
                 .await;
             match deleted {
                 Ok(_) => {
@@ -197,8 +214,8 @@ impl AwsProvider {
                         self.release_launch_template(t).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(group = name, error = %classify("DeleteAutoScalingGroup", e), "group not deleted")
+                Err(error) => {
+                    tracing::warn!(group = name, %error, "group not deleted")
                 }
             }
         }

@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::{
     ResourceType, SpotAllocationStrategy, SpotOptionsRequest, TagSpecification,
     TargetCapacitySpecificationRequest,
 };
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::{classify, kind_of_code};
@@ -136,7 +137,18 @@ impl AwsProvider {
                     .build(),
             );
         }
-        let out = call.send().await.map_err(|e| classify("CreateFleet", e))?;
+        let sent = call.send().await.map_err(|e| classify("CreateFleet", e));
+        let target = sent.as_ref().map_or(json!({}), |out| {
+            json!({
+                "fleet_id": out.fleet_id(),
+                "instance_ids": out.instances().iter().flat_map(|i| i.instance_ids()).collect::<Vec<_>>(),
+            })
+        });
+        let mut target = target;
+        target["count"] = json!(order.units);
+        target["fleet_type"] = json!(t.fleet_type.as_str());
+        self.audit("CreateFleet", target, &sent).await;
+        let out = sent?;
         // An instant fleet names the pools that had no room: the next request leaves them out.
         for e in out.errors() {
             let overrides = e
@@ -213,11 +225,14 @@ impl AwsProvider {
             .fleet_ids(fleet_id)
             .terminate_instances(true)
             .send()
+            .await
+            .map_err(|e| classify("DeleteFleets", e));
+        self.audit("DeleteFleets", json!({"fleet_id": fleet_id}), &deleted)
             .await;
         match deleted {
             Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(fleet_id, error = %classify("DeleteFleets", e), "fleet not deleted");
+            Err(error) => {
+                tracing::warn!(fleet_id, %error, "fleet not deleted");
                 false
             }
         }

@@ -2,12 +2,15 @@
 //! the AWS SDK, one set of clients per strategy.
 
 mod asg;
+mod audit;
 mod checks;
 mod client;
 mod config;
 mod create;
 mod ec2_fleet;
 mod errors;
+#[cfg(test)]
+mod iam_policy;
 mod launch_template;
 mod pools;
 mod run_instances;
@@ -31,8 +34,10 @@ use super::{
 };
 use crate::app::events::{EventBus, EventKind};
 use crate::domain::{
-    Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi, now_millis, rfc3339,
+    AuditCause, Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi,
+    now_millis, rfc3339,
 };
+use crate::store::Store;
 use client::AwsClients;
 use pools::{PoolParking, failover_order};
 
@@ -56,10 +61,12 @@ pub struct AwsProvider {
     asg_lock: tokio::sync::Mutex<()>,
     parking: PoolParking,
     events: Arc<EventBus>,
+    /// Where the audit trail of cloud-changing calls goes.
+    store: Store,
 }
 
 impl AwsProvider {
-    pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>) -> Self {
+    pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>, store: Store) -> Self {
         let clients = AwsClients::new(&cfg).await;
         Self {
             strategy: strategy.to_string(),
@@ -68,6 +75,7 @@ impl AwsProvider {
             clients,
             asg_lock: tokio::sync::Mutex::new(()),
             events,
+            store,
         }
     }
 
@@ -131,7 +139,9 @@ impl Provider for AwsProvider {
     }
 
     async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
-        let result = self.launch(req).await;
+        // Direct calls name their HostFactory request too.
+        let cause = AuditCause::current_with(req.request_id.clone());
+        let result = cause.scope(self.launch(req)).await;
         self.logged(OperationType::CreateInstances, result)
     }
 

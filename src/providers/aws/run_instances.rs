@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::{
     IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
     MarketType, Placement, ResourceType, TagSpecification,
 };
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::classify;
@@ -155,7 +156,21 @@ impl AwsProvider {
                     .build(),
             );
         }
-        let out = call.send().await.map_err(|e| classify("RunInstances", e))?;
+        let sent = call.send().await.map_err(|e| classify("RunInstances", e));
+        let launched: Vec<&str> = sent.as_ref().map_or(Vec::new(), |out| {
+            out.instances()
+                .iter()
+                .filter_map(|i| i.instance_id())
+                .collect()
+        });
+        let target = json!({
+            "instance_type": pool.instance_type,
+            "subnet": pool.subnet,
+            "count": order.units,
+            "instance_ids": launched,
+        });
+        self.audit("RunInstances", target, &sent).await;
+        let out = sent?;
         let reservation = out.reservation_id.clone().unwrap_or_default();
         let machines: Vec<Machine> = out
             .instances()
