@@ -204,6 +204,9 @@ pub enum ClientCommand {
     /// --data '{"since": "2026-11-30T14:00:00Z", "until": "…", "after": 120, "limit": 50}')
     #[command(name = "listAudit")]
     ListAudit(ClientArgs),
+    /// Plan without doing: `ohfp plan requestMachines --template ID --count N`
+    #[command(name = "plan", subcommand)]
+    Plan(PlanCommand),
     /// GET /api/v1/alerts
     #[command(name = "listAlerts")]
     ListAlerts(ClientArgs),
@@ -213,4 +216,26 @@ pub enum ClientCommand {
     /// PUT /api/v1/alerts/rules (--data '{"rules": […]}')
     #[command(name = "configureAlertRules")]
     ConfigureAlertRules(ClientArgs),
+}
+
+/// What `ohfp plan` plans.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// POST /api/v1/requests/plan: which strategy, API, instance types, subnets and pools a
+    /// requestMachines would use, the exact request it would send and the cloud's dry run of
+    /// it. Nothing is launched.
+    #[command(name = "requestMachines")]
+    RequestMachines(PlanRequestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanRequestArgs {
+    /// The HostFactory template.
+    #[arg(long)]
+    pub template: String,
+    /// Machines (capacity units for a weighted template).
+    #[arg(long)]
+    pub count: i64,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }

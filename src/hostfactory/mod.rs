@@ -5,6 +5,7 @@ pub mod error;
 mod events;
 mod ghosts;
 pub mod model;
+pub mod plan;
 mod provisioning;
 mod reconciler;
 mod service;

@@ -89,6 +89,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hostfactory::get_return_requests))
         .routes(routes!(hostfactory::templates))
         .routes(routes!(hostfactory::create_request))
+        .routes(routes!(hostfactory::plan_request))
         .routes(routes!(hostfactory::request_status))
         .routes(routes!(hostfactory::request_events))
         .routes(routes!(hostfactory::create_return, hostfactory::reclaims))

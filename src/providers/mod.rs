@@ -5,6 +5,7 @@ pub mod aws;
 pub mod composite;
 pub mod contract;
 pub mod http;
+pub mod plan;
 pub mod simulated;
 
 use std::any::Any;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::{StrategySpec, breaker_problems};
-use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
+use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError, ProviderErrorKind};
 use crate::objects_only::ObjectsOnly;
 use crate::store::Store;
 use crate::strategy::{BreakerConfig, Candidate, Transition};
@@ -27,6 +28,7 @@ pub use contract::{
     OperationOutput, ResourceRef, SpecProblem, StatusQuery, StatusReport, TemplatesReport,
     TerminateFailure, TerminateReport, TerminateRequest, ValidationReport,
 };
+pub use plan::{DryRunCheck, LaunchPlan, PlannedPool};
 
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
 /// safe to call concurrently. Every operation takes and answers typed values (see
@@ -60,6 +62,17 @@ pub trait Provider: Send + Sync {
     /// The capacity pools the provider skips for now; `None` for providers without pools.
     fn parked_pools(&self) -> Option<aws::ParkedPools> {
         None
+    }
+
+    /// What `create` would do with `req`, without doing it (the cloud's dry run where its API
+    /// has one). Providers that cannot tell answer `Unsupported`.
+    async fn plan(&self, req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
+        let _ = req;
+        Err(ProviderError::new(
+            ProviderErrorKind::Unsupported,
+            "PLAN_UNSUPPORTED",
+            "this provider cannot plan a creation",
+        ))
     }
 
     /// Runs one operation, with the calls made to member strategies (composite types only).

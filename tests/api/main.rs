@@ -20,6 +20,7 @@ mod hostfactory;
 mod http_provider;
 mod openapi;
 mod packaging;
+mod plan;
 mod prometheus;
 mod providers;
 mod reliability;

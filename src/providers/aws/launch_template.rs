@@ -222,7 +222,11 @@ impl AwsProvider {
         }
     }
 
-    async fn try_release_launch_template(&self, template_id: &str) -> Result<(), ProviderError> {
+    /// The id of the launch template ohfp made for `template_id`, if there is one.
+    pub(super) async fn our_launch_template_id(
+        &self,
+        template_id: &str,
+    ) -> Result<Option<String>, ProviderError> {
         let name = self.launch_template_name(template_id);
         let found = self
             .clients
@@ -231,18 +235,20 @@ impl AwsProvider {
             .launch_template_names(&name)
             .send()
             .await;
-        let lt_id = match found {
-            Ok(out) => match out
+        match found {
+            Ok(out) => Ok(out
                 .launch_templates
                 .unwrap_or_default()
                 .into_iter()
-                .find_map(|lt| lt.launch_template_id)
-            {
-                Some(id) => id,
-                None => return Ok(()),
-            },
-            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
-            Err(e) => return Err(classify("DescribeLaunchTemplates", e)),
+                .find_map(|lt| lt.launch_template_id)),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(None),
+            Err(e) => Err(classify("DescribeLaunchTemplates", e)),
+        }
+    }
+
+    async fn try_release_launch_template(&self, template_id: &str) -> Result<(), ProviderError> {
+        let Some(lt_id) = self.our_launch_template_id(template_id).await? else {
+            return Ok(());
         };
         let live = self
             .clients

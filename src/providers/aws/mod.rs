@@ -12,6 +12,7 @@ mod errors;
 #[cfg(test)]
 mod iam_policy;
 mod launch_template;
+mod plan;
 mod pools;
 mod run_instances;
 mod spec;
@@ -29,8 +30,8 @@ pub use config::AwsConfig;
 pub use pools::{ParkedPool, ParkedPools, PoolKey};
 
 use super::{
-    CreateRequest, Created, HealthReport, Provider, StatusQuery, StatusReport, TemplatesReport,
-    TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, LaunchPlan, Provider, StatusQuery, StatusReport,
+    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::app::events::{EventBus, EventKind};
 use crate::domain::{
@@ -181,5 +182,9 @@ impl Provider for AwsProvider {
 
     fn parked_pools(&self) -> Option<ParkedPools> {
         Some(self.parking.list(now_millis()))
+    }
+
+    async fn plan(&self, req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
+        self.plan_launch(req).await
     }
 }

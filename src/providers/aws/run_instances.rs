@@ -1,6 +1,7 @@
 //! The RunInstances API: on-demand (or spot through market options) instances in one call,
 //! tagged at launch.
 
+use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, CapacityReservationSpecification, EbsBlockDevice,
     IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
@@ -67,11 +68,12 @@ impl AwsProvider {
         ))
     }
 
-    async fn run_instances(
+    /// The RunInstances call of `order` in `pool`, ready to send (or to dry-run by a plan).
+    pub(super) async fn run_instances_call(
         &self,
         order: &LaunchOrder,
         pool: &PoolKey,
-    ) -> Result<Created, ProviderError> {
+    ) -> Result<RunInstancesFluentBuilder, ProviderError> {
         let t = &order.spec;
         let tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let mut call = self
@@ -156,6 +158,15 @@ impl AwsProvider {
                     .build(),
             );
         }
+        Ok(call)
+    }
+
+    async fn run_instances(
+        &self,
+        order: &LaunchOrder,
+        pool: &PoolKey,
+    ) -> Result<Created, ProviderError> {
+        let call = self.run_instances_call(order, pool).await?;
         let sent = call.send().await.map_err(|e| classify("RunInstances", e));
         let launched: Vec<&str> = sent.as_ref().map_or(Vec::new(), |out| {
             out.instances()

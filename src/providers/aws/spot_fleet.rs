@@ -39,7 +39,12 @@ fn on_demand_allocation(strategy: OnDemandAllocation) -> OnDemandAllocationStrat
 
 /// The request's configuration, valid until `valid_until` (epoch seconds). It always names
 /// both allocation strategies (the spec's or the defaults).
-fn request_config(
+/// When a spot fleet request of `order` made now expires (epoch seconds).
+pub(super) fn valid_until(order: &LaunchOrder) -> i64 {
+    chrono::Utc::now().timestamp() + (order.spec.request_expiry_minutes() * 60.0).round() as i64
+}
+
+pub(super) fn request_config(
     order: &LaunchOrder,
     lt: &LaunchTemplateRef,
     valid_until: i64,
@@ -98,8 +103,7 @@ impl AwsProvider {
         order: &LaunchOrder,
     ) -> Result<Created, ProviderError> {
         let lt = self.launch_template_for(&order.spec, &order.tags).await?;
-        let valid_until = chrono::Utc::now().timestamp()
-            + (order.spec.request_expiry_minutes() * 60.0).round() as i64;
+        let valid_until = valid_until(order);
         let sent = self
             .clients
             .ec2
