@@ -66,8 +66,7 @@ pub trait Provider: Send + Sync {
 
     /// What `create` would do with `req`, without doing it (the cloud's dry run where its API
     /// has one). Providers that cannot tell answer `Unsupported`.
-    async fn plan(&self, req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
-        let _ = req;
+    async fn plan(&self, _req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
         Err(ProviderError::new(
             ProviderErrorKind::Unsupported,
             "PLAN_UNSUPPORTED",
