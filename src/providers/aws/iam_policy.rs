@@ -5,12 +5,32 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The SDK clients' field names and the IAM service prefix of each.
-const CLIENTS: [(&str, &str); 5] = [
+const CLIENTS: [(&str, &str); 6] = [
     ("ec2", "ec2"),
     ("autoscaling", "autoscaling"),
     ("ssm", "ssm"),
     ("sqs", "sqs"),
     ("servicequotas", "servicequotas"),
+    ("quotas", "servicequotas"),
+];
+
+/// Every AWS operation name starts with a verb; `sqs.clone()` or `quotas.iter()` on a field of
+/// the same name is not an operation.
+const VERBS: [&str; 14] = [
+    "Describe",
+    "Create",
+    "Delete",
+    "Run",
+    "Terminate",
+    "Modify",
+    "Cancel",
+    "Request",
+    "Update",
+    "Get",
+    "List",
+    "Receive",
+    "Send",
+    "Change",
 ];
 
 /// `describe_instances` → `DescribeInstances`, the IAM action of an SDK operation.
@@ -44,8 +64,10 @@ fn calls_in(source: &str) -> BTreeSet<String> {
             }
             let rest = &text[at + needle.len()..];
             let op: String = rest.chars().take_while(|&c| is_ident(c)).collect();
-            if !op.is_empty() && rest[op.len()..].starts_with("()") {
-                found.insert(format!("{prefix}:{}", action_name(&op)));
+            let action = action_name(&op);
+            let is_operation = VERBS.iter().any(|v| action.starts_with(v));
+            if is_operation && rest[op.len()..].starts_with("()") {
+                found.insert(format!("{prefix}:{action}"));
             }
         }
     }
@@ -86,6 +108,13 @@ fn operation_names_become_iam_actions() {
             "self.clients\n  .ec2\n  .run_instances()\n ec2.describe_images().x(); my_ec2.foo()"
         ),
         BTreeSet::from(["ec2:RunInstances".into(), "ec2:DescribeImages".into()])
+    );
+    // Fields named like a client are not calls; the quota client is Service Quotas.
+    assert_eq!(
+        calls_in(
+            "self.quotas.as_ref()?; clients.sqs.clone(); clients.quotas.list_service_quotas()"
+        ),
+        BTreeSet::from(["servicequotas:ListServiceQuotas".into()])
     );
 }
 
