@@ -82,7 +82,45 @@ fn filter(
     }
 }
 
-fn done<T>(value: T, errors: Vec<FieldError>) -> AppResult<T> {
+/// An RFC 3339 time parameter as epoch milliseconds; a bad one is a problem naming `field`.
+pub(super) fn time_param(
+    field: &str,
+    value: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<EpochMillis> {
+    value.and_then(|s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                errors.push(FieldError::new(
+                    field,
+                    format!("'{s}' is not an RFC 3339 time: {e}"),
+                ))
+            })
+            .ok()
+    })
+}
+
+/// A list's `limit` (1 to [`MAX_LIMIT`], default 100) and `after` cursor (a stored id).
+pub(super) fn page_params(
+    limit: Option<u32>,
+    after: Option<u64>,
+    errors: &mut Vec<FieldError>,
+) -> u32 {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    if after.is_some_and(|a| a > i64::MAX as u64) {
+        errors.push(FieldError::new("after", "is larger than any stored id"));
+    }
+    limit
+}
+
+pub(super) fn done<T>(value: T, errors: Vec<FieldError>) -> AppResult<T> {
     if errors.is_empty() {
         Ok(value)
     } else {
@@ -102,27 +140,8 @@ impl EventsQuery {
     fn into_query(self) -> AppResult<EventQuery> {
         let mut errors = Vec::new();
         let f = filter(self.strategy, self.kind.as_deref(), &mut errors);
-        let since: Option<EpochMillis> = self.since.as_deref().and_then(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| {
-                    errors.push(FieldError::new(
-                        "since",
-                        format!("'{s}' is not an RFC 3339 time: {e}"),
-                    ))
-                })
-                .ok()
-        });
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be from 1 to {MAX_LIMIT}, got {limit}"),
-            ));
-        }
-        if self.after.is_some_and(|a| a > i64::MAX as u64) {
-            errors.push(FieldError::new("after", "is larger than any event id"));
-        }
+        let since = time_param("since", self.since.as_deref(), &mut errors);
+        let limit = page_params(self.limit, self.after, &mut errors);
         let query = EventQuery {
             filter: f,
             since,

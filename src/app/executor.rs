@@ -21,8 +21,8 @@ use super::registry::{InFlightGuard, Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppError, AppResult};
 use crate::domain::{
-    Attempt, EpochMillis, OperationType, Outcome, ProviderError, ProviderErrorKind, now_millis,
-    rfc3339,
+    Attempt, AuditCause, EpochMillis, OperationType, Outcome, ProviderError, ProviderErrorKind,
+    now_millis, rfc3339,
 };
 use crate::monitor::health::{self, Checker};
 use crate::providers::{
@@ -302,14 +302,17 @@ impl Executor {
         let entry = Arc::clone(entry);
         let op = op.clone();
         let name = entry.name().to_string();
-        // The caller's span (the operation's trace_id and debug flag) goes with the call.
+        // The caller's span (the operation's trace_id and debug flag) and the audit trail's
+        // cause (route, token, HostFactory requests) go with the call.
+        let cause = AuditCause::current();
         let task = tokio::spawn(
-            async move {
-                let done = executor.call_inner(&entry, &op, timeout).await;
-                drop(in_flight);
-                done
-            }
-            .in_current_span(),
+            cause
+                .scope(async move {
+                    let done = executor.call_inner(&entry, &op, timeout).await;
+                    drop(in_flight);
+                    done
+                })
+                .in_current_span(),
         );
         match task.await {
             Ok(done) => done,

@@ -4,6 +4,7 @@
 //! (`executor`), and start-up reconciliation of file and stored strategies (`startup`). Health
 //! monitoring is the background task's, in `crate::monitor`.
 
+pub mod audit_log;
 pub mod commands;
 mod engine;
 mod error;

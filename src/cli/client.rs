@@ -3,7 +3,7 @@ use std::io::Read;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{ClientArgs, ClientCommand};
+use super::{ClientArgs, ClientCommand, PlanCommand};
 
 /// Exit codes: 0 answered, 1 the service rejected the call (problem on stderr), 2 bad usage,
 /// 3 the service could not be reached.
@@ -134,11 +134,22 @@ fn plan(cmd: &ClientCommand) -> Result<(ClientArgs, Call), String> {
         RequestReturnMachines(a) => (a, Method::POST, "/api/v1/returns"),
         GetReturnRequests(a) => (a, Method::GET, "/api/v1/returns"),
         ListProviderEvents(a) => (a, Method::GET, "/api/v1/events"),
+        ListAudit(a) => (a, Method::GET, "/api/v1/audit"),
+        Plan(PlanCommand::RequestMachines(p)) => (&p.client, Method::POST, "/api/v1/requests/plan"),
         ListAlerts(a) => (a, Method::GET, "/api/v1/alerts"),
         GetAlertRules(a) => (a, Method::GET, "/api/v1/alerts/rules"),
         ConfigureAlertRules(a) => (a, Method::PUT, "/api/v1/alerts/rules"),
     };
     let mut data = read_data(args)?;
+    if let Plan(PlanCommand::RequestMachines(p)) = cmd {
+        data = Some(serde_json::json!({"template_id": p.template, "machine_count": p.count}));
+    }
+    if let (ListAudit(_), Some(id)) = (cmd, &args.request_id) {
+        let query = data.get_or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(q) = query {
+            q.insert("request_id".into(), Value::String(id.clone()));
+        }
+    }
     // Commands without a body: the data names the strategy, the rest are query parameters.
     let is_get =
         method == Method::GET || method == Method::DELETE || matches!(cmd, CheckProviderHealth(_));

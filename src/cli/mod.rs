@@ -123,7 +123,7 @@ pub struct ClientArgs {
     /// strategy_name or provider_name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Request id, for getRequestStatus (else taken from the data's request_id).
+    /// Request id, for getRequestStatus (else taken from the data's request_id) and listAudit.
     #[arg(long)]
     pub request_id: Option<String>,
 }
@@ -200,6 +200,13 @@ pub enum ClientCommand {
     /// GET /api/v1/events (--data '{"kind": "circuit_transition", "limit": 20}')
     #[command(name = "listProviderEvents")]
     ListProviderEvents(ClientArgs),
+    /// GET /api/v1/audit: the audit trail of cloud-changing calls (--request-id req-…, or
+    /// --data '{"since": "2026-11-30T14:00:00Z", "until": "…", "after": 120, "limit": 50}')
+    #[command(name = "listAudit")]
+    ListAudit(ClientArgs),
+    /// Plan without doing: `ohfp plan requestMachines --template ID --count N`
+    #[command(name = "plan", subcommand)]
+    Plan(PlanCommand),
     /// GET /api/v1/alerts
     #[command(name = "listAlerts")]
     ListAlerts(ClientArgs),
@@ -209,4 +216,26 @@ pub enum ClientCommand {
     /// PUT /api/v1/alerts/rules (--data '{"rules": […]}')
     #[command(name = "configureAlertRules")]
     ConfigureAlertRules(ClientArgs),
+}
+
+/// What `ohfp plan` plans.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// POST /api/v1/requests/plan: which strategy, API, instance types, subnets and pools a
+    /// requestMachines would use, the exact request it would send and the cloud's dry run of
+    /// it. Nothing is launched.
+    #[command(name = "requestMachines")]
+    RequestMachines(PlanRequestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanRequestArgs {
+    /// The HostFactory template.
+    #[arg(long)]
+    pub template: String,
+    /// Machines (capacity units for a weighted template).
+    #[arg(long)]
+    pub count: i64,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }

@@ -25,6 +25,8 @@ pub struct RetentionConfig {
     pub events_max: u32,
     /// Cleared alerts, this many days after they cleared (active ones stay).
     pub alerts_days: f64,
+    /// The audit trail of cloud-changing calls, this many days after each call.
+    pub audit_days: f64,
 }
 
 impl Default for RetentionConfig {
@@ -39,6 +41,7 @@ impl Default for RetentionConfig {
             events_days: 7.0,
             events_max: 100_000,
             alerts_days: 30.0,
+            audit_days: 90.0,
         }
     }
 }
@@ -59,6 +62,7 @@ impl RetentionConfig {
             ("health_history_days", self.health_history_days, 3650.0),
             ("events_days", self.events_days, 3650.0),
             ("alerts_days", self.alerts_days, 3650.0),
+            ("audit_days", self.audit_days, 3650.0),
         ] {
             if !(value > 0.0 && value <= max) {
                 errors.push((

@@ -3,6 +3,7 @@
 //! No I/O here.
 
 mod alert;
+mod audit;
 mod capabilities;
 mod event;
 mod health;
@@ -14,6 +15,7 @@ mod secrets;
 mod unknown;
 
 pub use alert::{Alert, NewAlert};
+pub use audit::{AuditCause, AuditRecord};
 pub use capabilities::{Capabilities, CapabilityFlags};
 pub use event::{Event, EventKind};
 pub use health::{HealthState, HealthStatus};

@@ -7,6 +7,7 @@ mod events;
 mod ghosts;
 pub mod model;
 mod notices;
+pub mod plan;
 mod provisioning;
 mod reconciler;
 mod service;

@@ -13,7 +13,8 @@ use super::status::RequestStatus;
 use super::templates::launch_spec;
 use crate::app::Route;
 use crate::domain::{
-    EpochMillis, EventKind, LaunchSpec, Machine, MachineState, OperationType, now_millis,
+    AuditCause, EpochMillis, EventKind, LaunchSpec, Machine, MachineState, OperationType,
+    now_millis,
 };
 use crate::providers::{CreateRequest, Operation, OperationOutput, StatusQuery};
 use crate::store::HostFactoryRepo;
@@ -144,7 +145,8 @@ impl HostFactory {
                 strategy: req.provider_name.clone(),
                 ..Route::default()
             };
-            match self.engine.execute(op, route).await {
+            let cause = AuditCause::current_with([id.clone()]);
+            match cause.scope(self.engine.execute(op, route)).await {
                 Ok(outcome) => {
                     let tried: Vec<&str> = outcome
                         .attempts

@@ -17,7 +17,7 @@ use super::provisioning::{machine_row, placed_units, spec_of};
 use super::service::HostFactory;
 use super::status::{self, MachineResult};
 use crate::app::Route;
-use crate::domain::{EpochMillis, EventKind, MachineState, now_millis};
+use crate::domain::{AuditCause, EpochMillis, EventKind, MachineState, now_millis};
 use crate::providers::{
     MachineRef, Operation, OperationOutput, ResourceRef, StatusQuery, TerminateRequest,
 };
@@ -442,9 +442,13 @@ impl HostFactory {
             strategy: Some(strategy.clone()),
             ..Route::default()
         };
-        let answer = self
-            .engine
-            .execute(op, route)
+        let cause = AuditCause::current_with(
+            list.iter()
+                .filter_map(|m| m.return_request_id.clone())
+                .collect::<BTreeSet<_>>(),
+        );
+        let answer = cause
+            .scope(self.engine.execute(op, route))
             .await
             .map(|o| o.result.and_then(OperationOutput::into_terminated));
         match answer {

@@ -22,6 +22,7 @@ use crate::hostfactory::HfError;
 use crate::hostfactory::ends_request;
 use crate::hostfactory::error::check_machine_count;
 use crate::hostfactory::model::Caller;
+use crate::hostfactory::plan::RequestPlan;
 use crate::hostfactory::status::RequestStatus;
 use crate::hostfactory::views::{
     ReclaimList, RequestAccepted, RequestMachinesCommand, RequestView, ReturnMachinesCommand,
@@ -185,6 +186,29 @@ pub async fn create_request(
             request_id: ok.request_id,
             message: ok.message,
         }),
+    ))
+}
+
+/// Plan a requestMachines (planRequestMachines): which strategy would serve it and why, which
+/// API, instance types, subnets and pools, and the exact request its provider would send, with
+/// the cloud's own dry run where the API has one (RunInstances, CreateFleet). Nothing is
+/// launched and nothing is stored as a request; a refusal requestMachines would answer
+/// (disabled template, maxNumber) is reported, not raised.
+#[utoipa::path(post, path = "/api/v1/requests/plan", tag = "requests", operation_id = "planRequestMachines",
+    request_body = RequestMachinesCommand,
+    responses((status = 200, body = RequestPlan),
+        (status = 404, description = "Unknown template", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn plan_request(
+    State(state): State<AppState>,
+    ApiJson(cmd): ApiJson<RequestMachinesCommand>,
+) -> Result<Json<RequestPlan>, ApiError> {
+    let count = check_machine_count("machine_count", cmd.machine_count)?;
+    Ok(Json(
+        state
+            .hostfactory
+            .plan_machines(&cmd.template_id, count)
+            .await?,
     ))
 }
 

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use super::error::{MAX_PROBLEM_BYTES, PROBLEM_JSON, Problem};
 use super::rate_limit::Limited;
 use crate::config::{AuthConfig, TokenScope};
+use crate::domain::AuditCause;
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -79,12 +80,17 @@ fn token_of<'a>(auth: &'a AuthConfig, given: &str) -> Option<(&'a str, TokenScop
 /// With `server.auth.enabled`, POST/PUT/PATCH/DELETE under /api/v1 need a token whose scope
 /// allows the route (401 without a known token, 403 for the wrong scope); reads need one with
 /// `protect_reads`. A token over its rate limit gets 429 (every call it makes counts). The
-/// token's name goes into the request's log span, never the token.
+/// token's name goes into the request's log span and the audit trail's cause, never the token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &state.config.server.auth;
+    // What the audit trail says caused a cloud change made while serving this call.
+    let mut cause = AuditCause {
+        route: Some(format!("{} {}", req.method(), req.uri().path())),
+        ..AuditCause::default()
+    };
     let route = Route::of(req.method(), req.uri().path());
     let Some(route) = route.filter(|r| auth.enabled && (r.write || auth.protect_reads)) else {
-        return next.run(req).await;
+        return cause.scope(next.run(req)).await;
     };
     let Some((name, scope)) = bearer(req.headers()).and_then(|given| token_of(auth, given)) else {
         tracing::warn!("request without a known bearer token refused");
@@ -119,7 +125,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         )
         .into_response();
     }
-    next.run(req).await
+    cause.token = Some(name.to_string());
+    cause.scope(next.run(req)).await
 }
 
 /// 429 for a call over its token's rate limit, with `Retry-After` in whole seconds.

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
 use crate::app::AppError;
+use crate::app::audit_log::{AuditList, AuditParams};
 use crate::app::event_log::{EventList, EventsQuery, FollowQuery};
 use crate::app::status::StatusSnapshot;
 use crate::domain::Event;
@@ -108,6 +109,22 @@ pub async fn list_events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
     Ok(Json(state.engine.list_events(q).await?))
+}
+
+/// The audit trail (listAudit): every cloud-changing call a provider made (RunInstances,
+/// CreateFleet, RequestSpotFleet, Create/UpdateAutoScalingGroup, TerminateInstances, fleet and
+/// group changes and deletions, launch template changes), failed ones too, with what caused
+/// it: the HostFactory request ids, the operator route and the name of its token. Oldest
+/// first, a page at a time (`after` = the previous page's `next_after`).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "providers", operation_id = "listAudit",
+    params(AuditParams),
+    responses((status = 200, body = AuditList),
+        (status = 422, description = "A parameter is not valid; the problem names it", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Json<AuditList>, ApiError> {
+    Ok(Json(state.engine.list_audit(q).await?))
 }
 
 /// Events stored in pages of this many while a reconnecting follower catches up.

@@ -9,7 +9,7 @@ use std::future::Future;
 use crate::config::RetentionConfig;
 use crate::domain::EpochMillis;
 use crate::store::{
-    AlertRepo, EventRepo, HealthRepo, HostFactoryRepo, SimInstanceRepo, StoreResult,
+    AlertRepo, AuditRepo, EventRepo, HealthRepo, HostFactoryRepo, SimInstanceRepo, StoreResult,
 };
 
 /// Most batches of one rule in one round.
@@ -26,6 +26,7 @@ pub struct Pruned {
     pub health_history: u64,
     pub events: u64,
     pub alerts: u64,
+    pub audit: u64,
 }
 
 /// `now` less `span` milliseconds.
@@ -57,7 +58,7 @@ where
 /// One round at `now`.
 pub async fn prune<S>(store: &S, cfg: &RetentionConfig, now: EpochMillis) -> Pruned
 where
-    S: HostFactoryRepo + SimInstanceRepo + HealthRepo + EventRepo + AlertRepo,
+    S: HostFactoryRepo + SimInstanceRepo + HealthRepo + EventRepo + AlertRepo + AuditRepo,
 {
     let batch = cfg.batch_size;
     let hf_before = before(now, cfg.hostfactory_days * DAY_MS);
@@ -65,6 +66,7 @@ where
     let health_before = before(now, cfg.health_history_days * DAY_MS);
     let events_before = before(now, cfg.events_days * DAY_MS);
     let alerts_before = before(now, cfg.alerts_days * DAY_MS);
+    let audit_before = before(now, cfg.audit_days * DAY_MS);
     let pruned = Pruned {
         hostfactory_rows: in_batches("hostfactory requests", || async {
             Ok(store.prune_finished(hf_before, batch).await?.total())
@@ -86,6 +88,7 @@ where
             store.prune_alerts(alerts_before, batch)
         })
         .await,
+        audit: in_batches("audit trail", || store.prune_audit(audit_before, batch)).await,
     };
     if pruned != Pruned::default() {
         tracing::info!(
@@ -94,6 +97,7 @@ where
             health_history = pruned.health_history,
             events = pruned.events,
             alerts = pruned.alerts,
+            audit = pruned.audit,
             "pruned rows past their retention"
         );
     }
@@ -103,14 +107,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::MachineState;
+    use crate::domain::{AuditRecord, MachineState};
     use crate::hostfactory::model::{RequestKind, RequestState};
     use crate::store::tests::{machine, open, request};
 
     #[tokio::test]
     async fn a_round_applies_the_configured_ages_and_works_off_a_backlog_in_batches() {
         let (_dir, store) = open().await;
-        let days_ago = |n: i64| 100 * DAY_MS as EpochMillis - n * DAY_MS as EpochMillis;
+        let days_ago = |n: i64| 200 * DAY_MS as EpochMillis - n * DAY_MS as EpochMillis;
         let mut machines = Vec::new();
         for i in 0..5 {
             let id = format!("old-{i}");
@@ -132,6 +136,21 @@ mod tests {
         );
         store.insert_hf_request(&young).await.unwrap();
         store.save_observations(&machines).await.unwrap();
+        // The audit trail: three calls past `audit_days` (90), one within.
+        for age in [91, 92, 93, 89] {
+            let call = AuditRecord {
+                id: 0,
+                at: days_ago(age),
+                strategy: "aws".into(),
+                action: "RunInstances".into(),
+                target: serde_json::json!({}),
+                error_code: None,
+                request_ids: Vec::new(),
+                route: None,
+                token: None,
+            };
+            store.insert_audit(&call).await.unwrap();
+        }
         let cfg = RetentionConfig {
             batch_size: 2,
             ..RetentionConfig::default()
@@ -141,6 +160,7 @@ mod tests {
             pruned.hostfactory_rows, 10,
             "five requests and five machines"
         );
+        assert_eq!(pruned.audit, 3, "in batches of 2");
         let left = store
             .hf_requests(&["young".into(), "old-4".into()])
             .await

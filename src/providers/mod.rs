@@ -5,6 +5,7 @@ pub mod aws;
 pub mod composite;
 pub mod contract;
 pub mod http;
+pub mod plan;
 pub mod simulated;
 
 use std::any::Any;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::{StrategySpec, breaker_problems};
-use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError};
+use crate::domain::{Attempt, Capabilities, LaunchSpec, ProviderError, ProviderErrorKind};
 use crate::objects_only::ObjectsOnly;
 use crate::store::Store;
 use crate::strategy::{BreakerConfig, Candidate, Transition};
@@ -27,6 +28,7 @@ pub use contract::{
     OperationOutput, ReclaimNotice, ResourceRef, SpecProblem, StatusQuery, StatusReport,
     TemplatesReport, TerminateFailure, TerminateReport, TerminateRequest, ValidationReport,
 };
+pub use plan::{DryRunCheck, LaunchPlan, PlannedPool};
 
 /// One provider instance behind a strategy. Implementations are cheap to share (`Arc`) and
 /// safe to call concurrently. Every operation takes and answers typed values (see
@@ -78,6 +80,16 @@ pub trait Provider: Send + Sync {
     /// once. None for providers without a queue.
     fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
         Vec::new()
+    }
+
+    /// What `create` would do with `req`, without doing it (the cloud's dry run where its API
+    /// has one). Providers that cannot tell answer `Unsupported`.
+    async fn plan(&self, _req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
+        Err(ProviderError::new(
+            ProviderErrorKind::Unsupported,
+            "PLAN_UNSUPPORTED",
+            "this provider cannot plan a creation",
+        ))
     }
 
     /// Runs one operation, with the calls made to member strategies (composite types only).
@@ -239,7 +251,13 @@ pub async fn build(spec: &StrategySpec, deps: &ProviderDeps) -> Result<Arc<dyn P
             let cfg =
                 aws::AwsConfig::from_spec(&spec.config).map_err(|(p, m)| format!("{p}: {m}"))?;
             Ok(Arc::new(
-                aws::AwsProvider::new(&spec.name, cfg, Arc::clone(&deps.events)).await,
+                aws::AwsProvider::new(
+                    &spec.name,
+                    cfg,
+                    Arc::clone(&deps.events),
+                    deps.store.clone(),
+                )
+                .await,
             ))
         }
         "simulated" => {

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    CreateRequest, Created, HealthReport, OfferedTemplate, Provider, SpecProblem, StatusQuery,
-    StatusReport, TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
-    parse_config,
+    CreateRequest, Created, HealthReport, LaunchPlan, OfferedTemplate, PlannedPool, Provider,
+    SpecProblem, StatusQuery, StatusReport, TemplatesReport, TerminateReport, TerminateRequest,
+    ValidationReport, parse_config,
 };
 use crate::domain::{
     Capabilities, EpochMillis, LaunchSpec, Machine, MachineState, OperationType, ProviderError,
@@ -301,6 +301,30 @@ impl Provider for SimulatedProvider {
                 .unwrap_or_default(),
             ),
         }
+    }
+
+    /// The creation it would make: the spec's first instance type, as many as cover the units;
+    /// there is no cloud to dry-run, so the request is the operation itself.
+    async fn plan(&self, req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
+        let spec = &req.spec;
+        let instance_type = spec.primary_type().unwrap_or(DEFAULT_INSTANCE_TYPE);
+        let request = serde_json::to_value(req).map_err(|e| {
+            ProviderError::validation(format!("the request does not serialize: {e}"))
+        })?;
+        Ok(LaunchPlan {
+            provider_api: spec.provisioning_api,
+            instance_types: vec![instance_type.to_string()],
+            subnets: spec.subnets.clone(),
+            pools: vec![PlannedPool {
+                instance_type: instance_type.to_string(),
+                subnet: spec.subnets.first().cloned(),
+                parked: false,
+            }],
+            action: "CREATE_INSTANCES".into(),
+            request,
+            dry_run: None,
+            notes: vec!["simulated: no cloud to dry-run".into()],
+        })
     }
 
     /// Places the spec's first instance type; in a weighted spec, as many as cover the units,

@@ -82,15 +82,13 @@ impl AlertRepo for Store {
     }
 
     async fn prune_alerts(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
-        Ok(sqlx::query(
+        self.prune_by_age(
             "DELETE FROM alerts WHERE id IN
                (SELECT id FROM alerts WHERE cleared_at < ?1 ORDER BY cleared_at LIMIT ?2)",
+            before,
+            batch,
         )
-        .bind(before)
-        .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await
     }
 
     async fn load_alert_rules(&self) -> StoreResult<Option<Vec<AlertRule>>> {

@@ -4,6 +4,7 @@
 //! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
 
 mod alerts;
+mod audit;
 mod backup;
 mod breaker;
 mod events;
@@ -31,13 +32,14 @@ use sqlx::SqlitePool;
 use crate::domain::EpochMillis;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use audit::AuditQuery;
 pub use backup::{BackupSummary, backup};
 pub use breaker::CircuitRow;
 pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
 pub use repo::{
-    AlertRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
+    AlertRepo, AuditRepo, CircuitRepo, EventRepo, HealthRepo, HfCounts, HfPruned, HostFactoryRepo,
     MetricsRepo, SettingsRepo, SimInstanceRepo, StrategyHoldings, StrategyRepo, TemplateUsage,
 };
 pub use request_cache::RequestSnapshot;
@@ -153,6 +155,17 @@ impl Store {
         Ok(())
     }
 
+    /// One prune batch: `sql` deletes at most `?2` (`batch`) rows older than `?1` (`before`).
+    /// Returns how many went.
+    async fn prune_by_age(&self, sql: &str, before: EpochMillis, batch: u32) -> StoreResult<u64> {
+        Ok(sqlx::query(sql)
+            .bind(before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// A history's prune round: `by_age` deletes rows older than `?1` (`before`), then
     /// `by_count` rows beyond the newest `?1` (`keep`); each at most `?2` (`batch`) rows.
     /// Returns how many rows went.
@@ -164,12 +177,7 @@ impl Store {
         keep: u32,
         batch: u32,
     ) -> StoreResult<u64> {
-        let old = sqlx::query(by_age)
-            .bind(before)
-            .bind(batch)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let old = self.prune_by_age(by_age, before, batch).await?;
         let surplus = sqlx::query(by_count)
             .bind(keep)
             .bind(batch)

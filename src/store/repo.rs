@@ -15,13 +15,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, RequestSnapshot, SimInstanceRow,
-    StoreResult, StoredStrategy, StrategySource,
+    AuditQuery, CircuitRow, EventQuery, HealthHistoryEntry, MetricBucket, RequestSnapshot,
+    SimInstanceRow, StoreResult, StoredStrategy, StrategySource,
 };
 use crate::config::AlertRule;
 use crate::config::StrategySpec;
 use crate::domain::{
-    Alert, EpochMillis, Event, HealthStatus, MachineState, NewAlert, ProvisioningApi,
+    Alert, AuditRecord, EpochMillis, Event, HealthStatus, MachineState, NewAlert, ProvisioningApi,
 };
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 
@@ -142,6 +142,19 @@ pub trait EventRepo: Send + Sync {
     /// Deletes events older than `before`, and beyond the newest `keep`: at most `batch` of
     /// each.
     async fn prune_events(&self, before: EpochMillis, keep: u32, batch: u32) -> StoreResult<u64>;
+}
+
+/// The audit trail of cloud-changing calls.
+#[async_trait]
+pub trait AuditRepo: Send + Sync {
+    /// Stores one call (its `id` is ignored) and answers the id it got.
+    async fn insert_audit(&self, record: &AuditRecord) -> StoreResult<u64>;
+
+    /// Stored calls as `query` says, oldest first.
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Deletes calls older than `before`, at most `batch`.
+    async fn prune_audit(&self, before: EpochMillis, batch: u32) -> StoreResult<u64>;
 }
 
 /// Alerts raised by the rules, and the rules set at run time.

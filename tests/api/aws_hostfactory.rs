@@ -13,7 +13,7 @@ use crate::support::aws::{production_config, template};
 use crate::support::moto::Moto;
 
 /// The regions config/aws.json gives aws-primary and aws-secondary.
-const PRIMARY_REGION: &str = "eu-central-1";
+pub(crate) const PRIMARY_REGION: &str = "eu-central-1";
 const SECONDARY_REGION: &str = "eu-west-1";
 
 /// Generous deadline for anything the reconciler does in the background.
@@ -81,15 +81,15 @@ fn hf_templates(dir: &Path, subnet: &str, security_group: &str) -> PathBuf {
     path
 }
 
-struct AwsHf {
-    app: TestApp,
+pub(crate) struct AwsHf {
+    pub app: TestApp,
     _dir: tempfile::TempDir,
 }
 
 /// The service on config/aws.json with aws-primary on `primary` and aws-secondary on
 /// `secondary`, the templates above and a reconciler round every `round` seconds that also
 /// asks about running machines (so that reclaims show in the next round).
-async fn aws_hf_app(primary: &Moto, secondary: &Moto, round: f64) -> AwsHf {
+pub(crate) async fn aws_hf_app(primary: &Moto, secondary: &Moto, round: f64) -> AwsHf {
     let dir = tempfile::tempdir().unwrap();
     let (subnet, security_group) = network(primary, PRIMARY_REGION).await;
     let mut cfg = production_config(dir.path(), primary, secondary);
@@ -111,7 +111,7 @@ async fn aws_hf_app(primary: &Moto, secondary: &Moto, round: f64) -> AwsHf {
 }
 
 /// requestMachines through the shim; the request id.
-async fn request(app: &TestApp, template_id: &str, count: i64) -> String {
+pub(crate) async fn request(app: &TestApp, template_id: &str, count: i64) -> String {
     let input = json!({"template": {"templateId": template_id, "machineCount": count}});
     let (code, v) = shim(app, "requestMachines", &input.to_string()).await;
     assert_eq!(code, 0, "{template_id}: {v}");
@@ -119,7 +119,12 @@ async fn request(app: &TestApp, template_id: &str, count: i64) -> String {
 }
 
 /// Waits for an acquire request to complete and checks every machine as HostFactory reads it.
-async fn delivered(app: &TestApp, ec2: &aws_sdk_ec2::Client, id: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn delivered(
+    app: &TestApp,
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    count: usize,
+) -> Vec<Value> {
     let done = wait_status(app, id, "complete").await;
     let machines = done["machines"].as_array().unwrap().clone();
     assert_eq!(machines.len(), count, "{done}");
@@ -160,7 +165,7 @@ fn machine_id(m: &Value) -> String {
 }
 
 /// requestReturnMachines for machines as getRequestStatus listed them; the return id.
-async fn give_back(app: &TestApp, machines: &[Value]) -> String {
+pub(crate) async fn give_back(app: &TestApp, machines: &[Value]) -> String {
     let hosts: Vec<Value> = machines
         .iter()
         .map(|m| json!({"name": m["name"], "machineId": m["machineId"]}))
@@ -176,7 +181,7 @@ async fn give_back(app: &TestApp, machines: &[Value]) -> String {
 }
 
 /// Waits for a return to complete with every machine terminated.
-async fn returned(app: &TestApp, ret: &str, count: usize) {
+pub(crate) async fn returned(app: &TestApp, ret: &str, count: usize) {
     let done = wait_status(app, ret, "complete").await;
     let machines = done["machines"].as_array().unwrap();
     assert_eq!(machines.len(), count, "{done}");

@@ -5,6 +5,7 @@ mod helpers;
 mod support;
 
 mod alerts;
+mod audit;
 mod auth;
 mod aws;
 mod aws_fields;
@@ -22,6 +23,7 @@ mod hostfactory;
 mod http_provider;
 mod openapi;
 mod packaging;
+mod plan;
 mod prometheus;
 mod providers;
 mod reliability;

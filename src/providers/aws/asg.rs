@@ -2,11 +2,15 @@
 //! created at the first request and grown by later ones. Each request points the group at its
 //! own launch template version, so the instances it adds carry its request id.
 
+use aws_sdk_autoscaling::operation::create_auto_scaling_group::builders::CreateAutoScalingGroupFluentBuilder;
+use aws_sdk_autoscaling::operation::update_auto_scaling_group::builders::UpdateAutoScalingGroupFluentBuilder;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 use aws_sdk_ec2::types::Filter;
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::classify;
+use super::launch_template::LaunchTemplateRef;
 use super::{AwsProvider, TAG_PROVIDER_API, TAG_TEMPLATE_ID};
 use crate::domain::{ProviderError, ProvisioningApi};
 use crate::providers::Created;
@@ -15,6 +19,19 @@ use crate::providers::Created;
 pub struct GroupView {
     pub desired: i32,
     pub instance_ids: Vec<String>,
+}
+
+/// How a creation changes the template's Auto Scaling group.
+pub(super) enum GroupCall {
+    Create(CreateAutoScalingGroupFluentBuilder),
+    Update(UpdateAutoScalingGroupFluentBuilder),
+}
+
+/// The group, the call that grows it and the desired capacity it will have.
+pub(super) struct GroupChange {
+    pub name: String,
+    pub call: GroupCall,
+    pub desired: i32,
 }
 
 impl AwsProvider {
@@ -83,18 +100,20 @@ impl AwsProvider {
             .collect())
     }
 
-    /// Grows the template's group by the order's units, making the group at the first order.
-    /// The group's maximum follows its desired capacity: it never holds more than was asked.
-    pub(super) async fn grow_group(&self, order: &LaunchOrder) -> Result<Created, ProviderError> {
+    /// The call that grows the template's group by the order's units from `lt`: a new group
+    /// at the first order, else the group's desired capacity (and maximum) raised.
+    pub(super) async fn group_change(
+        &self,
+        order: &LaunchOrder,
+        lt: &LaunchTemplateRef,
+    ) -> Result<GroupChange, ProviderError> {
         let t = &order.spec;
         let name = self.group_name(&t.spec.template_id);
-        let lt = self.launch_template_for(t, &order.tags).await?;
         let launch_template = LaunchTemplateSpecification::builder()
             .launch_template_id(&lt.id)
             .version(&lt.version)
             .build();
-        let _one_at_a_time = self.asg_lock.lock().await;
-        let desired = match self.group(&name).await? {
+        let change = match self.group(&name).await? {
             None => {
                 let subnets = if t.spec.subnets.is_empty() {
                     self.default_subnets().await?
@@ -110,7 +129,8 @@ impl AwsProvider {
                         .resource_type("auto-scaling-group")
                         .build()
                 };
-                self.clients
+                let call = self
+                    .clients
                     .autoscaling
                     .create_auto_scaling_group()
                     .auto_scaling_group_name(&name)
@@ -120,27 +140,55 @@ impl AwsProvider {
                     .desired_capacity(order.units)
                     .vpc_zone_identifier(subnets.join(","))
                     .tags(group_tag(TAG_TEMPLATE_ID, &t.spec.template_id))
-                    .tags(group_tag(TAG_PROVIDER_API, ProvisioningApi::Asg.as_str()))
-                    .send()
-                    .await
-                    .map_err(|e| classify("CreateAutoScalingGroup", e))?;
-                order.units
+                    .tags(group_tag(TAG_PROVIDER_API, ProvisioningApi::Asg.as_str()));
+                (GroupCall::Create(call), order.units)
             }
             Some(group) => {
                 let desired = group.desired + order.units;
-                self.clients
+                let call = self
+                    .clients
                     .autoscaling
                     .update_auto_scaling_group()
                     .auto_scaling_group_name(&name)
                     .launch_template(launch_template)
                     .max_size(desired)
-                    .desired_capacity(desired)
-                    .send()
-                    .await
-                    .map_err(|e| classify("UpdateAutoScalingGroup", e))?;
-                desired
+                    .desired_capacity(desired);
+                (GroupCall::Update(call), desired)
             }
         };
+        Ok(GroupChange {
+            name,
+            call: change.0,
+            desired: change.1,
+        })
+    }
+
+    /// Grows the template's group by the order's units, making the group at the first order.
+    /// The group's maximum follows its desired capacity: it never holds more than was asked.
+    pub(super) async fn grow_group(&self, order: &LaunchOrder) -> Result<Created, ProviderError> {
+        let lt = self.launch_template_for(&order.spec, &order.tags).await?;
+        let _one_at_a_time = self.asg_lock.lock().await;
+        let change = self.group_change(order, &lt).await?;
+        let (name, desired) = (change.name, change.desired);
+        let target = json!({"group": name, "desired_capacity": desired});
+        match change.call {
+            GroupCall::Create(call) => {
+                let sent = call
+                    .send()
+                    .await
+                    .map_err(|e| classify("CreateAutoScalingGroup", e));
+                self.audit("CreateAutoScalingGroup", target, &sent).await;
+                sent?;
+            }
+            GroupCall::Update(call) => {
+                let sent = call
+                    .send()
+                    .await
+                    .map_err(|e| classify("UpdateAutoScalingGroup", e));
+                self.audit("UpdateAutoScalingGroup", target, &sent).await;
+                sent?;
+            }
+        }
         Ok(Created {
             resource_id: Some(name),
             provider_api: Some(ProvisioningApi::Asg),
@@ -168,14 +216,19 @@ impl AwsProvider {
             .cloned()
             .partition(|id| group.instance_ids.contains(id));
         for id in &members {
-            self.clients
+            let sent = self
+                .clients
                 .autoscaling
                 .terminate_instance_in_auto_scaling_group()
                 .instance_id(id)
                 .should_decrement_desired_capacity(true)
                 .send()
                 .await
-                .map_err(|e| classify("TerminateInstanceInAutoScalingGroup", e))?;
+                .map_err(|e| classify("TerminateInstanceInAutoScalingGroup", e));
+            let target = json!({"group": name, "instance_ids": [id]});
+            self.audit("TerminateInstanceInAutoScalingGroup", target, &sent)
+                .await;
+            sent?;
         }
         let left = group.instance_ids.len() - members.len();
         if left == 0 && group.desired <= members.len() as i32 {
@@ -186,6 +239,9 @@ impl AwsProvider {
                 .auto_scaling_group_name(name)
                 .force_delete(true)
                 .send()
+                .await
+                .map_err(|e| classify("DeleteAutoScalingGroup", e));
+            self.audit("DeleteAutoScalingGroup", json!({"group": name}), &deleted)
                 .await;
             match deleted {
                 Ok(_) => {
@@ -197,8 +253,8 @@ impl AwsProvider {
                         self.release_launch_template(t).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(group = name, error = %classify("DeleteAutoScalingGroup", e), "group not deleted")
+                Err(error) => {
+                    tracing::warn!(group = name, %error, "group not deleted")
                 }
             }
         }

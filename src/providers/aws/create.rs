@@ -38,7 +38,7 @@ impl LaunchOrder {
         self.spec.spec.on_demand_units(self.units.unsigned_abs()) as i32
     }
 
-    fn new(req: &CreateRequest, spec: ResolvedSpec) -> Result<Self, ProviderError> {
+    pub(super) fn new(req: &CreateRequest, spec: ResolvedSpec) -> Result<Self, ProviderError> {
         if !(1..=MAX_UNITS).contains(&req.units) {
             return Err(ProviderError::validation(format!(
                 "count must be from 1 to {MAX_UNITS}, got {}",
@@ -54,7 +54,9 @@ impl LaunchOrder {
 }
 
 impl AwsProvider {
-    pub(super) async fn launch(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+    /// The order of `req`: its spec resolved against the strategy, parked pools noted, the
+    /// count checked.
+    pub(super) fn order(&self, req: &CreateRequest) -> Result<LaunchOrder, ProviderError> {
         let mut spec = ResolvedSpec::complete(&req.spec, &self.cfg)?;
         // Fleets get no override for a parked pool; RunInstances skips them itself.
         spec.parked = self.parked_pools_of(&spec.spec);
@@ -68,7 +70,11 @@ impl AwsProvider {
                 ),
             ));
         }
-        let order = LaunchOrder::new(req, spec)?;
+        LaunchOrder::new(req, spec)
+    }
+
+    pub(super) async fn launch(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
+        let order = self.order(req)?;
         tracing::info!(
             strategy = %self.strategy,
             template_id = %order.spec.spec.template_id,

@@ -1,6 +1,7 @@
 //! The EC2Fleet API: `instant` fleets answer with their instances; `request` and `maintain`
 //! fleets place them later and are followed through DescribeFleetInstances.
 
+use aws_sdk_ec2::operation::create_fleet::builders::CreateFleetFluentBuilder;
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
@@ -8,6 +9,7 @@ use aws_sdk_ec2::types::{
     ResourceType, SpotAllocationStrategy, SpotOptionsRequest, TagSpecification,
     TargetCapacitySpecificationRequest,
 };
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::{classify, kind_of_code};
@@ -92,6 +94,51 @@ fn fleet_config(t: &ResolvedSpec, lt: &LaunchTemplateRef) -> FleetLaunchTemplate
         .build()
 }
 
+/// The CreateFleet call of `order` from `lt`, ready to send (or to dry-run by a plan).
+pub(super) fn create_fleet_call(
+    ec2: &aws_sdk_ec2::Client,
+    order: &LaunchOrder,
+    lt: &LaunchTemplateRef,
+) -> CreateFleetFluentBuilder {
+    let t = &order.spec;
+    let on_demand = order.on_demand_units();
+    let capacity = TargetCapacitySpecificationRequest::builder()
+        .total_target_capacity(order.units)
+        .on_demand_target_capacity(on_demand)
+        .spot_target_capacity(order.units - on_demand)
+        .default_target_capacity_type(if t.is_spot() {
+            DefaultTargetCapacityType::Spot
+        } else {
+            DefaultTargetCapacityType::OnDemand
+        })
+        .build();
+    let fleet_tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
+    let mut call = ec2
+        .create_fleet()
+        .r#type(fleet_type(t.fleet_type))
+        .launch_template_configs(fleet_config(t, lt))
+        .target_capacity_specification(capacity)
+        .spot_options(spot_options(t))
+        .on_demand_options(on_demand_options(t))
+        .replace_unhealthy_instances(false)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Fleet)
+                .set_tags(Some(fleet_tags.clone()))
+                .build(),
+        );
+    if t.fleet_type == FleetType::Instant {
+        // Instant fleets tag their instances at launch (request fleets cannot).
+        call = call.tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(fleet_tags))
+                .build(),
+        );
+    }
+    call
+}
+
 impl AwsProvider {
     pub(super) async fn create_ec2_fleet(
         &self,
@@ -99,44 +146,19 @@ impl AwsProvider {
     ) -> Result<Created, ProviderError> {
         let t = &order.spec;
         let lt = self.launch_template_for(t, &order.tags).await?;
-        let on_demand = order.on_demand_units();
-        let capacity = TargetCapacitySpecificationRequest::builder()
-            .total_target_capacity(order.units)
-            .on_demand_target_capacity(on_demand)
-            .spot_target_capacity(order.units - on_demand)
-            .default_target_capacity_type(if t.is_spot() {
-                DefaultTargetCapacityType::Spot
-            } else {
-                DefaultTargetCapacityType::OnDemand
+        let call = create_fleet_call(&self.clients.ec2, order, &lt);
+        let sent = call.send().await.map_err(|e| classify("CreateFleet", e));
+        let target = sent.as_ref().map_or(json!({}), |out| {
+            json!({
+                "fleet_id": out.fleet_id(),
+                "instance_ids": out.instances().iter().flat_map(|i| i.instance_ids()).collect::<Vec<_>>(),
             })
-            .build();
-        let fleet_tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
-        let mut call = self
-            .clients
-            .ec2
-            .create_fleet()
-            .r#type(fleet_type(t.fleet_type))
-            .launch_template_configs(fleet_config(t, &lt))
-            .target_capacity_specification(capacity)
-            .spot_options(spot_options(t))
-            .on_demand_options(on_demand_options(t))
-            .replace_unhealthy_instances(false)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Fleet)
-                    .set_tags(Some(fleet_tags.clone()))
-                    .build(),
-            );
-        if t.fleet_type == FleetType::Instant {
-            // Instant fleets tag their instances at launch (request fleets cannot).
-            call = call.tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Instance)
-                    .set_tags(Some(fleet_tags))
-                    .build(),
-            );
-        }
-        let out = call.send().await.map_err(|e| classify("CreateFleet", e))?;
+        });
+        let mut target = target;
+        target["count"] = json!(order.units);
+        target["fleet_type"] = json!(t.fleet_type.as_str());
+        self.audit("CreateFleet", target, &sent).await;
+        let out = sent?;
         // An instant fleet names the pools that had no room: the next request leaves them out.
         for e in out.errors() {
             let overrides = e
@@ -213,11 +235,14 @@ impl AwsProvider {
             .fleet_ids(fleet_id)
             .terminate_instances(true)
             .send()
+            .await
+            .map_err(|e| classify("DeleteFleets", e));
+        self.audit("DeleteFleets", json!({"fleet_id": fleet_id}), &deleted)
             .await;
         match deleted {
             Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(fleet_id, error = %classify("DeleteFleets", e), "fleet not deleted");
+            Err(error) => {
+                tracing::warn!(fleet_id, %error, "fleet not deleted");
                 false
             }
         }

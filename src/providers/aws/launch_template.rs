@@ -17,6 +17,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateTagSpecificationRequest, MarketType, RequestLaunchTemplateData, ResourceType,
     TagSpecification,
 };
+use serde_json::json;
 
 use super::errors::{classify, code_of};
 use super::interfaces::template_interfaces;
@@ -180,7 +181,18 @@ impl AwsProvider {
                     .build(),
             )
             .send()
-            .await;
+            .await
+            .map_err(|e| {
+                let exists = code_of(&e)
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.AlreadyExists"));
+                (exists, classify("CreateLaunchTemplate", e))
+            });
+        let answer = created.as_ref().map_err(|(_, e)| e.clone());
+        let target = json!({
+            "launch_template_name": name,
+            "launch_template_id": answer.as_ref().ok().and_then(|o| o.launch_template()).and_then(|l| l.launch_template_id()),
+        });
+        self.audit("CreateLaunchTemplate", target, &answer).await;
         match created {
             Ok(out) => {
                 let lt = out.launch_template();
@@ -195,11 +207,8 @@ impl AwsProvider {
                         .to_string(),
                 })
             }
-            Err(e)
-                if code_of(&e)
-                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.AlreadyExists")) =>
-            {
-                let out = self
+            Err((true, _)) => {
+                let sent = self
                     .clients
                     .ec2
                     .create_launch_template_version()
@@ -207,7 +216,15 @@ impl AwsProvider {
                     .launch_template_data(data)
                     .send()
                     .await
-                    .map_err(|e| classify("CreateLaunchTemplateVersion", e))?;
+                    .map_err(|e| classify("CreateLaunchTemplateVersion", e));
+                let version = sent.as_ref().ok().and_then(|o| o.launch_template_version());
+                let target = json!({
+                    "launch_template_name": name,
+                    "version": version.and_then(|v| v.version_number()),
+                });
+                self.audit("CreateLaunchTemplateVersion", target, &sent)
+                    .await;
+                let out = sent?;
                 let v = out.launch_template_version();
                 Ok(LaunchTemplateRef {
                     id: v
@@ -217,7 +234,7 @@ impl AwsProvider {
                     version: v.and_then(|v| v.version_number()).unwrap_or(1).to_string(),
                 })
             }
-            Err(e) => Err(classify("CreateLaunchTemplate", e)),
+            Err((false, e)) => Err(e),
         }
     }
 
@@ -230,7 +247,11 @@ impl AwsProvider {
         }
     }
 
-    async fn try_release_launch_template(&self, template_id: &str) -> Result<(), ProviderError> {
+    /// The id of the launch template ohfp made for `template_id`, if there is one.
+    pub(super) async fn our_launch_template_id(
+        &self,
+        template_id: &str,
+    ) -> Result<Option<String>, ProviderError> {
         let name = self.launch_template_name(template_id);
         let found = self
             .clients
@@ -239,18 +260,20 @@ impl AwsProvider {
             .launch_template_names(&name)
             .send()
             .await;
-        let lt_id = match found {
-            Ok(out) => match out
+        match found {
+            Ok(out) => Ok(out
                 .launch_templates
                 .unwrap_or_default()
                 .into_iter()
-                .find_map(|lt| lt.launch_template_id)
-            {
-                Some(id) => id,
-                None => return Ok(()),
-            },
-            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => return Ok(()),
-            Err(e) => return Err(classify("DescribeLaunchTemplates", e)),
+                .find_map(|lt| lt.launch_template_id)),
+            Err(e) if code_of(&e).is_some_and(|c| c.contains("NotFound")) => Ok(None),
+            Err(e) => Err(classify("DescribeLaunchTemplates", e)),
+        }
+    }
+
+    async fn try_release_launch_template(&self, template_id: &str) -> Result<(), ProviderError> {
+        let Some(lt_id) = self.our_launch_template_id(template_id).await? else {
+            return Ok(());
         };
         let live = self
             .clients
@@ -285,13 +308,17 @@ impl AwsProvider {
         if self.fleets_use_launch_template(&lt_id).await? || self.groups_use(&lt_id).await? {
             return Ok(());
         }
-        self.clients
+        let sent = self
+            .clients
             .ec2
             .delete_launch_template()
             .launch_template_id(&lt_id)
             .send()
             .await
-            .map_err(|e| classify("DeleteLaunchTemplate", e))?;
+            .map_err(|e| classify("DeleteLaunchTemplate", e));
+        let target = json!({"launch_template_id": lt_id});
+        self.audit("DeleteLaunchTemplate", target, &sent).await;
+        sent?;
         tracing::info!(template_id, launch_template = %lt_id, "launch template deleted: no longer used");
         Ok(())
     }

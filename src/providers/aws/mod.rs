@@ -2,15 +2,19 @@
 //! the AWS SDK, one set of clients per strategy.
 
 mod asg;
+mod audit;
 mod checks;
 mod client;
 mod config;
 mod create;
 mod ec2_fleet;
 mod errors;
+#[cfg(test)]
+mod iam_policy;
 mod interfaces;
 mod launch_template;
 mod notices;
+mod plan;
 mod pools;
 mod quotas;
 mod run_instances;
@@ -29,13 +33,15 @@ pub use config::AwsConfig;
 pub use pools::{ParkedPool, ParkedPools, PoolKey};
 
 use super::{
-    CreateRequest, Created, HealthReport, Provider, ReclaimNotice, StatusQuery, StatusReport,
-    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, LaunchPlan, Provider, ReclaimNotice, StatusQuery,
+    StatusReport, TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::app::events::{EventBus, EventKind};
 use crate::domain::{
-    Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi, now_millis, rfc3339,
+    AuditCause, Capabilities, LaunchSpec, OperationType, ProviderError, ProvisioningApi,
+    now_millis, rfc3339,
 };
+use crate::store::Store;
 use client::AwsClients;
 use notices::{NoticeBook, NoticeQueue};
 use pools::{PoolParking, failover_order};
@@ -68,10 +74,12 @@ pub struct AwsProvider {
     /// The account's vCPU quotas and usage, when `quota_refresh_seconds` is set.
     quotas: Option<Arc<QuotaBook>>,
     _quota_task: Option<tokio_util::sync::DropGuard>,
+    /// Where the audit trail of cloud-changing calls goes.
+    store: Store,
 }
 
 impl AwsProvider {
-    pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>) -> Self {
+    pub async fn new(strategy: &str, cfg: AwsConfig, events: Arc<EventBus>, store: Store) -> Self {
         let clients = AwsClients::new(&cfg).await;
         let notices = Arc::new(NoticeBook::default());
         let queue_task = cfg.interruption_queue_url.clone().map(|queue_url| {
@@ -115,6 +123,7 @@ impl AwsProvider {
             _queue_task: queue_task,
             quotas,
             _quota_task: quota_task,
+            store,
         }
     }
 
@@ -178,7 +187,9 @@ impl Provider for AwsProvider {
     }
 
     async fn create(&self, req: &CreateRequest) -> Result<Created, ProviderError> {
-        let result = self.launch(req).await;
+        // Direct calls name their HostFactory request too.
+        let cause = AuditCause::current_with(req.request_id.clone());
+        let result = cause.scope(self.launch(req)).await;
         self.logged(OperationType::CreateInstances, result)
     }
 
@@ -230,5 +241,9 @@ impl Provider for AwsProvider {
 
     fn take_reclaim_notices(&self) -> Vec<ReclaimNotice> {
         self.notices.take()
+    }
+
+    async fn plan(&self, req: &CreateRequest) -> Result<LaunchPlan, ProviderError> {
+        self.plan_launch(req).await
     }
 }

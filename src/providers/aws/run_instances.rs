@@ -1,11 +1,13 @@
 //! The RunInstances API: on-demand (or spot through market options) instances in one call,
 //! tagged at launch.
 
+use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, CapacityReservationSpecification, EbsBlockDevice,
     IamInstanceProfileSpecification, InstanceMarketOptionsRequest, LaunchTemplateSpecification,
     Placement, ResourceType, TagSpecification,
 };
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::classify;
@@ -67,11 +69,12 @@ impl AwsProvider {
         ))
     }
 
-    async fn run_instances(
+    /// The RunInstances call of `order` in `pool`, ready to send (or to dry-run by a plan).
+    pub(super) async fn run_instances_call(
         &self,
         order: &LaunchOrder,
         pool: &PoolKey,
-    ) -> Result<Created, ProviderError> {
+    ) -> Result<RunInstancesFluentBuilder, ProviderError> {
         let t = &order.spec;
         let tags: Vec<_> = order.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let mut call = self
@@ -164,7 +167,30 @@ impl AwsProvider {
                     .build(),
             );
         }
-        let out = call.send().await.map_err(|e| classify("RunInstances", e))?;
+        Ok(call)
+    }
+
+    async fn run_instances(
+        &self,
+        order: &LaunchOrder,
+        pool: &PoolKey,
+    ) -> Result<Created, ProviderError> {
+        let call = self.run_instances_call(order, pool).await?;
+        let sent = call.send().await.map_err(|e| classify("RunInstances", e));
+        let launched: Vec<&str> = sent.as_ref().map_or(Vec::new(), |out| {
+            out.instances()
+                .iter()
+                .filter_map(|i| i.instance_id())
+                .collect()
+        });
+        let target = json!({
+            "instance_type": pool.instance_type,
+            "subnet": pool.subnet,
+            "count": order.units,
+            "instance_ids": launched,
+        });
+        self.audit("RunInstances", target, &sent).await;
+        let out = sent?;
         let reservation = out.reservation_id.clone().unwrap_or_default();
         let machines: Vec<Machine> = out
             .instances()

@@ -7,6 +7,7 @@ use aws_sdk_ec2::types::{
     FleetType as SdkFleetType, LaunchTemplateConfig, LaunchTemplateOverrides,
     OnDemandAllocationStrategy, ResourceType, SpotFleetRequestConfigData, TagSpecification,
 };
+use serde_json::json;
 
 use super::create::LaunchOrder;
 use super::errors::classify;
@@ -38,7 +39,12 @@ fn on_demand_allocation(strategy: OnDemandAllocation) -> OnDemandAllocationStrat
 
 /// The request's configuration, valid until `valid_until` (epoch seconds). It always names
 /// both allocation strategies (the spec's or the defaults).
-fn request_config(
+/// When a spot fleet request of `order` made now expires (epoch seconds).
+pub(super) fn valid_until(order: &LaunchOrder) -> i64 {
+    chrono::Utc::now().timestamp() + (order.spec.request_expiry_minutes() * 60.0).round() as i64
+}
+
+pub(super) fn request_config(
     order: &LaunchOrder,
     lt: &LaunchTemplateRef,
     valid_until: i64,
@@ -97,16 +103,21 @@ impl AwsProvider {
         order: &LaunchOrder,
     ) -> Result<Created, ProviderError> {
         let lt = self.launch_template_for(&order.spec, &order.tags).await?;
-        let valid_until = chrono::Utc::now().timestamp()
-            + (order.spec.request_expiry_minutes() * 60.0).round() as i64;
-        let out = self
+        let valid_until = valid_until(order);
+        let sent = self
             .clients
             .ec2
             .request_spot_fleet()
             .spot_fleet_request_config(request_config(order, &lt, valid_until))
             .send()
             .await
-            .map_err(|e| classify("RequestSpotFleet", e))?;
+            .map_err(|e| classify("RequestSpotFleet", e));
+        let target = json!({
+            "spot_fleet_request_id": sent.as_ref().ok().and_then(|o| o.spot_fleet_request_id()),
+            "count": order.units,
+        });
+        self.audit("RequestSpotFleet", target, &sent).await;
+        let out = sent?;
         Ok(Created {
             resource_id: Some(out.spot_fleet_request_id.unwrap_or_default()),
             provider_api: Some(ProvisioningApi::SpotFleet),
@@ -124,11 +135,15 @@ impl AwsProvider {
             .spot_fleet_request_ids(request_id)
             .terminate_instances(true)
             .send()
+            .await
+            .map_err(|e| classify("CancelSpotFleetRequests", e));
+        let target = json!({"spot_fleet_request_id": request_id});
+        self.audit("CancelSpotFleetRequests", target, &cancelled)
             .await;
         match cancelled {
             Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(spot_fleet_request = request_id, error = %classify("CancelSpotFleetRequests", e), "spot fleet not cancelled");
+            Err(error) => {
+                tracing::warn!(spot_fleet_request = request_id, %error, "spot fleet not cancelled");
                 false
             }
         }

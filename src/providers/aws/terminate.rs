@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::{
     ExcessCapacityTerminationPolicy, FleetExcessCapacityTerminationPolicy, InstanceType,
     TargetCapacitySpecificationRequest,
 };
+use serde_json::json;
 
 use super::errors::classify;
 use super::{AwsProvider, TAG_RETURNED, TAG_TEMPLATE_ID, tag};
@@ -147,9 +148,12 @@ impl AwsProvider {
                 .terminate_instances()
                 .set_instance_ids(Some(chunk.to_vec()))
                 .send()
-                .await;
+                .await
+                .map_err(|e| classify("TerminateInstances", e));
+            let target = json!({"instance_ids": chunk});
+            self.audit("TerminateInstances", target, &sent).await;
             if let Err(e) = sent {
-                failed.push((chunk.to_vec(), classify("TerminateInstances", e)));
+                failed.push((chunk.to_vec(), e));
             }
         }
         let not_sent: Vec<&String> = failed.iter().flat_map(|(ids, _)| ids).collect();
@@ -237,8 +241,9 @@ impl AwsProvider {
             .map(|t| weights.get(*t).copied().unwrap_or(1.0))
             .sum();
         let new_target = (f64::from(target) - returned).ceil().max(0.0) as i32;
-        if spot_fleet {
-            self.clients
+        let (action, sent) = if spot_fleet {
+            let sent = self
+                .clients
                 .ec2
                 .modify_spot_fleet_request()
                 .spot_fleet_request_id(fleet)
@@ -246,9 +251,12 @@ impl AwsProvider {
                 .excess_capacity_termination_policy(ExcessCapacityTerminationPolicy::NoTermination)
                 .send()
                 .await
-                .map_err(|e| classify("ModifySpotFleetRequest", e))?;
+                .map(|_| ())
+                .map_err(|e| classify("ModifySpotFleetRequest", e));
+            ("ModifySpotFleetRequest", sent)
         } else {
-            self.clients
+            let sent = self
+                .clients
                 .ec2
                 .modify_fleet()
                 .fleet_id(fleet)
@@ -262,8 +270,13 @@ impl AwsProvider {
                 )
                 .send()
                 .await
-                .map_err(|e| classify("ModifyFleet", e))?;
-        }
+                .map(|_| ())
+                .map_err(|e| classify("ModifyFleet", e));
+            ("ModifyFleet", sent)
+        };
+        let target = json!({"fleet_id": fleet, "target_capacity": new_target});
+        self.audit(action, target, &sent).await;
+        sent?;
         Ok(false)
     }
 
