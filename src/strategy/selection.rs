@@ -1,6 +1,6 @@
 //! Selection = filter, then prefer, then policy (product spec §4).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -369,19 +369,20 @@ fn rank(pool: &mut [&Candidate], policy: SelectionPolicy, state: &mut SelectorSt
         }
         SelectionPolicy::WeightedRoundRobin => {
             pool.sort_by_key(|c| c.order);
+            // A set of the pool's names, not a scan of the pool per kept weight: quadratic
+            // at a hundred strategies and more.
+            let in_pool: HashSet<&str> = pool.iter().map(|c| c.name.as_str()).collect();
             state
                 .smooth_weights
-                .retain(|name, _| pool.iter().any(|c| &c.name == name));
+                .retain(|name, _| in_pool.contains(name.as_str()));
             let total: i64 = pool.iter().map(|c| weight_units(c)).sum();
             for c in pool.iter() {
                 *state.smooth_weights.entry(c.name.clone()).or_insert(0) += weight_units(c);
             }
-            // Highest current weight wins; ties go to the earlier registration.
-            pool.sort_by(|a, b| {
-                state.smooth_weights[&b.name]
-                    .cmp(&state.smooth_weights[&a.name])
-                    .then(a.order.cmp(&b.order))
-            });
+            // Highest current weight wins; ties go to the earlier registration. Each weight is
+            // looked up once, not per comparison.
+            let weights = &state.smooth_weights;
+            pool.sort_by_cached_key(|c| (std::cmp::Reverse(weights[&c.name]), c.order));
             *state
                 .smooth_weights
                 .get_mut(&pool[0].name)
@@ -424,11 +425,12 @@ fn rank(pool: &mut [&Candidate], policy: SelectionPolicy, state: &mut SelectorSt
             format!("best performance score ({:.3})", performance_score(pool[0]))
         }
         SelectionPolicy::CapabilityBased => {
-            pool.sort_by(|a, b| {
-                b.capabilities
-                    .feature_count()
-                    .cmp(&a.capabilities.feature_count())
-                    .then(by_priority(a).cmp(&by_priority(b)))
+            // Features counted once per strategy, not per comparison.
+            pool.sort_by_cached_key(|c| {
+                (
+                    std::cmp::Reverse(c.capabilities.feature_count()),
+                    by_priority(c),
+                )
             });
             format!(
                 "most capabilities ({})",
