@@ -4,13 +4,12 @@
 //! deadline (a panic becomes a `PROVIDER_PANICKED` error), feeds the outcome to the breaker,
 //! the outcome window, the metrics and the events, and on an error another strategy may not
 //! have, goes down `fallback_strategies`. Composite strategies call their members through
-//! [`MemberCalls`], so the same accounting applies to every member call.
+//! `members::MemberCalls`, so the same accounting applies to every member call.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use futures::FutureExt;
 use serde_json::json;
 use tracing::Instrument;
@@ -25,13 +24,10 @@ use crate::domain::{
     now_millis, rfc3339,
 };
 use crate::monitor::health::{self, Checker};
-use crate::providers::{
-    MemberInvoker, Operation, OperationOutput, ProviderDeps, StateShelf, Traced,
-};
+use crate::providers::{Operation, OperationOutput, ProviderDeps, StateShelf, Traced};
 use crate::store::{CircuitRepo, Store, StoreResult};
 use crate::strategy::{
-    BreakerConfig, Candidate, CircuitMode, ModeSetting, Selection, SelectionCriteria,
-    SelectorState, Transition, selection,
+    CircuitMode, ModeSetting, Selection, SelectionCriteria, SelectorState, Transition, selection,
 };
 
 /// How an operation finds its strategy.
@@ -111,7 +107,7 @@ impl Executor {
         Arc::new_cyclic(|me: &Weak<Executor>| Self {
             registry: Arc::new(Registry::new(ProviderDeps {
                 store: store.clone(),
-                invoker: Arc::new(MemberCalls(me.clone())),
+                invoker: Arc::new(members::MemberCalls(me.clone())),
                 shelf: Arc::new(StateShelf::default()),
                 events: Arc::clone(&events),
             })),
@@ -566,75 +562,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("the provider panicked: {what}")
 }
 
-/// The executor as composite strategies see it. Weak, so that providers held by the registry
-/// do not keep the executor alive.
-struct MemberCalls(Weak<Executor>);
-
-#[async_trait]
-impl MemberInvoker for MemberCalls {
-    async fn invoke(
-        &self,
-        strategy: &str,
-        op: &Operation,
-        timeout: Option<Duration>,
-    ) -> (Attempt, Result<OperationOutput, ProviderError>) {
-        let refuse = |kind, code: &str, message: String| {
-            let result = Err(ProviderError::new(kind, code, message));
-            (Attempt::of(strategy, &result, 0.0), result)
-        };
-        let Some(executor) = self.0.upgrade() else {
-            return refuse(
-                ProviderErrorKind::Internal,
-                "SHUTTING_DOWN",
-                "the service is shutting down".into(),
-            );
-        };
-        let Some(entry) = executor.registry.get(strategy) else {
-            return refuse(
-                ProviderErrorKind::Internal,
-                "STRATEGY_NOT_FOUND",
-                format!("member strategy '{strategy}' is not registered"),
-            );
-        };
-        if !entry.runs_when_named(op.kind()) {
-            return refuse(
-                ProviderErrorKind::Unsupported,
-                "STRATEGY_DISABLED",
-                format!(
-                    "member strategy '{strategy}' is disabled: it takes no new work ({})",
-                    op.kind()
-                ),
-            );
-        }
-        let timeout = timeout.unwrap_or_else(|| {
-            Duration::from_secs_f64(executor.settings.effective().operation_timeout)
-        });
-        let guard = InFlightGuard::new(Arc::clone(&entry.runtime));
-        executor.call(&entry, op, timeout, guard).await
-    }
-
-    fn candidate(&self, strategy: &str) -> Option<Candidate> {
-        let executor = self.0.upgrade()?;
-        executor.registry.get(strategy).map(|e| e.candidate())
-    }
-
-    fn breaker(&self, strategy: &str) -> Option<BreakerConfig> {
-        let executor = self.0.upgrade()?;
-        let entry = executor.registry.get(strategy)?;
-        Some(entry.spec.breaker(&executor.settings.breaker()))
-    }
-
-    fn member_circuit_transition(&self, strategy: &str, member: &str, t: &Transition) {
-        tracing::warn!(strategy, member, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "member circuit transition");
-        if let Some(executor) = self.0.upgrade() {
-            executor.events.emit(
-                EventKind::CircuitTransition,
-                Some(strategy),
-                json!({"member": member, "from": t.from, "to": t.to, "at": rfc3339(t.at), "reason": t.reason}),
-            );
-        }
-    }
-}
+mod members;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! getRequestStatus's answer as JSON, each request's part rendered once per snapshot of it.
+//! getRequestStatus's answer: each request's, built from its machines, and as JSON, rendered
+//! once per snapshot of it.
 //!
 //! HostFactory polls the same requests again and again while most of them do not change. The
 //! store hands out one shared snapshot per request until a write evicts it
@@ -9,12 +10,129 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use super::service::wire_request;
-use super::wire::WireRequest;
+use super::model::{HfMachine, HfRequest, RequestKind, RequestState};
+use super::provisioning::{placed_units, spec_of};
+use super::service::host_name;
+use super::status::{self, MachineResult, RequestStatus};
+use super::wire::{WireMachine, WireRequest};
 use crate::store::RequestSnapshot;
 
 /// Entries kept before those of snapshots the store no longer serves are dropped.
 const SWEEP_ABOVE: usize = 20_000;
+
+/// getRequestStatus's answer for `r` over `machines` (any machines; those of other requests are
+/// skipped). Pure: the benches render 10,000 machines through it.
+pub fn wire_request(r: &HfRequest, all: &[HfMachine]) -> WireRequest {
+    let (machines, results): (Vec<WireMachine>, Vec<MachineResult>) = match r.kind {
+        RequestKind::Acquire => all
+            .iter()
+            .filter(|m| m.request_id == r.request_id)
+            .map(|m| {
+                let result = status::acquire_result(m.state, m.failed, m.delivered);
+                (wire_machine(m, result), result)
+            })
+            .unzip(),
+        RequestKind::Return => all
+            .iter()
+            .filter(|m| m.return_request_id.as_deref() == Some(&r.request_id))
+            .map(|m| {
+                let result = status::return_result(m.state);
+                (wire_machine(m, result), result)
+            })
+            .unzip(),
+    };
+    let known = machines.len() as i64;
+    let spec = spec_of(r);
+    let placed = placed_units(&spec, r, all);
+    let (more_expected, shortfall) = match (r.kind, r.state) {
+        (RequestKind::Return, _) => (false, false),
+        (_, RequestState::Pending | RequestState::Provisioning) => (true, false),
+        (_, RequestState::InProgress) => (placed < r.requested_count, false),
+        (_, RequestState::Done) => (false, placed < r.requested_count),
+        (_, RequestState::Failed) => (false, true),
+    };
+    let status = status::request_status(&results, more_expected, shortfall);
+    let count = |x: MachineResult| results.iter().filter(|r| **r == x).count();
+    // Weighted templates are asked for in capacity units: say so, beside the machines.
+    let asked = if r.kind == RequestKind::Acquire && spec.weighted {
+        format!(
+            "{placed} of {} capacity unit(s) placed; ",
+            r.requested_count
+        )
+    } else {
+        String::new()
+    };
+    let message = if !r.message.is_empty() {
+        r.message.clone()
+    } else {
+        match (r.kind, status) {
+            (RequestKind::Acquire, RequestStatus::Running) if !asked.is_empty() => {
+                format!("{asked}{} machine(s) ready.", count(MachineResult::Succeed))
+            }
+            (RequestKind::Acquire, RequestStatus::Running) => {
+                format!(
+                    "{} of {} machine(s) ready.",
+                    count(MachineResult::Succeed),
+                    r.requested_count
+                )
+            }
+            (RequestKind::Acquire, RequestStatus::Complete) => {
+                format!("{asked}{known} machine(s) ready.")
+            }
+            (RequestKind::Acquire, RequestStatus::CompleteWithError) if !asked.is_empty() => {
+                format!(
+                    "{asked}{} machine(s) ready, {} failed.",
+                    count(MachineResult::Succeed),
+                    count(MachineResult::Fail)
+                )
+            }
+            (RequestKind::Acquire, RequestStatus::CompleteWithError) => format!(
+                "{} of {} machine(s) ready; {} failed.",
+                count(MachineResult::Succeed),
+                r.requested_count,
+                count(MachineResult::Fail)
+            ),
+            (RequestKind::Return, RequestStatus::Running) => {
+                let problem = machines.iter().map(|m| &m.message).find(|m| !m.is_empty());
+                format!(
+                    "{} of {} machine(s) terminated.{}",
+                    count(MachineResult::Succeed),
+                    known,
+                    problem.map(|p| format!(" {p}")).unwrap_or_default()
+                )
+            }
+            (RequestKind::Return, _) => format!("{known} machine(s) returned."),
+        }
+    };
+    WireRequest {
+        request_id: r.request_id.clone(),
+        status,
+        message,
+        machines,
+    }
+}
+
+fn wire_machine(m: &HfMachine, result: MachineResult) -> WireMachine {
+    let message = match result {
+        MachineResult::Fail if m.message.is_empty() => {
+            "Machine failed (no detail from the provider).".to_string()
+        }
+        _ => m.message.clone(),
+    };
+    WireMachine {
+        machine_id: m.machine_id.clone(),
+        name: host_name(m),
+        result,
+        status: m.state.as_str().to_string(),
+        private_ip_address: m.private_ip.clone(),
+        public_ip_address: m.public_ip.clone(),
+        launchtime: m.launch_time.unwrap_or(0),
+        message,
+        instance_type: m.instance_type.clone(),
+        price_type: m.price_type.clone(),
+        cloud_host_id: None,
+    }
+}
 
 #[derive(Default)]
 pub(super) struct RenderedAnswers {

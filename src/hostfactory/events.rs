@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use super::answers::wire_request;
 use super::model::{HfMachine, HfRequest, RequestKind};
-use super::service::{HostFactory, wire_request};
+use super::service::HostFactory;
 use super::status::RequestStatus;
 use crate::domain::{Event, EventKind};
 

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use answers::wire_request;
 pub use events::ends_request;
 pub use reconciler::run as run_reconciler;
-pub use service::{HfError, HostFactory, wire_request};
+pub use service::{HfError, HostFactory};
 
 use crate::config::HostFactoryConfig;
 

@@ -236,17 +236,18 @@ impl HostFactory {
                 }
                 hf.reconcile_series
                     .polled(&name, poll.instance_ids.len(), chunks.len());
+                let was = by_id(&tracked);
                 let mut saved = Vec::new();
                 for (ids, request_ids) in chunks {
                     saved.extend(
-                        hf.poll_one(&name, ids, request_ids, &tracked, &in_progress, now)
+                        hf.poll_one(&name, ids, request_ids, &was, &in_progress, now)
                             .await,
                     );
                 }
                 // Once for the strategy's whole poll, not per batch: a request of thousands of
                 // machines spread over batches is read once.
                 if !saved.is_empty() {
-                    hf.status_events(&by_id(&tracked), &saved).await;
+                    hf.status_events(&was, &saved).await;
                 }
             };
             chores.extend(self.chore("poll", &strategy, shutdown, work));
@@ -261,7 +262,7 @@ impl HostFactory {
         strategy: &str,
         ids: Vec<String>,
         request_ids: Vec<String>,
-        tracked: &[HfMachine],
+        was: &MachinesById<'_>,
         in_progress: &[HfRequest],
         now: EpochMillis,
     ) -> Vec<HfMachine> {
@@ -301,7 +302,6 @@ impl HostFactory {
         let pending_seconds = self.pending_timeout_of(Some(strategy));
         let pending_timeout = (pending_seconds * 1000.0) as i64;
         let mut rows = Vec::new();
-        let was = by_id(tracked);
         for m in &report.machines {
             let row = match was.get(m.instance_id.as_str()) {
                 Some(t) => observe(t, m, now),
@@ -342,7 +342,7 @@ impl HostFactory {
         }
         match self.store.save_observations(&rows).await {
             Ok(()) => {
-                self.machine_events(&was, &rows);
+                self.machine_events(was, &rows);
                 rows
             }
             Err(e) => {

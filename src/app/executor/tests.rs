@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use async_trait::async_trait;
 use serde_json::Map;
 
 use super::*;
@@ -13,8 +14,8 @@ use crate::app::settings::SettingsPatch;
 use crate::config::{StrategySettings, StrategySpec};
 use crate::domain::{Capabilities, HealthStatus, LaunchSpec};
 use crate::providers::{
-    CreateRequest, Created, HealthReport, MachineRef, Provider, StatusQuery, StatusReport,
-    TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
+    CreateRequest, Created, HealthReport, MachineRef, MemberInvoker, Provider, StatusQuery,
+    StatusReport, TemplatesReport, TerminateReport, TerminateRequest, ValidationReport,
 };
 use crate::store::{CircuitRepo, CircuitRow, SecretKey, StrategySource};
 use crate::strategy::{CircuitBreaker, CircuitState};
@@ -492,7 +493,7 @@ async fn a_disabled_member_runs_only_status_polls_and_terminations() {
     let h = harness(StrategySettings::default()).await;
     let fake = Fake::new(Answer::Ok);
     h.add_full("m", 0, false, CircuitBreaker::default(), &fake);
-    let members = MemberCalls(Arc::downgrade(&h.executor));
+    let members = super::members::MemberCalls(Arc::downgrade(&h.executor));
     let (attempt, result) = members.invoke("m", &create(), None).await;
     let err = result.unwrap_err();
     assert_eq!(
