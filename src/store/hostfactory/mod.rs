@@ -3,7 +3,7 @@
 mod rows;
 mod writes;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -214,9 +214,14 @@ impl HostFactoryRepo for Store {
             .map(Arc::new)
             .collect();
         self.requests.fill(generation, &read);
+        // By id, not by a scan of what was read per id: a round settles a thousand requests.
+        let read: HashMap<&str, &Arc<RequestSnapshot>> = read
+            .iter()
+            .map(|s| (s.request.request_id.as_str(), s))
+            .collect();
         for (id, slot) in ids.iter().zip(&mut found) {
             if slot.is_none() {
-                *slot = read.iter().find(|s| &s.request.request_id == id).cloned();
+                *slot = read.get(id.as_str()).map(|s| Arc::clone(s));
             }
         }
         Ok(found)
