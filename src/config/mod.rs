@@ -257,7 +257,11 @@ impl std::fmt::Debug for TokenConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// SQLite file, created on first start.
+    /// Where the database is, when not the SQLite file `path`: `sqlite://FILE`, or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` for replicas sharing one PostgreSQL database.
+    /// `${VAR}` keeps the password out of the file.
+    pub url: Option<String>,
+    /// SQLite file, created on first start (when `url` is not set).
     pub path: String,
     pub busy_timeout_ms: u64,
     pub max_connections: u32,
@@ -271,14 +275,23 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// The store this configuration names, with its key.
     pub async fn open(&self) -> anyhow::Result<crate::store::Store> {
+        let location = self.location()?;
         let key = crate::store::SecretKey::load(self.secret_key_file.as_deref(), &self.path)?;
-        crate::store::Store::open(&self.path, self.busy_timeout_ms, self.max_connections, key).await
+        crate::store::Store::connect(&location, self.busy_timeout_ms, self.max_connections, key)
+            .await
+    }
+
+    /// Where the database is (see `url`).
+    pub fn location(&self) -> anyhow::Result<crate::store::Location> {
+        crate::store::Location::parse(self.url.as_deref(), &self.path)
+            .map_err(|e| anyhow::anyhow!("database.url: {e}"))
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            url: None,
             path: "data/ohfp.db".into(),
             busy_timeout_ms: 5000,
             max_connections: 8,

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{bad_column, count, id_param, json};
@@ -10,8 +10,8 @@ use crate::domain::{Alert, EpochMillis, NewAlert};
 const COLUMNS: &str =
     "id, rule, condition, strategy, message, raised_at, cleared_at, clear_message";
 
-impl FromRow<'_, SqliteRow> for Alert {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for Alert {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         let condition: String = r.try_get("condition")?;
         Ok(Self {
             id: count(r, "id")?,
@@ -31,8 +31,8 @@ impl FromRow<'_, SqliteRow> for Alert {
 /// The one row of `alert_rules`.
 struct StoredRules(Vec<AlertRule>);
 
-impl FromRow<'_, SqliteRow> for StoredRules {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for StoredRules {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(json(r, "rules")?))
     }
 }
@@ -42,7 +42,7 @@ impl AlertRepo for Store {
     async fn insert_alert(&self, alert: &NewAlert) -> StoreResult<Alert> {
         sqlx::query_as(&format!(
             "INSERT INTO alerts (rule, condition, strategy, message, raised_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
         ))
         .bind(&alert.rule)
         .bind(alert.condition.as_str())
@@ -55,7 +55,7 @@ impl AlertRepo for Store {
 
     async fn clear_alert(&self, id: u64, at: EpochMillis, message: &str) -> StoreResult<Alert> {
         sqlx::query_as(&format!(
-            "UPDATE alerts SET cleared_at = ?2, clear_message = ?3 WHERE id = ?1 RETURNING {COLUMNS}"
+            "UPDATE alerts SET cleared_at = $2, clear_message = $3 WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id_param(id)?)
         .bind(at)
@@ -74,9 +74,9 @@ impl AlertRepo for Store {
 
     async fn recent_alerts(&self, limit: u32) -> StoreResult<Vec<Alert>> {
         sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM alerts WHERE cleared_at IS NOT NULL ORDER BY cleared_at DESC, id DESC LIMIT ?1"
+            "SELECT {COLUMNS} FROM alerts WHERE cleared_at IS NOT NULL ORDER BY cleared_at DESC, id DESC LIMIT $1"
         ))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
     }
@@ -84,7 +84,7 @@ impl AlertRepo for Store {
     async fn prune_alerts(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
         self.prune_by_age(
             "DELETE FROM alerts WHERE id IN
-               (SELECT id FROM alerts WHERE cleared_at < ?1 ORDER BY cleared_at LIMIT ?2)",
+               (SELECT id FROM alerts WHERE cleared_at < $1 ORDER BY cleared_at LIMIT $2)",
             before,
             batch,
         )
@@ -101,7 +101,7 @@ impl AlertRepo for Store {
     async fn save_alert_rules(&self, rules: &[AlertRule], now: EpochMillis) -> StoreResult<()> {
         let doc = serde_json::to_string(rules).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
-            "INSERT INTO alert_rules (id, rules, saved_at) VALUES (1, ?1, ?2)
+            "INSERT INTO alert_rules (id, rules, saved_at) VALUES (1, $1, $2)
              ON CONFLICT(id) DO UPDATE SET rules = excluded.rules, saved_at = excluded.saved_at",
         )
         .bind(doc)

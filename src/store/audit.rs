@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{count, id_param, json};
@@ -20,8 +20,8 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-impl FromRow<'_, SqliteRow> for AuditRecord {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for AuditRecord {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self {
             id: count(r, "id")?,
             at: r.try_get("at")?,
@@ -42,7 +42,7 @@ impl AuditRepo for Store {
         let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO audit (at, strategy, action, target, error_code, request_ids, route, token)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(record.at)
         .bind(&record.strategy)
@@ -59,18 +59,19 @@ impl AuditRepo for Store {
     }
 
     async fn audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        sqlx::query_as(
+        sqlx::query_as(&format!(
             "SELECT id, at, strategy, action, target, error_code, request_ids, route, token
              FROM audit
-             WHERE id > ?1 AND at >= ?2 AND at < ?3
-               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(audit.request_ids) WHERE value = ?4))
-             ORDER BY id LIMIT ?5",
-        )
+             WHERE id > $1 AND at >= $2 AND at < $3
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM {} WHERE value = $4))
+             ORDER BY id LIMIT $5",
+            self.backend.json_strings("audit.request_ids")
+        ))
         .bind(id_param(q.after.unwrap_or(0))?)
         .bind(q.since.unwrap_or(EpochMillis::MIN))
         .bind(q.until.unwrap_or(EpochMillis::MAX))
         .bind(&q.request_id)
-        .bind(q.limit)
+        .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await
     }
@@ -78,7 +79,7 @@ impl AuditRepo for Store {
     async fn prune_audit(&self, before: EpochMillis, batch: u32) -> StoreResult<u64> {
         self.prune_by_age(
             "DELETE FROM audit WHERE id IN
-               (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+               (SELECT id FROM audit WHERE at < $1 ORDER BY at LIMIT $2)",
             before,
             batch,
         )

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{bad_column, count};
@@ -18,8 +18,8 @@ pub struct CircuitRow {
 /// One row of `circuit_state`.
 struct SavedCircuit(String, CircuitRow);
 
-impl FromRow<'_, SqliteRow> for SavedCircuit {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for SavedCircuit {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         let state: String = r.try_get("state")?;
         let state = CircuitState::parse(&state)
             .ok_or_else(|| bad_column("state", UnknownValue::new("circuit state", &state)))?;
@@ -69,7 +69,7 @@ impl CircuitRepo for Store {
             "INSERT INTO circuit_state
                  (strategy, state, consecutive_failures, opened_at, last_transition_at, last_reason,
                   mode, mode_source, mode_reason, mode_set_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT(strategy) DO UPDATE SET state = excluded.state,
                  consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
                  last_transition_at = excluded.last_transition_at, last_reason = excluded.last_reason,

@@ -1,9 +1,9 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{bad_column, count, id_param, json};
-use super::{EventRepo, Store, StoreResult};
+use super::{Backend, EventRepo, Store, StoreResult};
 use crate::domain::{EpochMillis, Event, EventKind};
 
 /// Which events a reader wants, stored or live.
@@ -42,8 +42,8 @@ pub struct EventQuery {
     pub limit: u32,
 }
 
-impl FromRow<'_, SqliteRow> for Event {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for Event {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         let kind: String = r.try_get("kind")?;
         Ok(Self {
             id: count(r, "id")?,
@@ -55,13 +55,27 @@ impl FromRow<'_, SqliteRow> for Event {
     }
 }
 
+/// Ids a PostgreSQL replica's start reserves: 2^32 events a start, 2^31 starts.
+const EVENT_ID_BLOCK_BITS: u32 = 32;
+
 #[async_trait]
 impl EventRepo for Store {
     async fn last_event_id(&self) -> StoreResult<u64> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-                .fetch_optional(&self.pool)
-                .await?;
+        let seq: Option<i64> = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            // Replicas each emit events with ids of their own: each start takes the next
+            // block of 2^32 ids from the sequence, above every block taken before.
+            Backend::Postgres => Some(
+                sqlx::query_scalar::<_, i64>("SELECT nextval('event_ids')")
+                    .fetch_one(&self.pool)
+                    .await?
+                    << EVENT_ID_BLOCK_BITS,
+            ),
+        };
         let seq = seq.unwrap_or(0);
         u64::try_from(seq).map_err(|_| bad_column("seq", format!("{seq} is not a valid event id")))
     }
@@ -70,7 +84,7 @@ impl EventRepo for Store {
         let mut tx = self.write().await?;
         for e in events {
             sqlx::query(
-                "INSERT INTO events (id, at, kind, strategy, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (id, at, kind, strategy, detail) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(id_param(e.id)?)
             .bind(e.at)
@@ -87,11 +101,12 @@ impl EventRepo for Store {
         let newest = q.after.is_none() && q.since.is_none();
         let sql = format!(
             "SELECT id, at, kind, strategy, detail FROM events
-             WHERE (?1 IS NULL OR strategy = ?1) AND (?2 IS NULL OR kind = ?2)
-               AND id > ?3 AND id < ?4 AND at >= ?5
-               AND (?7 IS NULL OR json_extract(detail, '$.request_id') = ?7
-                    OR json_extract(detail, '$.return_request_id') = ?7)
-             ORDER BY id {} LIMIT ?6",
+             WHERE ($1 IS NULL OR strategy = $1) AND ($2 IS NULL OR kind = $2)
+               AND id > $3 AND id < $4 AND at >= $5
+               AND ($7 IS NULL OR {} = $7 OR {} = $7)
+             ORDER BY id {} LIMIT $6",
+            self.backend.json_text("detail", "request_id"),
+            self.backend.json_text("detail", "return_request_id"),
             if newest { "DESC" } else { "ASC" }
         );
         let mut rows: Vec<Event> = sqlx::query_as(&sql)
@@ -100,7 +115,7 @@ impl EventRepo for Store {
             .bind(id_param(q.after.unwrap_or(0))?)
             .bind(q.before.map(id_param).transpose()?.unwrap_or(i64::MAX))
             .bind(q.since.unwrap_or(EpochMillis::MIN))
-            .bind(q.limit)
+            .bind(i64::from(q.limit))
             .bind(&q.filter.request_id)
             .fetch_all(&self.pool)
             .await?;
@@ -113,13 +128,13 @@ impl EventRepo for Store {
     async fn prune_events(&self, before: EpochMillis, keep: u32, batch: u32) -> StoreResult<u64> {
         self.prune_history(
             "DELETE FROM events WHERE id IN
-                   (SELECT id FROM events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                   (SELECT id FROM events WHERE at < $1 ORDER BY at LIMIT $2)",
             before,
             // Beyond the newest `keep`, oldest first.
             "DELETE FROM events WHERE id IN
                    (SELECT id FROM events WHERE id <
-                      (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1)
-                    ORDER BY id LIMIT ?2)",
+                      (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1 - 1)
+                    ORDER BY id LIMIT $2)",
             keep,
             batch,
         )

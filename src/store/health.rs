@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 use utoipa::ToSchema;
 
@@ -16,8 +16,8 @@ pub struct HealthHistoryEntry {
     pub at: String,
 }
 
-impl FromRow<'_, SqliteRow> for HealthHistoryEntry {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for HealthHistoryEntry {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self {
             state: parsed(r, "state")?,
             status_message: r.try_get("status_message")?,
@@ -30,8 +30,8 @@ impl FromRow<'_, SqliteRow> for HealthHistoryEntry {
 /// One row of `strategy_health`.
 struct LatestHealth(String, HealthStatus);
 
-impl FromRow<'_, SqliteRow> for LatestHealth {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for LatestHealth {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(
             r.try_get("strategy")?,
             HealthStatus {
@@ -68,7 +68,7 @@ impl HealthRepo for Store {
         sqlx::query(
             "INSERT INTO strategy_health
                  (strategy, state, status_message, error_details, source, checked_at, response_time_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT(strategy) DO UPDATE SET state = excluded.state,
                  status_message = excluded.status_message, error_details = excluded.error_details,
                  source = excluded.source, checked_at = excluded.checked_at,
@@ -86,7 +86,7 @@ impl HealthRepo for Store {
         if changed {
             sqlx::query(
                 "INSERT INTO health_history (strategy, state, status_message, source, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(strategy)
             .bind(health.state.as_str())
@@ -107,7 +107,7 @@ impl HealthRepo for Store {
         sqlx::query_as(
             "SELECT state, status_message, source, at FROM
                (SELECT id, state, status_message, source, at FROM health_history
-                WHERE strategy = ?1 ORDER BY id DESC LIMIT ?2)
+                WHERE strategy = $1 ORDER BY id DESC LIMIT $2)
              ORDER BY id",
         )
         .bind(strategy)
@@ -124,14 +124,14 @@ impl HealthRepo for Store {
     ) -> StoreResult<u64> {
         self.prune_history(
             "DELETE FROM health_history WHERE id IN
-                   (SELECT id FROM health_history WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                   (SELECT id FROM health_history WHERE at < $1 ORDER BY at LIMIT $2)",
             before,
             // Beyond the newest `keep` of a strategy, oldest first.
             "DELETE FROM health_history WHERE id IN
                    (SELECT id FROM
                       (SELECT id, ROW_NUMBER() OVER (PARTITION BY strategy ORDER BY id DESC) AS newer
                        FROM health_history)
-                    WHERE newer > ?1 ORDER BY id LIMIT ?2)",
+                    WHERE newer > $1 ORDER BY id LIMIT $2)",
             keep,
             batch,
         )

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{count, json, json_opt};
@@ -86,8 +86,8 @@ impl MetricBucket {
 /// The counts of a stored bucket, without its key.
 struct Counts(MetricBucket);
 
-impl FromRow<'_, SqliteRow> for Counts {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for Counts {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(MetricBucket {
             strategy: String::new(),
             operation: String::new(),
@@ -106,8 +106,8 @@ impl FromRow<'_, SqliteRow> for Counts {
     }
 }
 
-impl FromRow<'_, SqliteRow> for MetricBucket {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for MetricBucket {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(MetricBucket {
             strategy: r.try_get("strategy")?,
             operation: r.try_get("operation")?,
@@ -129,7 +129,7 @@ impl MetricsRepo for Store {
     ) -> StoreResult<Vec<MetricBucket>> {
         sqlx::query_as(&format!(
             "SELECT strategy, operation, minute, {COUNTS}
-             FROM metric_buckets WHERE minute >= ?1 AND (?2 IS NULL OR strategy = ?2)
+             FROM metric_buckets WHERE minute >= $1 AND ($2 IS NULL OR strategy = $2)
              ORDER BY minute"
         ))
         .bind(since_minute)
@@ -143,7 +143,7 @@ impl MetricsRepo for Store {
         for delta in deltas {
             let existing: Option<Counts> = sqlx::query_as(&format!(
                 "SELECT {COUNTS} FROM metric_buckets
-                 WHERE strategy = ?1 AND operation = ?2 AND minute = ?3"
+                 WHERE strategy = $1 AND operation = $2 AND minute = $3"
             ))
             .bind(&delta.strategy)
             .bind(&delta.operation)
@@ -161,8 +161,14 @@ impl MetricsRepo for Store {
             };
             merged.absorb(delta);
             sqlx::query(&format!(
-                "INSERT OR REPLACE INTO metric_buckets (strategy, operation, minute, {COUNTS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                "INSERT INTO metric_buckets (strategy, operation, minute, {COUNTS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (strategy, operation, minute) DO UPDATE SET
+                     count = excluded.count, successes = excluded.successes,
+                     failures = excluded.failures, caller_errors = excluded.caller_errors,
+                     rejected = excluded.rejected, total_ms = excluded.total_ms,
+                     max_ms = excluded.max_ms, histogram = excluded.histogram,
+                     error_codes = excluded.error_codes, last_error = excluded.last_error"
             ))
             .bind(&merged.strategy)
             .bind(&merged.operation)
@@ -184,7 +190,7 @@ impl MetricsRepo for Store {
     }
 
     async fn prune_metric_buckets(&self, before_minute: i64) -> StoreResult<u64> {
-        Ok(sqlx::query("DELETE FROM metric_buckets WHERE minute < ?1")
+        Ok(sqlx::query("DELETE FROM metric_buckets WHERE minute < $1")
             .bind(before_minute)
             .execute(&self.pool)
             .await?

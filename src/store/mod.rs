@@ -1,7 +1,14 @@
-//! SQLite through sqlx: connection set-up, embedded migrations, and one repository module per
-//! table group. Rows are converted to domain values here and nowhere else, only through
-//! `FromRow`/`query_as` or `try_get` (see `rows`). What each aggregate offers is a trait of
-//! `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …); [`Store`] implements them on SQLite.
+//! The database through sqlx: SQLite (the default, one process) or PostgreSQL (replicas),
+//! both through sqlx's `Any` driver with one set of statements, chosen by `database.url`.
+//! Connection set-up, embedded migrations (one set per backend, kept in step: a test compares
+//! the schemas), and one repository module per table group. Rows are converted to domain values
+//! here and nowhere else, only through `FromRow`/`query_as` or `try_get` (see `rows`). What
+//! each aggregate offers is a trait of `repo` ([`StrategyRepo`], [`HostFactoryRepo`], …);
+//! [`Store`] implements them.
+//!
+//! Statements use numbered placeholders (`$1`), which both drivers read, and SQL both engines
+//! run; where the two differ (JSON functions, how a write transaction starts, event ids) the
+//! store asks its [`Backend`].
 
 mod alerts;
 mod audit;
@@ -25,12 +32,11 @@ mod tracked;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor};
 
 use crate::domain::EpochMillis;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditQuery;
 pub use backup::{BackupSummary, backup};
@@ -47,17 +53,114 @@ pub use secrets::SecretKey;
 pub use sim_instances::SimInstanceRow;
 pub use strategies::{StoredStrategy, StrategySource};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// The engine behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// One process on a file: the default.
+    Sqlite,
+    /// A server shared by replicas.
+    Postgres,
+}
+
+impl Backend {
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATIONS,
+            Self::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// `column`'s JSON text, its top-level `key` as text.
+    fn json_text(self, column: &str, key: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_extract({column}, '$.{key}')"),
+            Self::Postgres => format!("({column}::jsonb ->> '{key}')"),
+        }
+    }
+
+    /// A table of the strings of `column`'s JSON array, one row each, in a column `value`.
+    fn json_strings(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_each({column})"),
+            Self::Postgres => format!("jsonb_array_elements_text({column}::jsonb) AS value"),
+        }
+    }
+}
+
+/// Where the database is: a SQLite file or a PostgreSQL URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    SqliteFile(String),
+    Postgres(String),
+}
+
+impl Location {
+    /// `database.url` when set (`sqlite://FILE` or `postgres://…`/`postgresql://…`), else the
+    /// file `path`.
+    pub fn parse(url: Option<&str>, path: &str) -> Result<Self, String> {
+        let Some(url) = url else {
+            return Ok(Self::SqliteFile(path.to_string()));
+        };
+        if let Some(file) = url.strip_prefix("sqlite://") {
+            let file = file.split('?').next().unwrap_or_default();
+            if file.is_empty() {
+                return Err("a sqlite:// URL names a file: sqlite://data/ohfp.db".into());
+            }
+            return Ok(Self::SqliteFile(file.to_string()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        Err(format!(
+            "'{}' is neither sqlite://FILE nor postgres://…",
+            redact_url(url)
+        ))
+    }
+
+    /// For logs and messages: a PostgreSQL URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Self::SqliteFile(path) => path.clone(),
+            Self::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `url` with the password of its user part replaced.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     secrets: SecretKey,
     requests: Arc<request_cache::RequestCache>,
     tracked: Arc<tracked::TrackedMachines>,
 }
+
+/// How long a PostgreSQL statement may wait for a lock or run, so that a stuck server is an
+/// error the caller sees rather than a request that hangs.
+const POSTGRES_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
+/// The key of the transaction-level advisory lock every PostgreSQL write transaction takes
+/// (see [`Store::write`]); the leader lock (`crate::replica`) uses another.
+const WRITE_LOCK_KEY: i64 = 0x6f68_6670_0001;
 
 /// The database file and its WAL companions hold secrets and HostFactory's machines: mode
 /// 0600, also for files an earlier version created 0644. SQLite gives new companions the
@@ -80,49 +183,96 @@ fn owner_only(path: &str) -> anyhow::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file, in WAL mode, applies migrations, makes
-    /// the files readable by their owner only, and seals secrets stored in clear before.
+    /// Opens (creating if needed) the SQLite file at `path`: see [`Store::connect`].
     pub async fn open(
         path: &str,
         busy_timeout_ms: u64,
         max_connections: u32,
         secrets: SecretKey,
     ) -> anyhow::Result<Self> {
-        if let Some(parent) = Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
-            })?;
-        }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode NORMAL survives a process crash (kill -9); only power loss can drop
-            // the last commits.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_millis(busy_timeout_ms))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        Self::connect(
+            &Location::SqliteFile(path.to_string()),
+            busy_timeout_ms,
+            max_connections,
+            secrets,
+        )
+        .await
+    }
+
+    /// Connects, applies migrations and seals secrets stored in clear before. A SQLite file is
+    /// created if needed, in WAL mode, readable by its owner only; PostgreSQL's database must
+    /// exist. Each process that writes a PostgreSQL database shares it with others (replicas),
+    /// so the in-memory copies of requests and tracked machines, which only this process's
+    /// writes keep true, are off there.
+    pub async fn connect(
+        location: &Location,
+        busy_timeout_ms: u64,
+        max_connections: u32,
+        secrets: SecretKey,
+    ) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let shown = location.shown();
+        let (backend, url) = match location {
+            Location::SqliteFile(path) => {
+                if let Some(parent) = Path::new(path).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+                    })?;
+                }
+                (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
+            }
+            Location::Postgres(url) => (Backend::Postgres, url.clone()),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| anyhow::anyhow!("database {shown}: {e}"))?;
+        let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    match backend {
+                        // In WAL mode NORMAL survives a process crash (kill -9); only power
+                        // loss can drop the last commits. Foreign keys are on by sqlx's default.
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute(&*format!("PRAGMA busy_timeout = {busy_timeout_ms}"))
+                                .await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute(&*format!(
+                                "SET statement_timeout = {POSTGRES_STATEMENT_TIMEOUT_MS}"
+                            ))
+                            .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open database {path}: {e}"))?;
-        MIGRATOR
+            .map_err(|e| anyhow::anyhow!("cannot open database {shown}: {e}"))?;
+        backend
+            .migrator()
             .run(&pool)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot apply migrations to {path}: {e}"))?;
-        owner_only(path)?;
+            .map_err(|e| anyhow::anyhow!("cannot apply migrations to {shown}: {e}"))?;
+        if let Location::SqliteFile(path) = location {
+            owner_only(path)?;
+        }
+        let single_writer = backend == Backend::Sqlite;
         let store = Self {
             pool,
+            backend,
             secrets,
-            requests: Arc::default(),
-            tracked: Arc::default(),
+            requests: Arc::new(request_cache::RequestCache::new(single_writer)),
+            tracked: Arc::new(tracked::TrackedMachines::new(single_writer)),
         };
         let sealed = store
             .seal_clear_secrets()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot seal stored secrets in {path}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot seal stored secrets in {shown}: {e}"))?;
         if sealed > 0 {
             tracing::info!(
                 strategies = sealed,
@@ -132,42 +282,65 @@ impl Store {
         Ok(store)
     }
 
-    /// A write transaction, `BEGIN IMMEDIATE`: it takes SQLite's write lock at its start,
-    /// waiting up to the busy timeout for it. A deferred one (`BEGIN`) that reads before it
-    /// writes cannot wait: when another connection committed in between, its upgrade to a
-    /// writer fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), whatever the busy
-    /// timeout. Every transaction of this store writes, so every one starts here.
-    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for the replica machinery (leader lock, change notices) on PostgreSQL.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, which takes the write lock at its
+    /// start, waiting up to the busy timeout for it. A deferred one (`BEGIN`) that reads
+    /// before it writes cannot wait: when another connection committed in between, its upgrade
+    /// to a writer fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), whatever
+    /// the busy timeout. PostgreSQL: a transaction that first takes one advisory lock shared by
+    /// every replica, so that write transactions run one at a time there too; the checks the
+    /// repository makes before it writes (a name free, a machine not yet returned, maxNumber)
+    /// rely on that, as they do on SQLite's single writer. Every transaction of this store
+    /// writes, so every one starts here.
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<(), String> {
         let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| format!("database not reachable: {e}"))?;
-        let expected = MIGRATOR.iter().count() as i64;
+        let expected = self.backend.migrator().iter().count() as i64;
         if applied < expected {
             return Err(format!("{applied} of {expected} migrations applied"));
         }
         Ok(())
     }
 
-    /// One prune batch: `sql` deletes at most `?2` (`batch`) rows older than `?1` (`before`).
+    /// One prune batch: `sql` deletes at most `$2` (`batch`) rows older than `$1` (`before`).
     /// Returns how many went.
     async fn prune_by_age(&self, sql: &str, before: EpochMillis, batch: u32) -> StoreResult<u64> {
         Ok(sqlx::query(sql)
             .bind(before)
-            .bind(batch)
+            .bind(i64::from(batch))
             .execute(&self.pool)
             .await?
             .rows_affected())
     }
 
-    /// A history's prune round: `by_age` deletes rows older than `?1` (`before`), then
-    /// `by_count` rows beyond the newest `?1` (`keep`); each at most `?2` (`batch`) rows.
+    /// A history's prune round: `by_age` deletes rows older than `$1` (`before`), then
+    /// `by_count` rows beyond the newest `$1` (`keep`); each at most `$2` (`batch`) rows.
     /// Returns how many rows went.
     async fn prune_history(
         &self,
@@ -179,8 +352,8 @@ impl Store {
     ) -> StoreResult<u64> {
         let old = self.prune_by_age(by_age, before, batch).await?;
         let surplus = sqlx::query(by_count)
-            .bind(keep)
-            .bind(batch)
+            .bind(i64::from(keep))
+            .bind(i64::from(batch))
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -57,9 +57,17 @@ impl RequestSnapshot {
 /// site with very large requests reads SQLite more often rather than holding them all.
 const MAX_CACHED_MACHINES: usize = 100_000;
 
-#[derive(Default)]
 pub(super) struct RequestCache {
     inner: Mutex<Inner>,
+    /// Off when other processes write the database too (replicas on PostgreSQL): the
+    /// evictions that keep the copy true come only from this process's own writes.
+    enabled: bool,
+}
+
+impl Default for RequestCache {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 #[derive(Default)]
@@ -83,6 +91,13 @@ impl std::fmt::Debug for RequestCache {
 }
 
 impl RequestCache {
+    pub(super) fn new(enabled: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            enabled,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves maps that are still consistent enough to
         // empty: clear them rather than poison every later poll.
@@ -107,6 +122,9 @@ impl RequestCache {
     /// Keeps `snapshots`, read from the database after [`RequestCache::get`] answered
     /// `generation`, unless something was evicted since.
     pub(super) fn fill(&self, generation: u64, snapshots: &[Arc<RequestSnapshot>]) {
+        if !self.enabled {
+            return;
+        }
         let mut inner = self.lock();
         if inner.generation != generation {
             return;

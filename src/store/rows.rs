@@ -5,9 +5,9 @@
 use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite};
+use sqlx::{Any, Row};
 
 use super::StoreResult;
 
@@ -23,7 +23,7 @@ pub(super) fn bad_column(
 }
 
 /// A text column holding one of an enum's words.
-pub(super) fn parsed<T>(row: &SqliteRow, column: &str) -> StoreResult<T>
+pub(super) fn parsed<T>(row: &AnyRow, column: &str) -> StoreResult<T>
 where
     T: FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
@@ -35,7 +35,7 @@ where
 /// A nullable text column holding one of an enum's names (the `named_enum` kind, whose
 /// parse error is its message).
 pub(super) fn named_opt<T: FromStr<Err = String>>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &str,
 ) -> StoreResult<Option<T>> {
     let raw: Option<String> = row.try_get(column)?;
@@ -44,14 +44,14 @@ pub(super) fn named_opt<T: FromStr<Err = String>>(
 }
 
 /// A text column holding JSON.
-pub(super) fn json<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(super) fn json<T: DeserializeOwned>(row: &AnyRow, column: &str) -> StoreResult<T> {
     let raw: String = row.try_get(column)?;
     serde_json::from_str(&raw).map_err(|e| bad_column(column, json_error(&raw, e)))
 }
 
 /// A nullable text column holding JSON.
 pub(super) fn json_opt<T: DeserializeOwned>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &str,
 ) -> StoreResult<Option<T>> {
     let raw: Option<String> = row.try_get(column)?;
@@ -60,13 +60,13 @@ pub(super) fn json_opt<T: DeserializeOwned>(
 }
 
 /// An integer column holding a count (never negative).
-pub(super) fn count<T: TryFrom<i64>>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(super) fn count<T: TryFrom<i64>>(row: &AnyRow, column: &str) -> StoreResult<T> {
     let raw: i64 = row.try_get(column)?;
     T::try_from(raw).map_err(|_| bad_column(column, format!("{raw} is not a valid count")))
 }
 
 /// An integer column holding a 0/1 flag.
-pub(super) fn flag(row: &SqliteRow, column: &str) -> StoreResult<bool> {
+pub(super) fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
     match row.try_get::<i64, _>(column)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -82,21 +82,25 @@ fn json_error(raw: &str, e: serde_json::Error) -> String {
     format!("not the JSON expected ({e}): '{shown}'")
 }
 
-/// An id as SQLite stores it (ids are positive `i64`s).
+/// An id as the database stores it (ids are positive `i64`s).
 pub(super) fn id_param(id: u64) -> StoreResult<i64> {
     i64::try_from(id).map_err(|_| bad_column("id", format!("{id} is out of range")))
 }
 
-/// `?, ?, …` for `n` values.
-pub(super) fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
+/// `$first, $first+1, …` for `n` values. Numbered placeholders are the one form both
+/// backends read (sqlx's SQLite driver numbers `$N` as PostgreSQL does).
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// `q` with `values` bound in order, for the `?`s of [`placeholders`].
+/// `q` with `values` bound in order, for the placeholders of [`placeholders`].
 pub(super) fn bind_all<'q>(
-    mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    mut q: Query<'q, Any, AnyArguments<'q>>,
     values: &'q [String],
-) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+) -> Query<'q, Any, AnyArguments<'q>> {
     for v in values {
         q = q.bind(v);
     }

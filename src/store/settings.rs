@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::json;
@@ -10,8 +10,8 @@ use crate::domain::EpochMillis;
 /// The one row of `strategy_settings`.
 struct Overrides(Map<String, Value>, EpochMillis);
 
-impl FromRow<'_, SqliteRow> for Overrides {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for Overrides {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(json(r, "overrides")?, r.try_get("updated_at")?))
     }
 }
@@ -34,7 +34,7 @@ impl SettingsRepo for Store {
         now: EpochMillis,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO strategy_settings (id, overrides, updated_at) VALUES (1, ?1, ?2)
+            "INSERT INTO strategy_settings (id, overrides, updated_at) VALUES (1, $1, $2)
              ON CONFLICT(id) DO UPDATE SET overrides = excluded.overrides, updated_at = excluded.updated_at",
         )
         .bind(Value::Object(overrides.clone()).to_string())

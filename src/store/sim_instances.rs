@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{flag, json, placeholders};
@@ -23,8 +23,8 @@ pub struct SimInstanceRow {
     pub reclaimed: bool,
 }
 
-impl FromRow<'_, SqliteRow> for SimInstanceRow {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for SimInstanceRow {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(SimInstanceRow {
             instance_id: r.try_get("instance_id")?,
             strategy: r.try_get("strategy")?,
@@ -52,7 +52,7 @@ impl SimInstanceRepo for Store {
         let mut tx = self.write().await?;
         for row in rows {
             sqlx::query(&format!(
-                "INSERT INTO sim_instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO sim_instances ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .bind(&row.instance_id)
             .bind(&row.strategy)
@@ -91,8 +91,8 @@ impl SimInstanceRepo for Store {
 
     async fn count_live_sim_instances(&self, strategy: &str, now: EpochMillis) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sim_instances WHERE strategy = ?1
-             AND (terminating_at IS NULL OR terminating_at + shutdown_ms > ?2)",
+            "SELECT COUNT(*) FROM sim_instances WHERE strategy = $1
+             AND (terminating_at IS NULL OR terminating_at + shutdown_ms > $2)",
         )
         .bind(strategy)
         .bind(now)
@@ -112,8 +112,8 @@ impl SimInstanceRepo for Store {
         let mut tx = self.write().await?;
         for id in ids {
             let updated = sqlx::query(
-                "UPDATE sim_instances SET terminating_at = ?3, reclaimed = ?4
-                 WHERE strategy = ?1 AND instance_id = ?2 AND terminating_at IS NULL",
+                "UPDATE sim_instances SET terminating_at = $3, reclaimed = $4
+                 WHERE strategy = $1 AND instance_id = $2 AND terminating_at IS NULL",
             )
             .bind(strategy)
             .bind(id)
@@ -135,12 +135,12 @@ impl SimInstanceRepo for Store {
         Ok(sqlx::query(
             "DELETE FROM sim_instances WHERE instance_id IN
                (SELECT instance_id FROM sim_instances
-                WHERE terminating_at IS NOT NULL AND terminating_at < ?1
-                  AND terminating_at + shutdown_ms < ?1
-                ORDER BY terminating_at LIMIT ?2)",
+                WHERE terminating_at IS NOT NULL AND terminating_at < $1
+                  AND terminating_at + shutdown_ms < $1
+                ORDER BY terminating_at LIMIT $2)",
         )
         .bind(before)
-        .bind(batch)
+        .bind(i64::from(batch))
         .execute(&self.pool)
         .await?
         .rows_affected())
@@ -159,9 +159,9 @@ impl Store {
         // SQLite limits bound parameters; 500 values a statement stays well inside it.
         for chunk in values.chunks(500) {
             let sql = format!(
-                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = ? AND {column} IN ({})
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = $1 AND {column} IN ({})
                  ORDER BY launched_at, instance_id",
-                placeholders(chunk.len())
+                placeholders(2, chunk.len())
             );
             let mut q = sqlx::query_as(&sql).bind(strategy);
             for v in chunk {

@@ -1,7 +1,7 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{json, parsed};
@@ -46,8 +46,8 @@ pub struct StoredStrategy {
     pub updated_at: EpochMillis,
 }
 
-impl FromRow<'_, SqliteRow> for StoredStrategy {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for StoredStrategy {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self {
             spec: json(r, "spec")?,
             source: parsed(r, "source")?,
@@ -79,7 +79,7 @@ impl Registered {
 }
 
 const INSERT: &str = "INSERT INTO strategies (name, spec, source, seq, created_at, updated_at)
-     VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM strategies), ?4, ?4)";
+     VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM strategies), $4, $4)";
 
 impl Store {
     /// `spec` as stored: JSON with its secrets sealed.
@@ -102,7 +102,7 @@ impl Store {
                 .await?;
         let mut sealed = 0;
         for s in stored.iter().filter(|s| has_clear_secret(&s.spec.config)) {
-            sqlx::query("UPDATE strategies SET spec = ?1 WHERE name = ?2")
+            sqlx::query("UPDATE strategies SET spec = $1 WHERE name = $2")
                 .bind(self.sealed_json(&s.spec)?)
                 .bind(&s.spec.name)
                 .execute(&self.pool)
@@ -183,16 +183,16 @@ impl StrategyRepo for Store {
 
     async fn delete_strategy(&self, name: &str) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        let deleted = sqlx::query("DELETE FROM strategies WHERE name = ?1")
+        let deleted = sqlx::query("DELETE FROM strategies WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM strategy_health WHERE strategy = ?1")
+        sqlx::query("DELETE FROM strategy_health WHERE strategy = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM circuit_state WHERE strategy = ?1")
+        sqlx::query("DELETE FROM circuit_state WHERE strategy = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;

@@ -224,8 +224,8 @@ async fn upgraded(version: i64, sql: &str) -> (TempDir, Store) {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .unwrap()
         .create_if_missing(true);
-    let pool = SqlitePool::connect_with(options).await.unwrap();
-    let mut older = sqlx::migrate!("./migrations");
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let mut older = sqlx::migrate!("./migrations/sqlite");
     older.migrations = older
         .migrations
         .iter()

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::Sqlite;
+use sqlx::Any;
 use sqlx::pool::PoolConnection;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -19,23 +19,49 @@ use super::hostfactory::TRACKED;
 use crate::domain::MachineState;
 use crate::hostfactory::model::HfMachine;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct TrackedMachines {
-    /// `None` until the first read loads it.
+    /// `None` until the first read loads it, and always when not `enabled`.
     by_id: Mutex<Option<HashMap<String, HfMachine>>>,
+    /// Off when other processes write the database too (replicas on PostgreSQL): then every
+    /// read goes to the database.
+    enabled: bool,
+}
+
+impl Default for TrackedMachines {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 pub(super) fn is_tracked(m: &HfMachine) -> bool {
     m.state != MachineState::Terminated && !m.failed
 }
 
+/// By strategy, then id: the order the reconciler batches them in.
+fn sort(machines: &mut [HfMachine]) {
+    machines.sort_by(|a, b| (&a.strategy, &a.machine_id).cmp(&(&b.strategy, &b.machine_id)));
+}
+
 impl TrackedMachines {
+    pub(super) fn new(enabled: bool) -> Self {
+        Self {
+            by_id: Mutex::default(),
+            enabled,
+        }
+    }
+
     /// The tracked machines by strategy (then id), read from the database on `conn` the
     /// first time.
     pub(super) async fn read(
         &self,
-        mut conn: PoolConnection<Sqlite>,
+        mut conn: PoolConnection<Any>,
     ) -> StoreResult<Vec<HfMachine>> {
+        if !self.enabled {
+            let mut machines: Vec<HfMachine> = sqlx::query_as(TRACKED).fetch_all(&mut *conn).await?;
+            sort(&mut machines);
+            return Ok(machines);
+        }
         let mut held = self.by_id.lock().await;
         if held.is_none() {
             let loaded: Vec<HfMachine> = sqlx::query_as(TRACKED).fetch_all(&mut *conn).await?;
@@ -48,7 +74,7 @@ impl TrackedMachines {
         }
         drop(conn);
         let mut machines: Vec<HfMachine> = held.iter().flat_map(|m| m.values().cloned()).collect();
-        machines.sort_by(|a, b| (&a.strategy, &a.machine_id).cmp(&(&b.strategy, &b.machine_id)));
+        sort(&mut machines);
         Ok(machines)
     }
 

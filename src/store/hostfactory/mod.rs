@@ -32,10 +32,10 @@ pub(super) const TO_TERMINATE: &str = "SELECT * FROM hf_machines
      WHERE failed = 1 AND return_sent_at IS NULL AND state != 'terminated' ORDER BY strategy";
 
 /// Machines that still need their strategy (the reconciler polls them, or terminates them
-/// after they failed), with how many there are; the oldest `?2`.
+/// after they failed), with how many there are; the oldest `$2`.
 const HELD_MACHINES: &str = "SELECT machine_id, COUNT(*) OVER () FROM hf_machines
-     WHERE strategy = ?1 AND state != 'terminated' AND (failed = 0 OR return_sent_at IS NULL)
-     ORDER BY created_at, machine_id LIMIT ?2";
+     WHERE strategy = $1 AND state != 'terminated' AND (failed = 0 OR return_sent_at IS NULL)
+     ORDER BY created_at, machine_id LIMIT $2";
 
 /// Of unclaimed acquire requests `r`, those that still hold something: provisioned (in progress
 /// or done), or ended (cancelled, or short at the pending timeout) with live machines not being
@@ -44,25 +44,25 @@ const UNCLAIMED_WITH_WORK: &str = "(r.state IN ('in_progress', 'done')
      OR (r.state = 'failed' AND EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
          AND m.return_request_id IS NULL AND m.failed = 0 AND m.state != 'terminated')))";
 
-/// Acquire requests whose machines are not made yet and may land on strategy `?1`.
+/// Acquire requests whose machines are not made yet and may land on strategy `$1`.
 const HELD_REQUESTS: &str = "SELECT request_id, COUNT(*) OVER () FROM hf_requests
      WHERE kind = 'acquire' AND state IN ('pending', 'provisioning')
-       AND (provider_name = ?1 OR provider_name IS NULL)
-     ORDER BY created_at, request_id LIMIT ?2";
+       AND (provider_name = $1 OR provider_name IS NULL)
+     ORDER BY created_at, request_id LIMIT $2";
 
 /// Acquire requests that are over, with every machine of theirs gone, all unchanged since
-/// `?1`; the oldest `?2`. A machine is gone when terminated, or failed with its termination
+/// `$1`; the oldest `$2`. A machine is gone when terminated, or failed with its termination
 /// accepted (failed machines are not polled after that); a machine returned by a return
-/// request newer than `?1` keeps its acquire request.
+/// request newer than `$1` keeps its acquire request.
 pub(super) const PRUNABLE_ACQUIRES: &str = "SELECT r.request_id FROM hf_requests r
-     WHERE r.kind = 'acquire' AND r.state IN ('done', 'failed') AND r.updated_at < ?1
+     WHERE r.kind = 'acquire' AND r.state IN ('done', 'failed') AND r.updated_at < $1
        AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.request_id = r.request_id
            AND NOT ((m.state = 'terminated' OR (m.failed = 1 AND m.return_sent_at IS NOT NULL))
-                    AND m.updated_at < ?1
+                    AND m.updated_at < $1
                     AND (m.return_request_id IS NULL
                          OR EXISTS (SELECT 1 FROM hf_requests rr
-                                    WHERE rr.request_id = m.return_request_id AND rr.updated_at < ?1))))
-     ORDER BY r.updated_at, r.request_id LIMIT ?2";
+                                    WHERE rr.request_id = m.return_request_id AND rr.updated_at < $1))))
+     ORDER BY r.updated_at, r.request_id LIMIT $2";
 
 #[async_trait]
 impl HostFactoryRepo for Store {
@@ -71,7 +71,7 @@ impl HostFactoryRepo for Store {
             "INSERT INTO hf_requests (request_id, kind, template_id, template, requested_count, provider_name,
                  strategy, state, message, resource_id, provider_api, attempts, created_at, updated_at,
                  claimed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&r.request_id)
         .bind(r.kind.as_str())
@@ -119,7 +119,7 @@ impl HostFactoryRepo for Store {
     async fn unclaimed_requests(&self, before: EpochMillis) -> StoreResult<Vec<HfRequest>> {
         let sql = format!(
             "SELECT * FROM hf_requests r WHERE claimed_at IS NULL AND kind = 'acquire'
-                 AND created_at < ?1 AND {UNCLAIMED_WITH_WORK} ORDER BY created_at"
+                 AND created_at < $1 AND {UNCLAIMED_WITH_WORK} ORDER BY created_at"
         );
         sqlx::query_as(&sql)
             .bind(before)
@@ -136,8 +136,8 @@ impl HostFactoryRepo for Store {
         let mut tx = self.write().await?;
         // The write first: it takes the write lock, and finds nothing once the request is claimed.
         let sql = format!(
-            "UPDATE hf_requests AS r SET state = 'failed', message = ?2, updated_at = ?3
-             WHERE request_id = ?1 AND claimed_at IS NULL AND kind = 'acquire'
+            "UPDATE hf_requests AS r SET state = 'failed', message = $2, updated_at = $3
+             WHERE request_id = $1 AND claimed_at IS NULL AND kind = 'acquire'
                  AND {UNCLAIMED_WITH_WORK}"
         );
         let cancelled = sqlx::query(&sql)
@@ -151,7 +151,7 @@ impl HostFactoryRepo for Store {
             return Ok(None);
         }
         let machine_ids: Vec<String> = sqlx::query_scalar(
-            "SELECT machine_id FROM hf_machines WHERE request_id = ?1 AND return_request_id IS NULL
+            "SELECT machine_id FROM hf_machines WHERE request_id = $1 AND return_request_id IS NULL
                  AND failed = 0 AND state != 'terminated' ORDER BY created_at, machine_id",
         )
         .bind(request_id)
@@ -180,7 +180,7 @@ impl HostFactoryRepo for Store {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT * FROM hf_requests WHERE request_id IN ({})",
-                placeholders(chunk.len())
+                placeholders(1, chunk.len())
             );
             let mut q = sqlx::query_as(&sql);
             for id in chunk {
@@ -230,7 +230,7 @@ impl HostFactoryRepo for Store {
     async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>> {
         let sql = format!(
             "SELECT * FROM hf_requests WHERE state IN ({}) ORDER BY created_at",
-            placeholders(states.len())
+            placeholders(1, states.len())
         );
         let mut q = sqlx::query_as(&sql);
         for s in states {
@@ -241,8 +241,8 @@ impl HostFactoryRepo for Store {
 
     async fn start_provisioning(&self, request_id: &str, now: EpochMillis) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE hf_requests SET state = 'provisioning', attempts = attempts + 1, updated_at = ?2
-             WHERE request_id = ?1",
+            "UPDATE hf_requests SET state = 'provisioning', attempts = attempts + 1, updated_at = $2
+             WHERE request_id = $1",
         )
         .bind(request_id)
         .bind(now)
@@ -266,9 +266,9 @@ impl HostFactoryRepo for Store {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "UPDATE hf_requests SET state = ?2, message = ?3, strategy = COALESCE(?4, strategy),
-                 resource_id = COALESCE(?5, resource_id), provider_api = COALESCE(?6, provider_api), updated_at = ?7
-             WHERE request_id = ?1",
+            "UPDATE hf_requests SET state = $2, message = $3, strategy = COALESCE($4, strategy),
+                 resource_id = COALESCE($5, resource_id), provider_api = COALESCE($6, provider_api), updated_at = $7
+             WHERE request_id = $1",
         )
         .bind(request_id)
         .bind(state.as_str())
@@ -292,7 +292,7 @@ impl HostFactoryRepo for Store {
         message: &str,
         now: EpochMillis,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE hf_requests SET state = ?2, message = ?3, updated_at = ?4 WHERE request_id = ?1")
+        sqlx::query("UPDATE hf_requests SET state = $2, message = $3, updated_at = $4 WHERE request_id = $1")
             .bind(request_id)
             .bind(state.as_str())
             .bind(message)
@@ -314,16 +314,15 @@ impl HostFactoryRepo for Store {
     async fn hf_machines_of(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(400) {
-            let p = placeholders(chunk.len());
+            // Numbered placeholders: both lists name the same values.
+            let p = placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT * FROM hf_machines WHERE request_id IN ({p}) OR return_request_id IN ({p})
                  ORDER BY created_at, machine_id"
             );
             let mut q = sqlx::query_as(&sql);
-            for _ in 0..2 {
-                for id in chunk {
-                    q = q.bind(id);
-                }
+            for id in chunk {
+                q = q.bind(id);
             }
             out.extend(q.fetch_all(&self.pool).await?);
         }
@@ -333,7 +332,7 @@ impl HostFactoryRepo for Store {
     async fn hf_machines_by_ids(&self, ids: &[String]) -> StoreResult<Vec<HfMachine>> {
         // Machines HostFactory gives back are live, so mostly tracked: no read for those.
         let (mut out, rest) = self.tracked.split(ids).await;
-        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", &rest, "") {
+        for (sql, chunk) in in_chunks("SELECT * FROM hf_machines WHERE machine_id", 1, &rest, "") {
             let rows = bind_all(sqlx::query(&sql), chunk)
                 .fetch_all(&self.pool)
                 .await?;
@@ -348,15 +347,13 @@ impl HostFactoryRepo for Store {
         let mut out: Vec<HfMachine> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for chunk in keys.chunks(300) {
-            let p = placeholders(chunk.len());
+            let p = placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT * FROM hf_machines WHERE machine_id IN ({p}) OR private_dns IN ({p}) OR private_ip IN ({p})"
             );
             let mut q = sqlx::query_as::<_, HfMachine>(&sql);
-            for _ in 0..3 {
-                for k in chunk {
-                    q = q.bind(k);
-                }
+            for k in chunk {
+                q = q.bind(k);
             }
             for m in q.fetch_all(&self.pool).await? {
                 if seen.insert(m.machine_id.clone()) {
@@ -388,13 +385,13 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
         message: &str,
     ) -> StoreResult<()> {
-        let head = "UPDATE hf_machines SET message = ? WHERE failed = 0 AND machine_id";
+        let head = "UPDATE hf_machines SET message = $1 WHERE failed = 0 AND machine_id";
         self.update_machines(head, &[Set::Text(message)], machine_ids)
             .await
     }
 
     async fn mark_return_sent(&self, machine_ids: &[String], now: EpochMillis) -> StoreResult<()> {
-        let head = "UPDATE hf_machines SET return_sent_at = ?, updated_at = ?,
+        let head = "UPDATE hf_machines SET return_sent_at = $1, updated_at = $2,
                 message = CASE WHEN failed = 1 THEN message ELSE '' END
             WHERE machine_id";
         self.update_machines(head, &[Set::Time(now), Set::Time(now)], machine_ids)
@@ -406,7 +403,7 @@ impl HostFactoryRepo for Store {
         let mut read = async |query: &'static str| -> StoreResult<(Vec<String>, u64)> {
             let rows: Vec<(String, i64)> = sqlx::query_as(query)
                 .bind(strategy)
-                .bind(first)
+                .bind(i64::from(first))
                 .fetch_all(&mut *tx)
                 .await?;
             let count = rows
@@ -430,7 +427,7 @@ impl HostFactoryRepo for Store {
         // placed its machines and finished in between would be counted in neither.
         let mut tx = self.write().await?;
         let live: Vec<Option<String>> = sqlx::query_scalar(
-            "SELECT instance_type FROM hf_machines WHERE template_id = ?1 AND failed = 0 AND state != 'terminated'",
+            "SELECT instance_type FROM hf_machines WHERE template_id = $1 AND failed = 0 AND state != 'terminated'",
         )
         .bind(template_id)
         .fetch_all(&mut *tx)
@@ -438,7 +435,7 @@ impl HostFactoryRepo for Store {
         let rows: Vec<OpenPlacement> = sqlx::query_as(
             "SELECT r.request_id, r.requested_count, m.machine_id, m.instance_type
              FROM hf_requests r LEFT JOIN hf_machines m ON m.request_id = r.request_id AND m.failed = 0
-             WHERE r.kind = 'acquire' AND r.template_id = ?1
+             WHERE r.kind = 'acquire' AND r.template_id = $1
                AND r.state IN ('pending', 'provisioning', 'in_progress')
              ORDER BY r.request_id",
         )

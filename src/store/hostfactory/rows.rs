@@ -1,14 +1,14 @@
 //! How HostFactory rows read: every column through `try_get`, words parsed into their enums.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use crate::domain::MachineState;
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestKind, RequestState};
 use crate::store::rows::{count, flag, json_opt, named_opt, parsed};
 
-impl FromRow<'_, SqliteRow> for HfRequest {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for HfRequest {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(HfRequest {
             request_id: r.try_get("request_id")?,
             kind: parsed(r, "kind")?,
@@ -29,8 +29,8 @@ impl FromRow<'_, SqliteRow> for HfRequest {
     }
 }
 
-impl FromRow<'_, SqliteRow> for HfMachine {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for HfMachine {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(HfMachine {
             machine_id: r.try_get("machine_id")?,
             request_id: r.try_get("request_id")?,
@@ -75,8 +75,8 @@ pub(super) struct RequestCount(
     pub(super) u64,
 );
 
-impl FromRow<'_, SqliteRow> for RequestCount {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for RequestCount {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(
             parsed(r, "kind")?,
             parsed(r, "state")?,
@@ -88,8 +88,8 @@ impl FromRow<'_, SqliteRow> for RequestCount {
 /// One row of [`HostFactoryRepo::hf_counts`]' machine counts.
 pub(super) struct MachineCount(pub(super) MachineState, pub(super) u64);
 
-impl FromRow<'_, SqliteRow> for MachineCount {
-    fn from_row(r: &SqliteRow) -> sqlx::Result<Self> {
+impl FromRow<'_, AnyRow> for MachineCount {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
         Ok(Self(parsed(r, "state")?, count(r, "n")?))
     }
 }

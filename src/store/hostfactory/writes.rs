@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::any::AnyRow;
+use sqlx::{Any, FromRow};
 
 use super::PRUNABLE_ACQUIRES;
 use crate::domain::{EpochMillis, ProvisioningApi};
@@ -16,10 +16,9 @@ impl Store {
     pub(super) async fn claim(&self, ids: &[String], now: EpochMillis) -> StoreResult<()> {
         for chunk in ids.chunks(500) {
             let sql = format!(
-                // Bare `?`s only: sqlx numbers them on its own, apart from any `?N`.
-                "UPDATE hf_requests SET claimed_at = ?
+                "UPDATE hf_requests SET claimed_at = $1
                  WHERE claimed_at IS NULL AND request_id IN ({})",
-                placeholders(chunk.len())
+                placeholders(2, chunk.len())
             );
             bind_all(sqlx::query(&sql).bind(now), chunk)
                 .execute(&self.pool)
@@ -38,7 +37,7 @@ impl Store {
                 "DELETE FROM {table} WHERE request_id IN ({PRUNABLE_ACQUIRES})"
             ))
             .bind(before)
-            .bind(batch)
+            .bind(i64::from(batch))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -48,12 +47,12 @@ impl Store {
         let returns = sqlx::query(
             "DELETE FROM hf_requests WHERE request_id IN
                (SELECT r.request_id FROM hf_requests r
-                WHERE r.kind = 'return' AND r.updated_at < ?1
+                WHERE r.kind = 'return' AND r.updated_at < $1
                   AND NOT EXISTS (SELECT 1 FROM hf_machines m WHERE m.return_request_id = r.request_id)
-                ORDER BY r.updated_at, r.request_id LIMIT ?2)",
+                ORDER BY r.updated_at, r.request_id LIMIT $2)",
         )
         .bind(before)
-        .bind(batch)
+        .bind(i64::from(batch))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -73,7 +72,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let mut stored = Vec::new();
-        for (sql, chunk) in in_chunks(head, machine_ids, RETURNING) {
+        for (sql, chunk) in in_chunks(head, set.len() + 1, machine_ids, RETURNING) {
             let mut q = sqlx::query(&sql);
             for value in set {
                 q = match *value {
@@ -93,7 +92,7 @@ impl Store {
     /// them to the tracked machines, in commit order (see `store::tracked`).
     pub(super) async fn commit_machines(
         &self,
-        tx: sqlx::Transaction<'static, Sqlite>,
+        tx: sqlx::Transaction<'static, Any>,
         stored: Vec<HfMachine>,
     ) -> StoreResult<()> {
         let mut tracked = self.tracked.hold().await;
@@ -120,15 +119,17 @@ impl Store {
     }
 }
 
-/// Rows per upsert statement: 23 values each, well under SQLite's 32,766 variables.
+/// Rows per upsert statement: [`UPSERT_COLUMNS`] values each, well under SQLite's 32,766
+/// variables and PostgreSQL's 65,535.
 const UPSERT_ROWS: usize = 200;
+const UPSERT_COLUMNS: usize = 23;
 
 /// Inserts `machines`, or updates those stored: many rows per statement (one statement per
 /// machine made a round over thousands of machines spend most of its time in statements). A
 /// statement may name a machine once only, so a machine given twice starts a new statement,
 /// which keeps the outcome of upserting them one by one, in order.
 pub(super) async fn upsert_machines(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     machines: &[HfMachine],
 ) -> StoreResult<Vec<HfMachine>> {
     let mut stored = Vec::with_capacity(machines.len());
@@ -143,56 +144,64 @@ pub(super) async fn upsert_machines(
                 || (start + UPSERT_ROWS).min(machines.len()),
                 |dup| start + dup,
             );
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let rows = &machines[start..end];
+        let values: Vec<String> = (0..rows.len())
+            .map(|r| format!("({})", placeholders(r * UPSERT_COLUMNS + 1, UPSERT_COLUMNS)))
+            .collect();
+        // Columns of the stored row are qualified: PostgreSQL reads a bare name in DO UPDATE
+        // as ambiguous with `excluded`, SQLite accepts either.
+        let sql = format!(
             "INSERT INTO hf_machines (machine_id, request_id, template_id, strategy, state, failed, message,
              private_ip, public_ip, private_dns, instance_type, price_type, launch_time, resource_id,
              provider_api, reclaim_notice, reclaimed_at, return_request_id, return_sent_at, created_at, updated_at,
-             delivered, reclaim_deadline) ",
-        );
-        q.push_values(&machines[start..end], |mut row, m| {
-            row.push_bind(&m.machine_id)
-                .push_bind(&m.request_id)
-                .push_bind(&m.template_id)
-                .push_bind(&m.strategy)
-                .push_bind(m.state.as_str())
-                .push_bind(i64::from(m.failed))
-                .push_bind(&m.message)
-                .push_bind(&m.private_ip)
-                .push_bind(&m.public_ip)
-                .push_bind(&m.private_dns)
-                .push_bind(&m.instance_type)
-                .push_bind(&m.price_type)
-                .push_bind(m.launch_time)
-                .push_bind(&m.resource_id)
-                .push_bind(m.provider_api.map(ProvisioningApi::as_str))
-                .push_bind(&m.reclaim_notice)
-                .push_bind(m.reclaimed_at)
-                .push_bind(&m.return_request_id)
-                .push_bind(m.return_sent_at)
-                .push_bind(m.created_at)
-                .push_bind(m.updated_at)
-                .push_bind(i64::from(m.delivered))
-                .push_bind(m.reclaim_deadline);
-        });
-        q.push(
-            " ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
-              delivered = MAX(delivered, excluded.delivered),
+             delivered, reclaim_deadline) VALUES {}
+             ON CONFLICT(machine_id) DO UPDATE SET state = excluded.state, failed = excluded.failed,
+              delivered = CASE WHEN excluded.delivered > hf_machines.delivered
+                               THEN excluded.delivered ELSE hf_machines.delivered END,
               message = excluded.message,
-              private_ip = COALESCE(excluded.private_ip, private_ip),
-              public_ip = COALESCE(excluded.public_ip, public_ip),
-              private_dns = COALESCE(excluded.private_dns, private_dns),
-              instance_type = COALESCE(excluded.instance_type, instance_type),
-              price_type = COALESCE(excluded.price_type, price_type),
-              launch_time = COALESCE(excluded.launch_time, launch_time),
-              resource_id = COALESCE(excluded.resource_id, resource_id),
-              provider_api = COALESCE(excluded.provider_api, provider_api),
-              reclaim_notice = COALESCE(excluded.reclaim_notice, reclaim_notice),
-              reclaimed_at = COALESCE(reclaimed_at, excluded.reclaimed_at),
-              reclaim_deadline = COALESCE(reclaim_deadline, excluded.reclaim_deadline),
+              private_ip = COALESCE(excluded.private_ip, hf_machines.private_ip),
+              public_ip = COALESCE(excluded.public_ip, hf_machines.public_ip),
+              private_dns = COALESCE(excluded.private_dns, hf_machines.private_dns),
+              instance_type = COALESCE(excluded.instance_type, hf_machines.instance_type),
+              price_type = COALESCE(excluded.price_type, hf_machines.price_type),
+              launch_time = COALESCE(excluded.launch_time, hf_machines.launch_time),
+              resource_id = COALESCE(excluded.resource_id, hf_machines.resource_id),
+              provider_api = COALESCE(excluded.provider_api, hf_machines.provider_api),
+              reclaim_notice = COALESCE(excluded.reclaim_notice, hf_machines.reclaim_notice),
+              reclaimed_at = COALESCE(hf_machines.reclaimed_at, excluded.reclaimed_at),
+              reclaim_deadline = COALESCE(hf_machines.reclaim_deadline, excluded.reclaim_deadline),
               updated_at = excluded.updated_at
              RETURNING *",
+            values.join(", ")
         );
-        stored.extend(q.build_query_as::<HfMachine>().fetch_all(&mut *tx).await?);
+        let mut q = sqlx::query_as::<_, HfMachine>(&sql);
+        for m in rows {
+            q = q
+                .bind(&m.machine_id)
+                .bind(&m.request_id)
+                .bind(&m.template_id)
+                .bind(&m.strategy)
+                .bind(m.state.as_str())
+                .bind(i64::from(m.failed))
+                .bind(&m.message)
+                .bind(&m.private_ip)
+                .bind(&m.public_ip)
+                .bind(&m.private_dns)
+                .bind(&m.instance_type)
+                .bind(&m.price_type)
+                .bind(m.launch_time)
+                .bind(&m.resource_id)
+                .bind(m.provider_api.map(ProvisioningApi::as_str))
+                .bind(&m.reclaim_notice)
+                .bind(m.reclaimed_at)
+                .bind(&m.return_request_id)
+                .bind(m.return_sent_at)
+                .bind(m.created_at)
+                .bind(m.updated_at)
+                .bind(i64::from(m.delivered))
+                .bind(m.reclaim_deadline);
+        }
+        stored.extend(q.fetch_all(&mut *tx).await?);
         start = end;
     }
     Ok(stored)
@@ -204,14 +213,16 @@ pub(super) enum Set<'a> {
     Time(EpochMillis),
 }
 
-/// `head IN (?, …)` for each chunk of `ids` small enough for one statement, with the chunk.
+/// `head IN ($first, …)` for each chunk of `ids` small enough for one statement, with the
+/// chunk; `head` has `first - 1` placeholders of its own.
 pub(super) fn in_chunks<'a>(
     head: &'a str,
+    first: usize,
     ids: &'a [String],
     tail: &'a str,
 ) -> impl Iterator<Item = (String, &'a [String])> {
     ids.chunks(500).map(move |chunk| {
-        let sql = format!("{head} IN ({}){tail}", placeholders(chunk.len()));
+        let sql = format!("{head} IN ({}){tail}", placeholders(first, chunk.len()));
         (sql, chunk)
     })
 }
@@ -219,13 +230,13 @@ pub(super) fn in_chunks<'a>(
 /// Inserts return request `r` and marks `machine_ids` (those not already being returned) as
 /// returned by it.
 pub(super) async fn insert_return(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     r: &HfRequest,
     machine_ids: &[String],
 ) -> StoreResult<Vec<HfMachine>> {
     sqlx::query(
         "INSERT INTO hf_requests (request_id, kind, requested_count, state, message, attempts, created_at, updated_at)
-         VALUES (?1, 'return', ?2, ?3, ?4, 0, ?5, ?5)",
+         VALUES ($1, 'return', $2, $3, $4, 0, $5, $5)",
     )
     .bind(&r.request_id)
     .bind(r.requested_count)
@@ -234,10 +245,10 @@ pub(super) async fn insert_return(
     .bind(r.created_at)
     .execute(&mut *tx)
     .await?;
-    let head = "UPDATE hf_machines SET return_request_id = ?, updated_at = ?
+    let head = "UPDATE hf_machines SET return_request_id = $1, updated_at = $2
         WHERE return_request_id IS NULL AND machine_id";
     let mut stored = Vec::new();
-    for (sql, chunk) in in_chunks(head, machine_ids, RETURNING) {
+    for (sql, chunk) in in_chunks(head, 3, machine_ids, RETURNING) {
         let q = sqlx::query(&sql).bind(&r.request_id).bind(r.created_at);
         stored.extend(returned(bind_all(q, chunk).fetch_all(&mut *tx).await?)?);
     }
@@ -248,6 +259,6 @@ pub(super) async fn insert_return(
 const RETURNING: &str = " RETURNING *";
 
 /// The machine rows a `RETURNING *` statement gave back.
-fn returned(rows: Vec<SqliteRow>) -> StoreResult<Vec<HfMachine>> {
+fn returned(rows: Vec<AnyRow>) -> StoreResult<Vec<HfMachine>> {
     rows.iter().map(HfMachine::from_row).collect()
 }

@@ -189,7 +189,7 @@ fn health(at: EpochMillis) -> HealthStatus {
 }
 
 async fn history_of(store: &Store, strategy: &str) -> Vec<i64> {
-    sqlx::query_scalar("SELECT at FROM health_history WHERE strategy = ?1 ORDER BY at")
+    sqlx::query_scalar("SELECT at FROM health_history WHERE strategy = $1 ORDER BY at")
         .bind(strategy)
         .fetch_all(&store.pool)
         .await
