@@ -16,6 +16,7 @@ pub mod http;
 pub mod monitor;
 pub mod objects_only;
 pub mod providers;
+pub mod replica;
 pub mod run;
 pub mod server;
 pub mod state;

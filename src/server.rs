@@ -20,7 +20,7 @@ use crate::http::prometheus::Exposition;
 use crate::http::rate_limit::RateLimits;
 use crate::state::{AppParts, AppState};
 use crate::tasks::{TaskRestart, Tasks};
-use crate::{http, monitor};
+use crate::{http, monitor, replica};
 
 /// How long shutdown waits for provisioning tasks before the store closes; an unfinished one
 /// resumes at the next start (its machines are found by their request tag).
@@ -131,6 +131,21 @@ impl App {
         let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
         tasks.spawn_service("hostfactory reconciler", move || {
             hostfactory::run_reconciler(Arc::clone(&hf), stop.clone())
+        });
+        let (store, stop) = (engine.store().clone(), token.clone());
+        let events = Arc::clone(engine.events());
+        tasks.spawn_service("leader election", move || {
+            let location = store.location().clone();
+            replica::election::run(
+                location,
+                store.leadership().clone(),
+                Arc::clone(&events),
+                stop.clone(),
+            )
+        });
+        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        tasks.spawn_service("replica sync", move || {
+            replica::sync::run(Arc::clone(&hf), stop.clone())
         });
         let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
         tasks.spawn_service("templates watcher", move || {

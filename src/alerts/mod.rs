@@ -189,7 +189,10 @@ impl Alerts {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => self.evaluate(now_millis()).await,
+                // Replicas: alerts are raised by the leader alone (`crate::replica`).
+                _ = ticker.tick() => if self.engine.store().leadership().is_leader() {
+                    self.evaluate(now_millis()).await
+                },
             }
         }
     }

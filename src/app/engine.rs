@@ -17,10 +17,10 @@ use super::metrics::MetricsRecorder;
 use super::registry::{Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppResult, startup};
-use crate::config::Config;
+use crate::config::{Config, StrategySpec};
 use crate::monitor::health::DueChecks;
 use crate::providers::Operation;
-use crate::store::Store;
+use crate::store::{CircuitRepo, HealthRepo, Store, StoreResult};
 
 /// The strategy engine: one per service, shared through `AppState`.
 pub struct Engine {
@@ -37,6 +37,9 @@ pub struct Engine {
     /// pass their checks and together leave a composite, `fallback_strategies` or
     /// `active_strategy` naming a deleted strategy.
     pub(super) changes: tokio::sync::Mutex<()>,
+    /// The configuration file's strategies: their order when another replica's change is
+    /// read back.
+    file_strategies: Vec<StrategySpec>,
 }
 
 impl Engine {
@@ -63,7 +66,36 @@ impl Engine {
             events,
             due_checks: DueChecks::default(),
             changes: tokio::sync::Mutex::default(),
+            file_strategies: config.providers.clone(),
         }))
+    }
+
+    /// Reads registrations back from the store (another replica changed them).
+    pub async fn refresh_strategies(&self) -> anyhow::Result<()> {
+        let _changing = self.changes.lock().await;
+        startup::refresh(&self.file_strategies, &self.store, &self.registry).await
+    }
+
+    /// Reads strategy `name`'s breaker and health back from the store (another replica saved
+    /// them); every strategy's when `name` is `None`.
+    pub async fn refresh_runtime(&self, name: Option<&str>) -> StoreResult<()> {
+        let circuits = self.store.load_circuits().await?;
+        let health = self.store.load_health().await?;
+        for entry in self.registry.all() {
+            if name.is_some_and(|n| n != entry.name()) {
+                continue;
+            }
+            if let Some((_, row)) = circuits.iter().find(|(n, _)| n == entry.name()) {
+                let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
+                slot.breaker = row.breaker.clone();
+                slot.last_reason = row.last_reason.clone();
+                slot.mode_set = row.mode_set.clone();
+            }
+            if let Some((_, h)) = health.iter().find(|(n, _)| n == entry.name()) {
+                *entry.runtime.health.lock().expect("health lock") = h.clone();
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -86,7 +118,7 @@ impl Engine {
         &self.metrics
     }
 
-    pub fn events(&self) -> &EventBus {
+    pub fn events(&self) -> &Arc<EventBus> {
         &self.events
     }
 

@@ -267,12 +267,18 @@ impl Registry {
     /// provider kept.
     pub async fn remove(&self, name: &str) -> AppResult<()> {
         self.store().delete_strategy(name).await?;
+        self.forget(name);
+        Ok(())
+    }
+
+    /// Takes a strategy out of memory with the state its composite provider kept (another
+    /// replica removed it from the store).
+    pub fn forget(&self, name: &str) {
         self.entries
             .write()
             .expect("registry lock")
             .retain(|e| e.spec.name != name);
         self.deps.shelf.forget(name);
-        Ok(())
     }
 
     /// Deletes a stored strategy that is not in memory (start-up could not build it); `false`

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppResult;
 use crate::config::StrategySettings;
 use crate::domain::{EpochMillis, now_millis};
-use crate::store::{SettingsRepo, Store};
+use crate::store::{SettingsRepo, Store, StoreResult};
 use crate::strategy::{BreakerConfig, BreakerPatch, SelectionCriteria, SelectionPolicy};
 
 struct State {
@@ -20,6 +20,25 @@ struct State {
     overrides: SettingsPatch,
     effective: StrategySettings,
     updated_at: Option<EpochMillis>,
+}
+
+/// The stored overrides, without what does not apply to `file`; unreadable ones are logged
+/// and left out.
+async fn stored_overrides(
+    store: &Store,
+    file: &StrategySettings,
+) -> StoreResult<(SettingsPatch, Option<EpochMillis>)> {
+    let (overrides, updated_at) = match store.load_settings_overrides().await? {
+        Some((map, at)) => (
+            serde_json::from_value(Value::Object(map)).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored strategy configuration unreadable; using the file's");
+                SettingsPatch::default()
+            }),
+            Some(at),
+        ),
+        None => (SettingsPatch::default(), None),
+    };
+    Ok((without_problems(overrides, file), updated_at))
 }
 
 /// The strategy settings in force: the file's, the stored run-time overrides, and the
@@ -67,22 +86,26 @@ impl Settings {
     /// The file's settings with the stored overrides laid over them. Unreadable stored
     /// overrides are logged and left out.
     pub async fn load(file: &StrategySettings, store: Store) -> anyhow::Result<Self> {
-        let (overrides, updated_at) = match store.load_settings_overrides().await? {
-            Some((map, at)) => (
-                serde_json::from_value(Value::Object(map)).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "stored strategy configuration unreadable; using the file's");
-                    SettingsPatch::default()
-                }),
-                Some(at),
-            ),
-            None => (SettingsPatch::default(), None),
-        };
-        Ok(Self::with_state(
-            file.clone(),
-            without_problems(overrides, file),
-            updated_at,
-            store,
-        ))
+        let (overrides, updated_at) = stored_overrides(&store, file).await?;
+        Ok(Self::with_state(file.clone(), overrides, updated_at, store))
+    }
+
+    /// Reads the stored overrides again (another replica saved them) and applies them.
+    pub async fn reload(&self) -> StoreResult<()> {
+        let _writing = self.writer.lock().await;
+        let file = self.state.read().expect("settings lock").file.clone();
+        let (overrides, updated_at) = stored_overrides(&self.store, &file).await?;
+        {
+            let mut s = self.state.write().expect("settings lock");
+            if s.updated_at == updated_at {
+                return Ok(());
+            }
+            s.effective = overrides.apply(&s.file);
+            s.overrides = overrides;
+            s.updated_at = updated_at;
+        }
+        self.changed.notify_one();
+        Ok(())
     }
 
     /// The effective settings now.

@@ -74,14 +74,7 @@ async fn install_stored(
             }
             Err(e) => anyhow::bail!("strategy '{name}': {e}"),
         };
-        let h = health
-            .iter()
-            .find(|(n, _)| n == &name)
-            .map_or_else(HealthStatus::unknown, |(_, h)| h.clone());
-        let circuit = circuits
-            .iter()
-            .find(|(n, _)| n == &name)
-            .map_or_else(CircuitRow::default, |(_, c)| c.clone());
+        let runtime = Arc::new(stored_runtime(&name, &health, &circuits));
         registry.put(StrategyEntry {
             order: order_of(&st, file),
             source: st.source,
@@ -89,10 +82,80 @@ async fn install_stored(
             updated_at: st.updated_at,
             spec: st.spec,
             provider,
-            runtime: Arc::new(StrategyRuntime::new(h, circuit)),
+            runtime,
         });
     }
     Ok(())
+}
+
+/// Brings the registry in line with the store after another replica changed it: strategies
+/// new or changed there are built and installed (a changed one keeps its run-time state),
+/// those gone are dropped. A strategy that cannot be built is logged and left as it was.
+pub async fn refresh(
+    file: &[StrategySpec],
+    store: &Store,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let stored = store.list_strategies().await?;
+    let (health, circuits) = (store.load_health().await?, store.load_circuits().await?);
+    for st in &stored {
+        let name = &st.spec.name;
+        let existing = registry.get(name);
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.updated_at == st.updated_at && e.spec == st.spec)
+        {
+            continue;
+        }
+        let provider = match registry.build(&st.spec).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(strategy = %name, error = %e, "cannot build a strategy another replica stored; kept as it was");
+                continue;
+            }
+        };
+        let runtime = existing.map_or_else(
+            || Arc::new(stored_runtime(name, &health, &circuits)),
+            |e| Arc::clone(&e.runtime),
+        );
+        registry.put(StrategyEntry {
+            order: order_of(st, file),
+            source: st.source,
+            registered_at: st.created_at,
+            updated_at: st.updated_at,
+            spec: st.spec.clone(),
+            provider,
+            runtime,
+        });
+        tracing::info!(strategy = %name, "strategy registered or changed by another replica installed");
+    }
+    for entry in registry.all() {
+        if !stored.iter().any(|s| s.spec.name == entry.name()) {
+            registry.forget(entry.name());
+            tracing::info!(
+                strategy = entry.name(),
+                "strategy removed by another replica dropped"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The run-time state of strategy `name` as stored.
+fn stored_runtime(
+    name: &str,
+    health: &[(String, HealthStatus)],
+    circuits: &[(String, CircuitRow)],
+) -> StrategyRuntime {
+    let h = health
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or_else(HealthStatus::unknown, |(_, h)| h.clone());
+    let circuit = circuits
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or_else(CircuitRow::default, |(_, c)| c.clone());
+    StrategyRuntime::new(h, circuit)
 }
 
 /// Composite members must be registered and must not form a cycle.

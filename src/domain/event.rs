@@ -50,10 +50,13 @@ pub enum EventKind {
     AlertCleared,
     /// A background task panicked and is being started again.
     TaskRestarted,
+    /// This replica became the leader (`detail.leader` true) or stopped being it (false, with
+    /// `detail.reason`); PostgreSQL replicas only.
+    LeadershipChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Selection,
         EventKind::Operation,
         EventKind::HealthChange,
@@ -74,6 +77,7 @@ impl EventKind {
         EventKind::AlertRaised,
         EventKind::AlertCleared,
         EventKind::TaskRestarted,
+        EventKind::LeadershipChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,7 @@ impl EventKind {
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
             EventKind::TaskRestarted => "task_restarted",
+            EventKind::LeadershipChanged => "leadership_changed",
         }
     }
 }

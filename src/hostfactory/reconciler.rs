@@ -30,7 +30,13 @@ const ROUND_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     let interval = Duration::from_secs_f64(hf.cfg.reconcile_interval_seconds);
+    let leadership = hf.store.leadership().clone();
     loop {
+        // Replicas: only the leader reconciles (`crate::replica`).
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = leadership.until_leader() => {}
+        }
         // A round stops where it is at shutdown: every step is saved as it completes, and
         // provider calls run in tasks of their own, so the next start picks up from there.
         tokio::select! {

@@ -93,6 +93,16 @@ async fn lookup_hosts<'h>(
 }
 
 impl HostFactory {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Starts a reconciler round now rather than at its interval (on the leader; elsewhere the
+    /// reconciler waits for leadership).
+    pub fn wake_reconciler(&self) {
+        self.wake.notify_one();
+    }
+
     pub fn new(
         engine: Arc<Engine>,
         catalog: TemplateCatalog,

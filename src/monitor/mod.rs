@@ -6,6 +6,11 @@
 //! their retention pruned every `database.retention.prune_interval_seconds`. Stops when the
 //! token is cancelled. A module per concern: `health` (the check of one strategy and health
 //! recording), `breakers`, `metrics`, `retention`; this one keeps the loop.
+//!
+//! Replicas (`crate::replica`): checks, breaker timers and pruning run on the leader alone,
+//! which saves what they change for the others to read back. Every replica flushes the metrics
+//! it recorded itself: a flush adds to the stored buckets, so the store holds the sum over
+//! replicas.
 
 pub mod breakers;
 pub mod health;
@@ -42,24 +47,29 @@ async fn sleep_until_due(engine: &Engine) {
 }
 
 pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: CancellationToken) {
+    let leadership = engine.store().leadership().clone();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_check = Instant::now()
         + Duration::from_secs_f64(engine.settings().effective().health_check_initial_delay);
     let mut ticks: u32 = 0;
     let mut last_round = Instant::now();
-    metrics::prune(&engine).await;
+    if leadership.is_leader() {
+        metrics::prune(&engine).await;
+        retention::prune(engine.store(), &keep, now_millis()).await;
+    }
     let prune_every = Duration::from_secs_f64(keep.prune_interval_seconds);
-    retention::prune(engine.store(), &keep, now_millis()).await;
     let mut next_prune = Instant::now() + prune_every;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(next_check) => {
                 // A slow round delays the next one rather than piling rounds up.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = check_all(&engine) => {}
+                if leadership.is_leader() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = check_all(&engine) => {}
+                    }
                 }
                 last_round = Instant::now();
                 next_check = last_round + interval_of(&engine);
@@ -70,17 +80,25 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
             // Wakes the loop so that the sleep below is taken with the new time.
             _ = engine.due_checks().added() => {}
             _ = sleep_until_due(&engine) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = check_due(&engine) => {}
+                if leadership.is_leader() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = check_due(&engine) => {}
+                    }
+                } else {
+                    // The leader's round checks them.
+                    engine.due_checks().take_due(Instant::now());
                 }
             }
             _ = ticker.tick() => {
                 ticks = ticks.wrapping_add(1);
-                breakers::tick_all(&engine).await;
                 if ticks.is_multiple_of(FLUSH_EVERY_TICKS) {
                     metrics::flush(&engine).await;
                 }
+                if !leadership.is_leader() {
+                    continue;
+                }
+                breakers::tick_all(&engine).await;
                 if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
                     metrics::prune(&engine).await;
                 }

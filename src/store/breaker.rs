@@ -3,7 +3,7 @@ use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{bad_column, count};
-use super::{CircuitRepo, Store, StoreResult};
+use super::{Change, CircuitRepo, Store, StoreResult};
 use crate::domain::UnknownValue;
 use crate::strategy::{CircuitBreaker, CircuitMode, CircuitState, ModeSetting};
 
@@ -88,6 +88,7 @@ impl CircuitRepo for Store {
         .bind(row.mode_set.as_ref().map(|m| m.at))
         .execute(&self.pool)
         .await?;
+        self.announce(Change::Circuit(strategy.to_string())).await;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use sqlx::{FromRow, Row};
 use utoipa::ToSchema;
 
 use super::rows::{json_opt, parsed};
-use super::{HealthRepo, Store, StoreResult};
+use super::{Change, HealthRepo, Store, StoreResult};
 use crate::domain::{EpochMillis, HealthState, HealthStatus};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -96,7 +96,9 @@ impl HealthRepo for Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.announce(Change::Health(strategy.to_string())).await;
+        Ok(())
     }
 
     async fn health_history(

@@ -14,6 +14,7 @@ mod alerts;
 mod audit;
 mod backup;
 mod breaker;
+mod changes;
 mod events;
 mod health;
 mod hostfactory;
@@ -37,10 +38,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 use crate::domain::EpochMillis;
+use crate::replica::Leadership;
 
 pub use audit::AuditQuery;
 pub use backup::{BackupSummary, backup};
 pub use breaker::CircuitRow;
+pub use changes::{CHANNEL as CHANGES_CHANNEL, Change, Notice};
 pub use events::{EventFilter, EventQuery};
 pub use health::HealthHistoryEntry;
 pub use metrics::{LATENCY_BOUNDS_MS, MetricBucket};
@@ -149,6 +152,11 @@ fn redact_url(url: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    location: Location,
+    /// This process among the replicas (random at each start).
+    replica_id: Arc<str>,
+    /// Whether this process runs the background work (always on SQLite).
+    leadership: Leadership,
     secrets: SecretKey,
     requests: Arc<request_cache::RequestCache>,
     tracked: Arc<tracked::TrackedMachines>,
@@ -218,7 +226,10 @@ impl Store {
                     && !parent.as_os_str().is_empty()
                 {
                     std::fs::create_dir_all(parent).map_err(|e| {
-                        anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+                        anyhow::anyhow!(
+                            "cannot create database directory {}: {e}",
+                            parent.display()
+                        )
                     })?;
                 }
                 (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
@@ -265,6 +276,12 @@ impl Store {
         let store = Self {
             pool,
             backend,
+            location: location.clone(),
+            replica_id: uuid::Uuid::new_v4().simple().to_string()[..12].into(),
+            leadership: match backend {
+                Backend::Sqlite => Leadership::sole(),
+                Backend::Postgres => Leadership::contested(),
+            },
             secrets,
             requests: Arc::new(request_cache::RequestCache::new(single_writer)),
             tracked: Arc::new(tracked::TrackedMachines::new(single_writer)),
@@ -286,9 +303,13 @@ impl Store {
         self.backend
     }
 
-    /// The pool, for the replica machinery (leader lock, change notices) on PostgreSQL.
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// Where the database is: the replica machinery opens its own connections to it.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// A write transaction. SQLite: `BEGIN IMMEDIATE`, which takes the write lock at its
@@ -360,7 +381,9 @@ impl Store {
         Ok(old + surplus)
     }
 
+    /// Gives up the leader lock, then closes the pool.
     pub async fn close(&self) {
+        self.leadership.release().await;
         self.pool.close().await;
     }
 }

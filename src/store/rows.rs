@@ -50,10 +50,7 @@ pub(super) fn json<T: DeserializeOwned>(row: &AnyRow, column: &str) -> StoreResu
 }
 
 /// A nullable text column holding JSON.
-pub(super) fn json_opt<T: DeserializeOwned>(
-    row: &AnyRow,
-    column: &str,
-) -> StoreResult<Option<T>> {
+pub(super) fn json_opt<T: DeserializeOwned>(row: &AnyRow, column: &str) -> StoreResult<Option<T>> {
     let raw: Option<String> = row.try_get(column)?;
     raw.map(|r| serde_json::from_str(&r).map_err(|e| bad_column(column, json_error(&r, e))))
         .transpose()

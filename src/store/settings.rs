@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::json;
-use super::{SettingsRepo, Store, StoreResult};
+use super::{Change, SettingsRepo, Store, StoreResult};
 use crate::domain::EpochMillis;
 
 /// The one row of `strategy_settings`.
@@ -41,6 +41,7 @@ impl SettingsRepo for Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.announce(Change::Settings).await;
         Ok(())
     }
 }

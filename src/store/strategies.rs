@@ -6,7 +6,7 @@ use sqlx::{FromRow, Row};
 
 use super::rows::{json, parsed};
 use super::secrets::has_clear_secret;
-use super::{Store, StoreResult, StrategyRepo};
+use super::{Change, Store, StoreResult, StrategyRepo};
 use crate::config::StrategySpec;
 use crate::domain::{EpochMillis, UnknownValue};
 
@@ -159,6 +159,9 @@ impl StrategyRepo for Store {
         let row = self
             .write_strategy("ON CONFLICT(name) DO NOTHING", spec, source, now)
             .await?;
+        if row.is_some() {
+            self.announce(Change::Strategies).await;
+        }
         Ok(row.map(|r| r.of(spec, source)))
     }
 
@@ -177,6 +180,7 @@ impl StrategyRepo for Store {
                 now,
             )
             .await?;
+        self.announce(Change::Strategies).await;
         row.map(|r| r.of(spec, source))
             .ok_or(sqlx::Error::RowNotFound)
     }
@@ -197,6 +201,9 @@ impl StrategyRepo for Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if deleted > 0 {
+            self.announce(Change::Strategies).await;
+        }
         Ok(deleted > 0)
     }
 }

@@ -53,12 +53,10 @@ impl TrackedMachines {
 
     /// The tracked machines by strategy (then id), read from the database on `conn` the
     /// first time.
-    pub(super) async fn read(
-        &self,
-        mut conn: PoolConnection<Any>,
-    ) -> StoreResult<Vec<HfMachine>> {
+    pub(super) async fn read(&self, mut conn: PoolConnection<Any>) -> StoreResult<Vec<HfMachine>> {
         if !self.enabled {
-            let mut machines: Vec<HfMachine> = sqlx::query_as(TRACKED).fetch_all(&mut *conn).await?;
+            let mut machines: Vec<HfMachine> =
+                sqlx::query_as(TRACKED).fetch_all(&mut *conn).await?;
             sort(&mut machines);
             return Ok(machines);
         }

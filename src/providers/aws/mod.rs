@@ -92,6 +92,7 @@ impl AwsProvider {
                 book: Arc::clone(&notices),
                 events: Arc::clone(&events),
                 wait_seconds: NoticeQueue::wait_for(cfg.operation_timeout_seconds),
+                leadership: store.leadership().clone(),
             };
             tokio::spawn(queue.run(stop.clone()));
             stop.drop_guard()

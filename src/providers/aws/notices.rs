@@ -159,6 +159,8 @@ pub struct NoticeQueue {
     pub events: Arc<EventBus>,
     /// Seconds one receive may wait: under the operation timeout.
     pub wait_seconds: i32,
+    /// Replicas: the leader alone reads the queue, since its reconciler applies what it read.
+    pub leadership: crate::replica::Leadership,
 }
 
 impl NoticeQueue {
@@ -172,6 +174,10 @@ impl NoticeQueue {
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = BACKOFF_START;
         loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.leadership.until_leader() => {}
+            }
             let received = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = self.receive_once() => r,

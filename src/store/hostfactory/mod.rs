@@ -14,8 +14,8 @@ use self::rows::{MachineCount, OpenPlacement, RequestCount};
 use self::writes::{Set, in_chunks, insert_return, upsert_machines};
 use super::rows::{bind_all, placeholders};
 use super::{
-    HfCounts, HfPruned, HostFactoryRepo, RequestSnapshot, Store, StoreResult, StrategyHoldings,
-    TemplateUsage,
+    Change, HfCounts, HfPruned, HostFactoryRepo, RequestSnapshot, Store, StoreResult,
+    StrategyHoldings, TemplateUsage,
 };
 use crate::domain::{EpochMillis, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest, RequestState};
@@ -91,6 +91,7 @@ impl HostFactoryRepo for Store {
         .execute(&self.pool)
         .await?;
         self.requests.evict_requests([r.request_id.as_str()]);
+        self.announce(Change::Requests).await;
         Ok(())
     }
 
@@ -106,6 +107,7 @@ impl HostFactoryRepo for Store {
             machine_ids.iter().map(String::as_str),
             [r.request_id.as_str()],
         );
+        self.announce(Change::Requests).await;
         Ok(())
     }
 

@@ -1,0 +1,96 @@
+//! Shared state kept in step between replicas: each listens on the store's change channel
+//! (`store::Change`) and reads back what another replica changed: registrations, run-time
+//! settings, a breaker, a health. A new HostFactory request wakes the leader's reconciler.
+//! Notices sent while the listening session was down are lost, so after every (re)connect,
+//! and every [`RESYNC_EVERY`] as well, everything is read back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Engine;
+use crate::hostfactory::HostFactory;
+use crate::store::{CHANGES_CHANNEL, Change, Location, Notice};
+
+/// How often everything is read back whatever the notices said.
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// The pause before connecting again after the listening session failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Listens until shutdown; does nothing on SQLite.
+pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
+    let engine = Arc::clone(hf.engine());
+    let Location::Postgres(url) = engine.store().location().clone() else {
+        return shutdown.cancelled().await;
+    };
+    let own = engine.store().replica_id().to_string();
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(CHANGES_CHANNEL).await?;
+            resync(&engine).await;
+            let mut resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(resync_at) => {
+                        resync(&engine).await;
+                        resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+                    }
+                    received = listener.try_recv() => match received? {
+                        Some(n) => match Notice::parse(n.payload()) {
+                            Some(notice) if notice.origin != own => apply(&engine, &hf, notice.change).await,
+                            Some(_) => {}
+                            None => tracing::warn!(payload = n.payload(), "unknown change notice ignored"),
+                        },
+                        // The session dropped and was made again: what it missed is read back.
+                        None => resync(&engine).await,
+                    }
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = listening => if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot listen for other replicas' changes; connecting again");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY_AFTER) => {}
+        }
+    }
+}
+
+async fn apply(engine: &Engine, hf: &HostFactory, change: Change) {
+    let done = match &change {
+        Change::Strategies => engine.refresh_strategies().await,
+        Change::Settings => engine.settings().reload().await.map_err(Into::into),
+        Change::Circuit(name) | Change::Health(name) => {
+            engine.refresh_runtime(Some(name)).await.map_err(Into::into)
+        }
+        Change::Requests => {
+            hf.wake_reconciler();
+            Ok(())
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(change = ?change, error = %e, "cannot read back another replica's change; the next full read retries");
+    }
+}
+
+/// Reads every shared state back.
+async fn resync(engine: &Engine) {
+    let done = async {
+        engine.refresh_strategies().await?;
+        engine.settings().reload().await?;
+        engine.refresh_runtime(None).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = done.await {
+        tracing::warn!(error = %e, "cannot read back the shared state; retried in {RESYNC_EVERY:?}");
+    }
+}
