@@ -11,7 +11,7 @@ use super::{AppResult, Engine};
 use crate::domain::{Alert, HealthState};
 use crate::hostfactory::HostFactory;
 use crate::hostfactory::views::RequestInFlight;
-use crate::store::AlertRepo;
+use crate::store::{AlertRepo, Backend};
 use crate::strategy::{CircuitMode, CircuitState};
 
 /// The window of the snapshot's numbers: getProviderMetrics' default.
@@ -77,7 +77,8 @@ impl StrategyStatus {
     "requests": [{"request_id": "req-5b1f0c2e-7d3a-4e9b-a1c6-2f8e90d4b713", "kind": "acquire",
     "template_id": "OnDemand-C5Large", "state": "in_progress", "message": "1 of 2 machine(s) ready.",
     "machines": 2, "machines_by_state": {"pending": 1, "running": 1},
-    "created_at": "2026-11-30T16:05:00.000Z"}]}))]
+    "created_at": "2026-11-30T16:05:00.000Z"}],
+    "replica": {"id": "3f9a1c0b7e24", "backend": "postgres", "leader": true}}))]
 pub struct StatusSnapshot {
     /// The newest event when the snapshot was taken: follow `/api/v1/events/stream` with
     /// `Last-Event-ID` set to it to miss nothing newer.
@@ -90,6 +91,18 @@ pub struct StatusSnapshot {
     pub alerts: Vec<Alert>,
     /// HostFactory requests whose getRequestStatus is `running`, oldest first.
     pub requests: Vec<RequestInFlight>,
+    /// This process among the replicas.
+    pub replica: ReplicaStatus,
+}
+
+/// Which process answered, and whether it runs the background work.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaStatus {
+    /// Random at each start; the origin of the change notices this process sends.
+    pub id: String,
+    pub backend: Backend,
+    /// Whether this process is the leader: always on SQLite.
+    pub leader: bool,
 }
 
 impl Engine {
@@ -118,6 +131,11 @@ impl Engine {
             strategies,
             alerts: self.store().active_alerts().await?,
             requests: hostfactory.requests_in_flight().await?,
+            replica: ReplicaStatus {
+                id: self.store().replica_id().to_string(),
+                backend: self.store().backend(),
+                leader: self.store().leadership().is_leader(),
+            },
         })
     }
 }

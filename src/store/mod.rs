@@ -62,7 +62,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
 /// The engine behind the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// One process on a file: the default.
     Sqlite,
