@@ -20,7 +20,7 @@ pub(crate) async fn ohfp(args: &[&str]) -> (i32, String, String) {
     ohfp_in_env(args, &[]).await
 }
 
-async fn ohfp_in_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) async fn ohfp_in_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("OHFP_URL")

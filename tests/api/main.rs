@@ -17,6 +17,7 @@ mod backup;
 mod cli;
 mod composites;
 mod events;
+mod failover;
 mod guides;
 mod hardening;
 mod health_checks;
