@@ -300,8 +300,9 @@ pub(super) async fn send_to_first_reachable(
 }
 
 /// Whether the call never got to the service, so that another replica may take it: not
-/// resolved or not connected, or the connection closed or reset before any answer (the
-/// replica died). A timeout once connected is not: the call may be under way.
+/// resolved or not connected, the connection closed before the call was sent (hyper's
+/// "canceled"), or closed or reset before any answer (the replica died). A timeout once
+/// connected is not: the call may be under way.
 fn not_reached(e: &reqwest::Error) -> bool {
     if e.is_connect() {
         return true;
@@ -310,7 +311,7 @@ fn not_reached(e: &reqwest::Error) -> bool {
     while let Some(cause) = source {
         if cause
             .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message)
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
         {
             return true;
         }

