@@ -1,4 +1,5 @@
 use std::io::Read;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -229,22 +230,26 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let client = reqwest::Client::new();
-    let mut req = request(
-        &client,
-        call.method.clone(),
-        &args.url,
-        &call.path,
-        args.token.as_deref(),
-    )
-    .query(&call.query);
-    if let Some(body) = &call.body {
-        req = req.json(body);
-    }
-    let res = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ohfp: {}", unreachable(&args.url, &e));
+    let client = http_client();
+    let sent = send_to_first_reachable(&args.url, |base| {
+        let req = request(
+            &client,
+            call.method.clone(),
+            base,
+            &call.path,
+            args.token.as_deref(),
+        )
+        .query(&call.query);
+        match &call.body {
+            Some(body) => req.json(body),
+            None => req,
+        }
+    })
+    .await;
+    let res = match sent {
+        Ok((r, _)) => r,
+        Err(why) => {
+            eprintln!("ohfp: {why}");
             return EXIT_UNREACHABLE;
         }
     };
@@ -257,6 +262,80 @@ pub async fn run_client(cmd: ClientCommand) -> i32 {
         eprintln!("{shown}");
         EXIT_REJECTED
     }
+}
+
+/// Bounds the connection to each of the service's URLs, so that a replica on a host that is
+/// down (no answer at all) does not hold up the next for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client the commands call the service with.
+pub(super) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .expect("the HTTP client builds")
+}
+
+/// Sends the call `build` makes for one service URL to each URL of `urls` (`--url`/`OHFP_URL`:
+/// one, or several replicas' separated by commas and/or spaces) in turn, as the HostFactory
+/// scripts do: only a failure to reach one ([`not_reached`]) moves on to the next; an answer,
+/// whatever its status, is final. The answer and the URL that gave it, or what to say, naming
+/// every URL tried.
+pub(super) async fn send_to_first_reachable(
+    urls: &str,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<(reqwest::Response, &str), String> {
+    let mut tried = Vec::new();
+    for base in urls.split([',', ' ']).filter(|u| !u.is_empty()) {
+        match build(base).send().await {
+            Ok(res) => return Ok((res, base)),
+            Err(e) if not_reached(&e) => tried.push(format!("{base}: {}", causes(&e))),
+            Err(e) => return Err(unreachable(base, &e)),
+        }
+    }
+    if tried.is_empty() {
+        return Err(format!("no service URL in --url/OHFP_URL ({urls:?})"));
+    }
+    Err(format!("cannot reach the service at {}", tried.join("; ")))
+}
+
+/// Whether the call never got to the service, so that another replica may take it: not
+/// resolved or not connected, the connection closed before the call was sent (hyper's
+/// "canceled"), or closed or reset before any answer (the replica died). A timeout once
+/// connected is not: the call may be under way.
+fn not_reached(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The error and what caused it, on one line (reqwest's own text names only the URL).
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// A call to `path` of the service at `base`, bearing the token when one is given.
@@ -277,7 +356,7 @@ pub(super) fn request(
 
 /// What to say when the service at `base` could not be reached.
 pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> String {
-    format!("cannot reach the service at {base}: {e}")
+    format!("cannot reach the service at {base}: {}", causes(e))
 }
 
 /// An answer's body as shown to a person: JSON pretty-printed, anything else as it came.
@@ -290,7 +369,11 @@ pub(super) async fn shown_body(res: reqwest::Response) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use clap::Parser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::cli::{Cli, Command};
@@ -415,6 +498,63 @@ mod tests {
         assert_eq!(
             (c.method, c.path.as_str()),
             (Method::PUT, "/api/v1/providers/a/circuit")
+        );
+    }
+
+    /// A loopback server that answers each connection with `reply` (nothing: it closes the
+    /// connection unanswered, as a dying replica does) and counts the connections.
+    async fn replica(reply: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_next_url_only_when_one_is_not_reached() {
+        let closed = format!(
+            "http://{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        );
+        let (dying, dying_calls) = replica("").await;
+        let (failing, failing_calls) = replica(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let (spare, spare_calls) = replica("").await;
+        let client = http_client();
+        let call = |base: &str| client.get(format!("{base}/health"));
+
+        // Commas and spaces separate the URLs; an HTTP error is an answer, not tried again.
+        let urls = format!("{closed}, {dying},{failing}  {spare}");
+        let (res, base) = send_to_first_reachable(&urls, call).await.unwrap();
+        assert_eq!((res.status().as_u16(), base), (503, failing.as_str()));
+        assert_eq!(dying_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(failing_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(spare_calls.load(Ordering::SeqCst), 0);
+
+        let why = send_to_first_reachable(&format!("{closed},{dying}"), call)
+            .await
+            .unwrap_err();
+        assert!(why.contains(&format!("{closed}: ")), "{why}");
+        assert!(why.contains(&format!("{dying}: ")), "{why}");
+        assert!(
+            send_to_first_reachable(" , ", call)
+                .await
+                .unwrap_err()
+                .contains("no service URL")
         );
     }
 

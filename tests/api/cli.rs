@@ -20,7 +20,7 @@ pub(crate) async fn ohfp(args: &[&str]) -> (i32, String, String) {
     ohfp_in_env(args, &[]).await
 }
 
-async fn ohfp_in_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) async fn ohfp_in_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("OHFP_URL")
@@ -169,11 +169,7 @@ async fn check_config_and_openapi_commands() {
 #[tokio::test]
 async fn serve_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let cfg = dir.path().join("cfg.json");
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.json"))

@@ -71,12 +71,21 @@ pub async fn shim_with(
     input: &str,
     token: Option<&str>,
 ) -> (i32, Value) {
+    let (code, value, _) = shim_at(&format!("http://{}", app.addr), call, input, token).await;
+    (code, value)
+}
+
+/// Runs a shim with `OHFP_URL` set to `urls`; (exit code, stdout as JSON, stderr).
+pub async fn shim_at(
+    urls: &str,
+    call: &str,
+    input: &str,
+    token: Option<&str>,
+) -> (i32, Value, String) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), input).unwrap();
     let mut cmd = Command::new(format!("{SCRIPTS}/{call}.sh"));
-    cmd.arg("-f")
-        .arg(file.path())
-        .env("OHFP_URL", format!("http://{}", app.addr));
+    cmd.arg("-f").arg(file.path()).env("OHFP_URL", urls);
     match token {
         Some(token) => cmd.env("OHFP_TOKEN", token),
         None => cmd.env_remove("OHFP_TOKEN"),
@@ -87,7 +96,8 @@ pub async fn shim_with(
     let value: Value = serde_json::from_str(stdout.trim_end())
         .unwrap_or_else(|e| panic!("{call}: stdout is not one JSON object ({e}): {stdout:?}"));
     assert!(value.is_object(), "{call}: {stdout}");
-    (out.status.code().unwrap_or(-1), value)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), value, stderr)
 }
 
 pub async fn status_of(app: &TestApp, id: &str) -> Value {

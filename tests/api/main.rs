@@ -1,5 +1,6 @@
-//! The one integration-test binary: the real app on port 0 with a temporary database,
-//! driven over HTTP (and, for the CLI, through the built binary).
+//! The integration tests: the real app on port 0 with a temporary database, driven over HTTP
+//! (and, for the CLI, through the built binary). Built twice (Cargo.toml): `api` on SQLite,
+//! `api_pg` on PostgreSQL (`helpers::on_postgres`).
 
 mod helpers;
 mod support;
@@ -16,6 +17,7 @@ mod backup;
 mod cli;
 mod composites;
 mod events;
+mod failover;
 mod guides;
 mod hardening;
 mod health_checks;
@@ -24,6 +26,7 @@ mod http_provider;
 mod openapi;
 mod packaging;
 mod plan;
+mod postgres_cluster;
 mod prometheus;
 mod providers;
 mod reliability;

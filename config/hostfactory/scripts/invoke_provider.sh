@@ -6,7 +6,9 @@
 # accepted the call, 1 when it rejected it or could not be reached (a JSON `message` is still
 # printed), 128 + its number when a signal ends it. OHFP_URL and OHFP_TOKEN come from the
 # environment, else from ohfp.env beside this script (shell syntax: OHFP_URL=http://…).
-# OHFP_TIMEOUT (seconds, default 30) bounds a call.
+# OHFP_URL may list several replicas' URLs (separated by commas and/or spaces): they are tried
+# in order, the next only when one cannot be reached. OHFP_TIMEOUT (seconds, default 30) bounds
+# a call, OHFP_CONNECT_TIMEOUT (seconds, default 5) the connection to each replica.
 call=$1
 shift
 
@@ -32,6 +34,7 @@ fi
 url=${env_url:-${OHFP_URL:-http://127.0.0.1:8000}}
 token=${env_token:-$OHFP_TOKEN}
 timeout=${OHFP_TIMEOUT:-30}
+connect_timeout=${OHFP_CONNECT_TIMEOUT:-5}
 
 fail() {
     # A message HostFactory can log, without characters that would break the JSON.
@@ -68,21 +71,54 @@ if [ -z "$file" ]; then
     file=$work/input
     cat > "$file"
 fi
-# curl runs in the background and the shell waits for it: `wait` returns as soon as a trapped
-# signal arrives, so the trap runs mid-call (a shell waiting on a command substitution may
-# only run it once curl is done, and then report curl's failure instead of the signal).
-curl -sS --max-time "$timeout" -X POST \
-    -H 'Content-Type: application/json' -H "@$work/headers" \
-    --data-binary "@$file" \
-    -o "$work/body" -w '%{http_code}' \
-    "$url/api/v1/hostfactory/$call" > "$work/code" 2>"$work/err" &
-curl_pid=$!
-wait "$curl_pid"
-status=$?
-curl_pid=
-IFS= read -r code < "$work/code" || :
-if [ $status -ne 0 ]; then
-    fail "ohfp service unreachable at $url: $(cat "$work/err")"
+# OHFP_URL may list replicas (commas and/or spaces): the positional parameters, read above,
+# take the list (field splitting, no process; -f so that no URL is read as a file pattern).
+saved_ifs=$IFS
+IFS=', '
+set -f
+# shellcheck disable=SC2086
+set -- $url
+set +f
+IFS=$saved_ifs
+tried=
+reached=
+for base in "$@"; do
+    # curl runs in the background and the shell waits for it: `wait` returns as soon as a
+    # trapped signal arrives, so the trap runs mid-call (a shell waiting on a command
+    # substitution may only run it once curl is done, and then report curl's failure instead
+    # of the signal).
+    curl -sS --max-time "$timeout" --connect-timeout "$connect_timeout" -X POST \
+        -H 'Content-Type: application/json' -H "@$work/headers" \
+        --data-binary "@$file" \
+        -o "$work/body" -w '%{http_code} %{num_connects}' \
+        "$base/api/v1/hostfactory/$call" > "$work/code" 2>"$work/err" &
+    curl_pid=$!
+    wait "$curl_pid"
+    status=$?
+    curl_pid=
+    code=
+    connects=
+    read -r code connects < "$work/code" || :
+    # Only a failure to reach this replica moves on to the next: not resolved (6), not
+    # connected (7), no connection within the connect timeout (28 with no connection made),
+    # the connection closed (52) or broken while sending (55) or receiving (56) without an
+    # answer. Any HTTP answer, and a timeout once connected (the call may be under way), is
+    # final.
+    case $status in
+        6 | 7 | 52 | 55 | 56) ;;
+        28) [ "$connects" = 0 ] || { reached=$base; break; } ;;
+        *) reached=$base; break ;;
+    esac
+    why=
+    IFS= read -r why < "$work/err" || :
+    tried="$tried${tried:+; }$base: ${why#curl: }"
+done
+if [ -z "$reached" ]; then
+    [ -n "$tried" ] || fail "OHFP_URL names no ohfp service"
+    fail "ohfp service unreachable at $tried"
+fi
+if [ "$status" -ne 0 ]; then
+    fail "ohfp service at $reached did not answer: $(cat "$work/err")"
 fi
 case $code in
     2??)

@@ -14,7 +14,10 @@ use reqwest::Method;
 
 pub use snapshot::Snapshot;
 
-use super::client::{EXIT_REJECTED, EXIT_UNREACHABLE, request, shown_body, unreachable};
+use super::client::{
+    EXIT_REJECTED, EXIT_UNREACHABLE, http_client, request, send_to_first_reachable, shown_body,
+    unreachable,
+};
 
 /// A snapshot taking longer than this is given up (and tried again by the full-screen view).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +27,8 @@ pub struct MonitorArgs {
     /// Print the status once as plain-text tables and exit (for scripts).
     #[arg(long)]
     pub once: bool,
-    /// Service address.
+    /// Service address; several replicas' separated by commas, tried in order until one is
+    /// reached.
     #[arg(long, env = "OHFP_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
     /// Bearer token, for a service that protects reads.
@@ -68,17 +72,18 @@ pub enum Msg {
 
 /// One snapshot from the service, typed; an error says whether it was reached.
 pub async fn fetch(client: &reqwest::Client, args: &MonitorArgs) -> Result<Snapshot, FetchError> {
-    let res = request(
-        client,
-        Method::GET,
-        &args.url,
-        "/api/v1/status",
-        args.token.as_deref(),
-    )
-    .timeout(FETCH_TIMEOUT)
-    .send()
+    let (res, base) = send_to_first_reachable(&args.url, |base| {
+        request(
+            client,
+            Method::GET,
+            base,
+            "/api/v1/status",
+            args.token.as_deref(),
+        )
+        .timeout(FETCH_TIMEOUT)
+    })
     .await
-    .map_err(|e| FetchError::Unreachable(unreachable(&args.url, &e)))?;
+    .map_err(FetchError::Unreachable)?;
     let status = res.status();
     if !status.is_success() {
         return Err(FetchError::Rejected(status, shown_body(res).await));
@@ -86,7 +91,7 @@ pub async fn fetch(client: &reqwest::Client, args: &MonitorArgs) -> Result<Snaps
     let text = res
         .text()
         .await
-        .map_err(|e| FetchError::Unreachable(unreachable(&args.url, &e)))?;
+        .map_err(|e| FetchError::Unreachable(unreachable(base, &e)))?;
     serde_json::from_str(&text)
         .map_err(|e| FetchError::Unreadable(format!("the status snapshot is not readable: {e}")))
 }
@@ -97,7 +102,7 @@ pub async fn run(args: MonitorArgs) -> i32 {
     if !args.once {
         return tui::run(args).await;
     }
-    match fetch(&reqwest::Client::new(), &args).await {
+    match fetch(&http_client(), &args).await {
         Ok(s) => {
             super::print_line(table::plain(&args.url, &s, chrono::Utc::now()));
             0

@@ -8,7 +8,7 @@ use reqwest::Method;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Msg;
-use crate::cli::client::{request, unreachable};
+use crate::cli::client::{http_client, request, send_to_first_reachable};
 
 /// Wait before opening the stream again after it dropped.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -51,22 +51,26 @@ impl SseReader {
 
 /// Follows the stream until the view stops listening: says when it is connected or dropped,
 /// and sends each event's id. Reconnects after [`RETRY_AFTER`] from the last id it got.
-pub async fn follow(base: String, token: Option<String>, tx: UnboundedSender<Msg>) {
-    let client = reqwest::Client::new();
+pub async fn follow(urls: String, token: Option<String>, tx: UnboundedSender<Msg>) {
+    let client = http_client();
     let mut last_id: Option<u64> = None;
     while !tx.is_closed() {
-        let mut req = request(
-            &client,
-            Method::GET,
-            &base,
-            "/api/v1/events/stream",
-            token.as_deref(),
-        );
-        if let Some(id) = last_id {
-            req = req.header("Last-Event-ID", id.to_string());
-        }
-        let reason = match req.send().await {
-            Err(e) => unreachable(&base, &e),
+        let sent = send_to_first_reachable(&urls, |base| {
+            let req = request(
+                &client,
+                Method::GET,
+                base,
+                "/api/v1/events/stream",
+                token.as_deref(),
+            );
+            match last_id {
+                Some(id) => req.header("Last-Event-ID", id.to_string()),
+                None => req,
+            }
+        })
+        .await;
+        let reason = match sent.map(|(res, _)| res) {
+            Err(why) => why,
             Ok(res) if !res.status().is_success() => {
                 format!("the event stream answered {}", res.status())
             }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::table::{self, EMPTY, GAP, Section};
 use super::{FetchError, MonitorArgs, Msg, Snapshot, fetch, stream};
-use crate::cli::client::EXIT_USAGE;
+use crate::cli::client::{EXIT_USAGE, http_client};
 
 /// Events coming close together are answered by one fetch, this long after the first.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -180,7 +180,7 @@ async fn watch(terminal: &mut DefaultTerminal, args: MonitorArgs) -> std::io::Re
         tx.clone(),
     ));
     read_input(tx.clone());
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut view = View::new(args.url.clone());
     let mut every = tokio::time::interval(REFRESH_EVERY);
     // When the snapshot is to be fetched next, if it is due.

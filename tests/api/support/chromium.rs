@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::debian;
+use super::{debian, free_port};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -28,10 +28,7 @@ impl Browser {
             &[CHROMIUM, CHROMEDRIVER],
             &["chromium", "chromium-driver", "fonts-liberation"],
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = free_port();
         let log = std::env::temp_dir().join(format!("ohfp-chromedriver-{port}.log"));
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))

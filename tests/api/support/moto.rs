@@ -2,14 +2,13 @@
 //! starts it on a free loopback port behind `moto_switch.py` (fault switch and call counts), and
 //! stops it on drop. A test that cannot start moto fails; it never skips.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::pyvenv;
+use super::{free_port, pyvenv};
 
 const MOTO_SPEC: &str = "moto[server]==5.2.5";
 
@@ -18,13 +17,6 @@ fn venv() -> PathBuf {
         Some(v) if !v.is_empty() => PathBuf::from(v),
         _ => pyvenv::cache_dir("moto-venv"),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 pub struct Moto {
