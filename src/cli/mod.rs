@@ -113,8 +113,8 @@ pub struct ClientArgs {
     /// Read the JSON from this file ('-' for stdin).
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Service address; several replicas' separated by commas, tried in order until one is
-    /// reached.
+    /// Service address; several replicas' separated by commas and/or spaces, tried in order
+    /// until one is reached.
     #[arg(long, env = "OHFP_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
     /// Bearer token for mutating routes.

@@ -27,8 +27,8 @@ pub struct MonitorArgs {
     /// Print the status once as plain-text tables and exit (for scripts).
     #[arg(long)]
     pub once: bool,
-    /// Service address; several replicas' separated by commas, tried in order until one is
-    /// reached.
+    /// Service address; several replicas' separated by commas and/or spaces, tried in order
+    /// until one is reached.
     #[arg(long, env = "OHFP_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
     /// Bearer token, for a service that protects reads.
