@@ -18,9 +18,10 @@ use super::registry::{Registry, StrategyEntry};
 use super::settings::Settings;
 use super::{AppResult, startup};
 use crate::config::{Config, StrategySpec};
+use crate::domain::EpochMillis;
 use crate::monitor::health::DueChecks;
 use crate::providers::Operation;
-use crate::store::{CircuitRepo, HealthRepo, Store, StoreResult};
+use crate::store::{CircuitRepo, CircuitRow, HealthRepo, Store, StoreResult};
 
 /// The strategy engine: one per service, shared through `AppState`.
 pub struct Engine {
@@ -77,7 +78,9 @@ impl Engine {
     }
 
     /// Reads strategy `name`'s breaker and health back from the store (another replica saved
-    /// them); every strategy's when `name` is `None`.
+    /// them); every strategy's when `name` is `None`. A stored state replaces the one in memory
+    /// only when it is newer, so that a read racing this process's own change never undoes it.
+    /// (Consecutive failure counts stay each replica's own: they move without a transition.)
     pub async fn refresh_runtime(&self, name: Option<&str>) -> StoreResult<()> {
         let circuits = self.store.load_circuits().await?;
         let health = self.store.load_health().await?;
@@ -87,12 +90,17 @@ impl Engine {
             }
             if let Some((_, row)) = circuits.iter().find(|(n, _)| n == entry.name()) {
                 let mut slot = entry.runtime.breaker.lock().expect("breaker lock");
-                slot.breaker = row.breaker.clone();
-                slot.last_reason = row.last_reason.clone();
-                slot.mode_set = row.mode_set.clone();
+                if changed_at(row) > changed_at(&slot.row()) {
+                    slot.breaker = row.breaker.clone();
+                    slot.last_reason = row.last_reason.clone();
+                    slot.mode_set = row.mode_set.clone();
+                }
             }
             if let Some((_, h)) = health.iter().find(|(n, _)| n == entry.name()) {
-                *entry.runtime.health.lock().expect("health lock") = h.clone();
+                let mut held = entry.runtime.health.lock().expect("health lock");
+                if h.checked_at > held.checked_at {
+                    *held = h.clone();
+                }
             }
         }
         Ok(())
@@ -138,4 +146,11 @@ impl Engine {
     pub async fn execute(&self, op: Operation, route: Route) -> AppResult<ExecutionOutcome> {
         self.executor.execute(op, route).await
     }
+}
+
+/// When a breaker last changed: its latest transition or operator setting.
+fn changed_at(row: &CircuitRow) -> Option<EpochMillis> {
+    row.breaker
+        .last_transition_at
+        .max(row.mode_set.as_ref().map(|m| m.at))
 }

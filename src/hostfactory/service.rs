@@ -26,8 +26,6 @@ pub struct HostFactory {
     pub(super) store: Store,
     pub(super) catalog: TemplateCatalog,
     pub(super) cfg: HostFactoryConfig,
-    /// Serialises admission (maxNumber) and return bookkeeping.
-    admission: tokio::sync::Mutex<()>,
     /// Requests being provisioned by a task of this process.
     pub(super) provisioning: Mutex<HashSet<String>>,
     /// Wakes the reconciler early (a new request, a return).
@@ -115,7 +113,6 @@ impl HostFactory {
             engine,
             catalog,
             cfg,
-            admission: tokio::sync::Mutex::new(()),
             provisioning: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             chores: Mutex::new(HashSet::new()),
@@ -217,7 +214,8 @@ impl HostFactory {
                 provider: provider.clone(),
             });
         }
-        let _admission = self.admission.lock().await;
+        // Serialises admission (maxNumber), also across replicas.
+        let admission = self.store.admission().await?;
         if let Some(room) = self.max_number_room(&t).await?
             && count > room
         {
@@ -262,7 +260,7 @@ impl HostFactory {
             claimed_at: (caller == Caller::Operator).then_some(now),
         };
         self.store.insert_hf_request(&request).await?;
-        drop(_admission);
+        admission.release().await;
         self.request_event(EventKind::RequestAccepted, &request, None, "");
         tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
         self.wake.notify_one();
@@ -395,7 +393,7 @@ impl HostFactory {
     /// whatever providers hold them. Unknown hosts are named in the message; machines already
     /// being returned are not returned twice.
     pub async fn return_machines(&self, hosts: &[Host]) -> HfResult<WireRequestId> {
-        let _admission = self.admission.lock().await;
+        let admission = self.store.admission().await?;
         let mut unknown = Vec::new();
         let mut already: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut to_return: Vec<String> = Vec::new();
@@ -420,6 +418,7 @@ impl HostFactory {
         // Returning exactly what one earlier return covers answers with that return's id.
         if to_return.is_empty() && unknown.is_empty() && already.len() == 1 {
             let (ret, names) = already.into_iter().next().expect("one entry");
+            admission.release().await;
             return Ok(WireRequestId {
                 request_id: ret,
                 message: format!("Already being returned: {}.", names.join(", ")),
@@ -459,6 +458,7 @@ impl HostFactory {
         self.store
             .insert_return_request(&request, &to_return)
             .await?;
+        admission.release().await;
         self.request_event(EventKind::RequestAccepted, &request, None, "");
         if request.state == RequestState::Done {
             self.request_event(

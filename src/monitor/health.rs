@@ -131,7 +131,7 @@ impl DueChecks {
     }
 
     /// Takes the names due at `now`.
-    pub fn take_due(&self, now: tokio::time::Instant) -> Vec<String> {
+    fn take_due(&self, now: tokio::time::Instant) -> Vec<String> {
         let mut due = self.due.lock().expect("due checks lock");
         let names: Vec<String> = due
             .iter()

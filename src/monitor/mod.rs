@@ -61,15 +61,17 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
     let prune_every = Duration::from_secs_f64(keep.prune_interval_seconds);
     let mut next_prune = Instant::now() + prune_every;
     loop {
+        // A replica that is not the leader leaves checks due until it leads: then the ones
+        // overdue run at once.
+        let leading = leadership.is_leader();
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(next_check) => {
+            _ = leadership.until_leader(), if !leading => {}
+            _ = tokio::time::sleep_until(next_check), if leading => {
                 // A slow round delays the next one rather than piling rounds up.
-                if leadership.is_leader() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = check_all(&engine) => {}
-                    }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = check_all(&engine) => {}
                 }
                 last_round = Instant::now();
                 next_check = last_round + interval_of(&engine);
@@ -79,15 +81,10 @@ pub async fn run(engine: Arc<Engine>, keep: RetentionConfig, shutdown: Cancellat
             }
             // Wakes the loop so that the sleep below is taken with the new time.
             _ = engine.due_checks().added() => {}
-            _ = sleep_until_due(&engine) => {
-                if leadership.is_leader() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = check_due(&engine) => {}
-                    }
-                } else {
-                    // The leader's round checks them.
-                    engine.due_checks().take_due(Instant::now());
+            _ = sleep_until_due(&engine), if leading => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = check_due(&engine) => {}
                 }
             }
             _ = ticker.tick() => {

@@ -109,7 +109,7 @@ impl HealthRepo for Store {
         sqlx::query_as(
             "SELECT state, status_message, source, at FROM
                (SELECT id, state, status_message, source, at FROM health_history
-                WHERE strategy = $1 ORDER BY id DESC LIMIT $2)
+                WHERE strategy = $1 ORDER BY id DESC LIMIT $2) AS recent
              ORDER BY id",
         )
         .bind(strategy)
@@ -132,7 +132,7 @@ impl HealthRepo for Store {
             "DELETE FROM health_history WHERE id IN
                    (SELECT id FROM
                       (SELECT id, ROW_NUMBER() OVER (PARTITION BY strategy ORDER BY id DESC) AS newer
-                       FROM health_history)
+                       FROM health_history) AS ranked
                     WHERE newer > $1 ORDER BY id LIMIT $2)",
             keep,
             batch,

@@ -10,6 +10,7 @@
 //! run; where the two differ (JSON functions, how a write transaction starts, event ids) the
 //! store asks its [`Backend`].
 
+mod admission;
 mod alerts;
 mod audit;
 mod backup;
@@ -40,6 +41,7 @@ use sqlx::{Any, AnyPool, Executor};
 use crate::domain::EpochMillis;
 use crate::replica::Leadership;
 
+pub use admission::AdmissionGuard;
 pub use audit::AuditQuery;
 pub use backup::{BackupSummary, backup};
 pub use breaker::CircuitRow;
@@ -161,6 +163,8 @@ pub struct Store {
     secrets: SecretKey,
     requests: Arc<request_cache::RequestCache>,
     tracked: Arc<tracked::TrackedMachines>,
+    /// This process's half of the admission lock (`admission`).
+    admission: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long a PostgreSQL statement may wait for a lock or run, so that a stuck server is an
@@ -286,6 +290,7 @@ impl Store {
             secrets,
             requests: Arc::new(request_cache::RequestCache::new(single_writer)),
             tracked: Arc::new(tracked::TrackedMachines::new(single_writer)),
+            admission: Arc::default(),
         };
         let sealed = store
             .seal_clear_secrets()

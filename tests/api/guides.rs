@@ -856,14 +856,13 @@ async fn the_usage_guides_configuration_files_run_as_printed() {
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_CONFIG_FILE", "/nonexistent"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-            (
-                "OHFP_DATABASE__PATH",
-                &dir.path().join(format!("{name}.db")).display().to_string(),
-            ),
             ("OHFP_LOGGING__DIR", "null"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(crate::helpers::database_env(
+            &dir.path().join(format!("{name}.db")),
+        ))
         .collect()
     };
 

@@ -13,18 +13,51 @@ pub fn on_postgres() -> bool {
     env!("CARGO_CRATE_NAME") == "api_pg"
 }
 
+/// The test database `db` stands for: the SQLite file `db`, or in `api_pg` the PostgreSQL
+/// database named after that path (a restart on the same path finds the same one). Files
+/// (the secret key) still go beside `db`.
+pub fn use_test_database(cfg: &mut Config, db: &Path) {
+    cfg.database.path = db.display().to_string();
+    if on_postgres() {
+        cfg.database.url = Some(crate::support::postgres::database_url_for(db));
+    }
+}
+
+/// The environment that gives `ohfp serve` the test database `db` stands for (see
+/// [`use_test_database`]).
+pub fn database_env(db: &Path) -> Vec<(String, String)> {
+    let mut env = vec![("OHFP_DATABASE__PATH".to_string(), db.display().to_string())];
+    if on_postgres() {
+        env.push((
+            "OHFP_DATABASE__URL".to_string(),
+            crate::support::postgres::database_url_for(db),
+        ));
+    }
+    env
+}
+
+/// [`test_config`] on the SQLite file `db` in both builds: for tests of the file itself.
+pub fn sqlite_config(db: &Path) -> Config {
+    let mut cfg = test_config(db);
+    cfg.database.url = None;
+    cfg
+}
+
+/// The store a test app on `db` (its [`test_config`]) uses, opened beside it.
+pub async fn open_store(db: &Path) -> ohfp::store::Store {
+    test_config(db)
+        .database
+        .open()
+        .await
+        .expect("the test database opens")
+}
+
 /// The embedded default with test-friendly settings: port 0, no log files, fast simulators;
 /// in `api_pg`, the PostgreSQL database that `db` stands for (files still go beside `db`).
 pub fn test_config(db: &Path) -> Config {
     let mut cfg = config::load_with_env(&[], &[], &|_| None).expect("embedded default loads");
     cfg.server.bind = "127.0.0.1:0".into();
-    cfg.database.path = db.display().to_string();
-    if on_postgres() {
-        // LEAD: enable when `database.url` lands (src/config); until then api_pg runs on SQLite.
-        // The brief's line was `fresh_database_url()`; `database_url_for(db)` gives a restart
-        // (`test_config(&app.db)` again) the same database instead of an empty one.
-        // cfg.database.url = Some(crate::support::postgres::database_url_for(db));
-    }
+    use_test_database(&mut cfg, db);
     cfg.logging.dir = None;
     cfg.strategy.health_check_interval = 3600.0;
     // Health checks run only where a test asks for them.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ohfp::hostfactory::model::{HfRequest, RequestKind, RequestState};
-use ohfp::store::{HostFactoryRepo, SecretKey};
+use ohfp::store::HostFactoryRepo;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -351,10 +351,7 @@ async fn the_lifecycle_through_the_shims_with_every_fixture() {
         );
     }
     // Once its machines are gone the return leaves the reconciler's rounds: it is done.
-    let db = app.db.to_str().unwrap();
-    let store = ohfp::store::Store::open(db, 5000, 1, SecretKey::load(None, db).unwrap())
-        .await
-        .unwrap();
+    let store = crate::helpers::open_store(&app.db).await;
     let (store_ref, ret_ref) = (&store, &ret_a);
     eventually("the return is closed", || async move {
         let stored = store_ref

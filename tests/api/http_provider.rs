@@ -200,7 +200,7 @@ fn file_config(dir: &Path, url: &str, extra: Value) -> Config {
     std::fs::write(&path, file.to_string()).unwrap();
     let mut cfg = ohfp::config::load_with_env(&[&path], &[], &|_| None).expect("the file loads");
     cfg.server.bind = "127.0.0.1:0".into();
-    cfg.database.path = dir.join("ohfp.db").display().to_string();
+    crate::helpers::use_test_database(&mut cfg, &dir.join("ohfp.db"));
     cfg.logging.dir = None;
     cfg.strategy.health_check_initial_delay = 3600.0;
     let templates = json!({"templates": [{
@@ -530,7 +530,7 @@ async fn the_guides_provider1_and_provider2_serve_hostfactory_and_fail_over() {
         .collect();
     assert_eq!(types, ["http", "http"]);
     cfg.server.bind = "127.0.0.1:0".into();
-    cfg.database.path = dir.path().join("ohfp.db").display().to_string();
+    crate::helpers::use_test_database(&mut cfg, &dir.path().join("ohfp.db"));
     cfg.logging.dir = None;
     cfg.strategy.health_check_initial_delay = 3600.0;
     cfg.strategy.fallback_strategies = vec!["provider1".into(), "provider2".into()];

@@ -30,6 +30,7 @@ mod postgres_cluster;
 mod prometheus;
 mod providers;
 mod reliability;
+mod replicas;
 mod resilience;
 mod restart;
 mod secrets;

@@ -669,7 +669,7 @@ async fn external_health_reports_take_effect_at_once() {
     let (_, h) = app
         .get("/api/v1/providers/sim-primary/health?include_history=true")
         .await;
-    assert_eq!(h["status_message"], "maintenance");
+    assert_eq!(h["status_message"], "maintenance", "{h}");
     assert_eq!(h["history"][0]["source"], "nagios");
     let (_, all) = app.get("/api/v1/providers/health").await;
     assert_eq!(all["summary"]["unhealthy"], 1);

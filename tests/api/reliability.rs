@@ -249,13 +249,14 @@ async fn sigkill_in_the_middle_of_request_and_return_bursts_loses_and_duplicates
         }
     }
 
-    // No simulated instance that no request tracks (the simulator keeps them in the same file).
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("ohfp.db").display()
-    ))
-    .await
-    .unwrap();
+    // No simulated instance that no request tracks (the simulator keeps them in the same
+    // database).
+    sqlx::any::install_default_drivers();
+    let database = hf_config(dir.path(), 0.3).database;
+    let url = database
+        .url
+        .unwrap_or_else(|| format!("sqlite://{}", database.path));
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
     // A machine made just before a kill is adopted by its request after the restart: allow
     // the reconciler a few rounds.
     let deadline = Instant::now() + PATIENCE;
@@ -279,7 +280,7 @@ async fn sigkill_in_the_middle_of_request_and_return_bursts_loses_and_duplicates
     // Every returned machine is on its way out in the simulator.
     for (_, machine) in &return_ids {
         let terminating: Option<i64> =
-            sqlx::query_scalar("SELECT terminating_at FROM sim_instances WHERE instance_id = ?1")
+            sqlx::query_scalar("SELECT terminating_at FROM sim_instances WHERE instance_id = $1")
                 .bind(machine)
                 .fetch_one(&pool)
                 .await
@@ -645,13 +646,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let (venv, dir) = python_tool("schemathesis-venv", "schemathesis==4.32.5");
     // The shipped default (simulated providers), its database in the temp dir.
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
-    let env: Vec<(String, String)> = [
-        ("OHFP_DATABASE__PATH", dir.path().join("ohfp.db")),
-        ("OHFP_LOGGING__DIR", PathBuf::from("null")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.display().to_string()))
-    .collect();
+    let mut env = crate::helpers::database_env(&dir.path().join("ohfp.db"));
+    env.push(("OHFP_LOGGING__DIR".into(), "null".into()));
     let log = dir.path().join("stderr.log");
     let (mut service, base) =
         serve(&config, &env, std::fs::File::create(&log).unwrap().into()).await;

@@ -80,13 +80,24 @@ async fn a_stored_strategy_that_cannot_be_built_can_be_deleted_and_registered_ag
     let cfg = test_config(&app.db);
     let dir = app.stop().await;
     // What an older version stored and this one refuses to build.
-    let url = format!("sqlite://{}", cfg.database.path);
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE strategies SET spec = json_set(spec, '$.config.capacity', -1) WHERE name = 'sim-api'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    match &cfg.database.url {
+        Some(url) => {
+            crate::support::postgres::psql(
+                url,
+                "UPDATE strategies SET spec = jsonb_set(spec::jsonb, '{config,capacity}', '-1')::text
+                 WHERE name = 'sim-api'",
+            );
+        }
+        None => {
+            let url = format!("sqlite://{}", cfg.database.path);
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query("UPDATE strategies SET spec = json_set(spec, '$.config.capacity', -1) WHERE name = 'sim-api'")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
 
     let app = TestApp::start(cfg).await;
     let (status, _) = app.get("/api/v1/providers/sim-api").await;

@@ -7,7 +7,7 @@ use std::path::Path;
 use ohfp::server::App;
 use serde_json::json;
 
-use crate::helpers::{TestApp, execute, post, serve, test_config};
+use crate::helpers::{TestApp, execute, post, serve, sqlite_config};
 use crate::support::example_provider::ExampleProvider;
 use crate::support::moto::Moto;
 
@@ -34,10 +34,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
+/// The SQLite file at rest, in both builds (sealing itself is the same on PostgreSQL).
 #[tokio::test]
 async fn registered_secrets_are_sealed_at_rest_and_work_after_a_restart() {
     let provider = ExampleProvider::start(&["--api-key", API_KEY]);
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|cfg| cfg.database.url = None).await;
     let (status, v) = app
         .post(
             "/api/v1/providers",
@@ -56,7 +57,7 @@ async fn registered_secrets_are_sealed_at_rest_and_work_after_a_restart() {
         )
         .await;
     assert_eq!(status, 201, "{v}");
-    let cfg = test_config(&app.db);
+    let cfg = sqlite_config(&app.db);
     let key_file = format!("{}.key", app.db.display());
     let dir = app.stop().await;
 
@@ -100,11 +101,12 @@ async fn registered_secrets_are_sealed_at_rest_and_work_after_a_restart() {
     drop(dir);
 }
 
+/// An earlier version's SQLite file, in both builds.
 #[tokio::test]
 async fn secrets_stored_in_clear_by_an_earlier_version_are_sealed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
-    let app = TestApp::start(test_config(&db)).await;
+    let app = TestApp::start(sqlite_config(&db)).await;
     app.stop().await;
     // As an earlier version left it: a secret in clear, the file readable by all.
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
@@ -128,7 +130,7 @@ async fn secrets_stored_in_clear_by_an_earlier_version_are_sealed_at_start() {
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(contains(&database_bytes(&db), API_KEY));
 
-    let app = TestApp::start(test_config(&db)).await;
+    let app = TestApp::start(sqlite_config(&db)).await;
     let (status, v) = app.get("/api/v1/providers/old").await;
     assert_eq!(status, 200, "{v}");
     app.stop().await;

@@ -140,8 +140,7 @@ async fn a_request_never_asked_about_is_cancelled_and_its_machines_returned_othe
 
     // A request due already when provisioning starts (recorded, then left unprovisioned past
     // the timeout) gets no machine at all.
-    let key = ohfp::store::SecretKey::load(None, &db).unwrap();
-    let store = ohfp::store::Store::open(&db, 5000, 2, key).await.unwrap();
+    let store = crate::helpers::open_store(Path::new(&db)).await;
     let long_ago = chrono::Utc::now().timestamp_millis() - 60_000;
     let stale = "req-saved-but-never-answered";
     store

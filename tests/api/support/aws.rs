@@ -33,7 +33,7 @@ pub fn production_config(dir: &Path, primary: &Moto, secondary: &Moto) -> Config
     };
     let mut cfg = ohfp::config::load_with_env(&[&path], &[], &lookup).expect("aws.json loads");
     cfg.server.bind = "127.0.0.1:0".into();
-    cfg.database.path = dir.join("ohfp.db").display().to_string();
+    crate::helpers::use_test_database(&mut cfg, &dir.join("ohfp.db"));
     cfg.logging.dir = None;
     cfg.strategy.health_check_initial_delay = 3600.0;
     // The test has no credential chain; the file's strategies get moto's dummy keys.
