@@ -4,6 +4,9 @@
 //! the API is an object. The adapter wraps the deserializer at every level (elements, map
 //! values, `Option`s, enum variants) and refuses a sequence where a struct is asked for.
 //!
+//! It also refuses a string holding a NUL character (`\u0000`): no name, id or message means
+//! one, and PostgreSQL cannot store it (SQLite would, so the two backends would differ).
+//!
 //! Types that buffer their input first (`#[serde(flatten)]`, untagged enums) read from serde's
 //! own buffer, which this adapter cannot see into; no API body uses them for structs.
 
@@ -94,9 +97,21 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     pass! {
         visit_bool(bool) visit_i8(i8) visit_i16(i16) visit_i32(i32) visit_i64(i64)
         visit_i128(i128) visit_u8(u8) visit_u16(u16) visit_u32(u32) visit_u64(u64)
-        visit_u128(u128) visit_f32(f32) visit_f64(f64) visit_char(char) visit_str(&str)
-        visit_borrowed_str(&'de str) visit_string(String) visit_bytes(&[u8])
-        visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
+        visit_u128(u128) visit_f32(f32) visit_f64(f64) visit_char(char)
+        visit_bytes(&[u8]) visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.inner.visit_str(without_nul(v)?)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        self.inner.visit_borrowed_str(without_nul(v)?)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        without_nul(&v)?;
+        self.inner.visit_string(v)
     }
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -129,6 +144,16 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
         self.inner.visit_enum(Enum(data))
     }
+}
+
+/// The message of a string holding a NUL character.
+pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
+
+fn without_nul<E: de::Error>(v: &str) -> Result<&str, E> {
+    if v.contains('\0') {
+        return Err(E::custom(NUL_MESSAGE));
+    }
+    Ok(v)
 }
 
 /// A seed whose value is read through the adapter.
@@ -316,5 +341,24 @@ mod tests {
             );
             assert!(err.contains("(a JSON object)"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_string_holding_nul_is_refused_where_it_is() {
+        for (text, path) in [
+            (r#"{"policy": "a\u0000b"}"#, "policy"),
+            (
+                r#"{"policy": "x", "by_name": {"k\u0000": {"require_healthy": true}}}"#,
+                "by_name.?",
+            ),
+        ] {
+            let err = parse::<Body>(text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{path}: {NUL_MESSAGE}")),
+                "{text}: {err}"
+            );
+        }
+        let err = parse::<serde_json::Value>(r#"{"k": {"l": ["a\u0000"]}}"#).unwrap_err();
+        assert!(err.starts_with(&format!("k.l[0]: {NUL_MESSAGE}")), "{err}");
     }
 }

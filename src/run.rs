@@ -56,6 +56,13 @@ pub fn check_config(files: &[PathBuf]) -> i32 {
                     .collect::<Vec<_>>()
                     .join(" + ")
             };
+            let database = match cfg.database.location() {
+                Ok(location) => location.shown(),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return 1;
+                }
+            };
             let env = std::env::var("OHFP_ENV")
                 .map(|e| format!(" (OHFP_ENV={e})"))
                 .unwrap_or_default();
@@ -64,7 +71,7 @@ pub fn check_config(files: &[PathBuf]) -> i32 {
                 names.len(),
                 names.join(", "),
                 cfg.strategy.selection_policy,
-                cfg.database.path
+                database
             ));
             print_line(merged_json(&cfg));
             0
@@ -89,17 +96,30 @@ pub async fn backup(args: BackupArgs) -> i32 {
         }
     };
     let db = &cfg.database;
-    match crate::store::backup(&db.path, &args.file, db.busy_timeout_ms).await {
+    let file = match db.location() {
+        Ok(crate::store::Location::SqliteFile(file)) => file,
+        Ok(crate::store::Location::Postgres(_)) => {
+            eprintln!(
+                "ohfp backup copies a SQLite database; this configuration's database.url is PostgreSQL: back it up with pg_dump (README, \"Replicas on PostgreSQL\")"
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            return 1;
+        }
+    };
+    match crate::store::backup(&file, &args.file, db.busy_timeout_ms).await {
         Ok(s) => {
             print_line(format!(
                 "wrote {} ({} bytes) from {}: {} strategies, {} HostFactory requests",
                 args.file.display(),
                 s.bytes,
-                db.path,
+                file,
                 s.strategies,
                 s.hostfactory_requests
             ));
-            let key = crate::store::SecretKey::source(db.secret_key_file.as_deref(), &db.path);
+            let key = crate::store::SecretKey::source(db.secret_key_file.as_deref(), &file);
             print_line(format!(
                 "the secret key is not in the copy: back up {key} separately; without it the stored strategies' secrets cannot be read"
             ));
@@ -115,6 +135,11 @@ pub async fn backup(args: BackupArgs) -> i32 {
 /// The configuration as the service would run it, each strategy's secrets redacted.
 fn merged_json(cfg: &config::Config) -> String {
     let mut shown = cfg.clone();
+    if let Ok(location) = cfg.database.location()
+        && shown.database.url.is_some()
+    {
+        shown.database.url = Some(location.shown());
+    }
     for spec in &mut shown.providers {
         spec.config = redacted(&spec.config);
     }

@@ -400,6 +400,11 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if config.logging.max_files == 0 {
         err("logging.max_files".into(), "must be at least 1".into());
     }
+    if let Err(message) =
+        crate::store::Location::parse(config.database.url.as_deref(), &config.database.path)
+    {
+        err("database.url".into(), message);
+    }
     if config.database.path.trim().is_empty() {
         err("database.path".into(), "must not be empty".into());
     }

@@ -276,7 +276,13 @@ impl DatabaseConfig {
     /// The store this configuration names, with its key.
     pub async fn open(&self) -> anyhow::Result<crate::store::Store> {
         let location = self.location()?;
-        let key = crate::store::SecretKey::load(self.secret_key_file.as_deref(), &self.path)?;
+        // The key file's default sits beside the SQLite file; PostgreSQL replicas share a key
+        // named by secret_key_file or OHFP_SECRET_KEY.
+        let beside = match &location {
+            crate::store::Location::SqliteFile(file) => file.as_str(),
+            crate::store::Location::Postgres(_) => self.path.as_str(),
+        };
+        let key = crate::store::SecretKey::load(self.secret_key_file.as_deref(), beside)?;
         crate::store::Store::connect(&location, self.busy_timeout_ms, self.max_connections, key)
             .await
     }

@@ -55,6 +55,9 @@ fn text_field(
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(format!("{at}.{key} {}", crate::objects_only::NUL_MESSAGE))
+        }
         Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
         Some(_) => Err(format!("{at}.{key} must be a string")),
     }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::{AppError, FieldError};
-use crate::objects_only::ObjectsOnly;
+use crate::objects_only::{NUL_MESSAGE, ObjectsOnly};
 
 /// JSON body. The content type is not checked (curl's `-d` sends form encoding by default);
 /// the body must parse as JSON.
@@ -95,6 +95,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Every parameter is a name, an id, a time or a number: none holds a NUL character.
+        if let Ok(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            && let Some((name, _)) = pairs
+                .0
+                .iter()
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError(AppError::Validation(vec![FieldError::new(
+                name.replace('\0', "\\u0000"),
+                NUL_MESSAGE,
+            )])));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -118,6 +130,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(ApiError(AppError::BadRequest(format!(
+                "the path {NUL_MESSAGE} (%00)"
+            ))));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))

@@ -548,3 +548,50 @@ async fn a_body_that_is_an_array_is_refused_where_an_object_is_expected() {
     assert_eq!(v["errors"][0]["path"], "circuit_breaker", "{v}");
     app.stop().await;
 }
+
+/// A NUL character is no part of any name, id or message, and PostgreSQL cannot store one:
+/// refused at the edge, naming where it was, on both backends alike.
+#[tokio::test]
+async fn a_nul_character_is_refused_naming_where_it_is() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app
+        .get("/api/v1/events?kind=alert_cleared&strategy=a%00b")
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(crate::helpers::error_paths(&v), ["strategy"], "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/providers",
+            json!({"strategy_name": "sim-\u{0}x", "provider_type": "simulated", "strategy_config": {}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(crate::helpers::error_paths(&v), ["strategy_name"], "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/returns",
+            json!({"machine_ids": ["i-1", "i-\u{0}"]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(crate::helpers::error_paths(&v), ["machine_ids[1]"], "{v}");
+    let (status, v) = app.delete("/api/v1/providers/sim%00").await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = app
+        .post(
+            "/api/v1/hostfactory/getRequestStatus",
+            json!({"requests": [{"requestId": "req-\u{0}"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("requests[0].requestId must not contain a NUL character"),
+        "{v}"
+    );
+    let (_, list) = app.get("/api/v1/providers").await;
+    assert_eq!(list["count"], 2, "nothing was registered: {list}");
+    app.stop().await;
+}

@@ -589,3 +589,37 @@ fn the_unclaimed_request_timeout_is_on_by_default_and_zero_turns_it_off() {
     );
     assert!(err.to_string().contains("from 0 (never cancel)"), "{err}");
 }
+
+#[test]
+fn database_url_names_sqlite_or_postgres_and_keeps_its_password_out_of_messages() {
+    let ok = load_text(
+        r#"{"database": {"url": "postgres://ohfp:${PGPASSWORD}@db.example:5432/ohfp"}}"#,
+        &[("PGPASSWORD", "s3cret-pw")],
+    )
+    .unwrap();
+    let location = ok.database.location().unwrap();
+    assert_eq!(location.shown(), "postgres://ohfp:***@db.example:5432/ohfp");
+    let lite = load_text(r#"{"database": {"url": "sqlite://var/ohfp.db"}}"#, &[]).unwrap();
+    assert_eq!(
+        lite.database.location().unwrap(),
+        crate::store::Location::SqliteFile("var/ohfp.db".into())
+    );
+    let err = load_text(
+        r#"{"database": {"url": "mysql://root:hunter2@db/ohfp"}}"#,
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.errors[0].path, "database.url");
+    assert!(
+        err.errors[0].message.contains("postgres://"),
+        "{}",
+        err.errors[0].message
+    );
+    assert!(
+        !err.errors[0].message.contains("hunter2"),
+        "{}",
+        err.errors[0].message
+    );
+    let err = load_text(r#"{"database": {"url": "sqlite://"}}"#, &[]).unwrap_err();
+    assert_eq!(err.errors[0].path, "database.url");
+}
