@@ -231,6 +231,18 @@ async fn hf_call(base: &str, call: &str, body: Value) -> Option<Value> {
     r.json().await.ok()
 }
 
+/// The operations of `strategy` that `base` counts over the last hour.
+async fn operations_of(base: &str, strategy: &str) -> u64 {
+    let v = get(
+        base,
+        &format!("/api/v1/providers/{strategy}/metrics?time_range_hours=1"),
+    )
+    .await;
+    v["totals"]["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
+
 /// A change made on one replica, seen on the others: registrations, the breaker, settings.
 async fn shared_state_is_seen_everywhere(replicas: &[Replica]) {
     let [a, b, c] = [&replicas[0].base, &replicas[1].base, &replicas[2].base];
@@ -290,6 +302,24 @@ async fn shared_state_is_seen_everywhere(replicas: &[Replica]) {
         "seen on every replica: a registration after {registration:?}, a breaker and settings after {:?}",
         started.elapsed()
     );
+    // Metrics are merged: calls made on each replica add up in every replica's answer.
+    let before = operations_of(a, "sim-primary").await;
+    for base in [a, b, c] {
+        for _ in 0..2 {
+            crate::helpers::post(
+                base,
+                "/api/v1/providers/operations",
+                json!({"operation_type": "HEALTH_CHECK", "strategy_override": "sim-primary"}),
+            )
+            .await;
+        }
+    }
+    for base in [a, b, c] {
+        eventually("the six calls counted on every replica", || async move {
+            (operations_of(base, "sim-primary").await >= before + 6).then_some(())
+        })
+        .await;
+    }
     // Back to what the burst below expects: sim-extra gone, the policy as configured.
     let r = reqwest::Client::new()
         .delete(format!("{a}/api/v1/providers/sim-extra"))
