@@ -143,9 +143,13 @@ impl App {
                 stop.clone(),
             )
         });
-        let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
+        let (hf, alerts, stop) = (
+            Arc::clone(&state.hostfactory),
+            Arc::clone(&state.alerts),
+            token.clone(),
+        );
         tasks.spawn_service("replica sync", move || {
-            replica::sync::run(Arc::clone(&hf), stop.clone())
+            replica::sync::run(Arc::clone(&hf), Arc::clone(&alerts), stop.clone())
         });
         let (hf, stop) = (Arc::clone(&state.hostfactory), token.clone());
         tasks.spawn_service("templates watcher", move || {

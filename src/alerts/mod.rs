@@ -82,33 +82,39 @@ pub struct Alerts {
     webhooks: bool,
 }
 
+/// The stored rules, or the file's when none are stored (stored ones that no longer pass
+/// validation, or cannot be read, are logged and the file's used).
+async fn rules_in_force(store: &crate::store::Store, cfg: &AlertsConfig) -> RulesView {
+    let stored = match store.load_alert_rules().await {
+        Ok(Some(rules)) if alert_rule_problems(&rules).is_empty() => Some(rules),
+        Ok(Some(_)) => {
+            tracing::warn!("stored alert rules are out of bounds; using the file's");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "stored alert rules cannot be read; using the file's");
+            None
+        }
+    };
+    match stored {
+        Some(rules) => RulesView {
+            rules,
+            source: RulesSource::Api,
+        },
+        None => RulesView {
+            rules: cfg.rules.clone(),
+            source: RulesSource::File,
+        },
+    }
+}
+
 impl Alerts {
     /// The rules in force (stored ones replace the file's; stored ones that no longer pass
     /// validation are logged and dropped), and the trackers of alerts still active.
     pub async fn start(cfg: &AlertsConfig, engine: Arc<Engine>) -> anyhow::Result<Arc<Self>> {
         let store = engine.store();
-        let stored = match store.load_alert_rules().await {
-            Ok(Some(rules)) if alert_rule_problems(&rules).is_empty() => Some(rules),
-            Ok(Some(_)) => {
-                tracing::warn!("stored alert rules are out of bounds; using the file's");
-                None
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "stored alert rules cannot be read; using the file's");
-                None
-            }
-        };
-        let rules = match stored {
-            Some(rules) => RulesView {
-                rules,
-                source: RulesSource::Api,
-            },
-            None => RulesView {
-                rules: cfg.rules.clone(),
-                source: RulesSource::File,
-            },
-        };
+        let rules = rules_in_force(store, cfg).await;
         let trackers = store
             .active_alerts()
             .await?
@@ -138,6 +144,12 @@ impl Alerts {
 
     pub fn rules(&self) -> RulesView {
         self.rules.read().expect("rules lock").clone()
+    }
+
+    /// Reads the rules in force again (another replica set them).
+    pub async fn reload_rules(&self) {
+        let view = rules_in_force(self.engine.store(), &self.webhook_cfg).await;
+        *self.rules.write().expect("rules lock") = view;
     }
 
     /// Replaces the rules (checked as the file's are), stores them, applies them from the next

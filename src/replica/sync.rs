@@ -1,6 +1,7 @@
 //! Shared state kept in step between replicas: each listens on the store's change channel
 //! (`store::Change`) and reads back what another replica changed: registrations, run-time
-//! settings, a breaker, a health. A new HostFactory request wakes the leader's reconciler.
+//! settings, a breaker, a health, the alert rules. A new HostFactory request wakes the
+//! leader's reconciler.
 //! Notices sent while the listening session was down are lost, so after every (re)connect,
 //! and every [`RESYNC_EVERY`] as well, everything is read back.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::app::Engine;
 use crate::hostfactory::HostFactory;
 use crate::store::{CHANGES_CHANNEL, Change, Location, Notice};
@@ -20,7 +22,7 @@ const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Listens until shutdown; does nothing on SQLite.
-pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
+pub async fn run(hf: Arc<HostFactory>, alerts: Arc<Alerts>, shutdown: CancellationToken) {
     let engine = Arc::clone(hf.engine());
     let Location::Postgres(url) = engine.store().location().clone() else {
         return shutdown.cancelled().await;
@@ -30,22 +32,24 @@ pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
         let listening = async {
             let mut listener = PgListener::connect(&url).await?;
             listener.listen(CHANGES_CHANNEL).await?;
-            resync(&engine).await;
+            resync(&engine, &alerts).await;
             let mut resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(resync_at) => {
-                        resync(&engine).await;
+                        resync(&engine, &alerts).await;
                         resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
                     }
                     received = listener.try_recv() => match received? {
                         Some(n) => match Notice::parse(n.payload()) {
-                            Some(notice) if notice.origin != own => apply(&engine, &hf, notice.change).await,
+                            Some(notice) if notice.origin != own => {
+                                apply(&engine, &hf, &alerts, notice.change).await
+                            }
                             Some(_) => {}
                             None => tracing::warn!(payload = n.payload(), "unknown change notice ignored"),
                         },
                         // The session dropped and was made again: what it missed is read back.
-                        None => resync(&engine).await,
+                        None => resync(&engine, &alerts).await,
                     }
                 }
             }
@@ -65,7 +69,7 @@ pub async fn run(hf: Arc<HostFactory>, shutdown: CancellationToken) {
     }
 }
 
-async fn apply(engine: &Engine, hf: &HostFactory, change: Change) {
+async fn apply(engine: &Engine, hf: &HostFactory, alerts: &Alerts, change: Change) {
     let done = match &change {
         Change::Strategies => engine.refresh_strategies().await,
         Change::Settings => engine.settings().reload().await.map_err(Into::into),
@@ -76,6 +80,10 @@ async fn apply(engine: &Engine, hf: &HostFactory, change: Change) {
             hf.wake_reconciler();
             Ok(())
         }
+        Change::AlertRules => {
+            alerts.reload_rules().await;
+            Ok(())
+        }
     };
     if let Err(e) = done {
         tracing::warn!(change = ?change, error = %e, "cannot read back another replica's change; the next full read retries");
@@ -83,7 +91,8 @@ async fn apply(engine: &Engine, hf: &HostFactory, change: Change) {
 }
 
 /// Reads every shared state back.
-async fn resync(engine: &Engine) {
+async fn resync(engine: &Engine, alerts: &Alerts) {
+    alerts.reload_rules().await;
     let done = async {
         engine.refresh_strategies().await?;
         engine.settings().reload().await?;

@@ -3,7 +3,7 @@ use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::rows::{bad_column, count, id_param, json};
-use super::{AlertRepo, Store, StoreResult};
+use super::{AlertRepo, Change, Store, StoreResult};
 use crate::config::AlertRule;
 use crate::domain::{Alert, EpochMillis, NewAlert};
 
@@ -108,6 +108,7 @@ impl AlertRepo for Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.announce(Change::AlertRules).await;
         Ok(())
     }
 }

@@ -23,6 +23,8 @@ pub enum Change {
     Health(String),
     /// A HostFactory request waits for the leader's reconciler.
     Requests,
+    /// The alert rules set through the API.
+    AlertRules,
 }
 
 /// One notice as sent: the sending process and the change.
@@ -39,6 +41,7 @@ impl fmt::Display for Notice {
             Change::Strategies => write!(f, "{origin} strategies"),
             Change::Settings => write!(f, "{origin} settings"),
             Change::Requests => write!(f, "{origin} requests"),
+            Change::AlertRules => write!(f, "{origin} alert-rules"),
             Change::Circuit(name) => write!(f, "{origin} circuit {name}"),
             Change::Health(name) => write!(f, "{origin} health {name}"),
         }
@@ -54,6 +57,7 @@ impl Notice {
             ("strategies", None) => Change::Strategies,
             ("settings", None) => Change::Settings,
             ("requests", None) => Change::Requests,
+            ("alert-rules", None) => Change::AlertRules,
             ("circuit", Some(name)) => Change::Circuit(name.to_string()),
             ("health", Some(name)) => Change::Health(name.to_string()),
             _ => return None,
@@ -99,6 +103,7 @@ mod tests {
             Change::Strategies,
             Change::Settings,
             Change::Requests,
+            Change::AlertRules,
             Change::Circuit("aws a".into()),
             Change::Health("sim-primary".into()),
         ] {

@@ -243,7 +243,8 @@ async fn operations_of(base: &str, strategy: &str) -> u64 {
         .unwrap_or_else(|| panic!("{v}"))
 }
 
-/// A change made on one replica, seen on the others: registrations, the breaker, settings.
+/// A change made on one replica, seen on the others: registrations, the breaker, settings,
+/// alert rules; and the metrics of all, added up.
 async fn shared_state_is_seen_everywhere(replicas: &[Replica]) {
     let [a, b, c] = [&replicas[0].base, &replicas[1].base, &replicas[2].base];
     let started = Instant::now();
@@ -295,6 +296,20 @@ async fn shared_state_is_seen_everywhere(replicas: &[Replica]) {
         eventually("settings changed on another replica", || async move {
             let v = get(base, "/api/v1/providers/configuration").await;
             (v["default_selection_policy"] == "ROUND_ROBIN").then_some(())
+        })
+        .await;
+    }
+    put(
+        a,
+        "/api/v1/alerts/rules",
+        json!({"rules": [{"name": "slow", "condition": {"type": "response_time_above",
+            "statistic": "mean", "ms": 100, "window_seconds": 120, "min_samples": 5}}]}),
+    )
+    .await;
+    for base in [b, c] {
+        eventually("alert rules set on another replica", || async move {
+            let v = get(base, "/api/v1/alerts/rules").await;
+            (v["source"] == "api" && v["rules"][0]["name"] == "slow").then_some(())
         })
         .await;
     }
