@@ -1,6 +1,7 @@
 # Shared by benches/load.sh and benches/scale.sh (sourced): builds the release binary, starts
 # `ohfp serve` on a free loopback port over the embedded default with benches/bench.json laid
 # over it (simulators with latency 0, boot 3 s, capacity 50,000 each), and stops it on exit.
+# The database is a SQLite file in a temp dir, or OHFP_BENCH_DATABASE_URL (see below).
 # Sets: bin, work, url, pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,13 @@ work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 url="http://127.0.0.1:$port"
-printf '{"database": {"path": "%s/ohfp.db"}}\n' "$work" > "$work/run.json"
+# OHFP_BENCH_DATABASE_URL=postgres://… runs the service on that (empty) PostgreSQL database
+# instead of a SQLite file in the work dir.
+if [ -n "${OHFP_BENCH_DATABASE_URL:-}" ]; then
+    printf '{"database": {"path": "%s/ohfp.db", "url": "%s"}}\n' "$work" "$OHFP_BENCH_DATABASE_URL" > "$work/run.json"
+else
+    printf '{"database": {"path": "%s/ohfp.db"}}\n' "$work" > "$work/run.json"
+fi
 pids=()
 stop_all() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

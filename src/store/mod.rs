@@ -8,7 +8,9 @@
 //!
 //! Statements use numbered placeholders (`$1`), which both drivers read, and SQL both engines
 //! run; where the two differ (JSON functions, how a write transaction starts, event ids) the
-//! store asks its [`Backend`].
+//! store asks its [`Backend`]. Statements with long lists of values take their placeholders
+//! from [`Backend::list`]: SQLite finds a named parameter (`$N`, `?N`) by walking a list, so a
+//! statement of thousands of them spends most of its time binding.
 
 mod admission;
 mod alerts;
@@ -74,6 +76,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Placeholders for `n` values, the first being the statement's value number `first`:
+    /// `$first, …` on PostgreSQL, bare `?`s (numbered by position) on SQLite. A statement that
+    /// takes any placeholder from here takes all of them from here, in binding order, and binds
+    /// a value once per placeholder.
+    fn list(self, first: usize, n: usize) -> String {
+        let one = |i: usize| match self {
+            Self::Sqlite => "?".to_string(),
+            Self::Postgres => format!("${i}"),
+        };
+        (first..first + n).map(one).collect::<Vec<_>>().join(", ")
+    }
+
     fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
             Self::Sqlite => &SQLITE_MIGRATIONS,

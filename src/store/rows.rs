@@ -84,16 +84,7 @@ pub(super) fn id_param(id: u64) -> StoreResult<i64> {
     i64::try_from(id).map_err(|_| bad_column("id", format!("{id} is out of range")))
 }
 
-/// `$first, $first+1, …` for `n` values. Numbered placeholders are the one form both
-/// backends read (sqlx's SQLite driver numbers `$N` as PostgreSQL does).
-pub(super) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `q` with `values` bound in order, for the placeholders of [`placeholders`].
+/// `q` with `values` bound in order, for the placeholders of [`Backend::list`](super::Backend::list).
 pub(super) fn bind_all<'q>(
     mut q: Query<'q, Any, AnyArguments<'q>>,
     values: &'q [String],

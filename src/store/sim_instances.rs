@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::rows::{flag, json, placeholders};
+use super::rows::{flag, json};
 use super::{SimInstanceRepo, Store, StoreResult};
 use crate::domain::EpochMillis;
 
@@ -159,9 +159,10 @@ impl Store {
         // SQLite limits bound parameters; 500 values a statement stays well inside it.
         for chunk in values.chunks(500) {
             let sql = format!(
-                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = $1 AND {column} IN ({})
+                "SELECT {COLUMNS} FROM sim_instances WHERE strategy = {} AND {column} IN ({})
                  ORDER BY launched_at, instance_id",
-                placeholders(2, chunk.len())
+                self.backend.list(1, 1),
+                self.backend.list(2, chunk.len())
             );
             let mut q = sqlx::query_as(&sql).bind(strategy);
             for v in chunk {

@@ -9,16 +9,17 @@ use sqlx::{Any, FromRow};
 use super::PRUNABLE_ACQUIRES;
 use crate::domain::{EpochMillis, ProvisioningApi};
 use crate::hostfactory::model::{HfMachine, HfRequest};
-use crate::store::rows::{bind_all, placeholders};
-use crate::store::{HfPruned, Store, StoreResult};
+use crate::store::rows::bind_all;
+use crate::store::{Backend, HfPruned, Store, StoreResult};
 
 impl Store {
     pub(super) async fn claim(&self, ids: &[String], now: EpochMillis) -> StoreResult<()> {
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "UPDATE hf_requests SET claimed_at = $1
+                "UPDATE hf_requests SET claimed_at = {}
                  WHERE claimed_at IS NULL AND request_id IN ({})",
-                placeholders(2, chunk.len())
+                self.backend.list(1, 1),
+                self.backend.list(2, chunk.len())
             );
             bind_all(sqlx::query(&sql).bind(now), chunk)
                 .execute(&self.pool)
@@ -63,7 +64,8 @@ impl Store {
     }
 
     /// `head IN (…)` over `machine_ids`, with `set` bound first, in one transaction; then
-    /// forgets the requests holding them.
+    /// forgets the requests holding them. `head` takes its placeholders from
+    /// [`Backend::list`], `set.len()` of them.
     pub(super) async fn update_machines(
         &self,
         head: &str,
@@ -72,7 +74,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let mut stored = Vec::new();
-        for (sql, chunk) in in_chunks(head, set.len() + 1, machine_ids, RETURNING) {
+        for (sql, chunk) in in_chunks(self.backend, head, set.len() + 1, machine_ids, RETURNING) {
             let mut q = sqlx::query(&sql);
             for value in set {
                 q = match *value {
@@ -130,6 +132,7 @@ const UPSERT_COLUMNS: usize = 23;
 /// which keeps the outcome of upserting them one by one, in order.
 pub(super) async fn upsert_machines(
     tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     machines: &[HfMachine],
 ) -> StoreResult<Vec<HfMachine>> {
     let mut stored = Vec::with_capacity(machines.len());
@@ -146,7 +149,7 @@ pub(super) async fn upsert_machines(
             );
         let rows = &machines[start..end];
         let values: Vec<String> = (0..rows.len())
-            .map(|r| format!("({})", placeholders(r * UPSERT_COLUMNS + 1, UPSERT_COLUMNS)))
+            .map(|r| format!("({})", backend.list(r * UPSERT_COLUMNS + 1, UPSERT_COLUMNS)))
             .collect();
         // Columns of the stored row are qualified: PostgreSQL reads a bare name in DO UPDATE
         // as ambiguous with `excluded`, SQLite accepts either.
@@ -213,16 +216,17 @@ pub(super) enum Set<'a> {
     Time(EpochMillis),
 }
 
-/// `head IN ($first, …)` for each chunk of `ids` small enough for one statement, with the
-/// chunk; `head` has `first - 1` placeholders of its own.
+/// `head IN (…)` for each chunk of `ids` small enough for one statement, with the chunk;
+/// `head` has `first - 1` placeholders of its own, from [`Backend::list`].
 pub(super) fn in_chunks<'a>(
+    backend: Backend,
     head: &'a str,
     first: usize,
     ids: &'a [String],
     tail: &'a str,
 ) -> impl Iterator<Item = (String, &'a [String])> {
     ids.chunks(500).map(move |chunk| {
-        let sql = format!("{head} IN ({}){tail}", placeholders(first, chunk.len()));
+        let sql = format!("{head} IN ({}){tail}", backend.list(first, chunk.len()));
         (sql, chunk)
     })
 }
@@ -231,6 +235,7 @@ pub(super) fn in_chunks<'a>(
 /// returned by it.
 pub(super) async fn insert_return(
     tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     r: &HfRequest,
     machine_ids: &[String],
 ) -> StoreResult<Vec<HfMachine>> {
@@ -245,10 +250,14 @@ pub(super) async fn insert_return(
     .bind(r.created_at)
     .execute(&mut *tx)
     .await?;
-    let head = "UPDATE hf_machines SET return_request_id = $1, updated_at = $2
-        WHERE return_request_id IS NULL AND machine_id";
+    let head = format!(
+        "UPDATE hf_machines SET return_request_id = {}, updated_at = {}
+         WHERE return_request_id IS NULL AND machine_id",
+        backend.list(1, 1),
+        backend.list(2, 1)
+    );
     let mut stored = Vec::new();
-    for (sql, chunk) in in_chunks(head, 3, machine_ids, RETURNING) {
+    for (sql, chunk) in in_chunks(backend, &head, 3, machine_ids, RETURNING) {
         let q = sqlx::query(&sql).bind(&r.request_id).bind(r.created_at);
         stored.extend(returned(bind_all(q, chunk).fetch_all(&mut *tx).await?)?);
     }
