@@ -97,6 +97,16 @@ impl HostFactory {
     pub(super) async fn provision(self: Arc<Self>, req: HfRequest) {
         let id = req.request_id.clone();
         let now = now_millis();
+        // Replicas: a round started while this process led may spawn this after it stopped
+        // leading; the new leader provisions the request instead.
+        if !self.store.leadership().is_leader() {
+            tracing::warn!(request_id = %id, "no longer the leader; provisioning left to the new one");
+            self.provisioning
+                .lock()
+                .expect("provisioning lock")
+                .remove(&id);
+            return;
+        }
         if let Err(e) = self.store.start_provisioning(&id, now).await {
             tracing::error!(request_id = %id, error = %e, "cannot mark provisioning");
             self.provisioning

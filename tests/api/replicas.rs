@@ -491,3 +491,40 @@ async fn three_replicas_survive_losing_their_leader_mid_burst() {
         let _ = r.child.start_kill();
     }
 }
+
+/// A leader whose lock session is ended from the server (as a network cut would end it) stops
+/// leading and says so; one replica leads again.
+#[tokio::test]
+async fn a_leader_whose_session_ends_steps_down_and_one_replica_leads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url();
+    let config = write_config(dir.path(), &url);
+    let mut replicas = Vec::new();
+    for n in 0..2 {
+        replicas.push(start(&config, dir.path(), n).await);
+    }
+    let bases: Vec<&str> = replicas.iter().map(|r| r.base.as_str()).collect();
+    let (first, _) = leader_among(&bases).await;
+    let database = url.rsplit('/').next().unwrap();
+    psql(
+        &url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'ohfp leader lock' AND datname = '{database}'"
+        ),
+    );
+    let old = bases[first];
+    eventually("the old leader says it stopped leading", || async move {
+        let v = get(old, "/api/v1/events?kind=leadership_changed&limit=20").await;
+        let events = v["events"].as_array().unwrap_or_else(|| panic!("{v}"));
+        events
+            .iter()
+            .any(|e| e["detail"]["leader"] == false)
+            .then_some(())
+    })
+    .await;
+    leader_among(&bases).await;
+    for r in &mut replicas {
+        kill(r).await;
+    }
+}
