@@ -169,6 +169,33 @@ async fn start(config: &Path, dir: &Path, n: usize) -> Replica {
     Replica { child, base }
 }
 
+/// Replicas of `ohfp serve` on one fresh PostgreSQL database, with their shared configuration
+/// and their logs in `dir`.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+    config: PathBuf,
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database_url();
+        let config = write_config(dir.path(), &url);
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            replicas.push(start(&config, dir.path(), i).await);
+        }
+        Self {
+            dir,
+            url,
+            config,
+            replicas,
+        }
+    }
+}
+
 async fn replica_status(base: &str) -> Option<Value> {
     let r = reqwest::get(format!("{base}/api/v1/status")).await.ok()?;
     let v: Value = r.json().await.ok()?;
@@ -361,13 +388,12 @@ async fn shared_state_is_seen_everywhere(replicas: &[Replica]) {
 #[tokio::test]
 async fn three_replicas_survive_losing_their_leader_mid_burst() {
     const ACQUIRES: usize = 45;
-    let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database_url();
-    let config = write_config(dir.path(), &url);
-    let mut replicas = Vec::new();
-    for n in 0..3 {
-        replicas.push(start(&config, dir.path(), n).await);
-    }
+    let Cluster {
+        dir,
+        url,
+        config,
+        mut replicas,
+    } = Cluster::start(3).await;
     let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
     let (leader, elected) =
         leader_among(&bases.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -496,13 +522,13 @@ async fn three_replicas_survive_losing_their_leader_mid_burst() {
 /// leading and says so; one replica leads again.
 #[tokio::test]
 async fn a_leader_whose_session_ends_steps_down_and_one_replica_leads_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database_url();
-    let config = write_config(dir.path(), &url);
-    let mut replicas = Vec::new();
-    for n in 0..2 {
-        replicas.push(start(&config, dir.path(), n).await);
-    }
+    // The dir holds the replicas' configuration, templates and logs: kept to the end.
+    let Cluster {
+        dir: _dir,
+        url,
+        mut replicas,
+        ..
+    } = Cluster::start(2).await;
     let bases: Vec<&str> = replicas.iter().map(|r| r.base.as_str()).collect();
     let (first, _) = leader_among(&bases).await;
     let database = url.rsplit('/').next().unwrap();
