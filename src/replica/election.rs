@@ -22,8 +22,10 @@ use crate::store::Location;
 const LEADER_LOCK_KEY: i64 = 0x6f68_6670_0002;
 /// How often a follower tries for the lock, and the leader checks its session.
 const TRY_EVERY: Duration = Duration::from_millis(500);
-/// How long one try or check may take before the session counts as failed.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one try or check may take before the session counts as failed: long enough that
+/// a loaded server or host does not make a live leader step down (a dead leader's session ends
+/// on its own, without this).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A leader cut off from the server loses its session (and the lock) this long after its
 /// last check.
 const IDLE_SESSION_TIMEOUT: &str = "10s";
@@ -69,7 +71,7 @@ pub async fn run(
 }
 
 async fn connect(url: &str) -> Result<AnyConnection, sqlx::Error> {
-    let mut conn = tokio::time::timeout(CHECK_TIMEOUT * 5, AnyConnection::connect(url))
+    let mut conn = tokio::time::timeout(CHECK_TIMEOUT * 2, AnyConnection::connect(url))
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
     sqlx::query(&format!(
