@@ -13,6 +13,7 @@ mod reconciler;
 mod service;
 pub mod status;
 pub mod templates;
+mod terminations;
 mod unclaimed;
 pub mod views;
 pub mod wire;
