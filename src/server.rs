@@ -135,13 +135,7 @@ impl App {
         let (store, stop) = (engine.store().clone(), token.clone());
         let events = Arc::clone(engine.events());
         tasks.spawn_service("leader election", move || {
-            let location = store.location().clone();
-            replica::election::run(
-                location,
-                store.leadership().clone(),
-                Arc::clone(&events),
-                stop.clone(),
-            )
+            replica::election::run(store.clone(), Arc::clone(&events), stop.clone())
         });
         let (hf, alerts, stop) = (
             Arc::clone(&state.hostfactory),

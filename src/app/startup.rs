@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::registry::{Registry, StrategyEntry, StrategyRuntime, UNLISTED_FILE_ORDER, api_order};
 use crate::config::{Config, StrategySpec};
 use crate::domain::{HealthStatus, now_millis};
+use crate::providers::Provider;
 use crate::store::{
     CircuitRepo, CircuitRow, HealthRepo, Store, StoredStrategy, StrategyRepo, StrategySource,
 };
@@ -75,15 +76,7 @@ async fn install_stored(
             Err(e) => anyhow::bail!("strategy '{name}': {e}"),
         };
         let runtime = Arc::new(stored_runtime(&name, &health, &circuits));
-        registry.put(StrategyEntry {
-            order: order_of(&st, file),
-            source: st.source,
-            registered_at: st.created_at,
-            updated_at: st.updated_at,
-            spec: st.spec,
-            provider,
-            runtime,
-        });
+        registry.put(entry_of(&st, file, provider, runtime));
     }
     Ok(())
 }
@@ -118,15 +111,7 @@ pub async fn refresh(
             || Arc::new(stored_runtime(name, &health, &circuits)),
             |e| Arc::clone(&e.runtime),
         );
-        registry.put(StrategyEntry {
-            order: order_of(st, file),
-            source: st.source,
-            registered_at: st.created_at,
-            updated_at: st.updated_at,
-            spec: st.spec.clone(),
-            provider,
-            runtime,
-        });
+        registry.put(entry_of(st, file, provider, runtime));
         tracing::info!(strategy = %name, "strategy registered or changed by another replica installed");
     }
     for entry in registry.all() {
@@ -139,6 +124,24 @@ pub async fn refresh(
         }
     }
     Ok(())
+}
+
+/// The registry entry of stored strategy `st`, built into `provider`.
+fn entry_of(
+    st: &StoredStrategy,
+    file: &[StrategySpec],
+    provider: Arc<dyn Provider>,
+    runtime: Arc<StrategyRuntime>,
+) -> StrategyEntry {
+    StrategyEntry {
+        order: order_of(st, file),
+        source: st.source,
+        registered_at: st.created_at,
+        updated_at: st.updated_at,
+        spec: st.spec.clone(),
+        provider,
+        runtime,
+    }
 }
 
 /// The run-time state of strategy `name` as stored.

@@ -214,9 +214,28 @@ impl HostFactory {
                 provider: provider.clone(),
             });
         }
-        // Serialises admission (maxNumber), also across replicas.
+        // Serialises admission (maxNumber), also across replicas. Released before a refusal
+        // too: dropping it unreleased would close its PostgreSQL session.
         let admission = self.store.admission().await?;
-        if let Some(room) = self.max_number_room(&t).await?
+        let admitted = self.admit(&t, count, caller).await;
+        admission.release().await;
+        let request = admitted?;
+        self.request_event(EventKind::RequestAccepted, &request, None, "");
+        tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
+        self.wake.notify_one();
+        Ok(WireRequestId {
+            request_id: request.request_id,
+            message: format!(
+                "Request VM success from ohfp: {count} machine(s) of template {}.",
+                t.id
+            ),
+        })
+    }
+
+    /// Under the admission lock: refuses `count` over the template's maxNumber room or the
+    /// strategy's vCPU quota, else records the new acquire request.
+    async fn admit(&self, t: &Template, count: i64, caller: Caller) -> HfResult<HfRequest> {
+        if let Some(room) = self.max_number_room(t).await?
             && count > room
         {
             return Err(HfError::OverLimit {
@@ -231,7 +250,7 @@ impl HostFactory {
                 asked: count,
             });
         }
-        if let Some((strategy, room)) = self.quota_room(&t)
+        if let Some((strategy, room)) = self.quota_room(t)
             && count > room
         {
             return Err(HfError::OverQuota {
@@ -260,17 +279,7 @@ impl HostFactory {
             claimed_at: (caller == Caller::Operator).then_some(now),
         };
         self.store.insert_hf_request(&request).await?;
-        admission.release().await;
-        self.request_event(EventKind::RequestAccepted, &request, None, "");
-        tracing::info!(request_id = %request.request_id, template = %t.id, count, "machines requested");
-        self.wake.notify_one();
-        Ok(WireRequestId {
-            request_id: request.request_id,
-            message: format!(
-                "Request VM success from ohfp: {count} machine(s) of template {}.",
-                t.id
-            ),
-        })
+        Ok(request)
     }
 
     /// getRequestStatus's answer as JSON (`WireStatusAnswer`), from the store only. Every id

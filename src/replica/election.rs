@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Leadership;
 use crate::app::events::EventBus;
 use crate::domain::EventKind;
-use crate::store::Location;
+use crate::store::{Location, Store};
 
 /// The advisory lock's key, apart from the one write transactions take.
 const LEADER_LOCK_KEY: i64 = 0x6f68_6670_0002;
@@ -30,22 +30,18 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// last check.
 const IDLE_SESSION_TIMEOUT: &str = "10s";
 
-/// Runs the election until shutdown; the lock itself is released by
+/// Runs the election for `store`'s process until shutdown; the lock itself is released by
 /// [`Leadership::release`]. Does nothing on SQLite.
-pub async fn run(
-    location: Location,
-    leadership: Leadership,
-    events: std::sync::Arc<EventBus>,
-    shutdown: CancellationToken,
-) {
-    let Location::Postgres(url) = location else {
+pub async fn run(store: Store, events: std::sync::Arc<EventBus>, shutdown: CancellationToken) {
+    let Location::Postgres(url) = store.location() else {
         return shutdown.cancelled().await;
     };
+    let leadership = store.leadership();
     loop {
-        let failed = match connect(&url).await {
+        let failed = match connect(url).await {
             Ok(conn) => {
                 *leadership.session.lock().await = Some(conn);
-                match hold(&leadership, &events, &shutdown).await {
+                match hold(leadership, &events, &shutdown).await {
                     Ok(()) => return,
                     Err(e) => e,
                 }

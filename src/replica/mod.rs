@@ -71,12 +71,6 @@ impl Leadership {
         let _ = seen.wait_for(|leading| *leading).await;
     }
 
-    /// Completes once this process no longer leads (at once when it does not).
-    pub async fn until_follower(&self) {
-        let mut seen = self.leading.subscribe();
-        let _ = seen.wait_for(|leading| !*leading).await;
-    }
-
     fn set(&self, leading: bool) {
         self.leading.send_replace(leading);
     }
@@ -104,6 +98,6 @@ mod tests {
         assert!(replica.is_leader());
         replica.until_leader().await;
         replica.set(false);
-        replica.until_follower().await;
+        assert!(!replica.is_leader());
     }
 }

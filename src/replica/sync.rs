@@ -23,48 +23,54 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Listens until shutdown; does nothing on SQLite.
 pub async fn run(hf: Arc<HostFactory>, alerts: Arc<Alerts>, shutdown: CancellationToken) {
-    let engine = Arc::clone(hf.engine());
-    let Location::Postgres(url) = engine.store().location().clone() else {
+    let Location::Postgres(url) = hf.engine().store().location().clone() else {
         return shutdown.cancelled().await;
     };
-    let own = engine.store().replica_id().to_string();
     loop {
-        let listening = async {
-            let mut listener = PgListener::connect(&url).await?;
-            listener.listen(CHANGES_CHANNEL).await?;
-            resync(&engine, &alerts).await;
-            let mut resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(resync_at) => {
-                        resync(&engine, &alerts).await;
-                        resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
-                    }
-                    received = listener.try_recv() => match received? {
-                        Some(n) => match Notice::parse(n.payload()) {
-                            Some(notice) if notice.origin != own => {
-                                apply(&engine, &hf, &alerts, notice.change).await
-                            }
-                            Some(_) => {}
-                            None => tracing::warn!(payload = n.payload(), "unknown change notice ignored"),
-                        },
-                        // The session dropped and was made again: what it missed is read back.
-                        None => resync(&engine, &alerts).await,
-                    }
-                }
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = listening => if let Err(e) = result {
+            e = listen(&url, &hf, &alerts) => {
                 tracing::warn!(error = %e, "cannot listen for other replicas' changes; connecting again");
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RETRY_AFTER) => {}
+        }
+    }
+}
+
+/// Listens on one session, applying other replicas' notices, until the session fails.
+async fn listen(url: &str, hf: &HostFactory, alerts: &Alerts) -> sqlx::Error {
+    let engine = hf.engine();
+    let own = engine.store().replica_id();
+    let mut listener = match PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
+        return e;
+    }
+    resync(engine, alerts).await;
+    let mut resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(resync_at) => {
+                resync(engine, alerts).await;
+                resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+            }
+            received = listener.try_recv() => match received {
+                Err(e) => return e,
+                Ok(Some(n)) => match Notice::parse(n.payload()) {
+                    Some(notice) if notice.origin != own => {
+                        apply(engine, hf, alerts, notice.change).await
+                    }
+                    Some(_) => {}
+                    None => tracing::warn!(payload = n.payload(), "unknown change notice ignored"),
+                },
+                // The session dropped and was made again: what it missed is read back.
+                Ok(None) => resync(engine, alerts).await,
+            }
         }
     }
 }

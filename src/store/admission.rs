@@ -24,7 +24,7 @@ impl Store {
     /// Takes the admission lock (waiting for it).
     pub async fn admission(&self) -> StoreResult<AdmissionGuard> {
         let local = std::sync::Arc::clone(&self.admission).lock_owned().await;
-        let session = match self.backend {
+        let session = match self.backend() {
             Backend::Sqlite => None,
             Backend::Postgres => {
                 let mut conn = self.pool.acquire().await?;

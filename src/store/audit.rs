@@ -65,7 +65,7 @@ impl AuditRepo for Store {
              WHERE id > $1 AND at >= $2 AND at < $3
                AND ($4 IS NULL OR EXISTS (SELECT 1 FROM {} WHERE value = $4))
              ORDER BY id LIMIT $5",
-            self.backend.json_strings("audit.request_ids")
+            self.backend().json_strings("audit.request_ids")
         ))
         .bind(id_param(q.after.unwrap_or(0))?)
         .bind(q.since.unwrap_or(EpochMillis::MIN))

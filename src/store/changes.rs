@@ -75,7 +75,7 @@ impl Store {
     /// Tells the other replicas of `change`. A notice that cannot be sent is logged: the
     /// replicas' periodic full read catches up with it.
     pub(crate) async fn announce(&self, change: Change) {
-        if self.backend != Backend::Postgres {
+        if self.backend() != Backend::Postgres {
             return;
         }
         let notice = Notice {

@@ -61,7 +61,7 @@ const EVENT_ID_BLOCK_BITS: u32 = 32;
 #[async_trait]
 impl EventRepo for Store {
     async fn last_event_id(&self) -> StoreResult<u64> {
-        let seq: Option<i64> = match self.backend {
+        let seq: Option<i64> = match self.backend() {
             Backend::Sqlite => {
                 sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
                     .fetch_optional(&self.pool)
@@ -105,8 +105,8 @@ impl EventRepo for Store {
                AND id > $3 AND id < $4 AND at >= $5
                AND ($7 IS NULL OR {} = $7 OR {} = $7)
              ORDER BY id {} LIMIT $6",
-            self.backend.json_text("detail", "request_id"),
-            self.backend.json_text("detail", "return_request_id"),
+            self.backend().json_text("detail", "request_id"),
+            self.backend().json_text("detail", "return_request_id"),
             if newest { "DESC" } else { "ASC" }
         );
         let mut rows: Vec<Event> = sqlx::query_as(&sql)

@@ -142,6 +142,13 @@ impl Location {
         ))
     }
 
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::SqliteFile(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
     /// For logs and messages: a PostgreSQL URL without its password.
     pub fn shown(&self) -> String {
         match self {
@@ -168,7 +175,6 @@ fn redact_url(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
     location: Location,
     /// This process among the replicas (random at each start).
     replica_id: Arc<str>,
@@ -239,7 +245,8 @@ impl Store {
     ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let shown = location.shown();
-        let (backend, url) = match location {
+        let backend = location.backend();
+        let url = match location {
             Location::SqliteFile(path) => {
                 if let Some(parent) = Path::new(path).parent()
                     && !parent.as_os_str().is_empty()
@@ -251,9 +258,9 @@ impl Store {
                         )
                     })?;
                 }
-                (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
+                format!("sqlite://{path}?mode=rwc")
             }
-            Location::Postgres(url) => (Backend::Postgres, url.clone()),
+            Location::Postgres(url) => url.clone(),
         };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| anyhow::anyhow!("database {shown}: {e}"))?;
@@ -294,7 +301,6 @@ impl Store {
         let single_writer = backend == Backend::Sqlite;
         let store = Self {
             pool,
-            backend,
             location: location.clone(),
             replica_id: uuid::Uuid::new_v4().simple().to_string()[..12].into(),
             leadership: match backend {
@@ -320,7 +326,7 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.location.backend()
     }
 
     /// Where the database is: the replica machinery opens its own connections to it.
@@ -342,7 +348,7 @@ impl Store {
     /// rely on that, as they do on SQLite's single writer. Every transaction of this store
     /// writes, so every one starts here.
     async fn write(&self) -> StoreResult<sqlx::Transaction<'static, Any>> {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
@@ -362,7 +368,7 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| format!("database not reachable: {e}"))?;
-        let expected = self.backend.migrator().iter().count() as i64;
+        let expected = self.backend().migrator().iter().count() as i64;
         if applied < expected {
             return Err(format!("{applied} of {expected} migrations applied"));
         }

@@ -130,7 +130,9 @@ pub trait MetricsRepo: Send + Sync {
 /// Events, kept for queries and for followers that reconnect.
 #[async_trait]
 pub trait EventRepo: Send + Sync {
-    /// The highest id ever stored (also after pruning), 0 before the first event.
+    /// The id this process's new events count on from, asked once at start. SQLite: the
+    /// highest id ever stored (also after pruning), 0 before the first event. PostgreSQL: the
+    /// start of a block of ids taken for this process alone (replicas emit events at once).
     async fn last_event_id(&self) -> StoreResult<u64>;
 
     /// Stores events with the ids they were given.

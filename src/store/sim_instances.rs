@@ -161,8 +161,8 @@ impl Store {
             let sql = format!(
                 "SELECT {COLUMNS} FROM sim_instances WHERE strategy = {} AND {column} IN ({})
                  ORDER BY launched_at, instance_id",
-                self.backend.list(1, 1),
-                self.backend.list(2, chunk.len())
+                self.backend().list(1, 1),
+                self.backend().list(2, chunk.len())
             );
             let mut q = sqlx::query_as(&sql).bind(strategy);
             for v in chunk {

@@ -333,6 +333,18 @@ pub async fn post(base: &str, path: &str, body: Value) -> Value {
         .unwrap()
 }
 
+/// PUT `body` to a service at `base`, which must accept it; the answer's JSON.
+pub async fn put(base: &str, path: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
 /// GET from a service at `base`; the answer's JSON.
 pub async fn get(base: &str, path: &str) -> Value {
     reqwest::get(format!("{base}{path}"))

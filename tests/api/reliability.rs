@@ -42,7 +42,12 @@ async fn start(config: &Path, dir: &Path) -> (Child, String) {
 
 /// A HostFactory call: the status and JSON answer, or `None` when no answer came (the
 /// connection failed or was cut).
-async fn hf_call(client: &reqwest::Client, base: &str, call: &str, body: Value) -> Option<Value> {
+pub async fn hf_call(
+    client: &reqwest::Client,
+    base: &str,
+    call: &str,
+    body: Value,
+) -> Option<Value> {
     let res = client
         .post(format!("{base}/api/v1/hostfactory/{call}"))
         .json(&body)

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::helpers::{PATIENCE, eventually, get, serve};
+use crate::helpers::{PATIENCE, eventually, get, put, serve};
 use crate::hostfactory::hf_config;
+use crate::reliability::hf_call;
 use crate::support::postgres::{fresh_database_url, psql};
 
 /// How long a new leader may take before the test fails: generous for a loaded machine; the
@@ -235,29 +236,6 @@ async fn kill(replica: &mut Replica) {
     replica.child.wait().await.unwrap();
 }
 
-async fn put(base: &str, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .put(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "PUT {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-/// A HostFactory call; `None` when no answer came (the replica is dead or was killed).
-async fn hf_call(base: &str, call: &str, body: Value) -> Option<Value> {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/v1/hostfactory/{call}"))
-        .json(&body)
-        .send()
-        .await
-        .ok()?;
-    assert_eq!(r.status(), 200, "{call}");
-    r.json().await.ok()
-}
-
 /// The operations of `strategy` that `base` counts over the last hour.
 async fn operations_of(base: &str, strategy: &str) -> u64 {
     let v = get(
@@ -402,17 +380,18 @@ async fn three_replicas_survive_losing_their_leader_mid_burst() {
     shared_state_is_seen_everywhere(&replicas).await;
 
     // A burst spread over the three; the leader is SIGKILLed after a third has been answered.
+    let client = reqwest::Client::new();
     let counts: Vec<u64> = (0..ACQUIRES as u64).map(|i| 1 + i % 3).collect();
     let calls: Vec<_> = counts
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let base = bases[i % 3].clone();
+            let (client, base) = (client.clone(), bases[i % 3].clone());
             let body = json!({"template": {"templateId": "Unlimited-OnDemand", "machineCount": n}});
             tokio::spawn(async move {
                 // Spread over time too, so that the kill lands mid-burst.
                 tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
-                hf_call(&base, "requestMachines", body).await
+                hf_call(&client, &base, "requestMachines", body).await
             })
         })
         .collect();
@@ -460,7 +439,7 @@ async fn three_replicas_survive_losing_their_leader_mid_burst() {
         let mut all = HashMap::new();
         for (k, chunk) in ids.chunks(15).enumerate() {
             let body = json!({"requests": chunk.iter().map(|id| json!({"requestId": id})).collect::<Vec<_>>()});
-            let v = hf_call(&live[k % 2], "getRequestStatus", body)
+            let v = hf_call(&client, &live[k % 2], "getRequestStatus", body)
                 .await
                 .expect("getRequestStatus answers");
             for r in v["requests"].as_array().unwrap() {

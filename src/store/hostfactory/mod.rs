@@ -101,7 +101,7 @@ impl HostFactoryRepo for Store {
         machine_ids: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let stored = insert_return(&mut tx, self.backend, r, machine_ids).await?;
+        let stored = insert_return(&mut tx, self.backend(), r, machine_ids).await?;
         self.commit_machines(tx, stored).await?;
         self.requests.evict_machines(
             machine_ids.iter().map(String::as_str),
@@ -168,7 +168,7 @@ impl HostFactoryRepo for Store {
             },
             ..ret.clone()
         };
-        let stored = insert_return(&mut tx, self.backend, &ret, &machine_ids).await?;
+        let stored = insert_return(&mut tx, self.backend(), &ret, &machine_ids).await?;
         self.commit_machines(tx, stored).await?;
         self.requests.evict_machines(
             machine_ids.iter().map(String::as_str),
@@ -182,7 +182,7 @@ impl HostFactoryRepo for Store {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT * FROM hf_requests WHERE request_id IN ({})",
-                self.backend.list(1, chunk.len())
+                self.backend().list(1, chunk.len())
             );
             let mut q = sqlx::query_as(&sql);
             for id in chunk {
@@ -232,7 +232,7 @@ impl HostFactoryRepo for Store {
     async fn hf_requests_in(&self, states: &[RequestState]) -> StoreResult<Vec<HfRequest>> {
         let sql = format!(
             "SELECT * FROM hf_requests WHERE state IN ({}) ORDER BY created_at",
-            self.backend.list(1, states.len())
+            self.backend().list(1, states.len())
         );
         let mut q = sqlx::query_as(&sql);
         for s in states {
@@ -281,7 +281,7 @@ impl HostFactoryRepo for Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let stored = upsert_machines(&mut tx, self.backend, machines).await?;
+        let stored = upsert_machines(&mut tx, self.backend(), machines).await?;
         self.commit_machines(tx, stored).await?;
         self.evict_observed(machines, [request_id]);
         Ok(())
@@ -307,7 +307,7 @@ impl HostFactoryRepo for Store {
 
     async fn save_observations(&self, machines: &[HfMachine]) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let stored = upsert_machines(&mut tx, self.backend, machines).await?;
+        let stored = upsert_machines(&mut tx, self.backend(), machines).await?;
         self.commit_machines(tx, stored).await?;
         self.evict_observed(machines, []);
         Ok(())
@@ -320,8 +320,8 @@ impl HostFactoryRepo for Store {
             let sql = format!(
                 "SELECT * FROM hf_machines WHERE request_id IN ({}) OR return_request_id IN ({})
                  ORDER BY created_at, machine_id",
-                self.backend.list(1, n),
-                self.backend.list(n + 1, n)
+                self.backend().list(1, n),
+                self.backend().list(n + 1, n)
             );
             let mut q = sqlx::query_as(&sql);
             for id in chunk.iter().chain(chunk) {
@@ -336,7 +336,7 @@ impl HostFactoryRepo for Store {
         // Machines HostFactory gives back are live, so mostly tracked: no read for those.
         let (mut out, rest) = self.tracked.split(ids).await;
         for (sql, chunk) in in_chunks(
-            self.backend,
+            self.backend(),
             "SELECT * FROM hf_machines WHERE machine_id",
             1,
             &rest,
@@ -359,9 +359,9 @@ impl HostFactoryRepo for Store {
             let n = chunk.len();
             let sql = format!(
                 "SELECT * FROM hf_machines WHERE machine_id IN ({}) OR private_dns IN ({}) OR private_ip IN ({})",
-                self.backend.list(1, n),
-                self.backend.list(n + 1, n),
-                self.backend.list(2 * n + 1, n)
+                self.backend().list(1, n),
+                self.backend().list(n + 1, n),
+                self.backend().list(2 * n + 1, n)
             );
             let mut q = sqlx::query_as::<_, HfMachine>(&sql);
             for k in chunk.iter().chain(chunk).chain(chunk) {
@@ -399,7 +399,7 @@ impl HostFactoryRepo for Store {
     ) -> StoreResult<()> {
         let head = format!(
             "UPDATE hf_machines SET message = {} WHERE failed = 0 AND machine_id",
-            self.backend.list(1, 1)
+            self.backend().list(1, 1)
         );
         self.update_machines(&head, &[Set::Text(message)], machine_ids)
             .await
@@ -410,8 +410,8 @@ impl HostFactoryRepo for Store {
             "UPDATE hf_machines SET return_sent_at = {}, updated_at = {},
                 message = CASE WHEN failed = 1 THEN message ELSE '' END
              WHERE machine_id",
-            self.backend.list(1, 1),
-            self.backend.list(2, 1)
+            self.backend().list(1, 1),
+            self.backend().list(2, 1)
         );
         self.update_machines(&head, &[Set::Time(now), Set::Time(now)], machine_ids)
             .await

@@ -18,8 +18,8 @@ impl Store {
             let sql = format!(
                 "UPDATE hf_requests SET claimed_at = {}
                  WHERE claimed_at IS NULL AND request_id IN ({})",
-                self.backend.list(1, 1),
-                self.backend.list(2, chunk.len())
+                self.backend().list(1, 1),
+                self.backend().list(2, chunk.len())
             );
             bind_all(sqlx::query(&sql).bind(now), chunk)
                 .execute(&self.pool)
@@ -74,7 +74,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let mut stored = Vec::new();
-        for (sql, chunk) in in_chunks(self.backend, head, set.len() + 1, machine_ids, RETURNING) {
+        for (sql, chunk) in in_chunks(self.backend(), head, set.len() + 1, machine_ids, RETURNING) {
             let mut q = sqlx::query(&sql);
             for value in set {
                 q = match *value {
